@@ -24,7 +24,7 @@ class Event:
     channel: str
     data: Any
     key: str | None = None
-    headers: Mapping[str, str] = field(default=_EMPTY)
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     time: float = 0.0
     cursor: str | None = None
 

@@ -1,0 +1,156 @@
+"""OAuth2 access tokens as JWTs (RFC 7519, RFC 9068 claims), validated per RFC 8725.
+
+Signing uses an asymmetric key that persists across restarts; verification accepts
+only asymmetric algorithms from an allow-list, checks ``exp``/``nbf`` with at most
+60 s leeway and ``iss``/``aud`` exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from bridge.errors import Unauthenticated
+from bridge.policy import Grant
+
+ALLOWED_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+LEEWAY_SECONDS = 60
+_KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    algorithm: str
+    kid: str
+    private_key: PrivateKey
+
+    def public_jwk(self) -> dict[str, Any]:
+        public = self.private_key.public_key()
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            jwk: dict[str, Any] = ECAlgorithm.to_jwk(public, as_dict=True)
+        else:
+            jwk = RSAAlgorithm.to_jwk(public, as_dict=True)
+        return {**jwk, "kid": self.kid, "alg": self.algorithm, "use": "sig"}
+
+
+def _generate(algorithm: str) -> PrivateKey:
+    if algorithm == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def load_or_create_signing_key(path: Path, algorithm: str) -> SigningKey:
+    """Read the key file, or create it (mode 0600) so tokens survive restarts."""
+    if path.exists():
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if stored.get("alg") == algorithm:
+            key = serialization.load_pem_private_key(stored["pem"].encode(), password=None)
+            if isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+                return SigningKey(algorithm, stored["kid"], key)
+    private = _generate(algorithm)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    kid = secrets.token_urlsafe(12)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump({"alg": algorithm, "kid": kid, "pem": pem}, handle)
+    return SigningKey(algorithm, kid, private)
+
+
+class TokenIssuer:
+    def __init__(self, key: SigningKey, *, issuer: str, audience: str, ttl: int) -> None:
+        self.key = key
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl = ttl
+
+    def issue(self, client_id: str, scopes: frozenset[str], now: float) -> str:
+        claims = {
+            "iss": self.issuer,
+            "sub": client_id,
+            "aud": self.audience,
+            "client_id": client_id,
+            "iat": int(now),
+            "nbf": int(now),
+            "exp": int(now) + self.ttl,
+            "jti": secrets.token_urlsafe(16),
+            "scope": " ".join(sorted(scopes)),
+        }
+        return jwt.encode(
+            claims,
+            self.key.private_key,
+            algorithm=self.key.algorithm,
+            headers={"kid": self.key.kid, "typ": "at+jwt"},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedKeys:
+    """Where tokens of one issuer are checked: its audience and its public JWKs by kid."""
+
+    issuer: str
+    audience: str
+    keys: Mapping[str, Mapping[str, Any]]
+
+
+def verify_token(token: str, trusted: Mapping[str, TrustedKeys]) -> Grant:
+    """Verify signature, algorithm, exp/nbf, iss and aud; raise Unauthenticated on any failure."""
+    try:
+        header = jwt.get_unverified_header(token)
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise Unauthenticated("malformed token") from exc
+    algorithm = header.get("alg")
+    if algorithm not in ALLOWED_ALGORITHMS:
+        raise Unauthenticated(f"algorithm {algorithm!r} is not accepted")
+    issuer = unverified.get("iss")
+    source = trusted.get(issuer) if isinstance(issuer, str) else None
+    if source is None:
+        raise Unauthenticated("untrusted issuer")
+    kid = header.get("kid")
+    if kid is None and len(source.keys) == 1:
+        kid = next(iter(source.keys))
+    jwk = source.keys.get(kid) if isinstance(kid, str) else None
+    if jwk is None:
+        raise Unauthenticated("unknown signing key")
+    if _KEY_TYPES.get(algorithm[:2]) != jwk.get("kty") or jwk.get("alg", algorithm) != algorithm:
+        raise Unauthenticated("the algorithm does not match the key")
+    try:
+        key = jwt.PyJWK(dict(jwk), algorithm=algorithm).key
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            audience=source.audience,
+            issuer=source.issuer,
+            leeway=LEEWAY_SECONDS,
+            options={"require": ["exp", "iss", "aud"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthenticated("the token has expired") from exc
+    except jwt.PyJWTError as exc:
+        raise Unauthenticated(f"invalid token: {exc}") from exc
+    client_id = claims.get("client_id") or claims.get("azp") or claims.get("sub")
+    if not isinstance(client_id, str):
+        raise Unauthenticated("the token names no client")
+    scope = claims.get("scope", "")
+    scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset(claims.get("scp", []))
+    return Grant(client_id, scopes, float(claims["exp"]), source.issuer, claims.get("jti"))

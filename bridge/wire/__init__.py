@@ -1,0 +1,1 @@
+"""Wire encodings as pure functions: bytes out, no I/O."""

@@ -1,0 +1,5 @@
+"""Broker connectors behind one Protocol; only these modules import broker clients."""
+
+from connectors.base import Connector, Gap, connector_for
+
+__all__ = ["Connector", "Gap", "connector_for"]
