@@ -342,7 +342,8 @@ class Topic(_Strict):
         missing = path_parameters(self.channel) - path_parameters(self.name)
         if missing:
             raise ValueError(
-                f"channel uses {{{', '.join(sorted(missing))}}} which the topic name does not declare"
+                f"channel uses {{{', '.join(sorted(missing))}}} "
+                "which the topic name does not declare"
             )
         return self
 
@@ -415,8 +416,17 @@ class Config(_Strict):
 
 # --- loading ---------------------------------------------------------------------------------
 
-RESERVED_PREFIXES = ("/api/v1", "/oauth2", "/.well-known", "/healthz", "/readyz", "/metrics",
-                     "/docs", "/openapi.json", "/redoc")
+RESERVED_PREFIXES = (
+    "/api/v1",
+    "/oauth2",
+    "/.well-known",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/docs",
+    "/openapi.json",
+    "/redoc",
+)
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MESSAGES = {
     "extra_forbidden": "unknown key",
@@ -441,11 +451,14 @@ def format_path(loc: tuple[int | str, ...]) -> str:
 def expand_env(node: Any, path: str, problems: list[Problem], env: dict[str, str]) -> Any:
     """Replace ${VAR} and ${VAR:-default} in every string scalar of the YAML tree."""
     if isinstance(node, dict):
-        return {k: expand_env(v, f"{path}.{k}" if path else str(k), problems, env)
-                for k, v in node.items()}
+        return {
+            k: expand_env(v, f"{path}.{k}" if path else str(k), problems, env)
+            for k, v in node.items()
+        }
     if isinstance(node, list):
         return [expand_env(v, f"{path}[{i}]", problems, env) for i, v in enumerate(node)]
     if isinstance(node, str):
+
         def substitute(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             if name in env:
@@ -454,6 +467,7 @@ def expand_env(node: Any, path: str, problems: list[Problem], env: dict[str, str
                 return default
             problems.append(Problem(path, f"environment variable {name} is not set"))
             return ""
+
         return _ENV.sub(substitute, node)
     return node
 
@@ -470,8 +484,10 @@ def parse_config(raw: Any, env: dict[str, str] | None = None) -> Config:
         config = Config.model_validate(expanded)
     except ValidationError as exc:
         problems += [
-            Problem(format_path(err["loc"]),
-                    _MESSAGES.get(err["type"], err["msg"]).removeprefix("Value error, "))
+            Problem(
+                format_path(err["loc"]),
+                _MESSAGES.get(err["type"], err["msg"]).removeprefix("Value error, "),
+            )
             for err in exc.errors()
         ]
         raise ConfigError(problems) from exc
@@ -502,20 +518,38 @@ def semantic_problems(config: Config) -> list[Problem]:
         at = f"apis[{i}]"
         if api.broker not in config.brokers:
             known = ", ".join(sorted(config.brokers)) or "none defined"
-            problems.append(Problem(f"{at}.broker", f"unknown broker {api.broker!r} (known: {known})"))
+            problems.append(
+                Problem(f"{at}.broker", f"unknown broker {api.broker!r} (known: {known})")
+            )
         for j, tier in enumerate(api.tiers):
             if tier not in config.tiers:
                 problems.append(Problem(f"{at}.tiers[{j}]", f"unknown tier {tier!r}"))
         if (api.name, api.version) in seen_ids:
-            problems.append(Problem(f"{at}.version", f"duplicate API {api.name} {api.version} "
-                                    f"(also apis[{seen_ids[(api.name, api.version)]}])"))
+            problems.append(
+                Problem(
+                    f"{at}.version",
+                    f"duplicate API {api.name} {api.version} "
+                    f"(also apis[{seen_ids[(api.name, api.version)]}])",
+                )
+            )
         seen_ids.setdefault((api.name, api.version), i)
         base = api.base_path
-        clash = next((j for p, j in seen_paths.items()
-                      if base == p or base.startswith(p + "/") or p.startswith(base + "/")), None)
+        clash = next(
+            (
+                j
+                for p, j in seen_paths.items()
+                if base == p or base.startswith(p + "/") or p.startswith(base + "/")
+            ),
+            None,
+        )
         if clash is not None:
-            problems.append(Problem(f"{at}.context", f"duplicate context: {base} overlaps "
-                                    f"apis[{clash}] ({config.apis[clash].base_path})"))
+            problems.append(
+                Problem(
+                    f"{at}.context",
+                    f"duplicate context: {base} overlaps "
+                    f"apis[{clash}] ({config.apis[clash].base_path})",
+                )
+            )
         seen_paths.setdefault(base, i)
         if base.startswith(RESERVED_PREFIXES):
             problems.append(Problem(f"{at}.context", f"{base} is reserved for the gateway itself"))
@@ -528,26 +562,40 @@ def semantic_problems(config: Config) -> list[Problem]:
             if topic.mode == "both" and api.protocol != "websocket":
                 problems.append(Problem(f"{tat}.mode", "mode both needs protocol websocket"))
             if topic.mode != "subscribe" and api.protocol == "sse":
-                problems.append(Problem(f"{tat}.mode", f"mode {topic.mode} needs protocol "
-                                        "websocket or websub; SSE only sends"))
+                problems.append(
+                    Problem(
+                        f"{tat}.mode",
+                        f"mode {topic.mode} needs protocol websocket or websub; SSE only sends",
+                    )
+                )
             if topic.pipeline and topic.mode == "publish":
                 problems.append(Problem(f"{tat}.pipeline", "a publish topic has no pipeline"))
     client_ids: dict[str, int] = {}
     for i, app in enumerate(config.applications):
         at = f"applications[{i}]"
         if app.client_id in client_ids:
-            problems.append(Problem(f"{at}.client_id", f"duplicate client_id (also "
-                                    f"applications[{client_ids[app.client_id]}])"))
+            problems.append(
+                Problem(
+                    f"{at}.client_id",
+                    f"duplicate client_id (also applications[{client_ids[app.client_id]}])",
+                )
+            )
         client_ids.setdefault(app.client_id, i)
         for j, sub in enumerate(app.subscriptions):
             sat = f"{at}.subscriptions[{j}]"
-            api_match = next((a for a in config.apis if a.name == sub.api and a.version == sub.version),
-                             None)
+            api_match = next(
+                (a for a in config.apis if a.name == sub.api and a.version == sub.version), None
+            )
             if api_match is None:
                 problems.append(Problem(f"{sat}.api", f"unknown API {sub.api} {sub.version}"))
             if sub.tier not in config.tiers:
                 problems.append(Problem(f"{sat}.tier", f"unknown tier {sub.tier!r}"))
             elif api_match is not None and api_match.tiers and sub.tier not in api_match.tiers:
-                problems.append(Problem(f"{sat}.tier", f"tier {sub.tier} is not offered by "
-                                        f"{sub.api} {sub.version} ({', '.join(api_match.tiers)})"))
+                problems.append(
+                    Problem(
+                        f"{sat}.tier",
+                        f"tier {sub.tier} is not offered by "
+                        f"{sub.api} {sub.version} ({', '.join(api_match.tiers)})",
+                    )
+                )
     return problems

@@ -24,7 +24,9 @@ class Expression:
         """Evaluate; any failure becomes a PipelineError naming the expression."""
         try:
             return self.program.execute(activation)
-        except Exception as exc:  # the CEL runtime raises KeyError/TypeError/ValueError/RuntimeError
+        except (
+            Exception
+        ) as exc:  # the CEL runtime raises KeyError/TypeError/ValueError/RuntimeError
             raise PipelineError(f"{self.source!r}: {exc}") from exc
 
 
@@ -37,8 +39,11 @@ def compile_expression(source: str) -> Expression:
     except Exception as exc:  # cel raises ValueError, sometimes RuntimeError
         text = str(exc)
         found = _PARSER_ERROR.search(text)
-        detail = f"{found.group(3)} at {found.group(1)}:{found.group(2)}" if found else (
-            text.splitlines()[0] if text else type(exc).__name__)
+        detail = (
+            f"{found.group(3)} at {found.group(1)}:{found.group(2)}"
+            if found
+            else (text.splitlines()[0] if text else type(exc).__name__)
+        )
         raise ValueError(f"invalid CEL expression {source!r}: {detail}") from exc
 
 

@@ -82,7 +82,8 @@ def authorize(
     missing = has_required_scopes(grant.scopes, required_scopes)
     if missing:
         raise InsufficientScope(
-            f"the token lacks scope {' '.join(sorted(missing))}", required=frozenset(required_scopes)
+            f"the token lacks scope {' '.join(sorted(missing))}",
+            required=frozenset(required_scopes),
         )
     if api_state == "BLOCKED":
         raise ApiBlocked("the API is blocked")
@@ -115,6 +116,9 @@ class RollingWindow:
         self.limit = limit
         self.window = window
         self._times: deque[float] = deque()
+
+    def is_empty(self, now: float) -> bool:
+        return not self._times or self._times[-1] <= now - self.window
 
     def acquire(self, now: float) -> None:
         """Count one event, or raise Throttled with whole seconds until one fits."""

@@ -152,5 +152,7 @@ def verify_token(token: str, trusted: Mapping[str, TrustedKeys]) -> Grant:
     if not isinstance(client_id, str):
         raise Unauthenticated("the token names no client")
     scope = claims.get("scope", "")
-    scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset(claims.get("scp", []))
+    scopes = (
+        frozenset(scope.split()) if isinstance(scope, str) else frozenset(claims.get("scp", []))
+    )
     return Grant(client_id, scopes, float(claims["exp"]), source.issuer, claims.get("jti"))

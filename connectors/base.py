@@ -53,5 +53,11 @@ def connector_for(name: str, settings: Broker, *, retain: int, max_age: float) -
         from connectors.memory import MemoryConnector
 
         return MemoryConnector(name, retain=retain, max_age=max_age)
-    raise ConfigError([Problem(f"brokers.{name}.type",
-                               f"broker type {settings.type} is not available in this build yet")])
+    raise ConfigError(
+        [
+            Problem(
+                f"brokers.{name}.type",
+                f"broker type {settings.type} is not available in this build yet",
+            )
+        ]
+    )

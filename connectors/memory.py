@@ -75,8 +75,9 @@ class MemoryConnector:
         state = self._channel(channel)
         state.last += 1
         now = time.time()
-        stored = replace(event, channel=channel, time=event.time or now,
-                         cursor=f"{self._epoch}:{state.last}")
+        stored = replace(
+            event, channel=channel, time=event.time or now, cursor=f"{self._epoch}:{state.last}"
+        )
         state.buffer.append(stored)
         self._trim(state, now)
         for waiter in state.waiters:

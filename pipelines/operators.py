@@ -121,8 +121,11 @@ class Sample:
         self._counts: dict[str, int] = {}
 
     def feed(self, event: Event, now: float) -> list[Event]:
-        group = "" if self._group_by is None else value_key(
-            evaluate_plain(self._group_by, event.activation()))
+        group = (
+            ""
+            if self._group_by is None
+            else value_key(evaluate_plain(self._group_by, event.activation()))
+        )
         self._advance(now)
         count = self._counts.get(group, 0)
         if count >= self._max:

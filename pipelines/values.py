@@ -58,6 +58,6 @@ def period_index(now: float, size: float) -> int:
     """
     quotient = now / size
     nearest = round(quotient)
-    if abs(quotient - nearest) <= max(1e-9, abs(quotient) * 1e-12):
+    if abs(quotient - nearest) <= 1e-12 + abs(quotient) * 1e-15:  # a few float ulps
         return nearest
     return math.floor(quotient)

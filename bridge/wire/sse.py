@@ -65,7 +65,9 @@ def decode_stream(text: str) -> list[ParsedEvent]:
     for line in _LINE_BREAK.split(text):
         if line == "":
             if data:
-                events.append(ParsedEvent("\n".join(data), last_id if saw_id else None, event, retry))
+                events.append(
+                    ParsedEvent("\n".join(data), last_id if saw_id else None, event, retry)
+                )
             data, event, retry, saw_id = [], None, None, False
             continue
         if line.startswith(":"):

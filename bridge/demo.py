@@ -1,0 +1,126 @@
+"""The embedded demo (CONTRACT §1): no config file, no external broker.
+
+A memory broker, one SSE API (ticker prices, with a filtered and a windowed topic), one
+WebSocket API (chat rooms: publish and subscribe), one application with a fresh secret.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+DEMO_CLIENT_ID = "demo"
+
+
+def demo_config(secret: str | None = None) -> dict[str, Any]:
+    return {
+        "gateway": {"state": "sqlite:///.state/demo.db"},
+        "brokers": {"demo": {"type": "memory"}},
+        "tiers": {
+            "Gold": {"events_per_minute": 6000, "max_connections": 20},
+            "Silver": {"events_per_minute": 600, "max_connections": 2},
+        },
+        "apis": [
+            {
+                "name": "Ticker",
+                "version": "1.0.0",
+                "context": "/ticker",
+                "protocol": "sse",
+                "broker": "demo",
+                "tiers": ["Gold", "Silver"],
+                "replay": {"max_events": 1000, "max_age": "10m"},
+                "topics": [
+                    {"name": "/prices", "channel": "demo.prices", "scopes": ["ticker:read"]},
+                    {
+                        "name": "/prices/{symbol}",
+                        "channel": "demo.prices.{symbol}",
+                        "scopes": ["ticker:read"],
+                    },
+                    {
+                        "name": "/big-moves",
+                        "channel": "demo.prices",
+                        "scopes": ["ticker:read"],
+                        "pipeline": [
+                            {"filter": "data.change > 1.0 || data.change < -1.0"},
+                            {"map": "{'symbol': data.symbol, 'price': data.price}"},
+                        ],
+                    },
+                    {
+                        "name": "/stats",
+                        "channel": "demo.prices",
+                        "scopes": ["ticker:read"],
+                        "pipeline": [
+                            {
+                                "window": {
+                                    "tumbling": "10s",
+                                    "group_by": "data.symbol",
+                                    "aggregate": {
+                                        "ticks": "count()",
+                                        "avg_price": "avg(data.price)",
+                                        "high": "max(data.price)",
+                                        "low": "min(data.price)",
+                                    },
+                                }
+                            }
+                        ],
+                    },
+                ],
+            },
+            {
+                "name": "Chat",
+                "version": "1.0.0",
+                "context": "/chat",
+                "protocol": "websocket",
+                "broker": "demo",
+                "tiers": ["Gold"],
+                "topics": [
+                    {
+                        "name": "/rooms/{room}",
+                        "mode": "both",
+                        "channel": "chat.{room}",
+                        "scopes": ["chat:write"],
+                    },
+                    {
+                        "name": "/announcements",
+                        "mode": "subscribe",
+                        "channel": "chat.announce",
+                        "scopes": ["chat:read"],
+                    },
+                ],
+            },
+        ],
+        "applications": [
+            {
+                "name": "Demo app",
+                "client_id": DEMO_CLIENT_ID,
+                "client_secret": secret or secrets.token_urlsafe(18),
+                "subscriptions": [
+                    {"api": "Ticker", "version": "1.0.0", "tier": "Gold"},
+                    {"api": "Chat", "version": "1.0.0", "tier": "Gold"},
+                ],
+            },
+        ],
+    }
+
+
+def demo_instructions(base_url: str, secret: str) -> str:
+    ws_base = base_url.replace("http://", "ws://").replace("https://", "wss://")
+    return f"""
+Streambridge embedded demo is running at {base_url}
+  application client_id: {DEMO_CLIENT_ID}
+  client_secret:         {secret}   (new at every start)
+
+Get a token:
+  TOKEN=$(curl -s -u {DEMO_CLIENT_ID}:{secret} -d grant_type=client_credentials \\
+    {base_url}/oauth2/token \\
+    | python3 -c 'import sys,json; print(json.load(sys.stdin)["access_token"])')
+
+Server-Sent Events:
+  curl -N -H "Authorization: Bearer $TOKEN" {base_url}/ticker/1.0.0/prices
+  curl -N -H "Authorization: Bearer $TOKEN" {base_url}/ticker/1.0.0/stats
+  curl -N -H "Authorization: Bearer $TOKEN" "{base_url}/ticker/1.0.0?topic=/big-moves&topic=/stats"
+
+WebSocket (type a line to publish it to the room):
+  websocat "{ws_base}/chat/1.0.0/rooms/lobby?access_token=$TOKEN"
+  python3 -m websockets "{ws_base}/chat/1.0.0/rooms/lobby?access_token=$TOKEN"
+"""

@@ -1,0 +1,1 @@
+"""The HTTP/WebSocket edge: the only package importing FastAPI and Starlette."""

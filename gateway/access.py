@@ -1,0 +1,119 @@
+"""From an HTTP/WebSocket request to an admitted stream, or the AccessDenied that refuses it.
+
+The rules are ``bridge.policy.authorize``; this module only gathers its inputs from the
+request (token, path, query) and from the catalogue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from bridge.catalog import ApiEntry, TopicMatch
+from bridge.config import Api, Tier
+from bridge.errors import Unauthenticated, UnknownResource
+from bridge.policy import Grant, SubscriptionState, authorize
+from gateway.runtime import Runtime
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    grant: Grant
+    api: Api
+    topics: list[TopicMatch]
+    subscription: SubscriptionState
+    tier: Tier
+    multi: bool  # several topics by ?topic=: events carry ``event: <topic>``
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.subscription.key
+
+
+def query_params(scope: Mapping[str, object]) -> list[tuple[str, str]]:
+    raw = scope.get("query_string", b"")
+    return parse_qsl(
+        raw.decode("latin-1") if isinstance(raw, bytes) else "", keep_blank_values=True
+    )
+
+
+def bearer_token(headers: Mapping[str, str], query: list[tuple[str, str]]) -> str | None:
+    """RFC 6750 §2.1 header, or §2.3 ``access_token`` query parameter (EventSource/WebSocket)."""
+    authorization = headers.get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    for name, value in query:
+        if name == "access_token" and value:
+            return value
+    return None
+
+
+def _topics(
+    entry: ApiEntry, rest: str, query: list[tuple[str, str]], allow_multi: bool
+) -> tuple[list[TopicMatch], bool]:
+    requested = [v for k, v in query if k == "topic"]
+    if rest == "" and requested and allow_multi:
+        names = list(dict.fromkeys(requested))
+        multi = True
+    else:
+        names, multi = [rest], False
+    matches = []
+    for name in names:
+        if not name.startswith("/"):
+            name = "/" + name
+        match = entry.topic(name)
+        if match is None:
+            raise UnknownResource(f"no topic {name} in this API")
+        matches.append(match)
+    return matches, multi
+
+
+async def admit(
+    runtime: Runtime,
+    *,
+    path: str,
+    headers: Mapping[str, str],
+    query: list[tuple[str, str]],
+    protocol: str,
+) -> Admitted:
+    """Apply CONTRACT §4 in table order; raises the first AccessDenied that applies."""
+    assert runtime.authority is not None
+    token = bearer_token(headers, query)
+    grant: Grant | None = None
+    token_error: str | None = None
+    if token is None:
+        token_error = "a bearer token is required"  # noqa: S105 - a message, not a secret  # noqa: S105 - a message, not a secret
+    else:
+        try:
+            grant = await runtime.authority.verify(token)
+        except Unauthenticated as exc:
+            token_error = exc.detail
+    resolved = runtime.catalog.resolve(path)
+    topics: list[TopicMatch] = []
+    multi = False
+    topics_found = False
+    api: Api | None = None
+    if resolved is not None and grant is not None:
+        entry, rest = resolved
+        api = entry.api
+        try:
+            topics, multi = _topics(entry, rest, query, allow_multi=protocol == "sse")
+            topics_found = True
+        except UnknownResource:
+            topics_found = False
+    subscription = runtime.catalog.subscription(grant.client_id, api) if grant and api else None
+    authorize(
+        grant=grant,
+        token_error=token_error,
+        api_state=api.state if api else None,
+        api_protocol=api.protocol if api else None,
+        topics_found=topics_found,
+        requested_protocol=protocol,
+        subscription=subscription,
+        required_scopes={scope for match in topics for scope in match.topic.scopes},
+    )
+    assert grant is not None and api is not None and subscription is not None
+    tier = runtime.catalog.tier(subscription.tier)
+    return Admitted(grant, api, topics, subscription, tier, multi)

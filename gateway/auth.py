@@ -1,0 +1,98 @@
+"""Token issuing and verification at the edge: our own keys plus trusted issuers' JWKS.
+
+External key sets are fetched with an async client (no blocking I/O on the event loop),
+cached, and fetched again at most every ``REFRESH_COOLDOWN`` seconds when a token names
+an unknown key (key rotation).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bridge.config import AuthSettings, GatewaySettings
+from bridge.errors import Unauthenticated
+from bridge.policy import Grant
+from bridge.tokens import (
+    TokenIssuer,
+    TrustedKeys,
+    load_or_create_signing_key,
+    verify_token,
+)
+
+log = logging.getLogger("streambridge.auth")
+REFRESH_COOLDOWN = 30.0
+
+
+def keys_path(gateway: GatewaySettings) -> Path:
+    if gateway.keys_file:
+        return Path(gateway.keys_file)
+    if gateway.state.startswith("sqlite:///"):
+        db = Path(gateway.state.removeprefix("sqlite:///"))
+        return db.with_name(db.stem + ".keys.json")
+    return Path("streambridge.keys.json")
+
+
+class TokenAuthority:
+    def __init__(self, auth: AuthSettings, gateway: GatewaySettings) -> None:
+        self.settings = auth
+        key = load_or_create_signing_key(keys_path(gateway), auth.signing_alg)
+        self.issuer = TokenIssuer(
+            key, issuer=auth.issuer, audience=auth.audience, ttl=auth.token_ttl
+        )
+        self.trusted: dict[str, TrustedKeys] = {
+            auth.issuer: TrustedKeys(auth.issuer, auth.audience, {key.kid: key.public_jwk()})
+        }
+        self._external = {t.issuer: t for t in auth.trusted_issuers}
+        self._fetched_at: dict[str, float] = {}
+        self._http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [self.issuer.key.public_jwk()]}
+
+    async def refresh(self, issuer: str) -> None:
+        settings = self._external[issuer]
+        self._fetched_at[issuer] = time.monotonic()
+        try:
+            response = await self._http.get(settings.jwks_url)
+            response.raise_for_status()
+            keys = {k["kid"]: k for k in response.json().get("keys", []) if "kid" in k}
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
+            log.warning("could not fetch the JWKS of %s: %s", issuer, exc)
+            return
+        self.trusted[issuer] = TrustedKeys(issuer, settings.audience, keys)
+
+    async def refresh_all(self) -> None:
+        for issuer in self._external:
+            await self.refresh(issuer)
+
+    async def verify(self, token: str) -> Grant:
+        try:
+            return verify_token(token, self.trusted)
+        except Unauthenticated as exc:
+            issuer = _unverified_issuer(token)
+            if (
+                issuer in self._external
+                and exc.detail in ("unknown signing key", "untrusted issuer")
+                and time.monotonic() - self._fetched_at.get(issuer, -1e9) > REFRESH_COOLDOWN
+            ):
+                await self.refresh(issuer)
+                return verify_token(token, self.trusted)
+            raise
+
+
+def _unverified_issuer(token: str) -> str | None:
+    import jwt
+
+    try:
+        issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+    except jwt.PyJWTError:
+        return None
+    return issuer if isinstance(issuer, str) else None

@@ -1,0 +1,70 @@
+"""Open streams per subscription: the tier's connection cap, the shared events-per-minute
+window, and revocation of every stream of a subscription or an API at once."""
+
+from __future__ import annotations
+
+from bridge.config import Tier
+from bridge.errors import BridgeError
+from bridge.policy import ConnectionCounter, RollingWindow
+from gateway.hub import Subscriber
+
+SubscriptionKey = tuple[str, str, str]  # (client id, API name, API version)
+
+
+class Connections:
+    def __init__(self) -> None:
+        self._counter = ConnectionCounter()
+        self._live: dict[SubscriptionKey, set[Subscriber]] = {}
+        self._windows: dict[SubscriptionKey, RollingWindow] = {}
+
+    def open(self, key: SubscriptionKey, tier: Tier, subscriber: Subscriber) -> None:
+        """Count the stream in, or raise TooManyConnections."""
+        self._counter.open(key, tier.max_connections)
+        self._live.setdefault(key, set()).add(subscriber)
+
+    def close(self, key: SubscriptionKey, subscriber: Subscriber) -> None:
+        self._counter.close(key)
+        live = self._live.get(key)
+        if live is not None:
+            live.discard(subscriber)
+            if not live:
+                del self._live[key]
+
+    def prune_windows(self, now: float) -> None:
+        """Forget windows with nothing in the last minute (a reconnect never resets one)."""
+        for key in [k for k, w in self._windows.items() if w.is_empty(now)]:
+            del self._windows[key]
+
+    def window(self, key: SubscriptionKey, tier: Tier) -> RollingWindow | None:
+        """The events-per-minute window all streams of one subscription share."""
+        if tier.events_per_minute is None:
+            return None
+        window = self._windows.get(key)
+        if window is None or window.limit != tier.events_per_minute:
+            window = self._windows[key] = RollingWindow(tier.events_per_minute)
+        return window
+
+    def count(self, key: SubscriptionKey) -> int:
+        return self._counter.count(key)
+
+    def end(
+        self,
+        reason: BridgeError,
+        *,
+        client_id: str | None = None,
+        api: tuple[str, str] | None = None,
+    ) -> int:
+        """Close every stream of a client and/or API with ``reason``; returns how many."""
+        ended = 0
+        for (owner, name, version), subscribers in self._live.items():
+            if client_id is not None and owner != client_id:
+                continue
+            if api is not None and (name, version) != api:
+                continue
+            for subscriber in subscribers:
+                subscriber.close(reason)
+                ended += 1
+        return ended
+
+    def end_all(self, reason: BridgeError) -> None:
+        self.end(reason)

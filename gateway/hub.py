@@ -1,0 +1,244 @@
+"""The fan-out hub: one per backend channel and pipeline (STYLE §6).
+
+A hub reads its channel from the connector, runs the pipeline, gives every output an
+id and keeps it in a bounded replay log (count and age, the API's ``replay`` setting).
+Each output is encoded once — the SSE frame per event name, the WebSocket text — and
+the same objects are handed to every client. Clients have bounded queues: one that
+falls behind is marked ``overflowed`` and cut by its transport, never skipped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from bridge.config import Replay
+from bridge.cursor import EventId
+from bridge.errors import PipelineError
+from bridge.event import Event, payload_text
+from bridge.wire.sse import encode_event
+from connectors.base import Connector, Gap
+from pipelines import Pipeline
+
+log = logging.getLogger("streambridge.hub")
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    """One hub output, encoded lazily once per distinct SSE event name."""
+
+    id: str
+    sequence: int
+    time: float
+    payload: str
+    born: float  # perf_counter at publish, for the latency histogram
+    _frames: dict[str | None, bytes] = field(default_factory=dict)
+
+    def sse(self, event_name: str | None) -> bytes:
+        frame = self._frames.get(event_name)
+        if frame is None:
+            frame = self._frames[event_name] = encode_event(
+                self.payload, id=self.id, event=event_name
+            )
+        return frame
+
+
+@dataclass(frozen=True, slots=True)
+class GapNotice:
+    """Queued first for a client whose resume id is older than the log (CONTRACT §5)."""
+
+    requested: str
+    oldest: str | None
+    topic: str | None
+
+
+Item = tuple[Entry, "str | None"] | GapNotice
+
+
+class Subscriber:
+    """A client's bounded queue; shared by every hub of a multi-topic stream."""
+
+    __slots__ = ("closed", "limit", "overflowed", "queue", "wake")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.queue: deque[Item] = deque()
+        self.wake = asyncio.Event()
+        self.overflowed = False
+        self.closed: BaseException | None = None
+
+    def offer(self, item: Item) -> None:
+        if self.overflowed:
+            return
+        if len(self.queue) >= self.limit:
+            self.overflowed = True
+        else:
+            self.queue.append(item)
+        self.wake.set()
+
+    def close(self, reason: BaseException) -> None:
+        """End the stream from outside (revocation, API blocked, shutdown)."""
+        if self.closed is None:
+            self.closed = reason
+        self.wake.set()
+
+
+class Hub:
+    def __init__(
+        self,
+        *,
+        connector: Connector,
+        channel: str,
+        pipeline: Pipeline,
+        replay: Replay,
+        epoch: str,
+        sequence: Iterator[int],
+        on_event_in: Callable[[], None],
+        on_expression_error: Callable[[int, PipelineError, Event], None],
+    ) -> None:
+        self.connector = connector
+        self.channel = channel
+        self.pipeline = pipeline
+        self.replay = replay
+        self.epoch = epoch
+        self._sequence = sequence
+        self._on_event_in = on_event_in
+        self._on_expression_error = on_expression_error
+        self.log: deque[Entry] = deque()
+        self.evicted_upto = 0  # sequence of the newest entry no longer in the log
+        self.subscribers: dict[Subscriber, str | None] = {}
+        self.idle_since = time.monotonic()
+
+    # --- producing ----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Read the channel until cancelled; windows are flushed on their deadlines."""
+        flusher = (
+            asyncio.create_task(self._flush_windows())
+            if self.pipeline.next_deadline() is not None
+            else None
+        )
+        try:
+            async for item in self.connector.subscribe(self.channel, None):
+                if isinstance(item, Gap):
+                    # The broker lost events we never saw: ids before now are not resumable.
+                    self.evicted_upto = self._last_sequence()
+                    continue
+                self._on_event_in()
+                for output in self.pipeline.feed(item, time.time()):
+                    self.emit(output)
+        finally:
+            if flusher is not None:
+                flusher.cancel()
+                await asyncio.gather(flusher, return_exceptions=True)
+
+    async def _flush_windows(self) -> None:
+        while True:
+            deadline = self.pipeline.next_deadline()
+            delay = 0.05 if deadline is None else max(0.0, deadline - time.time())
+            await asyncio.sleep(delay)
+            for output in self.pipeline.flush(time.time()):
+                self.emit(output)
+
+    def _last_sequence(self) -> int:
+        return self.log[-1].sequence if self.log else self.evicted_upto
+
+    def emit(self, event: Event) -> None:
+        sequence = next(self._sequence)
+        now = time.time()
+        entry = Entry(
+            f"{self.epoch}-{sequence}", sequence, now, payload_text(event.data), time.perf_counter()
+        )
+        self.log.append(entry)
+        self._trim(now)
+        for subscriber, name in self.subscribers.items():
+            subscriber.offer((entry, name))
+
+    def _trim(self, now: float) -> None:
+        log_ = self.log
+        horizon = now - self.replay.max_age
+        limit = self.replay.max_events
+        while log_ and (len(log_) > limit or log_[0].time < horizon):
+            self.evicted_upto = log_.popleft().sequence
+
+    # --- consuming ----------------------------------------------------------------------
+    def attach(
+        self,
+        subscriber: Subscriber,
+        *,
+        after: EventId | None,
+        raw_after: str | None,
+        event_name: str | None,
+        topic: str | None,
+    ) -> None:
+        """Queue the backlog after ``after`` (or a gap), then every new output.
+
+        Runs without awaiting, so no event can fall between the backlog and live ones.
+        """
+        self._trim(time.time())
+        if raw_after is not None:
+            resumable = (
+                after is not None
+                and after.epoch == self.epoch
+                and after.sequence >= self.evicted_upto
+            )
+            if resumable:
+                assert after is not None
+                backlog = [e for e in self.log if e.sequence > after.sequence]
+            else:
+                oldest = self.log[0].id if self.log else None
+                subscriber.queue.append(GapNotice(raw_after, oldest, topic))
+                backlog = list(self.log)
+            subscriber.queue.extend((entry, event_name) for entry in backlog)
+            if subscriber.queue:
+                subscriber.wake.set()
+        self.subscribers[subscriber] = event_name
+
+    def detach(self, subscriber: Subscriber) -> None:
+        self.subscribers.pop(subscriber, None)
+        if not self.subscribers:
+            self.idle_since = time.monotonic()
+
+
+class HubSet:
+    """Owns every hub and its task; a failed hub is logged and restarted with backoff."""
+
+    def __init__(self, epoch: str) -> None:
+        self.epoch = epoch
+        self.sequence = itertools.count(1)
+        self.hubs: dict[tuple[str, str, str], Hub] = {}
+        self._tasks: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+
+    def get(self, key: tuple[str, str, str], factory: Callable[[], Hub]) -> Hub:
+        hub = self.hubs.get(key)
+        if hub is None:
+            hub = self.hubs[key] = factory()
+            self._tasks[key] = asyncio.create_task(self._supervise(key, hub), name=f"hub {key[1]}")
+        return hub
+
+    async def _supervise(self, key: tuple[str, str, str], hub: Hub) -> None:
+        for attempt in itertools.count():
+            try:
+                await hub.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                delay = min(30.0, 0.5 * 2 ** min(attempt, 6))
+                log.exception("hub for channel %s failed; restarting in %.1fs", key[1], delay)
+                await asyncio.sleep(delay)
+
+    async def reap_one(self, key: tuple[str, str, str]) -> None:
+        self.hubs.pop(key, None)
+        task = self._tasks.pop(key, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for key in list(self.hubs):
+            await self.reap_one(key)

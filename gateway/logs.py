@@ -1,0 +1,35 @@
+"""Logging set-up: plain text, or one JSON object per line (STREAMBRIDGE_LOG_FORMAT=json)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure(level: str | None = None) -> None:
+    handler = logging.StreamHandler()
+    if os.environ.get("STREAMBRIDGE_LOG_FORMAT", "").lower() == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level or os.environ.get("STREAMBRIDGE_LOG_LEVEL", "INFO").upper())
+    # The access log would print ?access_token= query strings; it stays off.
+    logging.getLogger("uvicorn.access").disabled = True

@@ -1,0 +1,102 @@
+"""The built-in OAuth2 server: client_credentials grant (RFC 6749 §4.4) and the JWKS.
+
+Errors follow RFC 6749 §5.2 (``error``, ``error_description``), which OAuth clients parse;
+the body also carries the RFC 9457 members so it reads as problem details too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from bridge.policy import grant_scopes
+from gateway.runtime import Runtime
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def oauth_error(
+    status: int, error: str, description: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {
+        "error": error,
+        "error_description": description,
+        "type": "about:blank",
+        "status": status,
+        "detail": description,
+    }
+    return JSONResponse(body, status_code=status, headers={**NO_STORE, **(headers or {})})
+
+
+def _basic_credentials(header: str) -> tuple[str, str] | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ("", "")
+    client_id, _, secret = decoded.partition(":")
+    # RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
+    return unquote(client_id.replace("+", " ")), unquote(secret.replace("+", " "))
+
+
+def router(runtime: Runtime) -> APIRouter:
+    api = APIRouter()
+
+    @api.post("/oauth2/token", tags=["oauth2"])
+    async def token(request: Request) -> Any:
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith("application/x-www-form-urlencoded"):
+            return oauth_error(
+                400, "invalid_request", "the body must be application/x-www-form-urlencoded"
+            )
+        form = dict(
+            parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+        )
+        basic = _basic_credentials(request.headers.get("authorization", ""))
+        if basic is not None and (
+            ("client_id" in form and form["client_id"] != basic[0]) or "client_secret" in form
+        ):
+            return oauth_error(400, "invalid_request", "use one client authentication method")
+        client_id, secret = basic or (form.get("client_id", ""), form.get("client_secret", ""))
+        application = runtime.catalog.authenticate_client(client_id, secret)
+        if application is None:
+            challenge = {"WWW-Authenticate": 'Basic realm="streambridge"'} if basic else None
+            return oauth_error(401, "invalid_client", "client authentication failed", challenge)
+        if form.get("grant_type") != "client_credentials":
+            return oauth_error(
+                400, "unsupported_grant_type", "only grant_type=client_credentials is supported"
+            )
+        requested = form["scope"].split() if form.get("scope", "").strip() else None
+        try:
+            scopes = grant_scopes(requested, runtime.catalog.available_scopes(client_id))
+        except ValueError as exc:
+            return oauth_error(400, "invalid_scope", str(exc))
+        assert runtime.authority is not None
+        issuer = runtime.authority.issuer
+        access_token = issuer.issue(client_id, scopes, time.time())
+        return JSONResponse(
+            {
+                "access_token": access_token,
+                "token_type": "Bearer",
+                "expires_in": issuer.ttl,
+                "scope": " ".join(sorted(scopes)),
+            },
+            headers=NO_STORE,
+        )
+
+    @api.get("/.well-known/jwks.json", tags=["oauth2"])
+    async def jwks() -> Any:
+        assert runtime.authority is not None
+        return JSONResponse(
+            runtime.authority.jwks(), headers={"Cache-Control": "public, max-age=300"}
+        )
+
+    return api

@@ -1,0 +1,55 @@
+"""Run the gateway under uvicorn with the settings the contract needs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import uvicorn
+
+from bridge.config import Config
+from gateway.app import create_app
+from gateway.runtime import Runtime
+
+
+class _Server(uvicorn.Server):
+    """Ends open streams (SSE clients get their stream closed) as soon as a stop is asked."""
+
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().call_soon_threadsafe(self.runtime.begin_shutdown)
+        super().handle_exit(sig, frame)
+
+
+def build_server(
+    config: Config,
+    host: str,
+    port: int,
+    background: list[Callable[[Runtime], Awaitable[None]]] | None = None,
+) -> uvicorn.Server:
+    app = create_app(config)
+    runtime = app.runtime
+    runtime.background.extend(background or [])
+    uv_config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http="httptools",
+        ws="websockets-sansio",
+        ws_max_size=config.gateway.max_message_bytes,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        ws_per_message_deflate=False,
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=5,
+        server_header=False,
+    )
+    return _Server(uv_config, runtime)

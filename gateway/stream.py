@@ -1,0 +1,192 @@
+"""What every transport does with an admitted stream: attach to hubs, wait, drain, stop.
+
+A :class:`StreamSession` owns the subscriber, the heartbeat and expiry timers, the
+connection count and the rate window; a transport (SSE, WebSocket) supplies how a batch
+of entries and the final words are written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from bridge.cursor import parse_event_id
+from bridge.errors import AccessDenied, BridgeError, Revoked, Throttled
+from gateway.access import Admitted
+from gateway.hub import Entry, GapNotice, Hub, Subscriber
+from gateway.runtime import Runtime
+
+# Expiry is checked by a timer at the token's exp; the contract allows 5 s.
+EXPIRY_GRACE = 0.0
+
+
+class SlowConsumer(BridgeError):
+    """The client's queue filled up: it is cut and resumes with its last id."""
+
+
+class ClientGone(BridgeError):
+    """The client closed the connection."""
+
+
+class StreamSession:
+    def __init__(
+        self,
+        runtime: Runtime,
+        admitted: Admitted,
+        protocol: str,
+        *,
+        resume_from: str | None = None,
+        subscribe: bool = True,
+    ) -> None:
+        self.runtime = runtime
+        self.admitted = admitted
+        self.protocol = protocol
+        self.resume_from = resume_from
+        self.subscriber = Subscriber(runtime.config.gateway.client_queue)
+        self.subscribe = subscribe
+        self.ping_due = False
+        self._hubs: list[Hub] = []
+        self._timers: list[asyncio.TimerHandle] = []
+        self._window = runtime.connections.window(admitted.key, admitted.tier)
+        api = admitted.api
+        metrics = runtime.metrics
+        self._out = {
+            (m.name if admitted.multi else None): metrics.events_out.labels(
+                api.name, api.version, m.topic.name, protocol
+            )
+            for m in admitted.topics
+        }
+        self._latency = metrics.latency
+
+    async def __aenter__(self) -> Self:
+        """Count the connection (may raise TooManyConnections) and attach to the hubs."""
+        self.runtime.connections.open(self.admitted.key, self.admitted.tier, self.subscriber)
+        self.runtime.metrics.connections.labels(self.protocol).inc()
+        if self.subscribe:
+            after = parse_event_id(self.resume_from)
+            for match in self.admitted.topics:
+                hub = self.runtime.hub(match)
+                name = match.name if self.admitted.multi else None
+                hub.attach(
+                    self.subscriber,
+                    after=after,
+                    raw_after=self.resume_from,
+                    event_name=name,
+                    topic=name,
+                )
+                self._hubs.append(hub)
+        loop = asyncio.get_running_loop()
+        self._timers.append(
+            loop.call_at(
+                loop.time() + max(0.0, self.admitted.grant.expires_at - time.time()) + EXPIRY_GRACE,
+                self.subscriber.close,
+                Revoked("the token has expired"),
+            )
+        )
+        self._schedule_ping()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        for hub in self._hubs:
+            hub.detach(self.subscriber)
+        self.runtime.connections.close(self.admitted.key, self.subscriber)
+        self.runtime.metrics.connections.labels(self.protocol).dec()
+        reason = self.subscriber.closed
+        api = self.admitted.api
+        if isinstance(reason, Revoked):
+            self.runtime.metrics.revoked.labels(api.name, api.version).inc()
+        elif isinstance(reason, Throttled):
+            self.runtime.metrics.throttled.labels(api.name, api.version).inc()
+        elif self.subscriber.overflowed:
+            self.runtime.metrics.slow_disconnects.labels(self.protocol).inc()
+
+    def _schedule_ping(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self.ping_due = True
+            self.subscriber.wake.set()
+            self._timers[1:] = [loop.call_later(self.runtime.config.gateway.heartbeat, fire)]
+
+        self._timers[1:] = [loop.call_later(self.runtime.config.gateway.heartbeat, fire)]
+
+    async def next_batch(self) -> list[Entry | GapNotice | tuple[Entry, str | None]]:
+        """Wait for work; raise the reason the stream must end, else return queued items.
+
+        Items are GapNotice or (entry, event name). The events-per-minute window is
+        applied per item: an item that does not fit ends the stream with Throttled and is
+        not consumed, so the client resumes right before it.
+        """
+        subscriber = self.subscriber
+        while True:
+            if (
+                not subscriber.queue
+                and subscriber.closed is None
+                and not subscriber.overflowed
+                and not self.ping_due
+            ):
+                await subscriber.wake.wait()
+            subscriber.wake.clear()
+            if subscriber.closed is not None:
+                raise subscriber.closed
+            if subscriber.overflowed:
+                raise SlowConsumer("the client fell behind")
+            batch: list[Entry | GapNotice | tuple[Entry, str | None]] = []
+            queue = subscriber.queue
+            window = self._window
+            now = time.time()
+            while queue:
+                item = queue[0]
+                if window is not None and not isinstance(item, GapNotice):
+                    try:
+                        window.acquire(now)
+                    except Throttled as exc:
+                        if batch:
+                            subscriber.close(exc)
+                            return batch
+                        raise
+                batch.append(queue.popleft())
+            if batch or self.ping_due:
+                return batch
+
+    def delivered(self, items: list[tuple[Entry, str | None]]) -> None:
+        """Count what was written, per topic; observe the oldest item's latency."""
+        if not items:
+            return
+        if len(self._out) == 1:
+            next(iter(self._out.values())).inc(len(items))
+        else:
+            for _, name in items:
+                self._out[name].inc()
+        self._latency.observe(time.perf_counter() - items[0][0].born)
+
+    def take_ping(self) -> bool:
+        due, self.ping_due = self.ping_due, False
+        return due
+
+
+def watch_disconnect(receive: Callable[[], object], subscriber: Subscriber) -> asyncio.Task[None]:
+    """Close the subscriber when the client hangs up (uvicorn ignores sends after that)."""
+
+    async def watch() -> None:
+        while True:
+            message = await receive()  # type: ignore[misc]
+            if message.get("type") in ("http.disconnect", "websocket.disconnect"):
+                subscriber.close(ClientGone("client disconnected"))
+                return
+
+    return asyncio.create_task(watch(), name="disconnect-watch")
+
+
+def final_reason(error: BaseException) -> str:
+    return error.detail if isinstance(error, AccessDenied) else str(error)
