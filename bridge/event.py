@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,4 +57,9 @@ def payload_text(data: Any) -> str:
     """The text a client receives: strings as they are, everything else as compact JSON."""
     if isinstance(data, str):
         return data
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+    if not text.isascii() and _SURROGATE.search(text):
+        # JSON may escape a lone surrogate (``"\ud800"``); unescaped it cannot be sent as
+        # UTF-8, so keep it escaped rather than fail every client on this event.
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=True, default=str)
+    return text

@@ -151,8 +151,13 @@ def verify_token(token: str, trusted: Mapping[str, TrustedKeys]) -> Grant:
     client_id = claims.get("client_id") or claims.get("azp") or claims.get("sub")
     if not isinstance(client_id, str):
         raise Unauthenticated("the token names no client")
-    scope = claims.get("scope", "")
-    scopes = (
-        frozenset(scope.split()) if isinstance(scope, str) else frozenset(claims.get("scp", []))
-    )
+    # RFC 9068 `scope` is a space-separated string; IdPs without it send `scp`, as a
+    # string (Entra ID) or a list (Okta).
+    scope = claims["scope"] if "scope" in claims else claims.get("scp", "")
+    if isinstance(scope, str):
+        scopes = frozenset(scope.split())
+    elif isinstance(scope, list):
+        scopes = frozenset(s for s in scope if isinstance(s, str))
+    else:
+        scopes = frozenset()
     return Grant(client_id, scopes, float(claims["exp"]), source.issuer, claims.get("jti"))

@@ -21,10 +21,13 @@ from connectors.base import EARLIEST, Gap
 
 
 class _Channel:
-    __slots__ = ("buffer", "evicted", "last", "waiters")
+    __slots__ = ("buffer", "evicted", "last", "stored_at", "waiters")
 
     def __init__(self) -> None:
         self.buffer: deque[Event] = deque()
+        # When each buffered event was stored: age is counted from arrival here, not from
+        # the event's own ``time``, which a producer may set to any moment in the past.
+        self.stored_at: deque[float] = deque()
         self.last = 0  # sequence of the newest event; sequences are contiguous per channel
         self.evicted = 0  # highest sequence dropped from the buffer
         self.waiters: set[asyncio.Event] = set()
@@ -65,10 +68,11 @@ class MemoryConnector:
         return channel
 
     def _trim(self, channel: _Channel, now: float) -> None:
-        buffer = channel.buffer
+        buffer, stored_at = channel.buffer, channel.stored_at
         horizon = now - self.max_age
-        while buffer and (len(buffer) > self.retain or buffer[0].time < horizon):
+        while buffer and (len(buffer) > self.retain or stored_at[0] < horizon):
             buffer.popleft()
+            stored_at.popleft()
             channel.evicted += 1
 
     async def publish(self, channel: str, event: Event) -> None:
@@ -79,6 +83,7 @@ class MemoryConnector:
             event, channel=channel, time=event.time or now, cursor=f"{self._epoch}:{state.last}"
         )
         state.buffer.append(stored)
+        state.stored_at.append(now)
         self._trim(state, now)
         for waiter in state.waiters:
             waiter.set()

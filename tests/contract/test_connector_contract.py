@@ -1,0 +1,247 @@
+"""The connector contract (STYLE §3, "Tests"): one suite, bound to every connector.
+
+A binding is a factory for a connector whose channels retain the last ``RETAIN`` events
+(so the gap case can be reached quickly). The in-memory connector is trusted only because
+it passes the same suite as the real brokers. Every test uses a fresh uuid channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from bridge.event import Event
+from connectors.base import EARLIEST, Connector, Gap
+from connectors.memory import MemoryConnector
+
+RETAIN = 5
+DEADLINE = 5.0  # seconds any awaited result may take before the test fails
+
+Binding = Callable[[], Connector]
+
+
+def memory() -> Connector:
+    return MemoryConnector("memory", retain=RETAIN, max_age=600.0)
+
+
+BINDINGS = [pytest.param(memory, id="memory")]
+
+
+@pytest.fixture(params=BINDINGS)
+async def connector(request: pytest.FixtureRequest) -> AsyncIterator[Connector]:
+    binding: Binding = request.param
+    async with binding() as opened:
+        yield opened
+
+
+@pytest.fixture
+def channel() -> str:
+    return f"contract.{uuid.uuid4().hex}"
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def subscription(
+    connector: Connector, channel: str, from_cursor: str | None
+) -> AsyncIterator[AsyncIterator[Event | Gap]]:
+    stream = connector.subscribe(channel, from_cursor)
+    try:
+        yield stream
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def take(stream: AsyncIterator[Event | Gap], count: int) -> list[Event | Gap]:
+    async def collect() -> list[Event | Gap]:
+        return [await anext(stream) for _ in range(count)]
+
+    return await asyncio.wait_for(collect(), DEADLINE)
+
+
+async def take_events(stream: AsyncIterator[Event | Gap], count: int) -> list[Event]:
+    items = await take(stream, count)
+    assert all(isinstance(item, Event) for item in items), items
+    return [item for item in items if isinstance(item, Event)]
+
+
+async def publish(connector: Connector, channel: str, *values: Any) -> None:
+    for value in values:
+        await asyncio.wait_for(connector.publish(channel, Event(channel, value)), DEADLINE)
+
+
+async def cursors_of(connector: Connector, channel: str, count: int) -> list[str]:
+    """The cursors of the first ``count`` retained events."""
+    async with subscription(connector, channel, EARLIEST) as stream:
+        events = await take_events(stream, count)
+    cursors = [event.cursor for event in events]
+    assert all(isinstance(c, str) and c for c in cursors), cursors
+    return [c for c in cursors if c is not None]
+
+
+def data_of(items: list[Event]) -> list[Any]:
+    return [item.data for item in items]
+
+
+# --- the suite ---------------------------------------------------------------------------------
+
+
+async def test_ready(connector: Connector) -> None:
+    assert await asyncio.wait_for(connector.ready(), DEADLINE) is True
+
+
+async def test_subscribe_from_live_sees_only_new_events(connector: Connector, channel: str) -> None:
+    await publish(connector, channel, {"old": 1}, {"old": 2})
+    async with subscription(connector, channel, None) as stream:
+
+        async def first() -> Event | Gap:
+            return await anext(stream)
+
+        received = asyncio.create_task(first())
+        # "Live" starts once the subscription is established, which the protocol does not
+        # signal: publish numbered probes until the subscriber has seen one.
+        probes = 0
+        async with asyncio.timeout(DEADLINE):
+            while not received.done():
+                probes += 1
+                await publish(connector, channel, {"new": probes})
+                await asyncio.wait([received], timeout=0.05)
+        head = received.result()
+        assert isinstance(head, Event)
+        assert "new" in head.data, f"a live subscriber got an old event: {head.data}"
+        seen = head.data["new"]
+        await publish(connector, channel, {"new": "last"})
+        rest = await take_events(stream, probes - seen + 1)
+        assert data_of(rest) == [{"new": n} for n in range(seen + 1, probes + 1)] + [
+            {"new": "last"}
+        ]
+
+
+async def test_subscribe_from_a_cursor_yields_the_events_after_it_in_order(
+    connector: Connector, channel: str
+) -> None:
+    await publish(connector, channel, *range(1, 5))
+    cursors = await cursors_of(connector, channel, 4)
+    assert len(set(cursors)) == 4
+    async with subscription(connector, channel, cursors[1]) as stream:
+        assert data_of(await take_events(stream, 2)) == [3, 4]
+        await publish(connector, channel, 5)
+        (live,) = await take_events(stream, 1)
+        assert live.data == 5
+
+
+async def test_subscribe_from_the_newest_cursor_yields_only_later_events(
+    connector: Connector, channel: str
+) -> None:
+    await publish(connector, channel, "a", "b")
+    newest = (await cursors_of(connector, channel, 2))[-1]
+    async with subscription(connector, channel, newest) as stream:
+        await publish(connector, channel, "c")
+        assert data_of(await take_events(stream, 1)) == ["c"]
+
+
+async def test_resuming_gives_the_same_cursors(connector: Connector, channel: str) -> None:
+    await publish(connector, channel, *range(4))
+    cursors = await cursors_of(connector, channel, 4)
+    async with subscription(connector, channel, cursors[0]) as stream:
+        assert [e.cursor for e in await take_events(stream, 3)] == cursors[1:]
+
+
+async def test_earliest_yields_everything_retained_then_live(
+    connector: Connector, channel: str
+) -> None:
+    await publish(connector, channel, "a", "b", "c")
+    async with subscription(connector, channel, EARLIEST) as stream:
+        assert data_of(await take_events(stream, 3)) == ["a", "b", "c"]
+        await publish(connector, channel, "d")
+        assert data_of(await take_events(stream, 1)) == ["d"]
+
+
+async def test_earliest_after_eviction_starts_at_the_oldest_retained(
+    connector: Connector, channel: str
+) -> None:
+    await publish(connector, channel, *range(RETAIN + 3))
+    async with subscription(connector, channel, EARLIEST) as stream:
+        assert data_of(await take_events(stream, RETAIN)) == list(range(3, RETAIN + 3))
+
+
+async def test_a_cursor_older_than_retention_yields_a_gap_first(
+    connector: Connector, channel: str
+) -> None:
+    await publish(connector, channel, 0)
+    (lost,) = await cursors_of(connector, channel, 1)
+    await publish(connector, channel, *range(1, RETAIN + 2))  # events 0 and 1 fall out
+    retained = await cursors_of(connector, channel, RETAIN)
+    async with subscription(connector, channel, lost) as stream:
+        gap, *events = await take(stream, RETAIN + 1)
+        assert gap == Gap(requested=lost, oldest=retained[0])
+        assert all(isinstance(e, Event) for e in events)
+        assert [e.data for e in events if isinstance(e, Event)] == list(range(2, RETAIN + 2))
+        await publish(connector, channel, "live")
+        assert data_of(await take_events(stream, 1)) == ["live"]
+
+
+async def test_events_keep_key_headers_and_json_data(connector: Connector, channel: str) -> None:
+    payload = {
+        "id": 7,
+        "amount": 120.5,
+        "tags": ["a", "b"],
+        "nested": {"ok": True, "none": None},
+        "text": "grüße €",
+    }
+    headers = {"trace-id": "abc123", "x-tenant": "eu"}
+    await connector.publish(channel, Event(channel, payload, key="order-7", headers=headers))
+    await connector.publish(channel, Event(channel, "plain text, not JSON"))
+    async with subscription(connector, channel, EARLIEST) as stream:
+        first, second = await take_events(stream, 2)
+    assert first.data == payload
+    assert first.key == "order-7"
+    assert dict(first.headers) == headers
+    assert first.channel == channel
+    assert first.cursor
+    assert second.data == "plain text, not JSON"
+    assert second.key is None
+    assert dict(second.headers) == {}
+    assert second.time > 0
+
+
+async def test_two_subscribers_each_see_every_event(connector: Connector, channel: str) -> None:
+    await publish(connector, channel, 1, 2)
+    async with (
+        subscription(connector, channel, EARLIEST) as one,
+        subscription(connector, channel, EARLIEST) as two,
+    ):
+        seen_one = await take_events(one, 2)
+        seen_two = await take_events(two, 2)
+        await publish(connector, channel, 3, 4, 5)
+        seen_one += await take_events(one, 3)
+        seen_two += await take_events(two, 3)
+    assert data_of(seen_one) == data_of(seen_two) == [1, 2, 3, 4, 5]
+    assert [e.cursor for e in seen_one] == [e.cursor for e in seen_two]
+
+
+async def test_channels_are_isolated(connector: Connector, channel: str) -> None:
+    other = f"{channel}-other"
+    async with subscription(connector, channel, EARLIEST) as stream:
+        await publish(connector, other, "elsewhere")
+        await publish(connector, channel, "here")
+        (event,) = await take_events(stream, 1)
+    assert (event.data, event.channel) == ("here", channel)
+
+
+async def test_an_event_with_an_old_producer_time_is_retained(
+    connector: Connector, channel: str
+) -> None:
+    """Retention counts from arrival at the broker, not from the event's own time."""
+    await connector.publish(channel, Event(channel, "old", time=1_000_000_000.0))
+    await publish(connector, channel, "new")
+    async with subscription(connector, channel, EARLIEST) as stream:
+        assert data_of(await take_events(stream, 2)) == ["old", "new"]
