@@ -60,25 +60,80 @@ class GapNotice:
 Item = tuple[Entry, "str | None"] | GapNotice
 
 
+class Wake:
+    """``asyncio.Event`` for a single waiter (the client's writer), without its overhead.
+
+    ``set`` is called once per event per client on the fan-out path; it only resolves the
+    writer's future when one is armed. ``waiter()`` arms one without a coroutine frame.
+    """
+
+    __slots__ = ("_flag", "_loop", "_waiter")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiter: asyncio.Future[None] | None = None
+        # Bound at the first wait, like asyncio.Event; looking the running loop up on
+        # every wait costs a getpid() system call on Python 3.11.
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        if not self._flag:
+            self._flag = True
+            waiter = self._waiter
+            if waiter is not None:
+                self._waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def waiter(self) -> asyncio.Future[None] | None:
+        """None when set; else a future resolved by the next ``set``."""
+        if self._flag:
+            return None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+        return waiter
+
+    async def wait(self) -> bool:
+        waiter = self.waiter()
+        if waiter is not None:
+            await waiter
+        return True
+
+
 class Subscriber:
     """A client's bounded queue; shared by every hub of a multi-topic stream."""
 
-    __slots__ = ("closed", "limit", "overflowed", "queue", "wake")
+    __slots__ = ("closed", "limit", "on_overflow", "overflowed", "queue", "wake")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.queue: deque[Item] = deque()
-        self.wake = asyncio.Event()
+        self.wake = Wake()
         self.overflowed = False
         self.closed: BaseException | None = None
+        # Called once when the queue overflows: lets a transport abandon a blocked write.
+        self.on_overflow: Callable[[], None] | None = None
 
     def offer(self, item: Item) -> None:
         if self.overflowed:
             return
-        if len(self.queue) >= self.limit:
+        queue = self.queue
+        if len(queue) >= self.limit:
             self.overflowed = True
+            if self.on_overflow is not None:
+                self.on_overflow()
         else:
-            self.queue.append(item)
+            queue.append(item)
         self.wake.set()
 
     def close(self, reason: BaseException) -> None:
@@ -117,11 +172,8 @@ class Hub:
     # --- producing ----------------------------------------------------------------------
     async def run(self) -> None:
         """Read the channel until cancelled; windows are flushed on their deadlines."""
-        flusher = (
-            asyncio.create_task(self._flush_windows())
-            if self.pipeline.next_deadline() is not None
-            else None
-        )
+        # Started once a window holds an event: an empty window has no deadline yet.
+        flusher: asyncio.Task[None] | None = None
         try:
             async for item in self.connector.subscribe(self.channel, None):
                 if isinstance(item, Gap):
@@ -131,6 +183,8 @@ class Hub:
                 self._on_event_in()
                 for output in self.pipeline.feed(item, time.time()):
                     self.emit(output)
+                if flusher is None and self.pipeline.next_deadline() is not None:
+                    flusher = asyncio.create_task(self._flush_windows())
         finally:
             if flusher is not None:
                 flusher.cancel()
@@ -155,8 +209,12 @@ class Hub:
         )
         self.log.append(entry)
         self._trim(now)
+        items: dict[str | None, tuple[Entry, str | None]] = {}  # one tuple per event name
         for subscriber, name in self.subscribers.items():
-            subscriber.offer((entry, name))
+            item = items.get(name)
+            if item is None:
+                item = items[name] = (entry, name)
+            subscriber.offer(item)
 
     def _trim(self, now: float) -> None:
         log_ = self.log

@@ -17,7 +17,13 @@ from bridge.wire.sse import PING, encode_event, encode_retry
 from gateway.access import Admitted
 from gateway.hub import Entry, GapNotice
 from gateway.runtime import Runtime, ShuttingDown
-from gateway.stream import ClientGone, SlowConsumer, StreamSession, watch_disconnect
+from gateway.stream import (
+    ClientGone,
+    CutOnOverflow,
+    SlowConsumer,
+    StreamSession,
+    watch_disconnect,
+)
 
 RETRY_MS = 3000
 HEADERS = [
@@ -44,39 +50,64 @@ async def serve_sse(
             {"type": "http.response.body", "body": encode_retry(RETRY_MS) + PING, "more_body": True}
         )
         watcher = watch_disconnect(receive, session.subscriber)
+        cut = CutOnOverflow(session)
         try:
-            final = await _pump(session, send)
-            with contextlib.suppress(OSError):
-                await send({"type": "http.response.body", "body": final, "more_body": False})
+            final = await _pump(session, send, cut)
+            if final is not None:
+                cut.writing = True
+                try:
+                    await send({"type": "http.response.body", "body": final, "more_body": False})
+                except asyncio.CancelledError:
+                    if not cut.confirm():
+                        raise
+                except OSError:
+                    pass
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
 
 
-async def _pump(session: StreamSession, send: Any) -> bytes:
-    """Write batches until the stream ends; return the final bytes to send."""
+async def _pump(session: StreamSession, send: Any, cut: CutOnOverflow) -> bytes | None:
+    """Write batches until the stream ends; return the final bytes, None when cut off."""
+    next_batch = session.next_batch
     while True:
         try:
-            batch = await session.next_batch()
+            batch = await next_batch()
         except Throttled as exc:
             return encode_event(json.dumps({"retry_after": exc.retry_after}), event="throttled")
         except Revoked as exc:
             return encode_event(json.dumps({"reason": exc.detail}), event="revoked")
-        except (SlowConsumer, ClientGone, ShuttingDown):
+        except SlowConsumer:
+            return None  # no final write: the client is not reading
+        except (ClientGone, ShuttingDown):
             return b""
-        chunks: list[bytes] = []
-        delivered: list[tuple[Entry, str | None]] = []
-        for item in batch:
-            if isinstance(item, GapNotice):
-                gap: dict[str, Any] = {"requested": item.requested, "oldest": item.oldest}
-                if item.topic is not None:
-                    gap["topic"] = item.topic
-                chunks.append(encode_event(json.dumps(gap), event="gap"))
-            elif isinstance(item, tuple):
-                chunks.append(item[0].sse(item[1]))
-                delivered.append(item)
-        if session.take_ping():
-            chunks.append(PING)
-        await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
+        if len(batch) == 1 and type(item := batch[0]) is tuple and not session.ping_due:
+            # The common case under light load: one event, already encoded.
+            body = item[0].sse(item[1])
+            delivered: list[tuple[Entry, str | None]] = batch  # type: ignore[assignment]
+        else:
+            chunks: list[bytes] = []
+            delivered = []
+            for item in batch:
+                if isinstance(item, GapNotice):
+                    gap: dict[str, Any] = {"requested": item.requested, "oldest": item.oldest}
+                    if item.topic is not None:
+                        gap["topic"] = item.topic
+                    chunks.append(encode_event(json.dumps(gap), event="gap"))
+                elif isinstance(item, tuple):
+                    chunks.append(item[0].sse(item[1]))
+                    delivered.append(item)
+            if session.take_ping():
+                chunks.append(PING)
+            body = b"".join(chunks)
+        cut.writing = True
+        try:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        except asyncio.CancelledError:
+            if cut.confirm():
+                return None
+            raise
+        finally:
+            cut.writing = False
         session.delivered(delivered)

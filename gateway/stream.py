@@ -59,6 +59,7 @@ class StreamSession:
             )
             for m in admitted.topics
         }
+        self._single_out = next(iter(self._out.values())) if len(self._out) == 1 else None
         self._latency = metrics.latency
 
     async def __aenter__(self) -> Self:
@@ -128,26 +129,37 @@ class StreamSession:
         not consumed, so the client resumes right before it.
         """
         subscriber = self.subscriber
+        wake = subscriber.wake
+        queue = subscriber.queue
         while True:
             if (
-                not subscriber.queue
+                not queue
                 and subscriber.closed is None
                 and not subscriber.overflowed
                 and not self.ping_due
             ):
-                await subscriber.wake.wait()
-            subscriber.wake.clear()
+                waiter = wake.waiter()
+                if waiter is not None:
+                    await waiter
+            wake.clear()
             if subscriber.closed is not None:
                 raise subscriber.closed
             if subscriber.overflowed:
                 raise SlowConsumer("the client fell behind")
-            batch: list[Entry | GapNotice | tuple[Entry, str | None]] = []
-            queue = subscriber.queue
             window = self._window
+            if window is None:  # no rate limit: take everything queued
+                if queue:
+                    batch: list[Entry | GapNotice | tuple[Entry, str | None]] = list(queue)
+                    queue.clear()
+                    return batch
+                if self.ping_due:
+                    return []
+                continue
+            batch = []
             now = time.time()
             while queue:
                 item = queue[0]
-                if window is not None and not isinstance(item, GapNotice):
+                if not isinstance(item, GapNotice):
                     try:
                         window.acquire(now)
                     except Throttled as exc:
@@ -163,8 +175,8 @@ class StreamSession:
         """Count what was written, per topic; observe the oldest item's latency."""
         if not items:
             return
-        if len(self._out) == 1:
-            next(iter(self._out.values())).inc(len(items))
+        if self._single_out is not None:
+            self._single_out.inc(len(items))
         else:
             for _, name in items:
                 self._out[name].inc()
@@ -173,6 +185,33 @@ class StreamSession:
     def take_ping(self) -> bool:
         due, self.ping_due = self.ping_due, False
         return due
+
+
+class CutOnOverflow:
+    """Abandons a write blocked on a client that stopped reading once its queue overflows.
+
+    Without this a client that never reads keeps the writer waiting on the socket forever
+    (the server's flow control), its queue overflows unnoticed and it is never disconnected
+    (CONTRACT §5). A transport sets ``writing`` around each send and, on CancelledError,
+    asks ``confirm()`` whether the cancellation was this cut (then the stream just ends).
+    """
+
+    __slots__ = ("abandoned", "task", "writing")
+
+    def __init__(self, session: StreamSession) -> None:
+        self.task = asyncio.current_task()
+        self.writing = False
+        self.abandoned = False
+        session.subscriber.on_overflow = self._overflowed
+
+    def _overflowed(self) -> None:
+        if self.writing and self.task is not None and not self.abandoned:
+            self.abandoned = True
+            self.task.cancel()
+
+    def confirm(self) -> bool:
+        """True when a CancelledError is ours (and absorbed), False when it is a real one."""
+        return self.abandoned and self.task is not None and self.task.uncancel() == 0
 
 
 def watch_disconnect(receive: Callable[[], object], subscriber: Subscriber) -> asyncio.Task[None]:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from typing import Any
 
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge.errors import AccessDenied, BridgeError, Revoked, Throttled
 from bridge.event import Event, decode_payload
@@ -28,7 +28,7 @@ from gateway.errors import (
 )
 from gateway.hub import Entry
 from gateway.runtime import Runtime, ShuttingDown
-from gateway.stream import ClientGone, SlowConsumer, StreamSession
+from gateway.stream import ClientGone, CutOnOverflow, SlowConsumer, StreamSession
 
 log = logging.getLogger("streambridge.websocket")
 GOING_AWAY = 1001
@@ -65,9 +65,17 @@ async def serve_websocket(
         return
     try:
         await websocket.accept()
-        code, reason = await _run(runtime, websocket, session, admitted)
-        with contextlib.suppress(RuntimeError, OSError):
-            await websocket.close(code=code, reason=reason)
+        cut = CutOnOverflow(session)
+        ending = await _run(runtime, websocket, session, admitted, cut)
+        if ending is not None:
+            cut.writing = True
+            try:
+                await websocket.close(code=ending[0], reason=ending[1])
+            except asyncio.CancelledError:
+                if not cut.confirm():
+                    raise
+            except (RuntimeError, OSError, WebSocketDisconnect):
+                pass  # the client is gone already (it closed first): nothing left to tell it
     finally:
         await session.__aexit__(None, None, None)
 
@@ -79,18 +87,25 @@ def _status(error: AccessDenied) -> int:
 
 
 async def _run(
-    runtime: Runtime, websocket: WebSocket, session: StreamSession, admitted: Admitted
-) -> tuple[int, str]:
+    runtime: Runtime,
+    websocket: WebSocket,
+    session: StreamSession,
+    admitted: Admitted,
+    cut: CutOnOverflow,
+) -> tuple[int, str] | None:
     reader = asyncio.create_task(_read(runtime, websocket, session, admitted))
     try:
-        return await _write(websocket, session)
+        return await _write(websocket, session, cut)
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
 
 
-async def _write(websocket: WebSocket, session: StreamSession) -> tuple[int, str]:
+async def _write(
+    websocket: WebSocket, session: StreamSession, cut: CutOnOverflow
+) -> tuple[int, str] | None:
+    """Send frames until the stream ends; the close code and reason, None when cut off."""
     send = websocket.send
     while True:
         try:
@@ -112,7 +127,17 @@ async def _write(websocket: WebSocket, session: StreamSession) -> tuple[int, str
         delivered: list[tuple[Entry, str | None]] = []
         for item in batch:
             if isinstance(item, tuple):
-                await send({"type": "websocket.send", "text": item[0].payload})
+                cut.writing = True
+                try:
+                    await send({"type": "websocket.send", "text": item[0].payload})
+                except asyncio.CancelledError:
+                    if cut.confirm():
+                        return None  # the client stopped reading: no close frame gets through
+                    raise
+                except WebSocketDisconnect:
+                    return None  # the client is gone
+                finally:
+                    cut.writing = False
                 delivered.append(item)
         session.take_ping()  # RFC 6455 ping/pong keepalive is the protocol layer's
         session.delivered(delivered)

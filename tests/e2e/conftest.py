@@ -1,0 +1,43 @@
+"""End-to-end fixtures: the shared gateway process, and its stderr in failure reports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.servers import STARTED, Server, main_config, running_server, slow_config
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    directory = tmp_path_factory.mktemp("main-server")
+    with running_server(directory, main_config(directory)) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    directory = tmp_path_factory.mktemp("slow-server")
+    with running_server(directory, slow_config(directory)) as running:
+        yield running
+
+
+# --- failure reports carry the server's stderr ------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if call.when == "setup":
+        item.stash[_FIRST_SERVER] = len(STARTED)
+    if not report.failed:
+        return
+    used = [v for v in getattr(item, "funcargs", {}).values() if isinstance(v, Server)]
+    used += STARTED[item.stash.get(_FIRST_SERVER, len(STARTED)) :]
+    for server in dict.fromkeys(used):
+        report.sections.append((f"server :{server.port} stderr", server.stderr()[-20_000:]))
+
+
+_FIRST_SERVER = pytest.StashKey[int]()
