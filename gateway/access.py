@@ -6,6 +6,7 @@ request (token, path, query) and from the catalogue.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
@@ -90,6 +91,11 @@ async def admit(
             grant = await runtime.authority.verify(token)
         except Unauthenticated as exc:
             token_error = exc.detail
+        else:
+            # The verification leeway is for clock skew at the edges of validity; a
+            # stream opened on a token already past exp would only be revoked at once.
+            if grant.expires_at <= time.time():
+                grant, token_error = None, "the token has expired"
     resolved = runtime.catalog.resolve(path)
     topics: list[TopicMatch] = []
     multi = False

@@ -25,7 +25,7 @@ from bridge.tokens import (
 )
 
 log = logging.getLogger("streambridge.auth")
-REFRESH_COOLDOWN = 30.0
+REFRESH_COOLDOWN = 5.0  # at most one JWKS fetch per issuer this often
 
 
 def keys_path(gateway: GatewaySettings) -> Path:

@@ -5,7 +5,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
+
+_SECRET_QUERY = re.compile(r"((?:access_token|client_secret|hub\.secret)=)[^&\s\"']+", re.I)
+
+
+class RedactSecrets(logging.Filter):
+    """Servers log request lines with their query string; tokens in it never reach a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg = record.getMessage()
+            record.args = None
+        if isinstance(record.msg, str) and "=" in record.msg:
+            record.msg = _SECRET_QUERY.sub(r"\1[redacted]", record.msg)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,6 +43,7 @@ def configure(level: str | None = None) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level or os.environ.get("STREAMBRIDGE_LOG_LEVEL", "INFO").upper())

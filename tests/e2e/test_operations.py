@@ -7,6 +7,7 @@ import pytest
 
 from tests.e2e.helpers import (
     HTTP_TIMEOUT,
+    eventually,
     fetch_token,
     metric,
     metrics_text,
@@ -94,3 +95,18 @@ async def test_throttled_streams_are_counted(server: Server, token: str) -> None
     assert [e.event for e in events] == [None, None, None, "throttled"]
     after = metric(await metrics_text(server.base_url), "streambridge_throttled_total", **labels)
     assert after == before + 1
+
+
+async def test_tokens_in_query_strings_never_reach_the_log(server: Server) -> None:
+    """uvicorn logs each WebSocket request line with its query: ?access_token= is redacted."""
+    token = await fetch_token(server.base_url, "main", MAIN_SECRET)
+    path = f"/feed/1.0.0/watch/{room()}"
+    async with ws_connect(server.ws_url, path + f"?access_token={token}") as ws:
+        await ws.ping()
+    await eventually(lambda: _async(path in server.stderr()), what="the request line in the log")
+    assert token not in server.stderr()
+    assert "access_token=[redacted]" in server.stderr()
+
+
+async def _async(value: bool) -> bool:
+    return value
