@@ -1,79 +1,154 @@
-"""Prometheus series of CONTRACT §9, on a registry of the gateway's own."""
+"""Prometheus series of CONTRACT §9, exposed through a collector of our own.
+
+prometheus_client's counters take a lock on every ``inc``; on the fan-out path that was
+15-25% of the server's CPU at one event per write (BENCHMARKS.md). Every update here
+happens on the event loop thread and the scrape runs there too, so plain integers are
+exact and need no lock; ``collect`` turns them into the standard metric families.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 
-disable_created_metrics()  # type: ignore[no-untyped-call] # the *_created series double the output and nobody graphs them
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 
-class Metrics:
+class Value:
+    __slots__ = ("value",)
+
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.events_in = Counter(
-            "streambridge_events_in",
-            "Events read from a broker",
-            ["api", "version", "topic"],
-            registry=r,
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+
+class Family:
+    """A counter or gauge with labels; ``labels(...)`` returns a cached child."""
+
+    def __init__(self, kind: str, name: str, documentation: str, labelnames: Sequence[str]):
+        self.kind = kind
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = list(labelnames)
+        self.children: dict[tuple[str, ...], Value] = {}
+
+    def labels(self, *values: str) -> Value:
+        child = self.children.get(values)
+        if child is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes labels {self.labelnames}")
+            child = self.children[values] = Value()
+        return child
+
+    def collect(self) -> Metric:
+        family: CounterMetricFamily | GaugeMetricFamily
+        if self.kind == "counter":
+            family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        else:
+            family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in self.children.items():
+            family.add_metric(list(values), child.value)
+        return family
+
+
+class Histogram:
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = list(buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def collect(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.documentation)
+        cumulative, buckets = 0, []
+        for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        family.add_metric([], buckets, self.sum)
+        return family
+
+
+class Metrics(Collector):
+    def __init__(self) -> None:
+        self._families: list[Family | Histogram] = []
+        counter, gauge = self._counter, self._gauge
+        self.events_in = counter(
+            "streambridge_events_in", "Events read from a broker", ["api", "version", "topic"]
         )
-        self.events_out = Counter(
+        self.events_out = counter(
             "streambridge_events_out",
             "Events delivered to clients",
             ["api", "version", "topic", "protocol"],
-            registry=r,
         )
-        self.events_published = Counter(
+        self.events_published = counter(
             "streambridge_events_published",
             "Client frames published to a broker",
             ["api", "version", "topic"],
-            registry=r,
         )
-        self.connections = Gauge(
-            "streambridge_open_connections", "Open client streams", ["protocol"], registry=r
+        self.connections = gauge(
+            "streambridge_open_connections", "Open client streams", ["protocol"]
         )
-        self.throttled = Counter(
-            "streambridge_throttled",
-            "Streams closed by events_per_minute",
-            ["api", "version"],
-            registry=r,
+        self.throttled = counter(
+            "streambridge_throttled", "Streams closed by events_per_minute", ["api", "version"]
         )
-        self.revoked = Counter(
-            "streambridge_revoked",
-            "Streams closed by expiry or revocation",
-            ["api", "version"],
-            registry=r,
+        self.revoked = counter(
+            "streambridge_revoked", "Streams closed by expiry or revocation", ["api", "version"]
         )
-        self.rejected = Counter(
-            "streambridge_requests_rejected", "Data-plane requests refused", ["status"], registry=r
+        self.rejected = counter(
+            "streambridge_requests_rejected", "Data-plane requests refused", ["status"]
         )
-        self.slow_disconnects = Counter(
-            "streambridge_slow_client_disconnects",
-            "Clients cut for falling behind",
-            ["protocol"],
-            registry=r,
+        self.slow_disconnects = counter(
+            "streambridge_slow_client_disconnects", "Clients cut for falling behind", ["protocol"]
         )
-        self.expression_errors = Counter(
+        self.expression_errors = counter(
             "streambridge_expression_errors",
             "Events skipped because an expression failed",
             ["api", "version", "topic", "step"],
-            registry=r,
+        )
+        self.webhook_retries = counter(
+            "streambridge_webhook_retries", "Webhook delivery retries", ["api", "version"]
+        )
+        self.webhook_dead_letters = counter(
+            "streambridge_webhook_dead_letters",
+            "Webhook deliveries dead-lettered",
+            ["api", "version"],
         )
         self.latency = Histogram(
             "streambridge_delivery_latency_seconds",
             "From event in the hub to written to a client",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-            registry=r,
+            (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
-        self.webhook_retries = Counter(
-            "streambridge_webhook_retries",
-            "Webhook delivery retries",
-            ["api", "version"],
-            registry=r,
-        )
-        self.webhook_dead_letters = Counter(
-            "streambridge_webhook_dead_letters",
-            "Webhook deliveries dead-lettered",
-            ["api", "version"],
-            registry=r,
-        )
+        self._families.append(self.latency)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def _counter(self, name: str, documentation: str, labels: Sequence[str]) -> Family:
+        family = Family("counter", name, documentation, labels)
+        self._families.append(family)
+        return family
+
+    def _gauge(self, name: str, documentation: str, labels: Sequence[str]) -> Family:
+        family = Family("gauge", name, documentation, labels)
+        self._families.append(family)
+        return family
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._families:
+            yield family.collect()

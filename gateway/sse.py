@@ -1,8 +1,9 @@
 """Server-Sent Events transport (CONTRACT §5, WHATWG HTML §9.2), as a lean raw ASGI loop.
 
-The hot path writes the hub's pre-encoded frames: a batch of queued events goes out in
-one ``send``. sse-starlette is not used here: its per-event encoding and task layout cost
-about five times more CPU per delivery than this loop (see BENCHMARKS.md).
+The hot path writes the hub's pre-encoded frames: everything queued for a client goes out
+in one ``send``. sse-starlette is not used on this path: it encodes each event per client
+and runs extra tasks per connection; its measured ceiling on these machines (about 26,000
+deliveries per CPU-second, from the issue) is below what this loop does (BENCHMARKS.md).
 """
 
 from __future__ import annotations
