@@ -23,6 +23,16 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class DropDenialFalseAlarm(logging.Filter):
+    """uvicorn's websockets-sansio protocol logs "returned without completing handshake" at
+    ERROR after every handshake refused with an HTTP answer (the ASGI
+    ``websocket.http.response`` extension it advertises), because only ``accept`` marks the
+    handshake complete. Our refusals are deliberate (CONTRACT §4), so that line is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing handshake."
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -44,6 +54,7 @@ def configure(level: str | None = None) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactSecrets())
+    handler.addFilter(DropDenialFalseAlarm())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level or os.environ.get("STREAMBRIDGE_LOG_LEVEL", "INFO").upper())

@@ -102,14 +102,18 @@ class StreamSession:
             hub.detach(self.subscriber)
         self.runtime.connections.close(self.admitted.key, self.subscriber)
         self.runtime.metrics.connections.labels(self.protocol).dec()
-        reason = self.subscriber.closed
-        api = self.admitted.api
+
+    def _end(self, reason: BaseException) -> BaseException:
+        """Count why the stream ends, before its last words are written (no race with
+        a client that reads them and looks at /metrics)."""
+        metrics, api = self.runtime.metrics, self.admitted.api
         if isinstance(reason, Revoked):
-            self.runtime.metrics.revoked.labels(api.name, api.version).inc()
+            metrics.revoked.labels(api.name, api.version).inc()
         elif isinstance(reason, Throttled):
-            self.runtime.metrics.throttled.labels(api.name, api.version).inc()
-        elif self.subscriber.overflowed:
-            self.runtime.metrics.slow_disconnects.labels(self.protocol).inc()
+            metrics.throttled.labels(api.name, api.version).inc()
+        elif isinstance(reason, SlowConsumer):
+            metrics.slow_disconnects.labels(self.protocol).inc()
+        return reason
 
     def _schedule_ping(self) -> None:
         loop = asyncio.get_running_loop()
@@ -143,9 +147,9 @@ class StreamSession:
                     await waiter
             wake.clear()
             if subscriber.closed is not None:
-                raise subscriber.closed
+                raise self._end(subscriber.closed)
             if subscriber.overflowed:
-                raise SlowConsumer("the client fell behind")
+                raise self._end(SlowConsumer("the client fell behind"))
             window = self._window
             if window is None:  # no rate limit: take everything queued
                 if queue:
@@ -163,10 +167,10 @@ class StreamSession:
                     try:
                         window.acquire(now)
                     except Throttled as exc:
-                        if batch:
+                        if batch:  # deliver what fits; the next call ends the stream
                             subscriber.close(exc)
                             return batch
-                        raise
+                        raise self._end(exc) from None
                 batch.append(queue.popleft())
             if batch or self.ping_due:
                 return batch
@@ -196,9 +200,10 @@ class CutOnOverflow:
     asks ``confirm()`` whether the cancellation was this cut (then the stream just ends).
     """
 
-    __slots__ = ("abandoned", "task", "writing")
+    __slots__ = ("abandoned", "session", "task", "writing")
 
     def __init__(self, session: StreamSession) -> None:
+        self.session = session
         self.task = asyncio.current_task()
         self.writing = False
         self.abandoned = False
@@ -211,7 +216,10 @@ class CutOnOverflow:
 
     def confirm(self) -> bool:
         """True when a CancelledError is ours (and absorbed), False when it is a real one."""
-        return self.abandoned and self.task is not None and self.task.uncancel() == 0
+        ours = self.abandoned and self.task is not None and self.task.uncancel() == 0
+        if ours:
+            self.session._end(SlowConsumer("the client stopped reading"))
+        return ours
 
 
 def watch_disconnect(receive: Callable[[], object], subscriber: Subscriber) -> asyncio.Task[None]:

@@ -94,7 +94,7 @@ async def test_throttled_streams_are_counted(server: Server, token: str) -> None
         events = await stream.rest()
     assert [e.event for e in events] == [None, None, None, "throttled"]
     after = metric(await metrics_text(server.base_url), "streambridge_throttled_total", **labels)
-    assert after == before + 1
+    assert after == before + 1  # counted before the final event is written
 
 
 async def test_tokens_in_query_strings_never_reach_the_log(server: Server) -> None:
