@@ -119,18 +119,19 @@ class KafkaBroker(_Strict):
     bootstrap: str
 
 
+def _require_scheme(value: str, scheme: str) -> str:
+    if not re.match(rf"^{scheme}s?://", value):
+        raise ValueError(f"must be an {scheme}:// or {scheme}s:// URL")
+    return value
+
+
 class MqttBroker(_Strict):
     type: Literal["mqtt"]
     url: str
     qos: Literal[0, 1, 2] = 1
     client_id: str | None = None
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not re.match(r"^mqtts?://", value):
-            raise ValueError("must be an mqtt:// or mqtts:// URL")
-        return value
+    _url = field_validator("url")(lambda value: _require_scheme(value, "mqtt"))
 
 
 class AmqpBroker(_Strict):
@@ -139,12 +140,7 @@ class AmqpBroker(_Strict):
     exchange: str = "amq.topic"
     prefetch: PositiveInt = 256
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not re.match(r"^amqps?://", value):
-            raise ValueError("must be an amqp:// or amqps:// URL")
-        return value
+    _url = field_validator("url")(lambda value: _require_scheme(value, "amqp"))
 
 
 class PostgresCdcBroker(_Strict):

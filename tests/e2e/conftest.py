@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.servers import STARTED, Server, main_config, running_server, slow_config
+from tests.e2e.helpers import fetch_token
+from tests.e2e.servers import MAIN_SECRET, STARTED, Server, main_config, running_server, slow_config
 
 
 @pytest.fixture(scope="session")
@@ -14,6 +15,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("main-server")
     with running_server(directory, main_config(directory)) as running:
         yield running
+
+
+@pytest.fixture
+async def token(server: Server) -> str:
+    """A token of the main application, which is subscribed to every API of ``server``."""
+    return await fetch_token(server.base_url, "main", MAIN_SECRET)
 
 
 @pytest.fixture(scope="session")

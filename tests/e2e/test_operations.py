@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-import pytest
 
 from tests.e2e.helpers import (
     HTTP_TIMEOUT,
@@ -19,11 +18,6 @@ from tests.e2e.helpers import (
     ws_connect,
 )
 from tests.e2e.servers import MAIN_SECRET, SECRETS, Server
-
-
-@pytest.fixture
-async def token(server: Server) -> str:
-    return await fetch_token(server.base_url, "main", MAIN_SECRET)
 
 
 async def test_healthz(server: Server) -> None:

@@ -7,10 +7,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-import pytest
-
 from tests.e2e.helpers import (
-    fetch_token,
     metric,
     metrics_text,
     payloads,
@@ -18,12 +15,7 @@ from tests.e2e.helpers import (
     room,
     sse_stream,
 )
-from tests.e2e.servers import MAIN_SECRET, Server
-
-
-@pytest.fixture
-async def token(server: Server) -> str:
-    return await fetch_token(server.base_url, "main", MAIN_SECRET)
+from tests.e2e.servers import Server
 
 
 async def test_filter_and_map(server: Server, token: str) -> None:

@@ -25,11 +25,6 @@ from tests.e2e.helpers import (
 from tests.e2e.servers import MAIN_SECRET, SLOW_SECRET, Server
 
 
-@pytest.fixture
-async def token(server: Server) -> str:
-    return await fetch_token(server.base_url, "main", MAIN_SECRET)
-
-
 def feed(ns: str, r: str) -> str:
     return f"/feed/1.0.0/in/{ns}/{r}"
 

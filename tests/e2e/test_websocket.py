@@ -22,12 +22,7 @@ from tests.e2e.helpers import (
     sse_stream,
     ws_connect,
 )
-from tests.e2e.servers import MAIN_SECRET, SLOW_SECRET, Server
-
-
-@pytest.fixture
-async def token(server: Server) -> str:
-    return await fetch_token(server.base_url, "main", MAIN_SECRET)
+from tests.e2e.servers import SLOW_SECRET, Server
 
 
 async def test_subscribe_topic_sends_one_json_text_frame_per_event(
