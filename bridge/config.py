@@ -430,14 +430,20 @@ _MESSAGES = {
 }
 
 
+BROKER_TYPES = ("kafka", "mqtt", "amqp", "postgres-cdc", "memory")
+
+
 def format_path(loc: tuple[int | str, ...]) -> str:
+    """pydantic's loc as the user wrote it; union tags pydantic inserts are left out."""
     out = ""
     previous: int | str | None = None
-    for part in loc:
+    for index, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
         elif part == previous and part in STEP_KINDS:
             continue  # the tagged-union tag repeats the step's key
+        elif index == 2 and loc[0] == "brokers" and part in BROKER_TYPES:
+            continue  # brokers.<name>.<type tag>.field
         else:
             out += f".{part}" if out else str(part)
         previous = part

@@ -453,3 +453,11 @@ def test_same_context_with_different_versions_is_no_clash(raw: dict[str, Any]) -
     raw["apis"].append(second)
     config = parse_config(raw, ENV)
     assert [a.base_path for a in config.apis] == ["/1.0.0/orders", "/2.0.0/orders"]
+
+
+def test_broker_field_problem_names_the_broker_not_the_union_tag() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"brokers": {"m": {"type": "mqtt", "url": "http://x"}}}, env={})
+    assert [str(p) for p in caught.value.problems] == [
+        "brokers.m.url: must be an mqtt:// or mqtts:// URL"
+    ]
