@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: run test lint typecheck unit e2e bench clean
+.PHONY: run test lint typecheck services unit e2e bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
@@ -31,7 +31,13 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy bridge pipelines connectors gateway
 
-test: lint typecheck
+# Real services the tests use, installed when missing and started when not listening,
+# on loopback only; and the official AsyncAPI parser (npm) the export tests feed.
+services:
+	bash scripts/services.sh
+	bash scripts/npm-deps.sh
+
+test: lint typecheck services
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage report --skip-covered --sort=cover | tail -n 15
 

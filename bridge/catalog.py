@@ -6,13 +6,14 @@ lookups, no I/O.
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from bridge.config import Api, Application, Config, Tier, Topic
+from bridge.config import Api, Config, Tier, Topic
 from bridge.paths import PathTemplate, fill
 from bridge.policy import SubscriptionState
+from bridge.secrets import DUMMY_HASH, hash_secret, verify_secret
+from bridge.store.records import ApplicationRecord, Snapshot, SubscriptionRecord
 
 VISIBLE_STATES = frozenset({"PUBLISHED", "DEPRECATED", "BLOCKED"})
 
@@ -44,22 +45,41 @@ class ApiEntry:
         return None
 
 
+def snapshot_of(config: Config, hasher: Callable[[str], str] = hash_secret) -> Snapshot:
+    """The snapshot a store would hold right after seeding ``config`` (for tests and tools)."""
+    applications, subscriptions = [], []
+    for app in config.applications:
+        applications.append(ApplicationRecord(app.client_id, app.name,
+                                              hasher(app.client_secret.get_secret_value())))
+        subscriptions += [
+            SubscriptionRecord(f"{app.client_id}/{s.api}/{s.version}", app.client_id, s.api,
+                               s.version, s.tier, s.state)
+            for s in app.subscriptions
+        ]
+    return Snapshot(0, list(config.apis), applications, subscriptions, dict(config.tiers))
+
+
 class Catalog:
-    def __init__(self, config: Config) -> None:
-        self.tiers: dict[str, Tier] = dict(config.tiers)
+    """An immutable view of one store snapshot; the runtime swaps in a new one on change."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.revision = snapshot.revision
+        self.tiers: dict[str, Tier] = dict(snapshot.tiers)
         self._apis: dict[tuple[str, str], ApiEntry] = {}
         self._by_base: dict[str, ApiEntry] = {}
-        self.applications: dict[str, Application] = {}
+        self.applications = {app.client_id: app for app in snapshot.applications}
         self.subscriptions: dict[tuple[str, str, str], SubscriptionState] = {}
-        for api in config.apis:
+        self.subscription_records = {sub.id: sub for sub in snapshot.subscriptions}
+        for api in snapshot.apis:
             self.put_api(api)
-        for app in config.applications:
-            self.applications[app.client_id] = app
-            for sub in app.subscriptions:
-                state = SubscriptionState(
-                    app.client_id, sub.api, sub.version, sub.tier, blocked=sub.state == "BLOCKED"
-                )
-                self.subscriptions[state.key] = state
+        for sub in snapshot.subscriptions:
+            state = SubscriptionState(sub.client_id, sub.api, sub.version, sub.tier,
+                                      blocked=sub.state == "BLOCKED")
+            self.subscriptions[state.key] = state
+
+    @classmethod
+    def from_config(cls, config: Config) -> Catalog:
+        return cls(snapshot_of(config))
 
     # --- APIs --------------------------------------------------------------------------
     def put_api(self, api: Api) -> None:
@@ -89,11 +109,10 @@ class Catalog:
         return None
 
     # --- applications and subscriptions ----------------------------------------------------
-    def authenticate_client(self, client_id: str, secret: str) -> Application | None:
-        """Constant-time secret comparison; unknown clients cost the same as known ones."""
+    def authenticate_client(self, client_id: str, secret: str) -> ApplicationRecord | None:
+        """Slow-hash check (run it in a thread); unknown clients cost the same as known ones."""
         app = self.applications.get(client_id)
-        expected = app.client_secret.get_secret_value() if app else "\0" * 32
-        matches = hmac.compare_digest(expected.encode(), secret.encode())
+        matches = verify_secret(secret, app.secret_hash if app else DUMMY_HASH)
         return app if app is not None and matches else None
 
     def subscription(self, client_id: str, api: Api) -> SubscriptionState | None:

@@ -7,9 +7,11 @@ gateway is imported only by ``serve``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from bridge.config import Config, load_config, parse_config
 from bridge.errors import ConfigError
@@ -32,6 +34,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     check = commands.add_parser("check", help="validate a config file")
     check.add_argument("--config", required=True)
+    asyncapi = commands.add_parser("asyncapi", help="AsyncAPI export and import")
+    asyncapi_commands = asyncapi.add_subparsers(dest="asyncapi_command", required=True)
+    export = asyncapi_commands.add_parser("export", help="an API of a config as AsyncAPI 3.0")
+    export.add_argument("--config", required=True)
+    export.add_argument("--api", required=True, help="API name")
+    export.add_argument("--version", help="API version (needed when several exist)")
+    export.add_argument("--format", choices=("json", "yaml"), default="json")
+    imported = asyncapi_commands.add_parser(
+        "import", help="print the config YAML (an apis[] item) for an AsyncAPI 2.x/3.x file")
+    imported.add_argument("file")
+    imported.add_argument("--broker", default="main", help="broker name for the API (main)")
+    imported.add_argument("--protocol", choices=("sse", "websocket", "websub"))
+    imported.add_argument("--name")
+    imported.add_argument("--context")
     return parser
 
 
@@ -64,27 +80,75 @@ def serve(path: str | None, host: str, port: int) -> int:
 
     configure()
     demo_secret: str | None = None
+    admin_token = secrets.token_urlsafe(24)
     try:
         if path:
             config: Config = load_config(path)
         else:
             demo_secret = secrets.token_urlsafe(18)
-            raw = demo_config(demo_secret)
+            raw = demo_config(demo_secret, admin_token)
             raw["gateway"]["public_url"] = f"http://{host}:{port}"
             config = parse_config(raw)
         server = build_server(config, host, port, background=[produce] if demo_secret else [])
     except ConfigError as exc:
         return _report(exc)
     if demo_secret is not None:
-        print(demo_instructions(f"http://{host}:{port}", demo_secret), flush=True)
+        print(demo_instructions(f"http://{host}:{port}", demo_secret, admin_token), flush=True)
     server.run()
     return 0 if server.started else 1
+
+
+def asyncapi_export(path: str, name: str, version: str | None, fmt: str) -> int:
+    from bridge.asyncapi import export_document, to_yaml
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return _report(exc)
+    matches = [a for a in config.apis if a.name == name and version in (None, a.version)]
+    if len(matches) != 1:
+        versions = ", ".join(a.version for a in config.apis if a.name == name) or "none"
+        print(f"{'no' if not matches else 'several'} API {name!r} "
+              f"{'version ' + version if version else ''} (versions: {versions}); "
+              "name one with --version", file=sys.stderr)
+        return EXIT_INVALID
+    document = export_document(matches[0], public_url=config.gateway.public_url)
+    print(to_yaml(document) if fmt == "yaml" else json.dumps(document, indent=2))
+    return 0
+
+
+def asyncapi_import(path: str, broker: str, protocol: str | None, name: str | None,
+                    context: str | None) -> int:
+    import yaml
+
+    from bridge.asyncapi import AsyncApiError, import_document
+
+    try:
+        api = import_document(Path(path).read_bytes(), broker=broker, protocol=protocol,
+                              name=name, context=context)
+    except OSError as exc:
+        print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_INVALID
+    except AsyncApiError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    # In a config file an API is PUBLISHED unless it says otherwise; imports through the
+    # management API start CREATED instead (CONTRACT §8).
+    item = api.model_dump(mode="json", exclude_none=True, exclude_defaults=True,
+                          exclude={"state"})
+    item = {"name": api.name, "version": api.version, **item}
+    print(yaml.safe_dump({"apis": [item]}, sort_keys=False), end="")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return check(args.config)
+    if args.command == "asyncapi":
+        if args.asyncapi_command == "export":
+            return asyncapi_export(args.config, args.api, args.version, args.format)
+        return asyncapi_import(args.file, args.broker, args.protocol, args.name, args.context)
     return serve(args.config, args.host, args.port)
 
 

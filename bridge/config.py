@@ -54,7 +54,6 @@ class GatewaySettings(_Strict):
     max_message_bytes: PositiveInt = 1_048_576
     heartbeat: Duration = 15.0
     client_queue: PositiveInt = 1024
-    keys_file: str | None = None
 
     @field_validator("public_url")
     @classmethod

@@ -12,9 +12,10 @@ from typing import Any
 DEMO_CLIENT_ID = "demo"
 
 
-def demo_config(secret: str | None = None) -> dict[str, Any]:
+def demo_config(secret: str | None = None, admin_token: str | None = None) -> dict[str, Any]:
     return {
-        "gateway": {"state": "sqlite:///.state/demo.db"},
+        "gateway": {"state": "sqlite:///.state/demo.db",
+                    "admin_token": admin_token or secrets.token_urlsafe(24)},
         "brokers": {"demo": {"type": "memory"}},
         "tiers": {
             "Gold": {"events_per_minute": 6000, "max_connections": 20},
@@ -103,7 +104,7 @@ def demo_config(secret: str | None = None) -> dict[str, Any]:
     }
 
 
-def demo_instructions(base_url: str, secret: str) -> str:
+def demo_instructions(base_url: str, secret: str, admin_token: str) -> str:
     ws_base = base_url.replace("http://", "ws://").replace("https://", "wss://")
     return f"""
 Streambridge embedded demo is running at {base_url}
@@ -123,4 +124,8 @@ Server-Sent Events:
 WebSocket (type a line to publish it to the room):
   websocat "{ws_base}/chat/1.0.0/rooms/lobby?access_token=$TOKEN"
   python3 -m websockets "{ws_base}/chat/1.0.0/rooms/lobby?access_token=$TOKEN"
+
+Management API (admin token new at every start; OpenAPI at {base_url}/docs):
+  curl -s -H "Authorization: Bearer {admin_token}" {base_url}/api/v1/apis
+  curl -s -H "Authorization: Bearer {admin_token}" {base_url}/api/v1/apis/Ticker/1.0.0/asyncapi
 """

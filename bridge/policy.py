@@ -35,6 +35,7 @@ class Grant:
     expires_at: float
     issuer: str
     token_id: str | None = None
+    generation: int | None = None  # the application's key generation (claim "sbg")
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,26 +53,36 @@ def _generate(algorithm: str) -> PrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def load_or_create_signing_key(path: Path, algorithm: str) -> SigningKey:
-    """Read the key file, or create it (mode 0600) so tokens survive restarts."""
-    if path.exists():
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        if stored.get("alg") == algorithm:
-            key = serialization.load_pem_private_key(stored["pem"].encode(), password=None)
-            if isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-                return SigningKey(algorithm, stored["kid"], key)
+def new_signing_key(algorithm: str) -> tuple[SigningKey, str]:
+    """A fresh key and its PKCS#8 PEM (for the state store)."""
     private = _generate(algorithm)
     pem = private.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-    kid = secrets.token_urlsafe(12)
+    return SigningKey(algorithm, secrets.token_urlsafe(12), private), pem
+
+
+def signing_key_from_pem(algorithm: str, kid: str, pem: str) -> SigningKey:
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ValueError("the stored signing key is neither EC nor RSA")
+    return SigningKey(algorithm, kid, key)
+
+
+def load_or_create_signing_key(path: Path, algorithm: str) -> SigningKey:
+    """Read the key file, or create it (mode 0600) so tokens survive restarts."""
+    if path.exists():
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if stored.get("alg") == algorithm:
+            return signing_key_from_pem(algorithm, stored["kid"], stored["pem"])
+    key, pem = new_signing_key(algorithm)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump({"alg": algorithm, "kid": kid, "pem": pem}, handle)
-    return SigningKey(algorithm, kid, private)
+        json.dump({"alg": algorithm, "kid": key.kid, "pem": pem}, handle)
+    return key
 
 
 class TokenIssuer:
@@ -82,8 +92,9 @@ class TokenIssuer:
         self.audience = audience
         self.ttl = ttl
 
-    def issue(self, client_id: str, scopes: frozenset[str], now: float) -> str:
+    def issue(self, client_id: str, scopes: frozenset[str], now: float, generation: int = 1) -> str:
         claims = {
+            "sbg": generation,
             "iss": self.issuer,
             "sub": client_id,
             "aud": self.audience,
@@ -160,4 +171,6 @@ def verify_token(token: str, trusted: Mapping[str, TrustedKeys]) -> Grant:
         scopes = frozenset(s for s in scope if isinstance(s, str))
     else:
         scopes = frozenset()
-    return Grant(client_id, scopes, float(claims["exp"]), source.issuer, claims.get("jti"))
+    generation = claims.get("sbg")
+    return Grant(client_id, scopes, float(claims["exp"]), source.issuer, claims.get("jti"),
+                 generation if isinstance(generation, int) else None)

@@ -71,6 +71,16 @@ def _topics(
     return matches, multi
 
 
+def _current_keys(runtime: Runtime, grant: Grant) -> bool:
+    """Our tokens carry the application's key generation: regenerated keys, or a deleted
+    application, revoke every token issued before."""
+    assert runtime.authority is not None
+    if grant.issuer != runtime.authority.issuer.issuer:
+        return True
+    app = runtime.catalog.applications.get(grant.client_id)
+    return app is not None and grant.generation == app.generation
+
+
 async def admit(
     runtime: Runtime,
     *,
@@ -96,6 +106,8 @@ async def admit(
             # stream opened on a token already past exp would only be revoked at once.
             if grant.expires_at <= time.time():
                 grant, token_error = None, "the token has expired"
+            elif not _current_keys(runtime, grant):
+                grant, token_error = None, "the token was revoked"
     resolved = runtime.catalog.resolve(path)
     topics: list[TopicMatch] = []
     multi = False

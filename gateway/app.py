@@ -15,9 +15,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bridge.config import RESERVED_PREFIXES, Config, format_path
-from bridge.errors import AccessDenied
+from bridge.asyncapi import AsyncApiError
+from bridge.errors import AccessDenied, ConfigError
+from bridge.lifecycle import IllegalTransition
+from bridge.store import NotFound, StoreError
 from gateway.access import admit, query_params
 from gateway.errors import denial_response, denial_status, problem
+from gateway.management import router as management_router
 from gateway.oauth import router as oauth_router
 from gateway.runtime import Runtime
 from gateway.sse import resume_id, serve_sse
@@ -69,6 +73,28 @@ def create_app(config: Config) -> Gateway:
         redoc_url=None,
     )
     control.include_router(oauth_router(runtime))
+    control.include_router(management_router(runtime))
+
+    @control.exception_handler(StoreError)
+    async def store_problem(request: Request, exc: StoreError) -> Response:
+        status = 404 if isinstance(exc, NotFound) else 409
+        return problem(status, str(exc), instance=request.url.path)
+
+    @control.exception_handler(IllegalTransition)
+    async def transition_problem(request: Request, exc: IllegalTransition) -> Response:
+        return problem(409, str(exc), instance=request.url.path, state=exc.state,
+                       action=exc.action)
+
+    @control.exception_handler(ConfigError)
+    async def config_problem(request: Request, exc: ConfigError) -> Response:
+        errors = [{"field": p.path, "message": p.message} for p in exc.problems]
+        return problem(422, "; ".join(str(p) for p in exc.problems),
+                       instance=request.url.path, errors=errors)
+
+    @control.exception_handler(AsyncApiError)
+    async def asyncapi_problem(request: Request, exc: AsyncApiError) -> Response:
+        return problem(422, f"the AsyncAPI document does not parse: {exc}",
+                       instance=request.url.path)
 
     @control.exception_handler(StarletteHTTPException)
     async def http_problem(request: Request, exc: StarletteHTTPException) -> Response:

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bridge.config import AuthSettings, GatewaySettings
+from bridge.config import AuthSettings
 from bridge.errors import Unauthenticated
 from bridge.policy import Grant
+from bridge.store import Store
 from bridge.tokens import (
+    SigningKey,
     TokenIssuer,
     TrustedKeys,
-    load_or_create_signing_key,
+    new_signing_key,
+    signing_key_from_pem,
     verify_token,
 )
 
@@ -28,19 +30,9 @@ log = logging.getLogger("streambridge.auth")
 REFRESH_COOLDOWN = 5.0  # at most one JWKS fetch per issuer this often
 
 
-def keys_path(gateway: GatewaySettings) -> Path:
-    if gateway.keys_file:
-        return Path(gateway.keys_file)
-    if gateway.state.startswith("sqlite:///"):
-        db = Path(gateway.state.removeprefix("sqlite:///"))
-        return db.with_name(db.stem + ".keys.json")
-    return Path("streambridge.keys.json")
-
-
 class TokenAuthority:
-    def __init__(self, auth: AuthSettings, gateway: GatewaySettings) -> None:
+    def __init__(self, auth: AuthSettings, key: SigningKey) -> None:
         self.settings = auth
-        key = load_or_create_signing_key(keys_path(gateway), auth.signing_alg)
         self.issuer = TokenIssuer(
             key, issuer=auth.issuer, audience=auth.audience, ttl=auth.token_ttl
         )
@@ -50,6 +42,21 @@ class TokenAuthority:
         self._external = {t.issuer: t for t in auth.trusted_issuers}
         self._fetched_at: dict[str, float] = {}
         self._http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
+
+    @classmethod
+    async def open(cls, auth: AuthSettings, store: Store) -> TokenAuthority:
+        """The signing key lives in the state store, so tokens survive restarts and every
+        gateway on one store signs with the same key; the first start creates it."""
+        stored = await store.signing_key(auth.signing_alg)
+        if stored is None:
+            key, pem = new_signing_key(auth.signing_alg)
+            await store.add_signing_key(key.kid, auth.signing_alg, pem)
+            stored = await store.signing_key(auth.signing_alg)  # another gateway may have won
+            assert stored is not None
+        kid, pem = stored
+        authority = cls(auth, signing_key_from_pem(auth.signing_alg, kid, pem))
+        await authority.refresh_all()
+        return authority
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -14,19 +14,22 @@ SubscriptionKey = tuple[str, str, str]  # (client id, API name, API version)
 class Connections:
     def __init__(self) -> None:
         self._counter = ConnectionCounter()
-        self._live: dict[SubscriptionKey, set[Subscriber]] = {}
+        # Each open stream with the key generation of the token that opened it.
+        self._live: dict[SubscriptionKey, dict[Subscriber, int | None]] = {}
         self._windows: dict[SubscriptionKey, RollingWindow] = {}
 
-    def open(self, key: SubscriptionKey, tier: Tier, subscriber: Subscriber) -> None:
+    def open(
+        self, key: SubscriptionKey, tier: Tier, subscriber: Subscriber, generation: int | None = None
+    ) -> None:
         """Count the stream in, or raise TooManyConnections."""
         self._counter.open(key, tier.max_connections)
-        self._live.setdefault(key, set()).add(subscriber)
+        self._live.setdefault(key, {})[subscriber] = generation
 
     def close(self, key: SubscriptionKey, subscriber: Subscriber) -> None:
         self._counter.close(key)
         live = self._live.get(key)
         if live is not None:
-            live.discard(subscriber)
+            live.pop(subscriber, None)
             if not live:
                 del self._live[key]
 
@@ -47,23 +50,26 @@ class Connections:
     def count(self, key: SubscriptionKey) -> int:
         return self._counter.count(key)
 
+    def live_generations(self) -> dict[SubscriptionKey, set[int | None]]:
+        return {key: set(streams.values()) for key, streams in self._live.items()}
+
     def end(
         self,
         reason: BridgeError,
         *,
-        client_id: str | None = None,
-        api: tuple[str, str] | None = None,
+        subscription: SubscriptionKey | None = None,
+        generations: set[int] | None = None,
     ) -> int:
-        """Close every stream of a client and/or API with ``reason``; returns how many."""
+        """Close the streams of one subscription (or all), optionally only those opened
+        with tokens of the given key generations; returns how many."""
         ended = 0
-        for (owner, name, version), subscribers in self._live.items():
-            if client_id is not None and owner != client_id:
+        for key, streams in self._live.items():
+            if subscription is not None and key != subscription:
                 continue
-            if api is not None and (name, version) != api:
-                continue
-            for subscriber in subscribers:
-                subscriber.close(reason)
-                ended += 1
+            for subscriber, generation in streams.items():
+                if generations is None or generation in generations:
+                    subscriber.close(reason)
+                    ended += 1
         return ended
 
     def end_all(self, reason: BridgeError) -> None:

@@ -6,6 +6,7 @@ the body also carries the RFC 9457 members so it reads as problem details too.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import time
@@ -66,7 +67,10 @@ def router(runtime: Runtime) -> APIRouter:
         ):
             return oauth_error(400, "invalid_request", "use one client authentication method")
         client_id, secret = basic or (form.get("client_id", ""), form.get("client_secret", ""))
-        application = runtime.catalog.authenticate_client(client_id, secret)
+        # scrypt takes tens of milliseconds: off the event loop.
+        application = await asyncio.to_thread(
+            runtime.catalog.authenticate_client, client_id, secret
+        )
         if application is None:
             challenge = {"WWW-Authenticate": 'Basic realm="streambridge"'} if basic else None
             return oauth_error(401, "invalid_client", "client authentication failed", challenge)
@@ -81,7 +85,7 @@ def router(runtime: Runtime) -> APIRouter:
             return oauth_error(400, "invalid_scope", str(exc))
         assert runtime.authority is not None
         issuer = runtime.authority.issuer
-        access_token = issuer.issue(client_id, scopes, time.time())
+        access_token = issuer.issue(client_id, scopes, time.time(), application.generation)
         return JSONResponse(
             {
                 "access_token": access_token,

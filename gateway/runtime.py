@@ -1,7 +1,10 @@
 """The composition root of a running gateway: catalogue, connectors, hubs, tokens, limits.
 
 Built from a validated Config; its ``lifespan`` opens every resource and closes them in
-reverse order. Nothing is loaded at import time.
+reverse order. Nothing is loaded at import time. The catalogue comes from the state store
+(seeded from the config); every change — made here through the management API or by
+another gateway on the same store — swaps in a new catalogue and ends the open streams
+it no longer allows.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from typing import Any
 from bridge.catalog import VISIBLE_STATES, Catalog, TopicMatch
 from bridge.config import Config
 from bridge.cursor import new_epoch
-from bridge.errors import BridgeError, PipelineError
+from bridge.errors import BridgeError, PipelineError, Revoked
 from bridge.event import Event
+from bridge.secrets import hash_secret
+from bridge.store import Snapshot, Store
 from connectors import Connector, connector_for
 from gateway.auth import TokenAuthority
 from gateway.connections import Connections
@@ -28,6 +33,7 @@ from pipelines import build_pipeline
 
 log = logging.getLogger("streambridge.runtime")
 HOUSEKEEPING_SECONDS = 5.0
+STORE_POLL_SECONDS = 1.0  # how soon another gateway's change to the store applies here
 
 
 class ShuttingDown(BridgeError):
@@ -37,13 +43,15 @@ class ShuttingDown(BridgeError):
 class Runtime:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.catalog = Catalog(config)
+        self.catalog = Catalog(Snapshot(revision=-1))  # until the store is open
         self.metrics = Metrics()
         self.connections = Connections()
         self.epoch = new_epoch()
         self.hubs = HubSet(self.epoch)
         self.connectors: dict[str, Connector] = {}
         self.authority: TokenAuthority | None = None
+        self.store: Store | None = None
+        self._refresh_lock = asyncio.Lock()
         self._eager: set[tuple[str, str, str]] = set()
         self.stopping = False
         # Extra tasks that live as long as the gateway (the embedded demo's producer).
@@ -53,16 +61,19 @@ class Runtime:
     @asynccontextmanager
     async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            self.authority = TokenAuthority(self.config.auth, self.config.gateway)
+            self.store = await stack.enter_async_context(Store.from_url(self.config.gateway.state))
+            await self.store.seed(self.config, hash_secret)
+            self.catalog = Catalog(await self.store.snapshot())
+            self.authority = await TokenAuthority.open(self.config.auth, self.store)
             stack.push_async_callback(self.authority.aclose)
-            await self.authority.refresh_all()
             for name, settings in self.config.brokers.items():
                 retain, max_age = self._retention(name)
                 connector = connector_for(name, settings, retain=retain, max_age=max_age)
                 self.connectors[name] = await stack.enter_async_context(connector)
             stack.push_async_callback(self.hubs.aclose)
             self._start_eager_hubs()
-            tasks = [asyncio.create_task(self._housekeeping(), name="housekeeping")]
+            tasks = [asyncio.create_task(self._housekeeping(), name="housekeeping"),
+                     asyncio.create_task(self._watch_store(), name="store-watch")]
             tasks += [asyncio.create_task(self._supervised(job)) for job in self.background]
             try:
                 yield
@@ -71,6 +82,55 @@ class Runtime:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- catalogue changes ---------------------------------------------------------------
+    async def refresh(self) -> None:
+        """Read the store's snapshot, swap the catalogue, apply what changed to open streams."""
+        assert self.store is not None
+        async with self._refresh_lock:
+            snapshot = await self.store.snapshot()
+            if snapshot.revision == self.catalog.revision:
+                return
+            self.catalog = Catalog(snapshot)
+            self._end_disallowed_streams()
+            self._start_eager_hubs()
+
+    def _end_disallowed_streams(self) -> None:
+        """Blocked/deleted subscriptions, blocked/retired/deleted APIs, regenerated keys."""
+        catalog = self.catalog
+        for key, generations in self.connections.live_generations().items():
+            client_id, name, version = key
+            api = catalog.api(name, version)
+            subscription = catalog.subscriptions.get(key)
+            app = catalog.applications.get(client_id)
+            reason = None
+            if api is None or api.state in ("RETIRED", "CREATED"):
+                reason = "the API was retired"
+            elif api.state == "BLOCKED":
+                reason = "the API was blocked"
+            elif subscription is None:
+                reason = "the subscription was removed"
+            elif subscription.blocked:
+                reason = "the subscription was blocked"
+            if reason is not None:
+                self.connections.end(Revoked(reason), subscription=key)
+                continue
+            stale = {g for g in generations if g is not None and app is not None
+                     and g != app.generation}
+            if app is None or stale:
+                self.connections.end(Revoked("the application's keys were regenerated"),
+                                     subscription=key,
+                                     generations=None if app is None else stale)
+
+    async def _watch_store(self) -> None:
+        while True:
+            await asyncio.sleep(STORE_POLL_SECONDS)
+            try:
+                assert self.store is not None
+                if await self.store.revision() != self.catalog.revision:
+                    await self.refresh()
+            except (BridgeError, OSError) as exc:
+                log.warning("state store unreachable: %s", exc)
 
     async def _supervised(self, job: Callable[[Runtime], Awaitable[None]]) -> None:
         while True:
@@ -160,7 +220,7 @@ class Runtime:
 
     # --- readiness ---------------------------------------------------------------------------
     async def readiness(self) -> dict[str, bool]:
-        checks: dict[str, bool] = {}
+        checks: dict[str, bool] = {"state": self.store is not None and await self.store.ping()}
         for name, connector in self.connectors.items():
             try:
                 checks[f"broker:{name}"] = await asyncio.wait_for(connector.ready(), 2.0)

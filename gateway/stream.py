@@ -64,7 +64,9 @@ class StreamSession:
 
     async def __aenter__(self) -> Self:
         """Count the connection (may raise TooManyConnections) and attach to the hubs."""
-        self.runtime.connections.open(self.admitted.key, self.admitted.tier, self.subscriber)
+        self.runtime.connections.open(
+            self.admitted.key, self.admitted.tier, self.subscriber, self.admitted.grant.generation
+        )
         self.runtime.metrics.connections.labels(self.protocol).inc()
         if self.subscribe:
             after = parse_event_id(self.resume_from)

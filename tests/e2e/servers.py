@@ -6,6 +6,7 @@ A server is ``python -m bridge.cli serve`` as a subprocess on 127.0.0.1, polled 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -14,12 +15,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+
+from bridge.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 20.0
@@ -86,8 +90,18 @@ class Server:
     def stdout(self) -> str:
         return self.log_path.with_suffix(".stdout").read_text(encoding="utf-8", errors="replace")
 
-    def keys_file(self) -> Path:
-        return self.directory / "state.keys.json"
+    def signing_key(self) -> dict[str, str]:
+        """The gateway's ES256 signing key as its state store holds it: {kid, pem}."""
+
+        async def read() -> tuple[str, str] | None:
+            async with Store.from_url(state_url(self.directory)) as store:
+                return await store.signing_key("ES256")
+
+        # Tests call this from inside their event loop: read on a thread of its own.
+        with ThreadPoolExecutor(1) as pool:
+            found = pool.submit(asyncio.run, read()).result()
+        assert found is not None, "the gateway has not stored a signing key"
+        return {"kid": found[0], "pem": found[1]}
 
 
 STARTED: list[Server] = []

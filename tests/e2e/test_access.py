@@ -36,7 +36,7 @@ BAD_TOKENS = ["missing", "garbage", "expired", "hs256", "other-key"]
 
 def forged_token(server: Server, kind: str) -> str | None:
     """Tokens the gateway must refuse; all but the defect look like its own."""
-    stored = json.loads(server.keys_file().read_text(encoding="utf-8"))
+    stored = server.signing_key()
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": "streambridge",
@@ -46,6 +46,7 @@ def forged_token(server: Server, kind: str) -> str | None:
         "iat": now,
         "exp": now + 600,
         "jti": "forged",
+        "sbg": 1,  # the application's key generation
         "scope": "events:read other:read feed:read feed:write",
     }
     headers = {"kid": stored["kid"]}
@@ -98,7 +99,7 @@ async def test_websocket_refuses_bad_tokens_with_401(server: Server, kind: str) 
 async def test_forged_tokens_differ_from_a_good_one_only_by_their_defect(server: Server) -> None:
     # The same claims and kid, signed by the gateway's key and not expired, are accepted:
     # so the refusals above are caused by the defect, not by the claims.
-    stored = json.loads(server.keys_file().read_text(encoding="utf-8"))
+    stored = server.signing_key()
     unverified = jwt.decode(
         forged_token(server, "other-key") or "", options={"verify_signature": False}
     )

@@ -193,7 +193,7 @@ async def test_serve_reads_config_from_environment_with_json_logs(tmp_path: Path
     ) as server:
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             ready = await client.get(f"{server.base_url}/readyz")
-        assert ready.json()["checks"] == {"broker:env-broker": True}
+        assert ready.json()["checks"] == {"state": True, "broker:env-broker": True}
         token = await fetch_token(server.base_url, "dash", "dash-secret-01")
         async with sse_stream(server.base_url, "/1.0.0/orders/created", token) as stream:
             assert await stream.next_block() is not None

@@ -33,7 +33,7 @@ async def test_readyz_reports_its_checks(server: Server) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ready"
-    assert body["checks"] == {"broker:mem": True}
+    assert body["checks"] == {"state": True, "broker:mem": True}
 
 
 async def test_metrics_after_traffic(server: Server, token: str) -> None:

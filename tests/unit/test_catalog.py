@@ -91,7 +91,7 @@ def config() -> Config:
 
 @pytest.fixture
 def catalog() -> Catalog:
-    return Catalog(config())
+    return Catalog.from_config(config())
 
 
 # --- URLs -----------------------------------------------------------------------------------

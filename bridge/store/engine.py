@@ -1,0 +1,118 @@
+"""Opening a state store database: which driver a ``gateway.state`` URL gets, how SQLite
+connections are set up, and the Alembic upgrade that runs when a store opens (issue 3).
+
+SQLite runs in WAL mode (readers never wait for the writer) with a 30 s busy timeout, and
+write transactions begin with ``BEGIN IMMEDIATE`` so two writers queue on the lock
+instead of failing when a read transaction tries to become a write one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from pathlib import Path
+from typing import Any, Final
+
+import alembic.command
+import alembic.config
+from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from bridge.store.errors import StoreError
+
+MIGRATIONS: Final = Path(__file__).with_name("migrations")
+WRITE: Final = "streambridge_write"  # execution option: this transaction will write
+# pg_advisory_xact_lock key: processes starting together on one database migrate in turn.
+MIGRATE_LOCK: Final = 0x7362_0001
+
+
+def engine_url(url: str) -> URL:
+    """``gateway.state`` as an asyncio driver URL: sqlite+aiosqlite or postgresql+asyncpg.
+
+    ``sqlite:///state.db`` is relative to the working directory, ``sqlite:////var/x.db``
+    absolute. Errors never repeat the URL, which may hold a password."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError("gateway.state is not a database URL") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise StoreError("gateway.state: a SQLite store needs a file, sqlite:///path.db")
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise StoreError(f"gateway.state: unsupported database {backend!r} (sqlite or postgresql)")
+
+
+def is_postgres(url: URL) -> bool:
+    return url.get_backend_name() == "postgresql"
+
+
+async def open_engine(url: URL) -> AsyncEngine:
+    """An engine for ``url`` (from :func:`engine_url`); connects lazily. A SQLite file's
+    directory is created if missing."""
+    if is_postgres(url):
+        options: dict[str, Any] = {
+            "pool_pre_ping": True,  # survive a database restart between polls
+            "connect_args": {
+                "timeout": 10,
+                "server_settings": {"application_name": "streambridge"},
+            },
+        }
+    else:
+        directory = Path(url.database or "").parent
+        await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+        options = {"connect_args": {"timeout": 30}}
+    # hide_parameters: statement parameters (secret hashes, key PEMs) stay out of error
+    # messages and logs.
+    engine = create_async_engine(url, hide_parameters=True, **options)
+    if not is_postgres(url):
+        _configure_sqlite(engine.sync_engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """pysqlite defers BEGIN and skips it for reads; take that over (SQLAlchemy's recipe
+    for pysqlite and aiosqlite) so a read sees one snapshot and a writer locks first."""
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    def on_begin(conn: Connection) -> None:
+        writes = conn.get_execution_options().get(WRITE)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "begin", on_begin)
+
+
+_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def migration_lock() -> asyncio.Lock:
+    """Alembic's ``context`` and ``op`` are process-wide proxies to the migration running
+    now; two stores migrating at once on one loop (their greenlets interleave) would send
+    one's DDL down the other's connection. So migrations in a process take turns."""
+    loop = asyncio.get_running_loop()
+    return _MIGRATION_LOCKS.setdefault(loop, asyncio.Lock())
+
+
+def upgrade_to_head(connection: Connection) -> None:
+    """``alembic upgrade head`` on a store connection (run it with ``run_sync``, inside a
+    write transaction, holding :func:`migration_lock`). It runs once at start, before the
+    gateway serves; Alembic reads its few small scripts from the package directory."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK})
+    config = alembic.config.Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    alembic.command.upgrade(config, "head")

@@ -1,0 +1,113 @@
+"""The state store's tables (SQLAlchemy Core), mirroring :mod:`bridge.store.records`.
+
+This is what the code queries; the migrations under ``migrations/versions`` build it and
+are the only thing that changes a database (tests check the two agree). Table names carry
+an ``sb_`` prefix because ``gateway.state`` may point at a database the operator also uses
+for other things. Constraint names follow one convention so later migrations can name
+them, which SQLite's copy-and-move ALTER needs.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+VERSION_TABLE = "sb_schema_version"
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# One row (id 1). Every mutation increments ``value`` in its own transaction, so other
+# gateway processes notice a change by polling one number.
+revision = Table(
+    "sb_revision",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("value", BigInteger, nullable=False),
+)
+
+# ``seed_hash`` is NULL for objects made through the management API; for objects from the
+# config file it is the sha256 of their canonical JSON (see bridge.store.seeding).
+tiers = Table(
+    "sb_tiers",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("document", JSON, nullable=False),
+    Column("seed_hash", String(64)),
+)
+
+apis = Table(
+    "sb_apis",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("version", String, primary_key=True),
+    Column("document", JSON, nullable=False),  # Api.model_dump(mode="json"), CONTRACT §8
+    Column("seed_hash", String(64)),
+)
+
+applications = Table(
+    "sb_applications",
+    metadata,
+    Column("client_id", String, primary_key=True),
+    Column("name", String, nullable=False),
+    Column("secret_hash", String, nullable=False),  # bridge.secrets.hash_secret output
+    Column("generation", Integer, nullable=False),
+    Column("seed_hash", String(64)),
+    Column("seed_secret", String(64)),  # fingerprint of the config's secret, when seeded
+)
+
+subscriptions = Table(
+    "sb_subscriptions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column(
+        "client_id",
+        String,
+        ForeignKey(applications.c.client_id, ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("api", String, nullable=False),
+    Column("version", String, nullable=False),
+    Column("tier", String, ForeignKey(tiers.c.name), nullable=False),
+    Column("state", String(16), nullable=False),
+    ForeignKeyConstraint(["api", "version"], [apis.c.name, apis.c.version], ondelete="CASCADE"),
+    UniqueConstraint("client_id", "api", "version"),
+    Index(None, "api", "version"),
+    Index(None, "tier"),
+)
+
+# One key per algorithm: the unique ``algorithm`` makes concurrent first starts of several
+# gateways agree on one key (insert-if-absent, then read back).
+signing_keys = Table(
+    "sb_signing_keys",
+    metadata,
+    Column("kid", String, primary_key=True),
+    Column("algorithm", String, nullable=False, unique=True),
+    Column("pem", Text, nullable=False),
+)
+
+
+def new_subscription_id() -> str:
+    """Subscription ids are made by the store: random, so they reveal nothing and never
+    collide across gateways sharing one database."""
+    return uuid.uuid4().hex

@@ -1,0 +1,310 @@
+"""Management API under /api/v1 (CONTRACT §8), behind the admin token.
+
+Routes stay thin: each validates, writes to the state store, then asks the runtime to
+refresh, which applies the change to open streams at once (other gateways on the same
+store notice the new revision within a second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+import secrets
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.asyncapi import export_document, import_document, to_yaml
+from bridge.config import Api, Config, Tier, semantic_problems
+from bridge.errors import ConfigError, Problem
+from bridge.lifecycle import transition
+from bridge.secrets import hash_secret, new_secret
+from bridge.store import ApplicationRecord, NotFound, SubscriptionRecord
+from gateway.runtime import Runtime
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApplicationIn(_Body):
+    name: str = Field(min_length=1, max_length=200)
+    client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.~-]{3,100}$")
+
+
+class SubscriptionIn(_Body):
+    application: str
+    api: str
+    version: str
+    tier: str
+
+
+class LifecycleIn(_Body):
+    action: Literal["publish", "deprecate", "retire", "block", "unblock"]
+
+
+def _admin(runtime: Runtime) -> Any:
+    async def check(request: Request) -> None:
+        expected = runtime.config.gateway.admin_token
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        challenge = {"WWW-Authenticate": 'Bearer realm="streambridge-admin"'}
+        if expected is None:
+            raise HTTPException(401, "the management API is off: set gateway.admin_token",
+                                headers=challenge)
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                token.strip().encode(), expected.get_secret_value().encode()):
+            raise HTTPException(401, "a valid admin bearer token is required", headers=challenge)
+
+    return Depends(check)
+
+
+def api_json(api: Api) -> dict[str, Any]:
+    return api.model_dump(mode="json", exclude_none=True)
+
+
+def application_json(app: ApplicationRecord, secret: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"client_id": app.client_id, "name": app.name}
+    if secret is not None:
+        body["client_secret"] = secret  # shown once, never stored in clear
+    return body
+
+
+def subscription_json(sub: SubscriptionRecord) -> dict[str, Any]:
+    return {"id": sub.id, "application": sub.client_id, "api": sub.api, "version": sub.version,
+            "tier": sub.tier, "state": sub.state}
+
+
+def validate_api(runtime: Runtime, api: Api) -> None:
+    """The config file's cross-field rules, applied to one API among the running ones.
+    (A duplicate name and version is the store's Conflict: 409, not 422.)"""
+    catalog = runtime.catalog
+    others = [a for a in catalog.apis() if (a.name, a.version) != (api.name, api.version)]
+    candidate = Config.model_construct(
+        gateway=runtime.config.gateway, auth=runtime.config.auth, websub=runtime.config.websub,
+        brokers=runtime.config.brokers, tiers=catalog.tiers, apis=[*others, api],
+        applications=[])
+    prefix = f"apis[{len(others)}]"
+    problems = [Problem("body" + p.path.removeprefix(prefix), p.message)
+                for p in semantic_problems(candidate) if p.path.startswith(prefix)]
+    if problems:
+        raise ConfigError(problems)
+
+
+def router(runtime: Runtime) -> APIRouter:
+    api = APIRouter(prefix="/api/v1", dependencies=[_admin(runtime)], tags=["management"])
+
+    def store() -> Any:
+        assert runtime.store is not None
+        return runtime.store
+
+    async def changed() -> None:
+        await runtime.refresh()
+
+    # --- APIs ------------------------------------------------------------------------
+    @api.get("/apis")
+    async def list_apis() -> list[dict[str, Any]]:
+        return [api_json(a) for a in runtime.catalog.apis()]
+
+    @api.post("/apis", status_code=201)
+    async def create_api(body: Api) -> JSONResponse:
+        if "state" not in body.model_fields_set:
+            body = body.model_copy(update={"state": "CREATED"})
+        elif body.state != "CREATED":
+            raise ConfigError([Problem("body.state", "new APIs start CREATED; use lifecycle "
+                                                     "actions to change the state")])
+        validate_api(runtime, body)
+        await store().create_api(body)
+        await changed()
+        return JSONResponse(api_json(body), status_code=201,
+                            headers={"Location": f"/api/v1/apis/{body.name}/{body.version}"})
+
+    @api.post("/apis/import", status_code=201)
+    async def import_api(
+        request: Request,
+        broker: str = Query(),
+        protocol: Literal["sse", "websocket", "websub"] | None = Query(default=None),
+        name: str | None = Query(default=None),
+        context: str | None = Query(default=None),
+    ) -> JSONResponse:
+        document = import_document(await request.body(), broker=broker, protocol=protocol,
+                                   name=name, context=context)
+        validate_api(runtime, document)
+        await store().create_api(document)
+        await changed()
+        return JSONResponse(api_json(document), status_code=201)
+
+    def _get(name: str, version: str) -> Api:
+        found = runtime.catalog.api(name, version)
+        if found is None:
+            raise NotFound(f"no API {name} {version}")
+        return found
+
+    @api.get("/apis/{name}/{version}")
+    async def get_api(name: str, version: str) -> dict[str, Any]:
+        return api_json(_get(name, version))
+
+    @api.put("/apis/{name}/{version}")
+    async def update_api(name: str, version: str, body: Api) -> dict[str, Any]:
+        current = _get(name, version)
+        if (body.name, body.version) != (name, version):
+            raise ConfigError([Problem("body.name", "name and version are the API's identity; "
+                                                    "they must match the URL")])
+        if "state" not in body.model_fields_set:
+            body = body.model_copy(update={"state": current.state})
+        elif body.state != current.state:
+            raise ConfigError([Problem("body.state", "change the state with a lifecycle action")])
+        validate_api(runtime, body)
+        await store().update_api(body)
+        await changed()
+        return api_json(body)
+
+    @api.delete("/apis/{name}/{version}", status_code=204)
+    async def delete_api(name: str, version: str) -> Response:
+        await store().delete_api(name, version)
+        await changed()
+        return Response(status_code=204)
+
+    @api.post("/apis/{name}/{version}/lifecycle")
+    async def lifecycle(name: str, version: str, body: LifecycleIn) -> dict[str, Any]:
+        current = _get(name, version)
+        updated = current.model_copy(update={"state": transition(current.state, body.action)})
+        await store().update_api(updated)
+        await changed()
+        return api_json(updated)
+
+    @api.get("/apis/{name}/{version}/asyncapi", response_model=None)
+    async def asyncapi(name: str, version: str, request: Request) -> Response:
+        document = export_document(_get(name, version),
+                                   public_url=runtime.config.gateway.public_url)
+        accept = request.headers.get("accept", "")
+        if re.search(r"(application|text)/(x-)?yaml", accept):
+            return PlainTextResponse(to_yaml(document), media_type="application/yaml")
+        return JSONResponse(document)
+
+    # --- applications ----------------------------------------------------------------------
+    @api.get("/applications")
+    async def list_applications() -> list[dict[str, Any]]:
+        return [application_json(a) for a in runtime.catalog.applications.values()]
+
+    @api.post("/applications", status_code=201)
+    async def create_application(body: ApplicationIn) -> JSONResponse:
+        secret = new_secret()
+        record = ApplicationRecord(body.client_id or secrets.token_urlsafe(12), body.name,
+                                   await asyncio.to_thread(hash_secret, secret))
+        await store().create_application(record)
+        await changed()
+        return JSONResponse(application_json(record, secret), status_code=201)
+
+    @api.get("/applications/{client_id}")
+    async def get_application(client_id: str) -> dict[str, Any]:
+        found = runtime.catalog.applications.get(client_id)
+        if found is None:
+            raise NotFound(f"no application {client_id}")
+        return application_json(found)
+
+    @api.post("/applications/{client_id}/keys")
+    async def regenerate_keys(client_id: str) -> dict[str, Any]:
+        """A new secret; every token issued before is refused and its streams end."""
+        secret = new_secret()
+        record = await store().set_application_secret(
+            client_id, await asyncio.to_thread(hash_secret, secret))
+        await changed()
+        return application_json(record, secret)
+
+    @api.delete("/applications/{client_id}", status_code=204)
+    async def delete_application(client_id: str) -> Response:
+        await store().delete_application(client_id)
+        await changed()
+        return Response(status_code=204)
+
+    # --- subscriptions --------------------------------------------------------------------
+    @api.get("/subscriptions")
+    async def list_subscriptions(application: str | None = None) -> list[dict[str, Any]]:
+        return [subscription_json(s) for s in runtime.catalog.subscription_records.values()
+                if application is None or s.client_id == application]
+
+    @api.post("/subscriptions", status_code=201)
+    async def create_subscription(body: SubscriptionIn) -> JSONResponse:
+        target = runtime.catalog.api(body.api, body.version)
+        problems = []
+        if body.application not in runtime.catalog.applications:
+            problems.append(Problem("body.application", f"no application {body.application}"))
+        if target is None:
+            problems.append(Problem("body.api", f"no API {body.api} {body.version}"))
+        if body.tier not in runtime.catalog.tiers:
+            problems.append(Problem("body.tier", f"unknown tier {body.tier!r}"))
+        elif target is not None and target.tiers and body.tier not in target.tiers:
+            problems.append(Problem("body.tier", f"tier {body.tier} is not offered by "
+                                                 f"{target.name} {target.version}"))
+        if problems:
+            raise ConfigError(problems)
+        assert target is not None
+        if target.state != "PUBLISHED":
+            raise HTTPException(409, f"new subscriptions are accepted only for PUBLISHED APIs; "
+                                     f"{target.name} {target.version} is {target.state}")
+        record = await store().create_subscription(body.application, body.api, body.version,
+                                                   body.tier)
+        await changed()
+        return JSONResponse(subscription_json(record), status_code=201)
+
+    def _subscription(id: str) -> SubscriptionRecord:
+        found = runtime.catalog.subscription_records.get(id)
+        if found is None:
+            raise NotFound(f"no subscription {id}")
+        return found
+
+    @api.get("/subscriptions/{id}")
+    async def get_subscription(id: str) -> dict[str, Any]:
+        return subscription_json(_subscription(id))
+
+    @api.post("/subscriptions/{id}/block")
+    async def block_subscription(id: str) -> dict[str, Any]:
+        _subscription(id)
+        record = await store().set_subscription_state(id, "BLOCKED")
+        await changed()
+        return subscription_json(record)
+
+    @api.post("/subscriptions/{id}/unblock")
+    async def unblock_subscription(id: str) -> dict[str, Any]:
+        _subscription(id)
+        record = await store().set_subscription_state(id, "ACTIVE")
+        await changed()
+        return subscription_json(record)
+
+    @api.delete("/subscriptions/{id}", status_code=204)
+    async def delete_subscription(id: str) -> Response:
+        await store().delete_subscription(id)
+        await changed()
+        return Response(status_code=204)
+
+    # --- tiers --------------------------------------------------------------------------
+    @api.get("/tiers")
+    async def list_tiers() -> dict[str, Any]:
+        return {name: tier.model_dump(exclude_none=True)
+                for name, tier in runtime.catalog.tiers.items()}
+
+    @api.get("/tiers/{name}")
+    async def get_tier(name: str) -> dict[str, Any]:
+        tier = runtime.catalog.tiers.get(name)
+        if tier is None:
+            raise NotFound(f"no tier {name}")
+        return tier.model_dump(exclude_none=True)
+
+    @api.put("/tiers/{name}")
+    async def put_tier(name: str, body: Tier) -> dict[str, Any]:
+        if not re.fullmatch(r"[A-Za-z0-9_.~-]{1,64}", name):
+            raise ConfigError([Problem("name", "letters, digits, _ . ~ - (at most 64)")])
+        await store().put_tier(name, body)
+        await changed()
+        return body.model_dump(exclude_none=True)
+
+    @api.delete("/tiers/{name}", status_code=204)
+    async def delete_tier(name: str) -> Response:
+        await store().delete_tier(name)
+        await changed()
+        return Response(status_code=204)
+
+    return api
