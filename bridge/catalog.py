@@ -49,11 +49,18 @@ def snapshot_of(config: Config, hasher: Callable[[str], str] = hash_secret) -> S
     """The snapshot a store would hold right after seeding ``config`` (for tests and tools)."""
     applications, subscriptions = [], []
     for app in config.applications:
-        applications.append(ApplicationRecord(app.client_id, app.name,
-                                              hasher(app.client_secret.get_secret_value())))
+        applications.append(
+            ApplicationRecord(app.client_id, app.name, hasher(app.client_secret.get_secret_value()))
+        )
         subscriptions += [
-            SubscriptionRecord(f"{app.client_id}/{s.api}/{s.version}", app.client_id, s.api,
-                               s.version, s.tier, s.state)
+            SubscriptionRecord(
+                f"{app.client_id}/{s.api}/{s.version}",
+                app.client_id,
+                s.api,
+                s.version,
+                s.tier,
+                s.state,
+            )
             for s in app.subscriptions
         ]
     return Snapshot(0, list(config.apis), applications, subscriptions, dict(config.tiers))
@@ -73,8 +80,9 @@ class Catalog:
         for api in snapshot.apis:
             self.put_api(api)
         for sub in snapshot.subscriptions:
-            state = SubscriptionState(sub.client_id, sub.api, sub.version, sub.tier,
-                                      blocked=sub.state == "BLOCKED")
+            state = SubscriptionState(
+                sub.client_id, sub.api, sub.version, sub.tier, blocked=sub.state == "BLOCKED"
+            )
             self.subscriptions[state.key] = state
 
     @classmethod

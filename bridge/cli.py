@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--version", help="API version (needed when several exist)")
     export.add_argument("--format", choices=("json", "yaml"), default="json")
     imported = asyncapi_commands.add_parser(
-        "import", help="print the config YAML (an apis[] item) for an AsyncAPI 2.x/3.x file")
+        "import", help="print the config YAML (an apis[] item) for an AsyncAPI 2.x/3.x file"
+    )
     imported.add_argument("file")
     imported.add_argument("--broker", default="main", help="broker name for the API (main)")
     imported.add_argument("--protocol", choices=("sse", "websocket", "websub"))
@@ -108,24 +109,29 @@ def asyncapi_export(path: str, name: str, version: str | None, fmt: str) -> int:
     matches = [a for a in config.apis if a.name == name and version in (None, a.version)]
     if len(matches) != 1:
         versions = ", ".join(a.version for a in config.apis if a.name == name) or "none"
-        print(f"{'no' if not matches else 'several'} API {name!r} "
-              f"{'version ' + version if version else ''} (versions: {versions}); "
-              "name one with --version", file=sys.stderr)
+        print(
+            f"{'no' if not matches else 'several'} API {name!r} "
+            f"{'version ' + version if version else ''} (versions: {versions}); "
+            "name one with --version",
+            file=sys.stderr,
+        )
         return EXIT_INVALID
     document = export_document(matches[0], public_url=config.gateway.public_url)
     print(to_yaml(document) if fmt == "yaml" else json.dumps(document, indent=2))
     return 0
 
 
-def asyncapi_import(path: str, broker: str, protocol: str | None, name: str | None,
-                    context: str | None) -> int:
+def asyncapi_import(
+    path: str, broker: str, protocol: str | None, name: str | None, context: str | None
+) -> int:
     import yaml
 
     from bridge.asyncapi import AsyncApiError, import_document
 
     try:
-        api = import_document(Path(path).read_bytes(), broker=broker, protocol=protocol,
-                              name=name, context=context)
+        api = import_document(
+            Path(path).read_bytes(), broker=broker, protocol=protocol, name=name, context=context
+        )
     except OSError as exc:
         print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
         return EXIT_INVALID
@@ -134,8 +140,7 @@ def asyncapi_import(path: str, broker: str, protocol: str | None, name: str | No
         return EXIT_INVALID
     # In a config file an API is PUBLISHED unless it says otherwise; imports through the
     # management API start CREATED instead (CONTRACT §8).
-    item = api.model_dump(mode="json", exclude_none=True, exclude_defaults=True,
-                          exclude={"state"})
+    item = api.model_dump(mode="json", exclude_none=True, exclude_defaults=True, exclude={"state"})
     item = {"name": api.name, "version": api.version, **item}
     print(yaml.safe_dump({"apis": [item]}, sort_keys=False), end="")
     return 0

@@ -14,8 +14,10 @@ DEMO_CLIENT_ID = "demo"
 
 def demo_config(secret: str | None = None, admin_token: str | None = None) -> dict[str, Any]:
     return {
-        "gateway": {"state": "sqlite:///.state/demo.db",
-                    "admin_token": admin_token or secrets.token_urlsafe(24)},
+        "gateway": {
+            "state": "sqlite:///.state/demo.db",
+            "admin_token": admin_token or secrets.token_urlsafe(24),
+        },
         "brokers": {"demo": {"type": "memory"}},
         "tiers": {
             "Gold": {"events_per_minute": 6000, "max_connections": 20},

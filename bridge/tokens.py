@@ -172,5 +172,11 @@ def verify_token(token: str, trusted: Mapping[str, TrustedKeys]) -> Grant:
     else:
         scopes = frozenset()
     generation = claims.get("sbg")
-    return Grant(client_id, scopes, float(claims["exp"]), source.issuer, claims.get("jti"),
-                 generation if isinstance(generation, int) else None)
+    return Grant(
+        client_id,
+        scopes,
+        float(claims["exp"]),
+        source.issuer,
+        claims.get("jti"),
+        generation if isinstance(generation, int) else None,
+    )

@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bridge.config import RESERVED_PREFIXES, Config, format_path
 from bridge.asyncapi import AsyncApiError
+from bridge.config import RESERVED_PREFIXES, Config, format_path
 from bridge.errors import AccessDenied, ConfigError
 from bridge.lifecycle import IllegalTransition
 from bridge.store import NotFound, StoreError
@@ -82,19 +82,20 @@ def create_app(config: Config) -> Gateway:
 
     @control.exception_handler(IllegalTransition)
     async def transition_problem(request: Request, exc: IllegalTransition) -> Response:
-        return problem(409, str(exc), instance=request.url.path, state=exc.state,
-                       action=exc.action)
+        return problem(409, str(exc), instance=request.url.path, state=exc.state, action=exc.action)
 
     @control.exception_handler(ConfigError)
     async def config_problem(request: Request, exc: ConfigError) -> Response:
         errors = [{"field": p.path, "message": p.message} for p in exc.problems]
-        return problem(422, "; ".join(str(p) for p in exc.problems),
-                       instance=request.url.path, errors=errors)
+        return problem(
+            422, "; ".join(str(p) for p in exc.problems), instance=request.url.path, errors=errors
+        )
 
     @control.exception_handler(AsyncApiError)
     async def asyncapi_problem(request: Request, exc: AsyncApiError) -> Response:
-        return problem(422, f"the AsyncAPI document does not parse: {exc}",
-                       instance=request.url.path)
+        return problem(
+            422, f"the AsyncAPI document does not parse: {exc}", instance=request.url.path
+        )
 
     @control.exception_handler(StarletteHTTPException)
     async def http_problem(request: Request, exc: StarletteHTTPException) -> Response:

@@ -19,7 +19,11 @@ class Connections:
         self._windows: dict[SubscriptionKey, RollingWindow] = {}
 
     def open(
-        self, key: SubscriptionKey, tier: Tier, subscriber: Subscriber, generation: int | None = None
+        self,
+        key: SubscriptionKey,
+        tier: Tier,
+        subscriber: Subscriber,
+        generation: int | None = None,
     ) -> None:
         """Count the stream in, or raise TooManyConnections."""
         self._counter.open(key, tier.max_connections)

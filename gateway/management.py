@@ -52,10 +52,12 @@ def _admin(runtime: Runtime) -> Any:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         challenge = {"WWW-Authenticate": 'Bearer realm="streambridge-admin"'}
         if expected is None:
-            raise HTTPException(401, "the management API is off: set gateway.admin_token",
-                                headers=challenge)
+            raise HTTPException(
+                401, "the management API is off: set gateway.admin_token", headers=challenge
+            )
         if scheme.lower() != "bearer" or not hmac.compare_digest(
-                token.strip().encode(), expected.get_secret_value().encode()):
+            token.strip().encode(), expected.get_secret_value().encode()
+        ):
             raise HTTPException(401, "a valid admin bearer token is required", headers=challenge)
 
     return Depends(check)
@@ -73,8 +75,14 @@ def application_json(app: ApplicationRecord, secret: str | None = None) -> dict[
 
 
 def subscription_json(sub: SubscriptionRecord) -> dict[str, Any]:
-    return {"id": sub.id, "application": sub.client_id, "api": sub.api, "version": sub.version,
-            "tier": sub.tier, "state": sub.state}
+    return {
+        "id": sub.id,
+        "application": sub.client_id,
+        "api": sub.api,
+        "version": sub.version,
+        "tier": sub.tier,
+        "state": sub.state,
+    }
 
 
 def validate_api(runtime: Runtime, api: Api) -> None:
@@ -83,12 +91,20 @@ def validate_api(runtime: Runtime, api: Api) -> None:
     catalog = runtime.catalog
     others = [a for a in catalog.apis() if (a.name, a.version) != (api.name, api.version)]
     candidate = Config.model_construct(
-        gateway=runtime.config.gateway, auth=runtime.config.auth, websub=runtime.config.websub,
-        brokers=runtime.config.brokers, tiers=catalog.tiers, apis=[*others, api],
-        applications=[])
+        gateway=runtime.config.gateway,
+        auth=runtime.config.auth,
+        websub=runtime.config.websub,
+        brokers=runtime.config.brokers,
+        tiers=catalog.tiers,
+        apis=[*others, api],
+        applications=[],
+    )
     prefix = f"apis[{len(others)}]"
-    problems = [Problem("body" + p.path.removeprefix(prefix), p.message)
-                for p in semantic_problems(candidate) if p.path.startswith(prefix)]
+    problems = [
+        Problem("body" + p.path.removeprefix(prefix), p.message)
+        for p in semantic_problems(candidate)
+        if p.path.startswith(prefix)
+    ]
     if problems:
         raise ConfigError(problems)
 
@@ -113,13 +129,22 @@ def router(runtime: Runtime) -> APIRouter:
         if "state" not in body.model_fields_set:
             body = body.model_copy(update={"state": "CREATED"})
         elif body.state != "CREATED":
-            raise ConfigError([Problem("body.state", "new APIs start CREATED; use lifecycle "
-                                                     "actions to change the state")])
+            raise ConfigError(
+                [
+                    Problem(
+                        "body.state",
+                        "new APIs start CREATED; use lifecycle actions to change the state",
+                    )
+                ]
+            )
         validate_api(runtime, body)
         await store().create_api(body)
         await changed()
-        return JSONResponse(api_json(body), status_code=201,
-                            headers={"Location": f"/api/v1/apis/{body.name}/{body.version}"})
+        return JSONResponse(
+            api_json(body),
+            status_code=201,
+            headers={"Location": f"/api/v1/apis/{body.name}/{body.version}"},
+        )
 
     @api.post("/apis/import", status_code=201)
     async def import_api(
@@ -129,8 +154,9 @@ def router(runtime: Runtime) -> APIRouter:
         name: str | None = Query(default=None),
         context: str | None = Query(default=None),
     ) -> JSONResponse:
-        document = import_document(await request.body(), broker=broker, protocol=protocol,
-                                   name=name, context=context)
+        document = import_document(
+            await request.body(), broker=broker, protocol=protocol, name=name, context=context
+        )
         validate_api(runtime, document)
         await store().create_api(document)
         await changed()
@@ -150,8 +176,14 @@ def router(runtime: Runtime) -> APIRouter:
     async def update_api(name: str, version: str, body: Api) -> dict[str, Any]:
         current = _get(name, version)
         if (body.name, body.version) != (name, version):
-            raise ConfigError([Problem("body.name", "name and version are the API's identity; "
-                                                    "they must match the URL")])
+            raise ConfigError(
+                [
+                    Problem(
+                        "body.name",
+                        "name and version are the API's identity; they must match the URL",
+                    )
+                ]
+            )
         if "state" not in body.model_fields_set:
             body = body.model_copy(update={"state": current.state})
         elif body.state != current.state:
@@ -177,8 +209,9 @@ def router(runtime: Runtime) -> APIRouter:
 
     @api.get("/apis/{name}/{version}/asyncapi", response_model=None)
     async def asyncapi(name: str, version: str, request: Request) -> Response:
-        document = export_document(_get(name, version),
-                                   public_url=runtime.config.gateway.public_url)
+        document = export_document(
+            _get(name, version), public_url=runtime.config.gateway.public_url
+        )
         accept = request.headers.get("accept", "")
         if re.search(r"(application|text)/(x-)?yaml", accept):
             return PlainTextResponse(to_yaml(document), media_type="application/yaml")
@@ -192,8 +225,11 @@ def router(runtime: Runtime) -> APIRouter:
     @api.post("/applications", status_code=201)
     async def create_application(body: ApplicationIn) -> JSONResponse:
         secret = new_secret()
-        record = ApplicationRecord(body.client_id or secrets.token_urlsafe(12), body.name,
-                                   await asyncio.to_thread(hash_secret, secret))
+        record = ApplicationRecord(
+            body.client_id or secrets.token_urlsafe(12),
+            body.name,
+            await asyncio.to_thread(hash_secret, secret),
+        )
         await store().create_application(record)
         await changed()
         return JSONResponse(application_json(record, secret), status_code=201)
@@ -210,7 +246,8 @@ def router(runtime: Runtime) -> APIRouter:
         """A new secret; every token issued before is refused and its streams end."""
         secret = new_secret()
         record = await store().set_application_secret(
-            client_id, await asyncio.to_thread(hash_secret, secret))
+            client_id, await asyncio.to_thread(hash_secret, secret)
+        )
         await changed()
         return application_json(record, secret)
 
@@ -223,8 +260,11 @@ def router(runtime: Runtime) -> APIRouter:
     # --- subscriptions --------------------------------------------------------------------
     @api.get("/subscriptions")
     async def list_subscriptions(application: str | None = None) -> list[dict[str, Any]]:
-        return [subscription_json(s) for s in runtime.catalog.subscription_records.values()
-                if application is None or s.client_id == application]
+        return [
+            subscription_json(s)
+            for s in runtime.catalog.subscription_records.values()
+            if application is None or s.client_id == application
+        ]
 
     @api.post("/subscriptions", status_code=201)
     async def create_subscription(body: SubscriptionIn) -> JSONResponse:
@@ -237,16 +277,24 @@ def router(runtime: Runtime) -> APIRouter:
         if body.tier not in runtime.catalog.tiers:
             problems.append(Problem("body.tier", f"unknown tier {body.tier!r}"))
         elif target is not None and target.tiers and body.tier not in target.tiers:
-            problems.append(Problem("body.tier", f"tier {body.tier} is not offered by "
-                                                 f"{target.name} {target.version}"))
+            problems.append(
+                Problem(
+                    "body.tier",
+                    f"tier {body.tier} is not offered by {target.name} {target.version}",
+                )
+            )
         if problems:
             raise ConfigError(problems)
         assert target is not None
         if target.state != "PUBLISHED":
-            raise HTTPException(409, f"new subscriptions are accepted only for PUBLISHED APIs; "
-                                     f"{target.name} {target.version} is {target.state}")
-        record = await store().create_subscription(body.application, body.api, body.version,
-                                                   body.tier)
+            raise HTTPException(
+                409,
+                f"new subscriptions are accepted only for PUBLISHED APIs; "
+                f"{target.name} {target.version} is {target.state}",
+            )
+        record = await store().create_subscription(
+            body.application, body.api, body.version, body.tier
+        )
         await changed()
         return JSONResponse(subscription_json(record), status_code=201)
 
@@ -283,8 +331,9 @@ def router(runtime: Runtime) -> APIRouter:
     # --- tiers --------------------------------------------------------------------------
     @api.get("/tiers")
     async def list_tiers() -> dict[str, Any]:
-        return {name: tier.model_dump(exclude_none=True)
-                for name, tier in runtime.catalog.tiers.items()}
+        return {
+            name: tier.model_dump(exclude_none=True) for name, tier in runtime.catalog.tiers.items()
+        }
 
     @api.get("/tiers/{name}")
     async def get_tier(name: str) -> dict[str, Any]:

@@ -72,8 +72,10 @@ class Runtime:
                 self.connectors[name] = await stack.enter_async_context(connector)
             stack.push_async_callback(self.hubs.aclose)
             self._start_eager_hubs()
-            tasks = [asyncio.create_task(self._housekeeping(), name="housekeeping"),
-                     asyncio.create_task(self._watch_store(), name="store-watch")]
+            tasks = [
+                asyncio.create_task(self._housekeeping(), name="housekeeping"),
+                asyncio.create_task(self._watch_store(), name="store-watch"),
+            ]
             tasks += [asyncio.create_task(self._supervised(job)) for job in self.background]
             try:
                 yield
@@ -115,12 +117,15 @@ class Runtime:
             if reason is not None:
                 self.connections.end(Revoked(reason), subscription=key)
                 continue
-            stale = {g for g in generations if g is not None and app is not None
-                     and g != app.generation}
+            stale = {
+                g for g in generations if g is not None and app is not None and g != app.generation
+            }
             if app is None or stale:
-                self.connections.end(Revoked("the application's keys were regenerated"),
-                                     subscription=key,
-                                     generations=None if app is None else stale)
+                self.connections.end(
+                    Revoked("the application's keys were regenerated"),
+                    subscription=key,
+                    generations=None if app is None else stale,
+                )
 
     async def _watch_store(self) -> None:
         while True:
