@@ -202,3 +202,66 @@ async def test_serve_reads_config_from_environment_with_json_logs(tmp_path: Path
     for line in lines:
         entry = json.loads(line)
         assert {"ts", "level", "logger", "message"} <= set(entry)
+
+
+# --- asyncapi export / import ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_asyncapi_export_prints_a_3_0_document(tmp_path: Path, fmt: str) -> None:
+    import yaml
+
+    path = write_config(tmp_path, VALID)
+    result = run_cli(
+        "asyncapi", "export", "--config", str(path), "--api", "Orders", "--format", fmt
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout) if fmt == "json" else yaml.safe_load(result.stdout)
+    assert document["asyncapi"].startswith("3.")
+    addresses = {c["address"] for c in document["channels"].values()}
+    assert "/1.0.0/orders/created" in addresses
+
+
+def test_asyncapi_export_of_unknown_api_exits_2(tmp_path: Path) -> None:
+    path = write_config(tmp_path, VALID)
+    result = run_cli("asyncapi", "export", "--config", str(path), "--api", "Nope")
+    assert result.returncode == 2
+    assert "Nope" in result.stderr
+
+
+def test_asyncapi_import_prints_config_that_check_accepts(tmp_path: Path) -> None:
+    import yaml
+
+    path = write_config(tmp_path, VALID)
+    exported = run_cli("asyncapi", "export", "--config", str(path), "--api", "Orders")
+    document = tmp_path / "orders.json"
+    document.write_text(exported.stdout, encoding="utf-8")
+    result = run_cli(
+        "asyncapi",
+        "import",
+        str(document),
+        "--broker",
+        "mem",
+        "--name",
+        "OrdersCopy",
+        "--context",
+        "/copy",
+    )
+    assert result.returncode == 0, result.stderr
+    imported = yaml.safe_load(result.stdout)["apis"][0]
+    original = VALID["apis"][0]
+    assert sorted(t["name"] for t in imported["topics"]) == sorted(
+        t["name"] for t in original["topics"]
+    )
+    merged = copy.deepcopy(VALID)
+    merged["apis"].append(imported)
+    checked = run_cli("check", "--config", str(write_config(tmp_path, merged, "merged.yaml")))
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_asyncapi_import_of_a_broken_file_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("asyncapi: 3.0.0\nchannels: [", encoding="utf-8")
+    result = run_cli("asyncapi", "import", str(bad))
+    assert result.returncode == 2
+    assert "bad.yaml" in result.stderr
