@@ -53,6 +53,9 @@ def connector_for(name: str, settings: Broker, *, retain: int, max_age: float) -
         from connectors.memory import MemoryConnector
 
         return MemoryConnector(name, retain=retain, max_age=max_age)
+    # kafka connector
+    # mqtt connector
+    # amqp connector
     raise ConfigError(
         [
             Problem(

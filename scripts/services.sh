@@ -119,3 +119,12 @@ fi
 
 say "PostgreSQL $PG_VERSION ready on $PG_HOST:$PG_PORT" \
   "(postgresql://$PG_ROLE:***@$PG_HOST:$PG_PORT/$PG_DATABASE)"
+
+# --- message brokers ------------------------------------------------------------------------
+# One script per broker (Kafka-protocol Tansu, Mosquitto, RabbitMQ), each idempotent.
+here=$(cd "$(dirname "$0")" && pwd)
+for broker in kafka mqtt amqp; do
+  if [ -f "$here/service-$broker.sh" ]; then
+    bash "$here/service-$broker.sh"
+  fi
+done

@@ -29,7 +29,12 @@ def memory() -> Connector:
     return MemoryConnector("memory", retain=RETAIN, max_age=600.0)
 
 
-BINDINGS = [pytest.param(memory, id="memory")]
+BINDINGS = [
+    pytest.param(memory, id="memory"),
+    # kafka binding
+    # mqtt binding
+    # amqp binding
+]
 
 
 @pytest.fixture(params=BINDINGS)
