@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -166,6 +167,9 @@ class Hub:
         self._on_expression_error = on_expression_error
         self.log: deque[Entry] = deque()
         self.evicted_upto = 0  # sequence of the newest entry no longer in the log
+        # The connector position of the last event read: a restarted run (broker outage)
+        # continues from there, so nothing the broker still holds is lost or repeated.
+        self.cursor: str | None = None
         self.subscribers: dict[Subscriber, str | None] = {}
         self.idle_since = time.monotonic()
 
@@ -175,11 +179,13 @@ class Hub:
         # Started once a window holds an event: an empty window has no deadline yet.
         flusher: asyncio.Task[None] | None = None
         try:
-            async for item in self.connector.subscribe(self.channel, None):
+            async for item in self.connector.subscribe(self.channel, self.cursor):
                 if isinstance(item, Gap):
                     # The broker lost events we never saw: ids before now are not resumable.
                     self.evicted_upto = self._last_sequence()
                     continue
+                if item.cursor is not None:
+                    self.cursor = item.cursor
                 self._on_event_in()
                 for output in self.pipeline.feed(item, time.time()):
                     self.emit(output)
@@ -270,6 +276,7 @@ class HubSet:
         self.sequence = itertools.count(1)
         self.hubs: dict[tuple[str, str, str], Hub] = {}
         self._tasks: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self.on_restart: Callable[[str], None] = lambda broker: None
 
     def get(self, key: tuple[str, str, str], factory: Callable[[], Hub]) -> Hub:
         hub = self.hubs.get(key)
@@ -279,15 +286,20 @@ class HubSet:
         return hub
 
     async def _supervise(self, key: tuple[str, str, str], hub: Hub) -> None:
+        """Restart a failed hub with exponential backoff and full jitter; its clients stay
+        connected and go on from the hub's cursor when the broker is back."""
         for attempt in itertools.count():
             try:
                 await hub.run()
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                delay = min(30.0, 0.5 * 2 ** min(attempt, 6))
-                log.exception("hub for channel %s failed; restarting in %.1fs", key[1], delay)
+            except Exception as exc:
+                delay = random.uniform(0, min(30.0, 0.5 * 2 ** min(attempt, 6)))  # noqa: S311
+                log.warning(
+                    "hub for %s:%s failed (%s); restarting in %.1fs", key[0], key[1], exc, delay
+                )
+                self.on_restart(key[0])
                 await asyncio.sleep(delay)
 
     async def reap_one(self, key: tuple[str, str, str]) -> None:

@@ -130,6 +130,11 @@ class Metrics(Collector):
             "Webhook deliveries dead-lettered",
             ["api", "version"],
         )
+        self.reconnects = counter(
+            "streambridge_broker_reconnects",
+            "Broker subscriptions restarted after a failure",
+            ["broker"],
+        )
         self.latency = Histogram(
             "streambridge_delivery_latency_seconds",
             "From event in the hub to written to a client",

@@ -48,6 +48,7 @@ class Runtime:
         self.connections = Connections()
         self.epoch = new_epoch()
         self.hubs = HubSet(self.epoch)
+        self.hubs.on_restart = lambda broker: self.metrics.reconnects.labels(broker).inc()
         self.connectors: dict[str, Connector] = {}
         self.authority: TokenAuthority | None = None
         self.store: Store | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from collections.abc import Iterator
@@ -362,3 +363,58 @@ def test_a_lone_surrogate_in_json_data_does_not_break_encoding(clock: Clock) -> 
     frame = entry.sse(name)
     (parsed,) = decode_stream(frame.decode("utf-8"))
     assert json.loads(parsed.data) == data
+
+
+class FlakyConnector:
+    """Yields its events, fails once in the middle (a broker outage), records from where
+    each subscription started."""
+
+    def __init__(self, events: list[Event], fail_after: int) -> None:
+        self.events = events
+        self.fail_after = fail_after
+        self.started_from: list[str | None] = []
+
+    async def subscribe(self, channel: str, from_cursor: str | None = None) -> Any:
+        self.started_from.append(from_cursor)
+        start = 0 if from_cursor is None else int(from_cursor) + 1
+        for index in range(start, len(self.events)):
+            if len(self.started_from) == 1 and index == self.fail_after:
+                raise ConnectionError("broker went away")
+            yield self.events[index]
+        await asyncio.Event().wait()  # then live, nothing more
+
+
+async def test_a_restarted_hub_continues_from_its_cursor_without_loss_or_repeat() -> None:
+    events = [Event("c", {"n": n}, cursor=str(n)) for n in range(6)]
+    connector = FlakyConnector(events, fail_after=3)
+    hubs = hub_module.HubSet("abc")
+    restarts: list[str] = []
+    hubs.on_restart = restarts.append
+    hub = hubs.get(
+        ("broker", "c", "[]"),
+        lambda: Hub(
+            connector=connector,  # type: ignore[arg-type]
+            channel="c",
+            pipeline=build_pipeline([], lambda *_: None),
+            replay=Replay(),
+            epoch="abc",
+            sequence=hubs.sequence,
+            on_event_in=lambda: None,
+            on_expression_error=lambda *_: None,
+        ),
+    )
+    subscriber = Subscriber(100)
+    hub.attach(subscriber, after=None, raw_after=None, event_name=None, topic=None)
+
+    async def all_six() -> None:
+        while len(subscriber.queue) < 6:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(all_six(), 5.0)
+    await hubs.aclose()
+    payloads = [
+        json.loads(item[0].payload)["n"] for item in subscriber.queue if isinstance(item, tuple)
+    ]
+    assert payloads == [0, 1, 2, 3, 4, 5]
+    assert connector.started_from == [None, "2"]
+    assert restarts == ["broker"]
