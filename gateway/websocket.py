@@ -172,7 +172,9 @@ async def _read(
         event = Event(match.channel, decode_payload(raw))
         try:
             await connector.publish(match.channel, event)
-        except (BridgeError, OSError) as exc:
+        except Exception as exc:  # any broker client error: the client must hear of it
+            # CONTRACT §6 / issue 4: a publish the broker did not confirm is never dropped
+            # silently; the client gets close 1011 and knows the last frame did not land.
             log.warning("publish to %s failed: %s", match.channel, exc)
             session.subscriber.close(_Closed(INTERNAL_ERROR, "publish failed"))
             return
