@@ -53,9 +53,18 @@ def connector_for(name: str, settings: Broker, *, retain: int, max_age: float) -
         from connectors.memory import MemoryConnector
 
         return MemoryConnector(name, retain=retain, max_age=max_age)
-    # kafka connector
-    # mqtt connector
-    # amqp connector
+    if settings.type == "kafka":
+        from connectors.kafka import KafkaConnector
+
+        return KafkaConnector(name, settings, retain=retain, max_age=max_age)
+    if settings.type == "mqtt":
+        from connectors.mqtt import MqttConnector
+
+        return MqttConnector(name, settings, retain=retain, max_age=max_age)
+    if settings.type == "amqp":
+        from connectors.amqp import AmqpConnector
+
+        return AmqpConnector(name, settings, retain=retain, max_age=max_age)
     raise ConfigError(
         [
             Problem(

@@ -1,0 +1,270 @@
+"""The AMQP 0-9-1 connector (RabbitMQ), on aio-pika (STYLE §3).
+
+A channel is a routing key on publish and a binding pattern (``*``, ``#``) on subscribe.
+AMQP has no offsets, so each pattern keeps a bounded in-process replay buffer (count and
+age, like the memory connector) fed by one exclusive auto-delete queue bound to the
+exchange; it starts when the pattern is first watched (subscribed) and lives as long as
+the connector. Cursors are ``<epoch>:<sequence>`` per pattern, the epoch random per
+connector instance, so a cursor from another process is reported as a Gap.
+
+A message is acknowledged once every subscriber of its pattern has taken the event and
+come back for the next one, so the prefetch window is real back-pressure from the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from functools import partial
+from types import TracebackType
+from typing import Any, Self
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import AMQPException
+
+from bridge.config import AmqpBroker
+from bridge.errors import ConnectorError
+from bridge.event import Event, decode_payload, payload_text
+from connectors.base import EARLIEST, Gap
+
+log = logging.getLogger(__name__)
+
+# The event key rides in the message id, which aiormq fills with a random one when it is
+# empty; this message type says that the id is such a random one, not a key.
+KEYLESS = "streambridge.keyless"
+
+
+class _Reader:
+    """One subscriber: ``position`` is the sequence of the last event it has finished with."""
+
+    __slots__ = ("position",)
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+
+
+class _Pattern:
+    __slots__ = ("buffer", "evicted", "last", "readers", "stored_at", "unacked", "waiters")
+
+    def __init__(self) -> None:
+        self.buffer: deque[Event] = deque()
+        self.stored_at: deque[float] = deque()  # arrival times: age counts from arrival
+        self.last = 0  # sequence of the newest event; contiguous per pattern
+        self.evicted = 0  # highest sequence dropped from the buffer
+        self.waiters: set[asyncio.Event] = set()
+        self.readers: set[_Reader] = set()
+        self.unacked: deque[tuple[int, AbstractIncomingMessage]] = deque()
+
+    def after(self, sequence: int) -> list[Event]:
+        start = max(0, sequence - self.evicted)
+        return list(itertools.islice(self.buffer, start, None))
+
+    def finished(self) -> list[AbstractIncomingMessage]:
+        """The messages every current subscriber is done with (all of them when none)."""
+        floor = min((reader.position for reader in self.readers), default=self.last)
+        done = []
+        while self.unacked and self.unacked[0][0] <= floor:
+            done.append(self.unacked.popleft()[1])
+        return done
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+class AmqpConnector:
+    def __init__(
+        self, name: str, settings: AmqpBroker, *, retain: int = 1000, max_age: float = 600.0
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.retain = retain
+        self.max_age = max_age
+        self._epoch = secrets.token_hex(3)
+        self._connection: AbstractRobustConnection | None = None
+        self._exchange: AbstractExchange | None = None  # on the publisher-confirms channel
+        self._patterns: dict[str, _Pattern] = {}
+        self._declaring = asyncio.Lock()
+
+    async def __aenter__(self) -> Self:
+        try:
+            self._connection = await aio_pika.connect_robust(self.settings.url)
+            publishing = await self._connection.channel(publisher_confirms=True)
+            self._exchange = await self._declare_exchange(publishing)
+        except (AMQPException, OSError) as exc:
+            if self._connection is not None:
+                await self._connection.close()
+            raise ConnectorError(f"broker {self.name}: cannot connect: {exc}") from exc
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for pattern in self._patterns.values():
+            for waiter in pattern.waiters:
+                waiter.set()
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def ready(self) -> bool:
+        connection = self._connection
+        return connection is not None and connection.connected.is_set()
+
+    async def _declare_exchange(self, channel: AbstractChannel) -> AbstractExchange:
+        name = self.settings.exchange
+        if name.startswith("amq."):  # built in: may only be declared passively
+            return await channel.get_exchange(name, ensure=True)
+        return await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+
+    def _connected(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise ConnectorError(f"broker {self.name}: used outside its context")
+        return self._connection
+
+    # --- publishing ----------------------------------------------------------------------------
+
+    async def publish(self, channel: str, event: Event) -> None:
+        if self._exchange is None:
+            raise ConnectorError(f"broker {self.name}: used outside its context")
+        message = aio_pika.Message(
+            payload_text(event.data).encode("utf-8"),
+            content_type="text/plain" if isinstance(event.data, str) else "application/json",
+            content_encoding="utf-8",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=event.key,
+            type=KEYLESS if event.key is None else None,
+            headers=dict(event.headers),
+            timestamp=datetime.fromtimestamp(event.time or time.time(), UTC),
+        )
+        try:  # returns once the broker confirmed; a nack raises
+            await self._exchange.publish(message, routing_key=channel, mandatory=False)
+        except AMQPException as exc:
+            raise ConnectorError(f"broker {self.name}: publish to {channel}: {exc}") from exc
+
+    # --- subscribing ---------------------------------------------------------------------------
+
+    async def watch(self, channel: str) -> None:
+        """Start retaining ``channel`` (a binding pattern) without subscribing to it."""
+        await self._pattern(channel)
+
+    async def _pattern(self, pattern: str) -> _Pattern:
+        async with self._declaring:
+            state = self._patterns.get(pattern)
+            if state is not None:
+                return state
+            state = _Pattern()
+            try:
+                consuming = await self._connected().channel(publisher_confirms=False)
+                await consuming.set_qos(prefetch_count=self.settings.prefetch)
+                exchange = await self._declare_exchange(consuming)
+                # Robust queues get a client-generated name so they can be re-declared
+                # after a reconnect; exclusive and auto-delete as a server-named one.
+                queue = await consuming.declare_queue("", exclusive=True, auto_delete=True)
+                await queue.bind(exchange, routing_key=pattern)
+                await queue.consume(partial(self._received, state), no_ack=False)
+            except AMQPException as exc:
+                raise ConnectorError(f"broker {self.name}: subscribe {pattern}: {exc}") from exc
+            self._patterns[pattern] = state
+            return state
+
+    def _event(self, message: AbstractIncomingMessage, cursor: str) -> Event:
+        text = (message.content_type or "").startswith("text/")
+        return Event(
+            channel=message.routing_key or "",
+            data=message.body.decode("utf-8", errors="replace")
+            if text
+            else decode_payload(message.body),
+            key=None if message.type == KEYLESS else message.message_id or None,
+            headers={key: _text(value) for key, value in (message.headers or {}).items()},
+            time=message.timestamp.timestamp() if message.timestamp else time.time(),
+            cursor=cursor,
+        )
+
+    async def _received(self, state: _Pattern, message: AbstractIncomingMessage) -> None:
+        now = time.time()
+        state.last += 1
+        state.buffer.append(self._event(message, f"{self._epoch}:{state.last}"))
+        state.stored_at.append(now)
+        state.unacked.append((state.last, message))
+        self._trim(state, now)
+        for waiter in state.waiters:
+            waiter.set()
+        await self._acknowledge(state)
+
+    async def _acknowledge(self, state: _Pattern) -> None:
+        for message in state.finished():
+            try:
+                await message.ack()
+            except (AMQPException, ConnectionError) as exc:
+                # The channel it came on is gone (reconnect): the broker dropped it with
+                # the exclusive queue, so there is nothing left to acknowledge.
+                log.debug("broker %s: ack not delivered: %s", self.name, exc)
+
+    def _trim(self, state: _Pattern, now: float) -> None:
+        horizon = now - self.max_age
+        while state.buffer and (len(state.buffer) > self.retain or state.stored_at[0] < horizon):
+            state.buffer.popleft()
+            state.stored_at.popleft()
+            state.evicted += 1
+
+    def _start(self, state: _Pattern, from_cursor: str | None) -> tuple[int, Gap | None]:
+        """The sequence to continue after, and a Gap when the cursor is not retained."""
+        if from_cursor is None:
+            return state.last, None
+        if from_cursor == EARLIEST:
+            return state.evicted, None
+        epoch, _, number = from_cursor.partition(":")
+        oldest = state.buffer[0].cursor if state.buffer else None
+        if epoch != self._epoch or not number.isdigit() or int(number) > state.last:
+            return state.evicted, Gap(from_cursor, oldest)
+        if int(number) < state.evicted:
+            return state.evicted, Gap(from_cursor, oldest)
+        return int(number), None
+
+    async def subscribe(
+        self, channel: str, from_cursor: str | None = None
+    ) -> AsyncIterator[Event | Gap]:
+        state = await self._pattern(channel)
+        self._trim(state, time.time())
+        after, gap = self._start(state, from_cursor)
+        reader = _Reader(after)
+        waiter = asyncio.Event()
+        state.readers.add(reader)
+        state.waiters.add(waiter)
+        try:
+            if gap is not None:
+                yield gap
+            while True:
+                waiter.clear()
+                if after < state.evicted:  # this subscriber fell behind the buffer
+                    oldest = state.buffer[0].cursor if state.buffer else None
+                    yield Gap(f"{self._epoch}:{after}", oldest)
+                    after = reader.position = state.evicted
+                    await self._acknowledge(state)
+                pending = state.after(after)
+                for event in pending:
+                    yield event
+                    # Back for the next one: the caller is done with this event.
+                    after = reader.position = after + 1
+                    await self._acknowledge(state)
+                if not pending:
+                    await waiter.wait()
+        finally:
+            state.readers.discard(reader)
+            state.waiters.discard(waiter)
+            await self._acknowledge(state)

@@ -1,0 +1,225 @@
+"""Kafka (and Kafka-protocol brokers such as Tansu), through aiokafka: the only module that
+imports it.
+
+Publishing goes through one shared producer (``acks="all"``; each call waits for the
+broker's acknowledgement). Every subscription has its own consumer with no group: it
+assigns all partitions of the topic by hand, so every gateway sees every event, and it
+commits nothing; the position lives in the cursor.
+
+A cursor is ``k1:<partition>=<offset>,...``: the offset of the last delivered record of
+each partition known so far (a partition it does not name starts at its beginning). A
+subscription continues at offset + 1. When that is no longer in the log (deleted by
+retention, or the log was reset, e.g. a memory-only broker restarted), or the cursor is
+not one of ours, a ``Gap`` comes first, whose ``oldest`` is the cursor of the first
+event delivered after it, then everything retained.
+
+Missing topics are created with one partition (total order per topic), rather than left
+to broker auto-creation, which may pick several.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bridge.config import KafkaBroker
+from bridge.event import Event, decode_payload, payload_text
+from connectors.base import EARLIEST, Gap
+
+_PREFIX = "k1:"
+_TOPIC_EXISTS = 36
+_POLL_MS = 500
+
+Offsets = dict[int, int]  # partition -> offset of the last delivered record
+
+
+def format_cursor(offsets: Mapping[int, int]) -> str:
+    return _PREFIX + ",".join(f"{p}={o}" for p, o in sorted(offsets.items()))
+
+
+def parse_cursor(cursor: str) -> Offsets | None:
+    """The offsets a cursor names, or None when it is not a Kafka cursor of this format."""
+    if not cursor.startswith(_PREFIX):
+        return None
+    body = cursor[len(_PREFIX) :]
+    offsets: Offsets = {}
+    for part in body.split(",") if body else []:
+        partition, sep, offset = part.partition("=")
+        if not sep or not partition.isdigit() or not offset.isdigit():
+            return None
+        offsets[int(partition)] = int(offset)
+    return offsets
+
+
+class KafkaConnector:
+    def __init__(self, name: str, settings: KafkaBroker, *, retain: int, max_age: float) -> None:
+        # retain/max_age size the gateway's replay buffer for brokers that cannot replay;
+        # Kafka replays from its own log, retained by the topic's policy.
+        self.name = name
+        self.settings = settings
+        self.retain = retain
+        self.max_age = max_age
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._known: set[str] = set()  # topics known to exist
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Self:
+        # Idempotence would be preferable, but Tansu 0.6 answers InitProducerId with an
+        # error; acks="all" with a single in-flight request keeps order on retries.
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap,
+            acks="all",
+            request_timeout_ms=10_000,
+        )
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.bootstrap, request_timeout_ms=5_000
+        )
+        try:
+            await producer.start()
+            await admin.start()
+        except BaseException:
+            await producer.stop()
+            await admin.close()
+            raise
+        self._producer, self._admin = producer, admin
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        producer, admin = self._producer, self._admin
+        self._producer = self._admin = None
+        if producer is not None:
+            await producer.stop()
+        if admin is not None:
+            await admin.close()
+
+    def _clients(self) -> tuple[AIOKafkaProducer, AIOKafkaAdminClient]:
+        if self._producer is None or self._admin is None:
+            raise RuntimeError(f"Kafka connector {self.name} is not open")
+        return self._producer, self._admin
+
+    async def ready(self) -> bool:
+        _, admin = self._clients()
+        try:
+            await asyncio.wait_for(admin.describe_cluster(), 1.5)
+        except Exception:
+            return False
+        return True
+
+    async def _ensure_topic(self, topic: str) -> None:
+        if topic in self._known:
+            return
+        _, admin = self._clients()
+        async with self._lock:
+            if topic in self._known:
+                return
+            # Before any metadata request names it: those auto-create with the broker's
+            # default partition count.
+            response = await admin.create_topics([NewTopic(topic, 1, 1)])
+            for _name, code, *_ in response.topic_errors:
+                if code not in (0, _TOPIC_EXISTS):
+                    raise RuntimeError(f"cannot create Kafka topic {topic}: error {code}")
+            self._known.add(topic)
+
+    async def _partitions(self, topic: str) -> list[int]:
+        _, admin = self._clients()
+        await self._ensure_topic(topic)
+        (described,) = await admin.describe_topics([topic])
+        return sorted(p["partition"] for p in described["partitions"])
+
+    async def publish(self, channel: str, event: Event) -> None:
+        producer, _ = self._clients()
+        await self._ensure_topic(channel)
+        sent = await producer.send(
+            channel,
+            value=payload_text(event.data).encode(),
+            key=event.key.encode() if event.key is not None else None,
+            headers=[(k, v.encode()) for k, v in event.headers.items()],
+        )
+        await sent
+
+    async def subscribe(
+        self, channel: str, from_cursor: str | None = None
+    ) -> AsyncIterator[Event | Gap]:
+        partitions = await self._partitions(channel)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(channel, p) for p in partitions]
+            consumer.assign(tps)
+            begin = {tp.partition: o for tp, o in (await consumer.beginning_offsets(tps)).items()}
+            end = {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
+            start, gap = _start(from_cursor, begin, end)
+            for tp in tps:
+                consumer.seek(tp, start[tp.partition])
+            # The last delivered offset per partition: where this stream stands.
+            offsets: Offsets = {p: o - 1 for p, o in start.items() if o > 0}
+            pending = gap is not None
+            if pending and all(start[p] >= end[p] for p in start):
+                yield Gap(from_cursor or "", None)  # nothing retained at all
+                pending = False
+            while True:
+                batch = await consumer.getmany(*tps, timeout_ms=_POLL_MS)
+                for tp in sorted(batch, key=lambda tp: tp.partition):
+                    for record in batch[tp]:
+                        offsets[tp.partition] = record.offset
+                        event = _event(channel, record, format_cursor(offsets))
+                        if pending and gap is not None:
+                            yield Gap(gap, event.cursor)
+                            pending = False
+                        yield event
+        finally:
+            await consumer.stop()
+
+
+def _start(
+    from_cursor: str | None, begin: Mapping[int, int], end: Mapping[int, int]
+) -> tuple[Offsets, str | None]:
+    """The offset to fetch next per partition, and the requested cursor when it is a gap."""
+    if from_cursor is None:
+        return dict(end), None
+    if from_cursor == EARLIEST:
+        return dict(begin), None
+    named = parse_cursor(from_cursor)
+    if named is None or any(p not in begin for p in named):
+        return dict(begin), from_cursor
+    start: Offsets = {}
+    gap = None
+    for partition in begin:
+        after = named.get(partition)
+        if after is None:
+            start[partition] = begin[partition]
+        elif begin[partition] <= after + 1 <= end[partition]:
+            start[partition] = after + 1
+        else:  # deleted by retention, or the log was reset (a memory-only broker restarted)
+            start[partition] = begin[partition]
+            gap = from_cursor
+    return start, gap
+
+
+def _event(channel: str, record: Any, cursor: str) -> Event:
+    key: bytes | None = record.key
+    headers: Iterable[tuple[str, bytes]] = record.headers or ()
+    return Event(
+        channel=channel,
+        data=decode_payload(record.value or b""),
+        key=key.decode(errors="replace") if key is not None else None,
+        headers={k: v.decode(errors="replace") for k, v in headers},
+        time=record.timestamp / 1000,
+        cursor=cursor,
+    )

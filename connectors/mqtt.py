@@ -1,0 +1,288 @@
+"""MQTT through aiomqtt (the only module importing it): one client connection per connector.
+
+MQTT has no offsets, so every subscribed topic filter keeps a bounded in-process replay
+buffer (count and age, like connectors/memory.py) with cursors ``<epoch>:<sequence>``; the
+epoch is random per connector instance. A filter's buffer starts when it is first subscribed
+or, for an exact topic, first published to through this connector: the connector's own
+publishes are appended locally once the broker confirmed them (its subscriptions use
+MQTT v5 "no local", so the broker does not echo them back). With QoS >= 1 the session is
+persistent (fixed client id, clean start on the first connection only, session expiry), so
+messages published while the connection is briefly down arrive after the reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Self
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+from paho.mqtt.client import topic_matches_sub
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from bridge.config import MqttBroker
+from bridge.event import Event, decode_payload, payload_text
+from connectors.base import EARLIEST, Gap
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY = 3600  # seconds the broker keeps a QoS >= 1 session while disconnected
+FIRST_CONNECT = 5.0  # seconds __aenter__ waits for the first connection (it never fails)
+BACKOFF_MIN, BACKOFF_MAX = 0.2, 10.0
+_JITTER = secrets.SystemRandom()  # spreads reconnects of many gateways
+
+
+def _properties(packet_type: int) -> Properties:
+    return Properties(packet_type)  # type: ignore[no-untyped-call]
+
+
+class _Filter:
+    __slots__ = ("buffer", "evicted", "filter", "ident", "last", "stored_at", "waiters")
+
+    def __init__(self, topic_filter: str, ident: int) -> None:
+        self.filter = topic_filter
+        self.ident = ident  # the MQTT v5 subscription identifier, stable across reconnects
+        self.buffer: deque[Event] = deque()
+        self.stored_at: deque[float] = deque()  # arrival times: age counts from arrival
+        self.last = 0  # sequence of the newest event
+        self.evicted = 0  # highest sequence dropped from the buffer
+        self.waiters: set[asyncio.Event] = set()
+
+    def after(self, sequence: int) -> list[Event]:
+        start = max(0, sequence - self.evicted)
+        return list(itertools.islice(self.buffer, start, None))
+
+
+class MqttConnector:
+    def __init__(self, name: str, settings: MqttBroker, *, retain: int, max_age: float) -> None:
+        self.name = name
+        self.settings = settings
+        self.retain = retain
+        self.max_age = max_age
+        self._epoch = secrets.token_hex(3)
+        self._filters: dict[str, _Filter] = {}
+        self._subscribed: set[str] = set()  # filters the broker confirmed on this connection
+        self._ids = itertools.count(1)
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._closed = False
+        self._session = False  # whether a connection of this instance has succeeded
+
+    # --- connection ------------------------------------------------------------------------
+
+    def _new_client(self) -> aiomqtt.Client:
+        url = urlsplit(self.settings.url)
+        persistent = self.settings.qos >= 1
+        properties = _properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = SESSION_EXPIRY if persistent else 0
+        return aiomqtt.Client(
+            url.hostname or "127.0.0.1",
+            url.port or 1883,
+            username=unquote(url.username) if url.username else None,
+            password=unquote(url.password) if url.password else None,
+            identifier=self.settings.client_id or f"streambridge-{self.name}",
+            protocol=aiomqtt.ProtocolVersion.V5,
+            # Clean on the first connection (an old session's subscriptions and identifiers
+            # belong to another process), kept on every reconnect of this one. (paho resets
+            # its own "first only" on every connect(), hence a new client per attempt.)
+            clean_start=not (persistent and self._session),
+            properties=properties,
+            timeout=10.0,
+        )
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._closed:
+            client = self._new_client()
+            try:
+                async with client:
+                    self._session = True
+                    self._client = client
+                    self._subscribed.clear()
+                    for state in list(self._filters.values()):
+                        await self._broker_subscribe(client, state)
+                    self._connected.set()
+                    failures = 0
+                    log.info("mqtt %s: connected", self.name)
+                    async for message in client.messages:
+                        self._on_message(message)
+            except aiomqtt.MqttError as error:
+                log.warning("mqtt %s: connection lost or refused: %s", self.name, error)
+            finally:
+                self._connected.clear()
+                self._client = None
+            failures += 1
+            delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** min(failures, 10))
+            await asyncio.sleep(delay * _JITTER.uniform(0.5, 1.0))
+
+    async def __aenter__(self) -> Self:
+        self._closed = False
+        self._runner = asyncio.create_task(self._run(), name=f"mqtt-{self.name}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), FIRST_CONNECT)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closed = True
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        for state in self._filters.values():
+            for waiter in state.waiters:
+                waiter.set()
+
+    async def ready(self) -> bool:
+        return self._connected.is_set() and self._client is not None
+
+    async def _connection(self) -> aiomqtt.Client:
+        while True:
+            await self._connected.wait()
+            if self._client is not None:
+                return self._client
+
+    # --- buffers ---------------------------------------------------------------------------
+
+    def _filter(self, topic_filter: str) -> _Filter:
+        state = self._filters.get(topic_filter)
+        if state is None:
+            state = self._filters[topic_filter] = _Filter(topic_filter, next(self._ids))
+        return state
+
+    def _trim(self, state: _Filter, now: float) -> None:
+        buffer, stored_at = state.buffer, state.stored_at
+        horizon = now - self.max_age
+        while buffer and (len(buffer) > self.retain or stored_at[0] < horizon):
+            buffer.popleft()
+            stored_at.popleft()
+            state.evicted += 1
+
+    def _append(self, state: _Filter, event: Event, now: float) -> None:
+        state.last += 1
+        state.buffer.append(
+            Event(
+                channel=event.channel,
+                data=event.data,
+                headers=event.headers,
+                time=now,
+                cursor=f"{self._epoch}:{state.last}",
+            )
+        )
+        state.stored_at.append(now)
+        self._trim(state, now)
+        for waiter in state.waiters:
+            waiter.set()
+
+    def _on_message(self, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        properties = message.properties
+        headers = {str(k): str(v) for k, v in getattr(properties, "UserProperty", None) or []}
+        payload = message.payload
+        raw = payload if isinstance(payload, bytes | str) else str(payload or "")
+        event = Event(channel=topic, data=decode_payload(raw), headers=headers)
+        idents = set(getattr(properties, "SubscriptionIdentifier", None) or [])
+        now = time.time()
+        for state in list(self._filters.values()):
+            # Identifiers tell which subscriptions this copy is for, so overlapping filters
+            # get each message once whether the broker sends one copy or one per filter.
+            if idents and state.ident not in idents:
+                continue
+            if topic_matches_sub(state.filter, topic):
+                self._append(state, event, now)
+
+    async def _broker_subscribe(self, client: aiomqtt.Client, state: _Filter) -> None:
+        properties = _properties(PacketTypes.SUBSCRIBE)
+        properties.SubscriptionIdentifier = state.ident
+        # retainHandling 1: retained messages only for a new subscription, not on reconnect.
+        options = SubscribeOptions(qos=self.settings.qos, noLocal=True, retainHandling=1)
+        await client.subscribe(state.filter, options=options, properties=properties)
+        self._subscribed.add(state.filter)
+
+    async def _ensure_subscribed(self, state: _Filter) -> None:
+        while state.filter not in self._subscribed and not self._closed:
+            client = await self._connection()
+            try:
+                await self._broker_subscribe(client, state)
+            except aiomqtt.MqttError:  # the reconnect resubscribes every filter
+                await asyncio.sleep(0.1)
+
+    # --- the Connector protocol ------------------------------------------------------------
+
+    async def publish(self, channel: str, event: Event) -> None:
+        text = payload_text(event.data)
+        properties = _properties(PacketTypes.PUBLISH)
+        if event.headers:
+            properties.UserProperty = [(str(k), str(v)) for k, v in event.headers.items()]
+        while True:
+            client = await self._connection()
+            try:
+                # For QoS > 0 this returns once the PUBACK / PUBCOMP arrived.
+                await client.publish(channel, text, qos=self.settings.qos, properties=properties)
+                break
+            except aiomqtt.MqttError:  # resend after the reconnect (at least once)
+                await asyncio.sleep(0.05)
+        stored = Event(channel=channel, data=decode_payload(text), headers=dict(event.headers))
+        self._filter(channel)  # the exact topic retains the connector's own writes
+        now = time.time()
+        for state in list(self._filters.values()):
+            if topic_matches_sub(state.filter, channel):
+                self._append(state, stored, now)
+
+    def _start(self, state: _Filter, from_cursor: str | None) -> tuple[int, Gap | None]:
+        """The sequence to continue after, and a Gap when the cursor is not retained."""
+        if from_cursor is None:
+            return state.last, None
+        if from_cursor == EARLIEST:
+            return state.evicted, None
+        epoch, _, number = from_cursor.partition(":")
+        oldest = state.buffer[0].cursor if state.buffer else None
+        if epoch != self._epoch or not number.isdigit() or int(number) > state.last:
+            return state.evicted, Gap(from_cursor, oldest)
+        sequence = int(number)
+        if sequence < state.evicted:
+            return state.evicted, Gap(from_cursor, oldest)
+        return sequence, None
+
+    async def subscribe(
+        self, channel: str, from_cursor: str | None = None
+    ) -> AsyncIterator[Event | Gap]:
+        state = self._filter(channel)
+        await self._ensure_subscribed(state)
+        self._trim(state, time.time())
+        after, gap = self._start(state, from_cursor)
+        if gap is not None:
+            yield gap
+        waiter = asyncio.Event()
+        state.waiters.add(waiter)
+        try:
+            while not self._closed:
+                waiter.clear()
+                if after < state.evicted:  # this subscriber fell behind the buffer
+                    oldest = state.buffer[0].cursor if state.buffer else None
+                    yield Gap(f"{self._epoch}:{after}", oldest)
+                    after = state.evicted
+                pending = state.after(after)
+                for event in pending:
+                    yield event
+                after += len(pending)
+                if not pending:
+                    await waiter.wait()
+        finally:
+            state.waiters.discard(waiter)
