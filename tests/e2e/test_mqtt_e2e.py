@@ -224,4 +224,8 @@ async def test_messages_published_while_disconnected_arrive_after_the_reconnect(
             await stream.aclose()  # type: ignore[attr-defined]
     finally:
         proxy.close()
+        for writer in writers:  # the relayed connections outlive the listening socket
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
         await proxy.wait_closed()
