@@ -97,10 +97,15 @@ class AmqpConnector:
         self._exchange: AbstractExchange | None = None  # on the publisher-confirms channel
         self._patterns: dict[str, _Pattern] = {}
         self._declaring = asyncio.Lock()
+        self.reconnects = 0  # robust-connection reconnects (streambridge_broker_reconnects)
+
+    def _count_reconnect(self, *_: object) -> None:
+        self.reconnects += 1
 
     async def __aenter__(self) -> Self:
         try:
             self._connection = await aio_pika.connect_robust(self.settings.url)
+            self._connection.reconnect_callbacks.add(self._count_reconnect)
             publishing = await self._connection.channel(publisher_confirms=True)
             self._exchange = await self._declare_exchange(publishing)
         except (AMQPException, OSError) as exc:

@@ -75,6 +75,8 @@ class MqttConnector:
         self._ids = itertools.count(1)
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
+        self.reconnects = 0  # connections made after the first (streambridge_broker_reconnects)
+        self._connections = 0
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
         self._session = False  # whether a connection of this instance has succeeded
@@ -113,6 +115,8 @@ class MqttConnector:
                     for state in list(self._filters.values()):
                         await self._broker_subscribe(client, state)
                     self._connected.set()
+                    self._connections += 1
+                    self.reconnects = self._connections - 1
                     failures = 0
                     log.info("mqtt %s: connected", self.name)
                     async for message in client.messages:

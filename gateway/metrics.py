@@ -9,7 +9,7 @@ exact and need no lock; ``collect`` turns them into the standard metric families
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -88,6 +88,8 @@ class Histogram:
 class Metrics(Collector):
     def __init__(self) -> None:
         self._families: list[Family | Histogram] = []
+        # Values read from elsewhere (connectors' own reconnect counts) just before a scrape.
+        self.before_collect: list[Callable[[], None]] = []
         counter, gauge = self._counter, self._gauge
         self.events_in = counter(
             "streambridge_events_in", "Events read from a broker", ["api", "version", "topic"]
@@ -155,5 +157,7 @@ class Metrics(Collector):
         return family
 
     def collect(self) -> Iterator[Metric]:
+        for refresh in self.before_collect:
+            refresh()
         for family in self._families:
             yield family.collect()

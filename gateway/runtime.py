@@ -48,7 +48,9 @@ class Runtime:
         self.connections = Connections()
         self.epoch = new_epoch()
         self.hubs = HubSet(self.epoch)
-        self.hubs.on_restart = lambda broker: self.metrics.reconnects.labels(broker).inc()
+        self._hub_restarts: dict[str, int] = {}
+        self.hubs.on_restart = self._count_hub_restart
+        self.metrics.before_collect.append(self._collect_reconnects)
         self.connectors: dict[str, Connector] = {}
         self.authority: TokenAuthority | None = None
         self.store: Store | None = None
@@ -85,6 +87,16 @@ class Runtime:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- broker reconnects ----------------------------------------------------------------
+    def _count_hub_restart(self, broker: str) -> None:
+        self._hub_restarts[broker] = self._hub_restarts.get(broker, 0) + 1
+
+    def _collect_reconnects(self) -> None:
+        """Reconnects a connector made on its own plus hub subscriptions restarted."""
+        for name, connector in self.connectors.items():
+            total = getattr(connector, "reconnects", 0) + self._hub_restarts.get(name, 0)
+            self.metrics.reconnects.labels(name).value = float(total)
 
     # --- catalogue changes ---------------------------------------------------------------
     async def refresh(self) -> None:
