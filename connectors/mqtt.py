@@ -18,7 +18,6 @@ import itertools
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Self
@@ -32,7 +31,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge.config import MqttBroker
 from bridge.event import Event, decode_payload, payload_text
-from connectors.base import EARLIEST, Gap
+from connectors.base import Gap
+from connectors.replay import ReplayLog
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +47,12 @@ def _properties(packet_type: int) -> Properties:
 
 
 class _Filter:
-    __slots__ = ("buffer", "evicted", "filter", "ident", "last", "stored_at", "waiters")
+    __slots__ = ("filter", "ident", "log")
 
-    def __init__(self, topic_filter: str, ident: int) -> None:
+    def __init__(self, topic_filter: str, ident: int, log: ReplayLog) -> None:
         self.filter = topic_filter
         self.ident = ident  # the MQTT v5 subscription identifier, stable across reconnects
-        self.buffer: deque[Event] = deque()
-        self.stored_at: deque[float] = deque()  # arrival times: age counts from arrival
-        self.last = 0  # sequence of the newest event
-        self.evicted = 0  # highest sequence dropped from the buffer
-        self.waiters: set[asyncio.Event] = set()
-
-    def after(self, sequence: int) -> list[Event]:
-        start = max(0, sequence - self.evicted)
-        return list(itertools.islice(self.buffer, start, None))
+        self.log = log
 
 
 class MqttConnector:
@@ -150,8 +142,7 @@ class MqttConnector:
                 await self._runner
             self._runner = None
         for state in self._filters.values():
-            for waiter in state.waiters:
-                waiter.set()
+            state.log.wake_all()
 
     async def ready(self) -> bool:
         return self._connected.is_set() and self._client is not None
@@ -167,32 +158,12 @@ class MqttConnector:
     def _filter(self, topic_filter: str) -> _Filter:
         state = self._filters.get(topic_filter)
         if state is None:
-            state = self._filters[topic_filter] = _Filter(topic_filter, next(self._ids))
-        return state
-
-    def _trim(self, state: _Filter, now: float) -> None:
-        buffer, stored_at = state.buffer, state.stored_at
-        horizon = now - self.max_age
-        while buffer and (len(buffer) > self.retain or stored_at[0] < horizon):
-            buffer.popleft()
-            stored_at.popleft()
-            state.evicted += 1
-
-    def _append(self, state: _Filter, event: Event, now: float) -> None:
-        state.last += 1
-        state.buffer.append(
-            Event(
-                channel=event.channel,
-                data=event.data,
-                headers=event.headers,
-                time=now,
-                cursor=f"{self._epoch}:{state.last}",
+            state = self._filters[topic_filter] = _Filter(
+                topic_filter,
+                next(self._ids),
+                ReplayLog(self._epoch, retain=self.retain, max_age=self.max_age),
             )
-        )
-        state.stored_at.append(now)
-        self._trim(state, now)
-        for waiter in state.waiters:
-            waiter.set()
+        return state
 
     def _on_message(self, message: aiomqtt.Message) -> None:
         topic = message.topic.value
@@ -209,7 +180,7 @@ class MqttConnector:
             if idents and state.ident not in idents:
                 continue
             if topic_matches_sub(state.filter, topic):
-                self._append(state, event, now)
+                state.log.append(event, now)
 
     async def _broker_subscribe(self, client: aiomqtt.Client, state: _Filter) -> None:
         properties = _properties(PacketTypes.SUBSCRIBE)
@@ -247,46 +218,13 @@ class MqttConnector:
         now = time.time()
         for state in list(self._filters.values()):
             if topic_matches_sub(state.filter, channel):
-                self._append(state, stored, now)
-
-    def _start(self, state: _Filter, from_cursor: str | None) -> tuple[int, Gap | None]:
-        """The sequence to continue after, and a Gap when the cursor is not retained."""
-        if from_cursor is None:
-            return state.last, None
-        if from_cursor == EARLIEST:
-            return state.evicted, None
-        epoch, _, number = from_cursor.partition(":")
-        oldest = state.buffer[0].cursor if state.buffer else None
-        if epoch != self._epoch or not number.isdigit() or int(number) > state.last:
-            return state.evicted, Gap(from_cursor, oldest)
-        sequence = int(number)
-        if sequence < state.evicted:
-            return state.evicted, Gap(from_cursor, oldest)
-        return sequence, None
+                state.log.append(stored, now)
 
     async def subscribe(
         self, channel: str, from_cursor: str | None = None
     ) -> AsyncIterator[Event | Gap]:
         state = self._filter(channel)
         await self._ensure_subscribed(state)
-        self._trim(state, time.time())
-        after, gap = self._start(state, from_cursor)
-        if gap is not None:
-            yield gap
-        waiter = asyncio.Event()
-        state.waiters.add(waiter)
-        try:
-            while not self._closed:
-                waiter.clear()
-                if after < state.evicted:  # this subscriber fell behind the buffer
-                    oldest = state.buffer[0].cursor if state.buffer else None
-                    yield Gap(f"{self._epoch}:{after}", oldest)
-                    after = state.evicted
-                pending = state.after(after)
-                for event in pending:
-                    yield event
-                after += len(pending)
-                if not pending:
-                    await waiter.wait()
-        finally:
-            state.waiters.discard(waiter)
+        state.log.trim(time.time())
+        async for item in state.log.follow(from_cursor, closed=lambda: self._closed):
+            yield item
