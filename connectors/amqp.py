@@ -14,7 +14,6 @@ come back for the next one, so the prefetch window is real back-pressure from th
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import secrets
 import time
@@ -37,7 +36,8 @@ from aio_pika.exceptions import AMQPException
 from bridge.config import AmqpBroker
 from bridge.errors import ConnectorError
 from bridge.event import Event, decode_payload, payload_text
-from connectors.base import EARLIEST, Gap
+from connectors.base import Gap
+from connectors.replay import ReplayLog
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +56,16 @@ class _Reader:
 
 
 class _Pattern:
-    __slots__ = ("buffer", "evicted", "last", "readers", "stored_at", "unacked", "waiters")
+    __slots__ = ("log", "readers", "unacked")
 
-    def __init__(self) -> None:
-        self.buffer: deque[Event] = deque()
-        self.stored_at: deque[float] = deque()  # arrival times: age counts from arrival
-        self.last = 0  # sequence of the newest event; contiguous per pattern
-        self.evicted = 0  # highest sequence dropped from the buffer
-        self.waiters: set[asyncio.Event] = set()
+    def __init__(self, log: ReplayLog) -> None:
+        self.log = log
         self.readers: set[_Reader] = set()
         self.unacked: deque[tuple[int, AbstractIncomingMessage]] = deque()
 
-    def after(self, sequence: int) -> list[Event]:
-        start = max(0, sequence - self.evicted)
-        return list(itertools.islice(self.buffer, start, None))
-
     def finished(self) -> list[AbstractIncomingMessage]:
         """The messages every current subscriber is done with (all of them when none)."""
-        floor = min((reader.position for reader in self.readers), default=self.last)
+        floor = min((reader.position for reader in self.readers), default=self.log.last)
         done = []
         while self.unacked and self.unacked[0][0] <= floor:
             done.append(self.unacked.popleft()[1])
@@ -121,8 +113,7 @@ class AmqpConnector:
         tb: TracebackType | None,
     ) -> None:
         for pattern in self._patterns.values():
-            for waiter in pattern.waiters:
-                waiter.set()
+            pattern.log.wake_all()
         if self._connection is not None:
             await self._connection.close()
 
@@ -172,7 +163,7 @@ class AmqpConnector:
             state = self._patterns.get(pattern)
             if state is not None:
                 return state
-            state = _Pattern()
+            state = _Pattern(ReplayLog(self._epoch, retain=self.retain, max_age=self.max_age))
             try:
                 consuming = await self._connected().channel(publisher_confirms=False)
                 await consuming.set_qos(prefetch_count=self.settings.prefetch)
@@ -187,7 +178,7 @@ class AmqpConnector:
             self._patterns[pattern] = state
             return state
 
-    def _event(self, message: AbstractIncomingMessage, cursor: str) -> Event:
+    def _event(self, message: AbstractIncomingMessage, cursor: str | None) -> Event:
         text = (message.content_type or "").startswith("text/")
         return Event(
             channel=message.routing_key or "",
@@ -201,14 +192,8 @@ class AmqpConnector:
         )
 
     async def _received(self, state: _Pattern, message: AbstractIncomingMessage) -> None:
-        now = time.time()
-        state.last += 1
-        state.buffer.append(self._event(message, f"{self._epoch}:{state.last}"))
-        state.stored_at.append(now)
-        state.unacked.append((state.last, message))
-        self._trim(state, now)
-        for waiter in state.waiters:
-            waiter.set()
+        state.log.append(self._event(message, None), time.time())
+        state.unacked.append((state.log.last, message))
         await self._acknowledge(state)
 
     async def _acknowledge(self, state: _Pattern) -> None:
@@ -220,48 +205,26 @@ class AmqpConnector:
                 # the exclusive queue, so there is nothing left to acknowledge.
                 log.debug("broker %s: ack not delivered: %s", self.name, exc)
 
-    def _trim(self, state: _Pattern, now: float) -> None:
-        horizon = now - self.max_age
-        while state.buffer and (len(state.buffer) > self.retain or state.stored_at[0] < horizon):
-            state.buffer.popleft()
-            state.stored_at.popleft()
-            state.evicted += 1
-
-    def _start(self, state: _Pattern, from_cursor: str | None) -> tuple[int, Gap | None]:
-        """The sequence to continue after, and a Gap when the cursor is not retained."""
-        if from_cursor is None:
-            return state.last, None
-        if from_cursor == EARLIEST:
-            return state.evicted, None
-        epoch, _, number = from_cursor.partition(":")
-        oldest = state.buffer[0].cursor if state.buffer else None
-        if epoch != self._epoch or not number.isdigit() or int(number) > state.last:
-            return state.evicted, Gap(from_cursor, oldest)
-        if int(number) < state.evicted:
-            return state.evicted, Gap(from_cursor, oldest)
-        return int(number), None
-
     async def subscribe(
         self, channel: str, from_cursor: str | None = None
     ) -> AsyncIterator[Event | Gap]:
         state = await self._pattern(channel)
-        self._trim(state, time.time())
-        after, gap = self._start(state, from_cursor)
+        state.log.trim(time.time())
+        after, gap = state.log.start(from_cursor)
         reader = _Reader(after)
         waiter = asyncio.Event()
         state.readers.add(reader)
-        state.waiters.add(waiter)
+        state.log.waiters.add(waiter)
         try:
             if gap is not None:
                 yield gap
             while True:
                 waiter.clear()
-                if after < state.evicted:  # this subscriber fell behind the buffer
-                    oldest = state.buffer[0].cursor if state.buffer else None
-                    yield Gap(f"{self._epoch}:{after}", oldest)
-                    after = reader.position = state.evicted
+                if after < state.log.evicted:  # this subscriber fell behind the buffer
+                    yield Gap(f"{self._epoch}:{after}", state.log.oldest)
+                    after = reader.position = state.log.evicted
                     await self._acknowledge(state)
-                pending = state.after(after)
+                pending = state.log.after(after)
                 for event in pending:
                     yield event
                     # Back for the next one: the caller is done with this event.
@@ -271,5 +234,5 @@ class AmqpConnector:
                     await waiter.wait()
         finally:
             state.readers.discard(reader)
-            state.waiters.discard(waiter)
+            state.log.waiters.discard(waiter)
             await self._acknowledge(state)
