@@ -17,8 +17,8 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import deque
-from collections.abc import AsyncIterator
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from functools import partial
 from types import TracebackType
@@ -56,12 +56,17 @@ class _Reader:
 
 
 class _Pattern:
-    __slots__ = ("log", "readers", "unacked")
+    __slots__ = ("baseline", "log", "matcher", "readers", "received", "unacked")
 
-    def __init__(self, log: ReplayLog) -> None:
+    def __init__(self, pattern: str, log: ReplayLog, published: Counter[str]) -> None:
         self.log = log
+        self.matcher = binding_matcher(pattern)
         self.readers: set[_Reader] = set()
         self.unacked: deque[tuple[int, AbstractIncomingMessage]] = deque()
+        # Our own confirmed publishes before the queue was bound never reach it; those
+        # after it must have arrived before "the live end" means anything (see _caught_up).
+        self.baseline = Counter({k: n for k, n in published.items() if self.matcher(k)})
+        self.received: Counter[str] = Counter()
 
     def finished(self) -> list[AbstractIncomingMessage]:
         """The messages every current subscriber is done with (all of them when none)."""
@@ -70,6 +75,23 @@ class _Pattern:
         while self.unacked and self.unacked[0][0] <= floor:
             done.append(self.unacked.popleft()[1])
         return done
+
+
+CATCH_UP_SECONDS = 2.0
+
+
+def binding_matcher(pattern: str) -> Callable[[str], bool]:
+    """AMQP topic-exchange matching: ``*`` is one word, ``#`` zero or more words."""
+    words = tuple(pattern.split("."))
+
+    def match(pw: tuple[str, ...], kw: tuple[str, ...]) -> bool:
+        if not pw:
+            return not kw
+        if pw[0] == "#":
+            return any(match(pw[1:], kw[i:]) for i in range(len(kw) + 1))
+        return bool(kw) and pw[0] in ("*", kw[0]) and match(pw[1:], kw[1:])
+
+    return lambda key: match(words, tuple(key.split(".")))
 
 
 def _text(value: Any) -> str:
@@ -88,6 +110,7 @@ class AmqpConnector:
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None  # on the publisher-confirms channel
         self._patterns: dict[str, _Pattern] = {}
+        self._published: Counter[str] = Counter()  # confirmed publishes per routing key
         self._declaring = asyncio.Lock()
         self.reconnects = 0  # robust-connection reconnects (streambridge_broker_reconnects)
 
@@ -151,6 +174,7 @@ class AmqpConnector:
             await self._exchange.publish(message, routing_key=channel, mandatory=False)
         except AMQPException as exc:
             raise ConnectorError(f"broker {self.name}: publish to {channel}: {exc}") from exc
+        self._published[channel] += 1
 
     # --- subscribing ---------------------------------------------------------------------------
 
@@ -163,7 +187,8 @@ class AmqpConnector:
             state = self._patterns.get(pattern)
             if state is not None:
                 return state
-            state = _Pattern(ReplayLog(self._epoch, retain=self.retain, max_age=self.max_age))
+            log_ = ReplayLog(self._epoch, retain=self.retain, max_age=self.max_age)
+            state = _Pattern(pattern, log_, self._published)
             try:
                 consuming = await self._connected().channel(publisher_confirms=False)
                 await consuming.set_qos(prefetch_count=self.settings.prefetch)
@@ -192,6 +217,7 @@ class AmqpConnector:
         )
 
     async def _received(self, state: _Pattern, message: AbstractIncomingMessage) -> None:
+        state.received[message.routing_key or ""] += 1
         state.log.append(self._event(message, None), time.time())
         state.unacked.append((state.log.last, message))
         await self._acknowledge(state)
@@ -205,10 +231,28 @@ class AmqpConnector:
                 # the exclusive queue, so there is nothing left to acknowledge.
                 log.debug("broker %s: ack not delivered: %s", self.name, exc)
 
+    async def _caught_up(self, state: _Pattern) -> None:
+        """Wait until every message this connector published (and the broker confirmed)
+        to the pattern has reached its queue, so "from the live end" does not later
+        deliver one of them as new. Messages of other publishers cannot be known here:
+        for them the live end is what has arrived."""
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while time.monotonic() < deadline:
+            behind = [
+                key
+                for key, n in self._published.items()
+                if state.matcher(key) and state.received[key] < n - state.baseline[key]
+            ]
+            if not behind:
+                return
+            await asyncio.sleep(0.005)
+
     async def subscribe(
         self, channel: str, from_cursor: str | None = None
     ) -> AsyncIterator[Event | Gap]:
         state = await self._pattern(channel)
+        if from_cursor is None:
+            await self._caught_up(state)
         state.log.trim(time.time())
         after, gap = state.log.start(from_cursor)
         reader = _Reader(after)
