@@ -1,0 +1,104 @@
+"""An API as an AsyncAPI 3.0.0 document (CONTRACT §8)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from bridge.asyncapi.common import _KEY_JUNK, _PLACEHOLDER, MESSAGE, SCHEME
+from bridge.config import Api, Topic
+
+# --- export ------------------------------------------------------------------------------
+
+# The gateway sends what clients subscribe to and receives what they publish.
+_ACTIONS = {"subscribe": ("send",), "publish": ("receive",), "both": ("send", "receive")}
+
+
+def export_document(api: Api, *, public_url: str) -> dict[str, Any]:
+    """AsyncAPI 3.0.0 for one API, served by the gateway at ``public_url``."""
+    url = urlsplit(public_url.rstrip("/"))
+    protocol = url.scheme
+    if api.protocol == "websocket":
+        protocol = "wss" if url.scheme == "https" else "ws"
+    keys = channel_keys(t.name for t in api.topics)
+    needed_by: dict[str, list[str]] = {}
+    for topic in api.topics:
+        for scope in topic.scopes:
+            needed_by.setdefault(scope, []).append(topic.name)
+    flows = {
+        "clientCredentials": {
+            "tokenUrl": f"{public_url.rstrip('/')}/oauth2/token",
+            "availableScopes": {s: f"needed by {', '.join(n)}" for s, n in needed_by.items()},
+        }
+    }
+    scheme = {
+        "type": "oauth2",
+        "description": "client credentials; a token needs the scopes of every topic it uses",
+        "flows": flows,
+    }
+    server: dict[str, Any] = {
+        "host": url.netloc,
+        "protocol": protocol,
+        "description": f"Streambridge gateway ({api.protocol})",
+        "security": [{"$ref": f"#/components/securitySchemes/{SCHEME}"}],
+    }
+    if url.path:
+        server["pathname"] = url.path
+    info: dict[str, Any] = {"title": api.name, "version": api.version}
+    if api.description:
+        info["description"] = api.description
+    info["x-streambridge-api"] = {"context": api.context, "protocol": api.protocol}
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for key, topic in zip(keys, api.topics, strict=True):
+        channels[key] = _channel(api, topic)
+        for action in _ACTIONS[topic.mode]:
+            operations[f"{key}.{action}"] = {
+                "action": action,
+                "channel": {"$ref": f"#/channels/{key}"},
+                "messages": [{"$ref": f"#/channels/{key}/messages/{MESSAGE}"}],
+                "security": [{**scheme, "scopes": list(topic.scopes)}],
+            }
+    return {
+        "asyncapi": "3.0.0",
+        "info": info,
+        "defaultContentType": "application/json",
+        "servers": {"gateway": server},
+        "channels": channels,
+        "operations": operations,
+        "components": {"securitySchemes": {SCHEME: scheme}},
+    }
+
+
+def _channel(api: Api, topic: Topic) -> dict[str, Any]:
+    channel: dict[str, Any] = {"address": api.base_path + topic.name}
+    if topic.description:
+        channel["description"] = topic.description
+    message = {"name": MESSAGE, "contentType": topic.content_type, "payload": {}}
+    channel["messages"] = {MESSAGE: message}
+    parameters = _PLACEHOLDER.findall(topic.name)
+    if parameters:
+        channel["parameters"] = {
+            p: {"description": "one path segment of letters, digits, _ ~ -"} for p in parameters
+        }
+    channel["x-streambridge-channel"] = topic.channel
+    return channel
+
+
+def channel_keys(names: Iterable[str]) -> list[str]:
+    """Distinct channel keys (``^[A-Za-z0-9_.-]+$``) for topic names, in order."""
+    keys: list[str] = []
+    for name in names:
+        base = ".".join(_KEY_JUNK.sub("-", s).strip("-") or "_" for s in name.split("/")[1:])
+        key, n = base, 2
+        while key in keys:
+            key, n = f"{base}_{n}", n + 1
+        keys.append(key)
+    return keys
+
+
+def to_yaml(document: dict[str, Any]) -> str:
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
