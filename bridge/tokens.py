@@ -7,12 +7,9 @@ only asymmetric algorithms from an allow-list, checks ``exp``/``nbf`` with at mo
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -69,20 +66,6 @@ def signing_key_from_pem(algorithm: str, kid: str, pem: str) -> SigningKey:
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise ValueError("the stored signing key is neither EC nor RSA")
     return SigningKey(algorithm, kid, key)
-
-
-def load_or_create_signing_key(path: Path, algorithm: str) -> SigningKey:
-    """Read the key file, or create it (mode 0600) so tokens survive restarts."""
-    if path.exists():
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        if stored.get("alg") == algorithm:
-            return signing_key_from_pem(algorithm, stored["kid"], stored["pem"])
-    key, pem = new_signing_key(algorithm)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump({"alg": algorithm, "kid": key.kid, "pem": pem}, handle)
-    return key
 
 
 class TokenIssuer:

@@ -51,9 +51,6 @@ class Connections:
             window = self._windows[key] = RollingWindow(tier.events_per_minute)
         return window
 
-    def count(self, key: SubscriptionKey) -> int:
-        return self._counter.count(key)
-
     def live_generations(self) -> dict[SubscriptionKey, set[int | None]]:
         return {key: set(streams.values()) for key, streams in self._live.items()}
 

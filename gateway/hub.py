@@ -104,12 +104,6 @@ class Wake:
             waiter = self._waiter = loop.create_future()
         return waiter
 
-    async def wait(self) -> bool:
-        waiter = self.waiter()
-        if waiter is not None:
-            await waiter
-        return True
-
 
 class Subscriber:
     """A client's bounded queue; shared by every hub of a multi-topic stream."""

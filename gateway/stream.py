@@ -14,13 +14,10 @@ from types import TracebackType
 from typing import Self
 
 from bridge.cursor import parse_event_id
-from bridge.errors import AccessDenied, BridgeError, Revoked, Throttled
+from bridge.errors import BridgeError, Revoked, Throttled
 from gateway.access import Admitted
 from gateway.hub import Entry, GapNotice, Hub, Subscriber
 from gateway.runtime import Runtime
-
-# Expiry is checked by a timer at the token's exp; the contract allows 5 s.
-EXPIRY_GRACE = 0.0
 
 
 class SlowConsumer(BridgeError):
@@ -84,7 +81,7 @@ class StreamSession:
         loop = asyncio.get_running_loop()
         self._timers.append(
             loop.call_at(
-                loop.time() + max(0.0, self.admitted.grant.expires_at - time.time()) + EXPIRY_GRACE,
+                loop.time() + max(0.0, self.admitted.grant.expires_at - time.time()),
                 self.subscriber.close,
                 Revoked("the token has expired"),
             )
@@ -235,7 +232,3 @@ def watch_disconnect(receive: Callable[[], object], subscriber: Subscriber) -> a
                 return
 
     return asyncio.create_task(watch(), name="disconnect-watch")
-
-
-def final_reason(error: BaseException) -> str:
-    return error.detail if isinstance(error, AccessDenied) else str(error)

@@ -25,6 +25,7 @@ from gateway.errors import (
     TRY_AGAIN_LATER,
     close_code,
     denial_response,
+    denial_status,
 )
 from gateway.hub import Entry
 from gateway.runtime import Runtime, ShuttingDown
@@ -60,7 +61,7 @@ async def serve_websocket(
         )
         await session.__aenter__()
     except AccessDenied as exc:
-        runtime.metrics.rejected.labels(str(_status(exc))).inc()
+        runtime.metrics.rejected.labels(str(denial_status(exc))).inc()
         await deny(websocket, exc)
         return
     try:
@@ -78,12 +79,6 @@ async def serve_websocket(
                 pass  # the client is gone already (it closed first): nothing left to tell it
     finally:
         await session.__aexit__(None, None, None)
-
-
-def _status(error: AccessDenied) -> int:
-    from gateway.errors import denial_status
-
-    return denial_status(error)
 
 
 async def _run(

@@ -6,10 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import stat
 import time
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -23,7 +20,8 @@ from bridge.tokens import (
     SigningKey,
     TokenIssuer,
     TrustedKeys,
-    load_or_create_signing_key,
+    new_signing_key,
+    signing_key_from_pem,
     verify_token,
 )
 
@@ -33,14 +31,13 @@ TTL = 3600
 
 
 @pytest.fixture(scope="module", params=["ES256", "RS256"])
-def key(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SigningKey:
-    path = tmp_path_factory.mktemp("keys") / "signing.json"
-    return load_or_create_signing_key(path, request.param)
+def key(request: pytest.FixtureRequest) -> SigningKey:
+    return new_signing_key(request.param)[0]
 
 
 @pytest.fixture(scope="module")
-def es_key(tmp_path_factory: pytest.TempPathFactory) -> SigningKey:
-    return load_or_create_signing_key(tmp_path_factory.mktemp("keys") / "es.json", "ES256")
+def es_key() -> SigningKey:
+    return new_signing_key("ES256")[0]
 
 
 def issuer_for(key: SigningKey, *, issuer: str = ISSUER, audience: str = AUDIENCE) -> TokenIssuer:
@@ -160,11 +157,10 @@ def test_token_of_an_external_issuer_with_scp_and_azp(es_key: SigningKey, scp: A
 
 
 @pytest.mark.parametrize("algorithm", ["ES256", "RS256"])
-def test_signing_key_persists_with_mode_0600(tmp_path: Path, algorithm: str) -> None:
-    path = tmp_path / "state" / "keys.json"
-    first = load_or_create_signing_key(path, algorithm)
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    second = load_or_create_signing_key(path, algorithm)
+def test_signing_key_survives_its_pem(algorithm: str) -> None:
+    """What the state store keeps (kid and PKCS#8 PEM) gives back the same key."""
+    first, pem = new_signing_key(algorithm)
+    second = signing_key_from_pem(algorithm, first.kid, pem)
     assert second.kid == first.kid
     assert second.algorithm == algorithm
     assert second.public_jwk() == first.public_jwk()
@@ -173,9 +169,8 @@ def test_signing_key_persists_with_mode_0600(tmp_path: Path, algorithm: str) -> 
     assert verify_token(token, trusted(second)).scopes == frozenset({"s"})
 
 
-def test_different_paths_give_different_keys(tmp_path: Path) -> None:
-    one = load_or_create_signing_key(tmp_path / "a.json", "ES256")
-    two = load_or_create_signing_key(tmp_path / "b.json", "ES256")
+def test_new_keys_are_different() -> None:
+    one, two = new_signing_key("ES256")[0], new_signing_key("ES256")[0]
     assert one.kid != two.kid
     token = issuer_for(one).issue("c", frozenset(), time.time())
     refused(token, {ISSUER: TrustedKeys(ISSUER, AUDIENCE, {one.kid: two.public_jwk()})})
@@ -218,9 +213,9 @@ def test_hs256_signed_with_the_public_key_is_refused(key: SigningKey, encoding: 
     refused(f"{signing_input}.{b64(signature)}", trusted(key))
 
 
-def test_algorithm_not_matching_the_key_type_is_refused(tmp_path: Path) -> None:
-    rsa_key = load_or_create_signing_key(tmp_path / "rsa.json", "RS256")
-    ec_key = load_or_create_signing_key(tmp_path / "ec.json", "ES256")
+def test_algorithm_not_matching_the_key_type_is_refused() -> None:
+    rsa_key = new_signing_key("RS256")[0]
+    ec_key = new_signing_key("ES256")[0]
     # Signed with the RSA key but naming the EC key's kid.
     token = sign(rsa_key, valid_claims(), kid=ec_key.kid)
     refused(token, {ISSUER: trust(ec_key)}, "does not match")
