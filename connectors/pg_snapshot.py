@@ -1,0 +1,145 @@
+"""A table's current rows, consistent with the change stream (CONTRACT §7b ``snapshot``).
+
+A temporary logical slot is created over a replication connection with
+``EXPORT_SNAPSHOT``; a second connection imports that snapshot into a REPEATABLE READ
+transaction and reads the table there. The rows then reflect exactly the transactions that
+committed before the slot's consistent point: every change committed at or after it is in
+the change stream (the connector's own slot decodes it, as the table is watched before the
+snapshot is taken), none before it. This is how PostgreSQL's own logical replication copies
+a table before it streams changes. The temporary slot goes away with its connection, once
+the snapshot is imported.
+
+Column values are read ``::text`` and mapped by ``connectors/pg_types.py``, as the change
+stream's are, so a snapshot row and an insert of the same values look the same.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, Self
+
+import psycopg
+from psycopg import sql
+
+from bridge.changes import envelope, format_lsn, parse_lsn
+from bridge.event import Event
+from connectors.pg_types import to_json
+
+FETCH = 500  # rows per round trip of the server-side cursor
+
+_COLUMNS = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), coalesce(i.indisprimary, false)
+FROM pg_attribute a
+LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary AND a.attnum = ANY(i.indkey)
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
+class SnapshotRows:
+    """The rows as ``op: "r"`` events (cursor None), read as they are iterated. Holds a
+    connection until exhausted or ``aclose``d."""
+
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        cursor: psycopg.AsyncServerCursor[Any],
+        make_event: Callable[[tuple[Any, ...]], Event],
+    ) -> None:
+        self._conn: psycopg.AsyncConnection[Any] | None = conn
+        self._cursor = cursor
+        self._make_event = make_event
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._conn is None:
+            raise StopAsyncIteration
+        row = await self._cursor.fetchone()
+        if row is None:
+            await self.aclose()
+            raise StopAsyncIteration
+        return self._make_event(row)
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()  # ends the transaction and the server-side cursor with it
+
+
+async def take_snapshot(
+    dsn: str,
+    schema: str,
+    table: str,
+    *,
+    channel: str,
+    database: str,
+    options: str,
+) -> tuple[int, SnapshotRows]:
+    """The consistent point (an LSN) and the rows of ``schema.table`` as of just before it."""
+    replication = await psycopg.AsyncConnection.connect(
+        dsn,
+        replication="database",
+        autocommit=True,
+        cursor_factory=psycopg.AsyncClientCursor,  # the walsender speaks simple queries only
+    )
+    try:
+        slot = f"streambridge_snapshot_{secrets.token_hex(6)}"
+        command = await replication.execute(
+            f"CREATE_REPLICATION_SLOT {slot} TEMPORARY LOGICAL wal2json EXPORT_SNAPSHOT"
+        )
+        created = await command.fetchone()
+        assert created is not None
+        consistent_point, snapshot_name = parse_lsn(created[1]), created[2]
+        reader = await psycopg.AsyncConnection.connect(dsn, options=options)
+        try:
+            await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            await reader.execute(
+                sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_name))
+            )
+            name = sql.Identifier(schema, table)
+            described = await reader.execute(_COLUMNS, (name.as_string(reader),))
+            columns = await described.fetchall()
+            cursor = reader.cursor(name="streambridge_snapshot")
+            cursor.itersize = FETCH
+            select = sql.SQL("SELECT {} FROM {}").format(
+                sql.SQL(", ").join(
+                    sql.SQL("{}::text").format(sql.Identifier(c[0])) for c in columns
+                ),
+                name,
+            )
+            await cursor.execute(select)
+        except BaseException:
+            await reader.close()
+            raise
+    finally:
+        await replication.close()  # drops the temporary slot; the snapshot stays imported
+
+    names = [c[0] for c in columns]
+    types = [c[1] for c in columns]
+    key_columns = [c[0] for c in columns if c[2]]
+    taken = time.time()
+    source: dict[str, Any] = {
+        "db": database,
+        "schema": schema,
+        "table": table,
+        "lsn": format_lsn(consistent_point),
+        "ts_ms": round(taken * 1000),
+        "snapshot": True,
+    }
+
+    def make_event(row: tuple[Any, ...]) -> Event:
+        after = {n: to_json(t, v) for n, t, v in zip(names, types, row, strict=True)}
+        key = {n: after[n] for n in key_columns} if key_columns else None
+        return Event(
+            channel=channel,
+            data=envelope("r", None, after, source),
+            key=json.dumps(key, separators=(",", ":")) if key is not None else None,
+            time=taken,
+        )
+
+    return consistent_point, SnapshotRows(reader, cursor, make_event)
