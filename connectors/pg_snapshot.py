@@ -68,7 +68,11 @@ class SnapshotRows:
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            await conn.close()  # ends the transaction and the server-side cursor with it
+            try:
+                if not conn.closed:
+                    await self._cursor.close()
+            finally:
+                await conn.close()  # ends the read-only transaction
 
 
 async def take_snapshot(

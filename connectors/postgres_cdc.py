@@ -45,7 +45,7 @@ from bridge.changes import format_lsn, parse_lsn
 from bridge.config import PostgresCdcBroker
 from bridge.errors import ConnectorError
 from bridge.event import Event
-from connectors.base import Gap
+from connectors.base import EARLIEST, Gap
 from connectors.pg_changes import PREFIX, Change, Commit, Decoder, boundary_cursor
 from connectors.pg_changes import is_after as _is_after
 from connectors.pg_snapshot import take_snapshot
@@ -216,11 +216,12 @@ class PostgresCdcConnector:
         async for item in _with_gaps(state.log.read_range(from_cursor, until_cursor), from_cursor):
             yield item
 
-    async def position(self, channel: str) -> str | None:
-        """The cursor of the newest change of ``channel`` stored, once everything committed
-        before this call is (None while there is none)."""
+    async def position(self, channel: str) -> str:
+        """Where a subscription gets exactly the changes committed after this call: the
+        cursor of the newest change stored once all before the call are, or EARLIEST while
+        the table's log holds none (so nothing falls between this call and a subscribe)."""
         state = await self.watch(channel)
-        return state.log.position
+        return state.log.position or EARLIEST
 
     async def snapshot(self, channel: str) -> tuple[str, AsyncIterator[Event]]:
         """A boundary cursor and the table's rows as ``op: "r"`` events (cursor None): a
