@@ -62,6 +62,7 @@ BACKOFF_MIN, BACKOFF_MAX = 0.2, 10.0
 LOST = "streambridge-cdc-lost"  # header of the marker a lost slot leaves in each log
 _NO_TABLE = "pg_catalog.streambridge_no_table"  # an add-tables filter that matches nothing
 
+SERVER_SETTINGS = "SELECT current_setting('wal_level'), current_database()"
 _PEEK = """
 SELECT lsn::text, xid::text, data FROM pg_logical_slot_peek_changes(
     %s, %s::pg_lsn, %s,
@@ -392,7 +393,7 @@ class PostgresCdcConnector:
 
     async def _open(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Check the server and make sure the slot exists."""
-        checked = await conn.execute("SELECT current_setting('wal_level'), current_database()")
+        checked = await conn.execute(SERVER_SETTINGS)
         row = await checked.fetchone()
         assert row is not None
         check_wal_level(row[0])
