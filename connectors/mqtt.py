@@ -19,6 +19,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 from urllib.parse import unquote, urlsplit
@@ -32,7 +33,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from bridge.config import MqttBroker
 from bridge.event import Event, decode_payload, payload_text
 from connectors.base import Gap
-from connectors.replay import ReplayLog
+from connectors.replay import ReplayLog, log_path
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,17 @@ class _Filter:
 
 
 class MqttConnector:
-    def __init__(self, name: str, settings: MqttBroker, *, retain: int, max_age: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: MqttBroker,
+        *,
+        retain: int,
+        max_age: float,
+        data_dir: Path | None = None,
+    ) -> None:
         self.name = name
+        self.data_dir = data_dir
         self.settings = settings
         self.retain = retain
         self.max_age = max_age
@@ -142,7 +152,7 @@ class MqttConnector:
                 await self._runner
             self._runner = None
         for state in self._filters.values():
-            state.log.wake_all()
+            state.log.close()
 
     async def ready(self) -> bool:
         return self._connected.is_set() and self._client is not None
@@ -161,7 +171,12 @@ class MqttConnector:
             state = self._filters[topic_filter] = _Filter(
                 topic_filter,
                 next(self._ids),
-                ReplayLog(self._epoch, retain=self.retain, max_age=self.max_age),
+                ReplayLog(
+                    self._epoch,
+                    retain=self.retain,
+                    max_age=self.max_age,
+                    path=log_path(self.data_dir, self.name, topic_filter),
+                ),
             )
         return state
 
