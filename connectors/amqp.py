@@ -260,6 +260,27 @@ class AmqpConnector:
                 return
             await asyncio.sleep(0.005)
 
+    async def position(self, channel: str) -> str | None:
+        """The live end, once this connector's own confirmed publishes have arrived."""
+        state = await self._pattern(channel)
+        await self._caught_up(state)
+        return state.log.position
+
+    async def read_range(
+        self,
+        channel: str,
+        from_cursor: str,
+        until_cursor: str | None,
+        *,
+        max_events: int | None = None,
+        max_age: float | None = None,
+    ) -> AsyncIterator[Event | Gap]:
+        state = await self._pattern(channel)
+        async for item in state.log.read_range(
+            from_cursor, until_cursor, max_events=max_events, max_age=max_age
+        ):
+            yield item
+
     async def subscribe(
         self, channel: str, from_cursor: str | None = None
     ) -> AsyncIterator[Event | Gap]:

@@ -235,6 +235,22 @@ class MqttConnector:
             if topic_matches_sub(state.filter, channel):
                 state.log.append(stored, now)
 
+    async def position(self, channel: str) -> str | None:
+        return self._filter(channel).log.position
+
+    def read_range(
+        self,
+        channel: str,
+        from_cursor: str,
+        until_cursor: str | None,
+        *,
+        max_events: int | None = None,
+        max_age: float | None = None,
+    ) -> AsyncIterator[Event | Gap]:
+        return self._filter(channel).log.read_range(
+            from_cursor, until_cursor, max_events=max_events, max_age=max_age
+        )
+
     async def subscribe(
         self, channel: str, from_cursor: str | None = None
     ) -> AsyncIterator[Event | Gap]:

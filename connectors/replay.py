@@ -23,6 +23,7 @@ import itertools
 import json
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -257,10 +258,19 @@ class ReplayLog:
             self.waiters.discard(waiter)
 
     async def read_range(
-        self, from_cursor: str, until_cursor: str | None
+        self,
+        from_cursor: str,
+        until_cursor: str | None,
+        *,
+        max_events: int | None = None,
+        max_age: float | None = None,
+        now: float | None = None,
     ) -> AsyncIterator[Event | Gap]:
         """Events after ``from_cursor`` (or EARLIEST) up to and including ``until_cursor``
-        (None: nothing is before it), then the end; a Gap first when not retained."""
+        (None: nothing is before it), then the end; a Gap first when not retained.
+
+        ``max_events``/``max_age`` narrow what counts as retained to a smaller window
+        ending at ``until_cursor`` (an API's own ``replay`` on a log shared by several)."""
         if from_cursor == until_cursor:
             return
         after, gap = self.start(from_cursor)
@@ -268,9 +278,19 @@ class ReplayLog:
         if until is None:  # the bound itself is gone: so is what lay between
             yield Gap(from_cursor, self.oldest)
             return
+        first = self.evicted  # the window starts after this sequence
+        if max_events is not None:
+            first = max(first, until - max_events)
+        if max_age is not None:
+            horizon = (time.time() if now is None else now) - max_age
+            retained = itertools.islice(self.stored_at, 0, max(0, until - self.evicted))
+            aged = sum(1 for stored in retained if stored < horizon)
+            first = max(first, self.evicted + aged)
+        events = self.after(max(after, first))[: max(0, until - max(after, first))]
+        if gap is None and after < first and from_cursor != EARLIEST:
+            gap = Gap(from_cursor, events[0].cursor if events else None)
         if gap is not None:
-            yield gap
-        events = self.after(after)[: max(0, until - max(after, self.evicted))]
+            yield replace(gap, oldest=events[0].cursor if events else None)
         for event in events:
             yield event
 

@@ -234,6 +234,7 @@ class Runtime:
                 connector=self.connectors[api.broker],
                 channel=match.channel,
                 pipeline=build_pipeline(topic.pipeline, on_error),
+                new_pipeline=lambda: build_pipeline(topic.pipeline, on_error),
                 replay=api.replay,
                 epoch=self.epoch,
                 sequence=self.hubs.sequence,
