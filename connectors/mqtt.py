@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import secrets
 import time
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +43,11 @@ BACKOFF_MIN, BACKOFF_MAX = 0.2, 10.0
 _JITTER = secrets.SystemRandom()  # spreads reconnects of many gateways
 
 
+def subscription_identifier(topic_filter: str) -> int:
+    """A stable MQTT v5 subscription identifier (1 .. 268,435,455) for a filter."""
+    return zlib.crc32(topic_filter.encode()) % 268_435_455 + 1
+
+
 def _properties(packet_type: int) -> Properties:
     return Properties(packet_type)  # type: ignore[no-untyped-call]
 
@@ -52,7 +57,9 @@ class _Filter:
 
     def __init__(self, topic_filter: str, ident: int, log: ReplayLog) -> None:
         self.filter = topic_filter
-        self.ident = ident  # the MQTT v5 subscription identifier, stable across reconnects
+        # The MQTT v5 subscription identifier: derived from the filter, so it is the same
+        # across reconnects and restarts, and a kept session's subscriptions still match.
+        self.ident = ident
         self.log = log
 
 
@@ -74,14 +81,12 @@ class MqttConnector:
         self._epoch = secrets.token_hex(3)
         self._filters: dict[str, _Filter] = {}
         self._subscribed: set[str] = set()  # filters the broker confirmed on this connection
-        self._ids = itertools.count(1)
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
         self.reconnects = 0  # connections made after the first (streambridge_broker_reconnects)
         self._connections = 0
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
-        self._session = False  # whether a connection of this instance has succeeded
 
     # --- connection ------------------------------------------------------------------------
 
@@ -97,10 +102,11 @@ class MqttConnector:
             password=unquote(url.password) if url.password else None,
             identifier=self.settings.client_id or f"streambridge-{self.name}",
             protocol=aiomqtt.ProtocolVersion.V5,
-            # Clean on the first connection (an old session's subscriptions and identifiers
-            # belong to another process), kept on every reconnect of this one. (paho resets
-            # its own "first only" on every connect(), hence a new client per attempt.)
-            clean_start=not (persistent and self._session),
+            # Never clean with QoS >= 1: the session outlives a gateway restart, so what
+            # was published to our filters while the gateway was down arrives after it
+            # (into the durable replay logs). Identifiers come from the filters, so the old
+            # session's subscriptions map onto the same logs.
+            clean_start=not persistent,
             properties=properties,
             timeout=10.0,
         )
@@ -111,7 +117,6 @@ class MqttConnector:
             client = self._new_client()
             try:
                 async with client:
-                    self._session = True
                     self._client = client
                     self._subscribed.clear()
                     for state in list(self._filters.values()):
@@ -170,7 +175,7 @@ class MqttConnector:
         if state is None:
             state = self._filters[topic_filter] = _Filter(
                 topic_filter,
-                next(self._ids),
+                subscription_identifier(topic_filter),
                 ReplayLog(
                     self._epoch,
                     retain=self.retain,
