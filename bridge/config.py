@@ -54,6 +54,9 @@ class GatewaySettings(_Strict):
     max_message_bytes: PositiveInt = 1_048_576
     heartbeat: Duration = 15.0
     client_queue: PositiveInt = 1024
+    # Local files of this gateway: the durable replay logs of MQTT and AMQP channels.
+    # Relative paths are relative to the working directory.
+    data_dir: str = "streambridge-data"
 
     @field_validator("public_url")
     @classmethod

@@ -21,6 +21,7 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -37,7 +38,7 @@ from bridge.config import AmqpBroker
 from bridge.errors import ConnectorError
 from bridge.event import Event, decode_payload, payload_text
 from connectors.base import Gap
-from connectors.replay import ReplayLog
+from connectors.replay import ReplayLog, log_path
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +101,16 @@ def _text(value: Any) -> str:
 
 class AmqpConnector:
     def __init__(
-        self, name: str, settings: AmqpBroker, *, retain: int = 1000, max_age: float = 600.0
+        self,
+        name: str,
+        settings: AmqpBroker,
+        *,
+        retain: int = 1000,
+        max_age: float = 600.0,
+        data_dir: Path | None = None,
     ) -> None:
         self.name = name
+        self.data_dir = data_dir
         self.settings = settings
         self.retain = retain
         self.max_age = max_age
@@ -136,7 +144,7 @@ class AmqpConnector:
         tb: TracebackType | None,
     ) -> None:
         for pattern in self._patterns.values():
-            pattern.log.wake_all()
+            pattern.log.close()
         if self._connection is not None:
             await self._connection.close()
 
@@ -187,7 +195,12 @@ class AmqpConnector:
             state = self._patterns.get(pattern)
             if state is not None:
                 return state
-            log_ = ReplayLog(self._epoch, retain=self.retain, max_age=self.max_age)
+            log_ = ReplayLog(
+                self._epoch,
+                retain=self.retain,
+                max_age=self.max_age,
+                path=log_path(self.data_dir, self.name, pattern),
+            )
             state = _Pattern(pattern, log_, self._published)
             try:
                 consuming = await self._connected().channel(publisher_confirms=False)
@@ -247,6 +260,27 @@ class AmqpConnector:
                 return
             await asyncio.sleep(0.005)
 
+    async def position(self, channel: str) -> str | None:
+        """The live end, once this connector's own confirmed publishes have arrived."""
+        state = await self._pattern(channel)
+        await self._caught_up(state)
+        return state.log.position
+
+    async def read_range(
+        self,
+        channel: str,
+        from_cursor: str,
+        until_cursor: str | None,
+        *,
+        max_events: int | None = None,
+        max_age: float | None = None,
+    ) -> AsyncIterator[Event | Gap]:
+        state = await self._pattern(channel)
+        async for item in state.log.read_range(
+            from_cursor, until_cursor, max_events=max_events, max_age=max_age
+        ):
+            yield item
+
     async def subscribe(
         self, channel: str, from_cursor: str | None = None
     ) -> AsyncIterator[Event | Gap]:
@@ -265,7 +299,7 @@ class AmqpConnector:
             while True:
                 waiter.clear()
                 if after < state.log.evicted:  # this subscriber fell behind the buffer
-                    yield Gap(f"{self._epoch}:{after}", state.log.oldest)
+                    yield Gap(f"{state.log.epoch}:{after}", state.log.oldest)
                     after = reader.position = state.log.evicted
                     await self._acknowledge(state)
                 pending = state.log.after(after)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -48,7 +49,11 @@ class Connector(Protocol):
         ...
 
 
-def connector_for(name: str, settings: Broker, *, retain: int, max_age: float) -> Connector:
+def connector_for(
+    name: str, settings: Broker, *, retain: int, max_age: float, data_dir: Path | None = None
+) -> Connector:
+    """The connector of a broker; ``data_dir`` holds the durable replay logs of brokers
+    without offsets (None: in memory)."""
     if isinstance(settings, MemoryBroker):
         from connectors.memory import MemoryConnector
 
@@ -60,11 +65,11 @@ def connector_for(name: str, settings: Broker, *, retain: int, max_age: float) -
     if settings.type == "mqtt":
         from connectors.mqtt import MqttConnector
 
-        return MqttConnector(name, settings, retain=retain, max_age=max_age)
+        return MqttConnector(name, settings, retain=retain, max_age=max_age, data_dir=data_dir)
     if settings.type == "amqp":
         from connectors.amqp import AmqpConnector
 
-        return AmqpConnector(name, settings, retain=retain, max_age=max_age)
+        return AmqpConnector(name, settings, retain=retain, max_age=max_age, data_dir=data_dir)
     raise ConfigError(
         [
             Problem(

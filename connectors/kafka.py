@@ -150,9 +150,7 @@ class KafkaConnector:
         )
         await sent
 
-    async def subscribe(
-        self, channel: str, from_cursor: str | None = None
-    ) -> AsyncIterator[Event | Gap]:
+    async def _consumer(self, channel: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
         partitions = await self._partitions(channel)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
@@ -164,11 +162,57 @@ class KafkaConnector:
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         await consumer.start()
+        tps = [TopicPartition(channel, p) for p in partitions]
+        consumer.assign(tps)
+        return consumer, tps
+
+    @staticmethod
+    async def _bounds(
+        consumer: AIOKafkaConsumer, tps: list[TopicPartition]
+    ) -> tuple[Offsets, Offsets]:
+        begin = {tp.partition: o for tp, o in (await consumer.beginning_offsets(tps)).items()}
+        end = {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
+        return begin, end
+
+    async def position(self, channel: str) -> str:
+        """The live end now: what a subscription from this cursor gets is what comes next."""
+        consumer, tps = await self._consumer(channel)
         try:
-            tps = [TopicPartition(channel, p) for p in partitions]
-            consumer.assign(tps)
-            begin = {tp.partition: o for tp, o in (await consumer.beginning_offsets(tps)).items()}
-            end = {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
+            _, end = await self._bounds(consumer, tps)
+        finally:
+            await consumer.stop()
+        return format_cursor({p: o - 1 for p, o in end.items() if o > 0})
+
+    async def subscribe(
+        self, channel: str, from_cursor: str | None = None
+    ) -> AsyncIterator[Event | Gap]:
+        async for item in self._read(channel, from_cursor, None):
+            yield item
+
+    async def read_range(
+        self,
+        channel: str,
+        from_cursor: str,
+        until_cursor: str | None,
+        *,
+        max_events: int | None = None,
+        max_age: float | None = None,
+    ) -> AsyncIterator[Event | Gap]:
+        """Events after ``from_cursor`` up to and including ``until_cursor``, then the end.
+
+        Kafka replays from its own log, as long as the topic retains it: an API's
+        ``replay`` window (for brokers that cannot replay) does not narrow it."""
+        del max_events, max_age
+        until = parse_cursor(until_cursor) if until_cursor else {}
+        async for item in self._read(channel, from_cursor, until or {}):
+            yield item
+
+    async def _read(
+        self, channel: str, from_cursor: str | None, until: Offsets | None
+    ) -> AsyncIterator[Event | Gap]:
+        consumer, tps = await self._consumer(channel)
+        try:
+            begin, end = await self._bounds(consumer, tps)
             start, gap = _start(from_cursor, begin, end)
             for tp in tps:
                 consumer.seek(tp, start[tp.partition])
@@ -178,16 +222,23 @@ class KafkaConnector:
             if pending and all(start[p] >= end[p] for p in start):
                 yield Gap(from_cursor or "", None)  # nothing retained at all
                 pending = False
-            while True:
+            # A bounded read stops at ``until`` (or the end now, if the log was reset).
+            last = None if until is None else {p: min(until.get(p, -1), end[p] - 1) for p in start}
+            while last is None or any(start[p] <= o for p, o in last.items()):
                 batch = await consumer.getmany(*tps, timeout_ms=_POLL_MS)
                 for tp in sorted(batch, key=lambda tp: tp.partition):
                     for record in batch[tp]:
+                        if last is not None and record.offset > last[tp.partition]:
+                            break
                         offsets[tp.partition] = record.offset
                         event = _event(channel, record, format_cursor(offsets))
                         if pending and gap is not None:
                             yield Gap(gap, event.cursor)
                             pending = False
                         yield event
+                if last is not None:  # the fetch position passes markers and gaps too
+                    for tp in tps:
+                        start[tp.partition] = await consumer.position(tp)
         finally:
             await consumer.stop()
 

@@ -52,6 +52,22 @@ class MemoryConnector:
     async def publish(self, channel: str, event: Event) -> None:
         self._channel(channel).append(replace(event, channel=channel), time.time())
 
+    async def position(self, channel: str) -> str | None:
+        return self._channel(channel).position
+
+    def read_range(
+        self,
+        channel: str,
+        from_cursor: str,
+        until_cursor: str | None,
+        *,
+        max_events: int | None = None,
+        max_age: float | None = None,
+    ) -> AsyncIterator[Event | Gap]:
+        return self._channel(channel).read_range(
+            from_cursor, until_cursor, max_events=max_events, max_age=max_age
+        )
+
     async def subscribe(
         self, channel: str, from_cursor: str | None = None
     ) -> AsyncIterator[Event | Gap]:

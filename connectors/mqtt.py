@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import secrets
 import time
+import zlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 from urllib.parse import unquote, urlsplit
@@ -32,7 +33,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from bridge.config import MqttBroker
 from bridge.event import Event, decode_payload, payload_text
 from connectors.base import Gap
-from connectors.replay import ReplayLog
+from connectors.replay import ReplayLog, log_path
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,11 @@ SESSION_EXPIRY = 3600  # seconds the broker keeps a QoS >= 1 session while disco
 FIRST_CONNECT = 5.0  # seconds __aenter__ waits for the first connection (it never fails)
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 10.0
 _JITTER = secrets.SystemRandom()  # spreads reconnects of many gateways
+
+
+def subscription_identifier(topic_filter: str) -> int:
+    """A stable MQTT v5 subscription identifier (1 .. 268,435,455) for a filter."""
+    return zlib.crc32(topic_filter.encode()) % 268_435_455 + 1
 
 
 def _properties(packet_type: int) -> Properties:
@@ -51,27 +57,36 @@ class _Filter:
 
     def __init__(self, topic_filter: str, ident: int, log: ReplayLog) -> None:
         self.filter = topic_filter
-        self.ident = ident  # the MQTT v5 subscription identifier, stable across reconnects
+        # The MQTT v5 subscription identifier: derived from the filter, so it is the same
+        # across reconnects and restarts, and a kept session's subscriptions still match.
+        self.ident = ident
         self.log = log
 
 
 class MqttConnector:
-    def __init__(self, name: str, settings: MqttBroker, *, retain: int, max_age: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: MqttBroker,
+        *,
+        retain: int,
+        max_age: float,
+        data_dir: Path | None = None,
+    ) -> None:
         self.name = name
+        self.data_dir = data_dir
         self.settings = settings
         self.retain = retain
         self.max_age = max_age
         self._epoch = secrets.token_hex(3)
         self._filters: dict[str, _Filter] = {}
         self._subscribed: set[str] = set()  # filters the broker confirmed on this connection
-        self._ids = itertools.count(1)
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
         self.reconnects = 0  # connections made after the first (streambridge_broker_reconnects)
         self._connections = 0
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
-        self._session = False  # whether a connection of this instance has succeeded
 
     # --- connection ------------------------------------------------------------------------
 
@@ -87,10 +102,11 @@ class MqttConnector:
             password=unquote(url.password) if url.password else None,
             identifier=self.settings.client_id or f"streambridge-{self.name}",
             protocol=aiomqtt.ProtocolVersion.V5,
-            # Clean on the first connection (an old session's subscriptions and identifiers
-            # belong to another process), kept on every reconnect of this one. (paho resets
-            # its own "first only" on every connect(), hence a new client per attempt.)
-            clean_start=not (persistent and self._session),
+            # Never clean with QoS >= 1: the session outlives a gateway restart, so what
+            # was published to our filters while the gateway was down arrives after it
+            # (into the durable replay logs). Identifiers come from the filters, so the old
+            # session's subscriptions map onto the same logs.
+            clean_start=not persistent,
             properties=properties,
             timeout=10.0,
         )
@@ -101,7 +117,6 @@ class MqttConnector:
             client = self._new_client()
             try:
                 async with client:
-                    self._session = True
                     self._client = client
                     self._subscribed.clear()
                     for state in list(self._filters.values()):
@@ -142,7 +157,7 @@ class MqttConnector:
                 await self._runner
             self._runner = None
         for state in self._filters.values():
-            state.log.wake_all()
+            state.log.close()
 
     async def ready(self) -> bool:
         return self._connected.is_set() and self._client is not None
@@ -160,8 +175,13 @@ class MqttConnector:
         if state is None:
             state = self._filters[topic_filter] = _Filter(
                 topic_filter,
-                next(self._ids),
-                ReplayLog(self._epoch, retain=self.retain, max_age=self.max_age),
+                subscription_identifier(topic_filter),
+                ReplayLog(
+                    self._epoch,
+                    retain=self.retain,
+                    max_age=self.max_age,
+                    path=log_path(self.data_dir, self.name, topic_filter),
+                ),
             )
         return state
 
@@ -219,6 +239,22 @@ class MqttConnector:
         for state in list(self._filters.values()):
             if topic_matches_sub(state.filter, channel):
                 state.log.append(stored, now)
+
+    async def position(self, channel: str) -> str | None:
+        return self._filter(channel).log.position
+
+    def read_range(
+        self,
+        channel: str,
+        from_cursor: str,
+        until_cursor: str | None,
+        *,
+        max_events: int | None = None,
+        max_age: float | None = None,
+    ) -> AsyncIterator[Event | Gap]:
+        return self._filter(channel).log.read_range(
+            from_cursor, until_cursor, max_events=max_events, max_age=max_age
+        )
 
     async def subscribe(
         self, channel: str, from_cursor: str | None = None

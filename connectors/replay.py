@@ -1,30 +1,66 @@
-"""The bounded replay log of brokers that keep no offsets of their own (memory, MQTT, AMQP).
+"""The bounded replay log of brokers that keep no offsets of their own (memory, MQTT, AMQP)
+and of the change feeds a connector decodes itself (CDC).
 
 One log per channel (or filter/pattern): the last ``retain`` events, none older than
-``max_age`` seconds since they arrived here. Cursors are ``<epoch>:<sequence>``; the epoch
-is random per connector instance, so a cursor from before a restart is recognised as
-unknown and answered with a Gap (CONTRACT §5).
+``max_age`` seconds since they arrived here. Cursors are ``<epoch>:<sequence>``, or the
+connector's own (strictly increasing, e.g. a Postgres LSN) when it passes one to
+``append``. A cursor the log does not know — from before a lost log, another epoch, or
+evicted — is answered with a Gap (CONTRACT §5).
+
+With a ``path`` the log is durable: every append is written to an append-only JSON-lines
+file before ``append`` returns (to the OS, not fsynced: it survives a killed process, not
+a power cut), the file is loaded again at start with its epoch, and it is rewritten with
+just the retained events once it holds about twice as many lines. Without a path the log
+lives in memory and its epoch is the one given.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import itertools
+import json
+import logging
+import os
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from pathlib import Path
+from typing import IO, Any
 
 from bridge.event import Event
 from connectors.base import EARLIEST, Gap
 
+log = logging.getLogger(__name__)
+
+_FORMAT = 1
+
 
 class ReplayLog:
-    __slots__ = ("buffer", "epoch", "evicted", "last", "max_age", "retain", "stored_at", "waiters")
+    __slots__ = (
+        "_file",
+        "_lines",
+        "buffer",
+        "by_cursor",
+        "epoch",
+        "evicted",
+        "last",
+        "max_age",
+        "path",
+        "retain",
+        "stored_at",
+        "waiters",
+    )
 
-    def __init__(self, epoch: str, *, retain: int, max_age: float) -> None:
+    def __init__(
+        self, epoch: str, *, retain: int, max_age: float, path: Path | None = None
+    ) -> None:
         self.epoch = epoch
         self.retain = retain
         self.max_age = max_age
+        self.path = path
         self.buffer: deque[Event] = deque()
         # When each event arrived here: age counts from arrival, not from the event's own
         # ``time``, which a producer may set to any moment in the past.
@@ -32,36 +68,159 @@ class ReplayLog:
         self.last = 0  # sequence of the newest event; sequences are contiguous
         self.evicted = 0  # highest sequence dropped from the buffer
         self.waiters: set[asyncio.Event] = set()
+        # Connector-given cursors -> sequence (generated ones are computed, not stored).
+        self.by_cursor: dict[str, int] = {}
+        self._file: IO[str] | None = None
+        self._lines = 0
+        if path is not None:
+            self._open(path)
 
-    def append(self, event: Event, now: float) -> Event:
-        """Store ``event`` with the next cursor, wake every follower; returns what was stored."""
+    # --- durability ------------------------------------------------------------------------
+    def _open(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            self._load(path)
+        self._rewrite()
+
+    def _load(self, path: Path) -> None:
+        with path.open(encoding="utf-8") as file:
+            header = _parse(file.readline())
+            if not header or header.get("format") != _FORMAT or "epoch" not in header:
+                log.warning("replay log %s has no valid header; starting a new one", path)
+                return
+            self.epoch = str(header["epoch"])
+            self.last = self.evicted = int(header.get("evicted", 0))
+            for line in file:
+                record = _parse(line)
+                if record is None:  # a torn last line after a crash
+                    continue
+                sequence = int(record["n"])
+                if sequence != self.last + 1:
+                    log.warning("replay log %s skips from %d to %d", path, self.last, sequence)
+                    self.buffer.clear()
+                    self.stored_at.clear()
+                    self.by_cursor.clear()
+                    self.evicted = sequence - 1
+                self.last = sequence
+                cursor = record.get("c")
+                event = Event(
+                    channel=record["ch"],
+                    data=record["d"],
+                    key=record.get("k"),
+                    headers=record.get("h") or {},
+                    time=float(record.get("t", 0.0)),
+                    cursor=cursor or f"{self.epoch}:{sequence}",
+                )
+                if cursor:
+                    self.by_cursor[cursor] = sequence
+                self.buffer.append(event)
+                self.stored_at.append(float(record["s"]))
+        self._evict(lambda: len(self.buffer) > self.retain)
+
+    def _rewrite(self) -> None:
+        """Write the retained events to a fresh file and swap it in."""
+        assert self.path is not None
+        if self._file is not None:
+            self._file.close()
+        temporary = self.path.with_suffix(".tmp")
+        with temporary.open("w", encoding="utf-8") as file:
+            header = {"format": _FORMAT, "epoch": self.epoch, "evicted": self.evicted}
+            file.write(json.dumps(header) + "\n")
+            for sequence, (event, stored) in enumerate(
+                zip(self.buffer, self.stored_at, strict=True), self.evicted + 1
+            ):
+                file.write(self._record(event, sequence, stored))
+        os.replace(temporary, self.path)
+        self._file = self.path.open("a", encoding="utf-8")
+        self._lines = len(self.buffer)
+
+    def _record(self, event: Event, sequence: int, stored: float) -> str:
+        cursor = event.cursor if event.cursor in self.by_cursor else None
+        record: dict[str, Any] = {"n": sequence, "s": stored, "ch": event.channel}
+        record["d"] = event.data
+        if cursor is not None:
+            record["c"] = cursor
+        if event.key is not None:
+            record["k"] = event.key
+        if event.headers:
+            record["h"] = dict(event.headers)
+        record["t"] = event.time
+        return json.dumps(record, separators=(",", ":"), default=str) + "\n"
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.wake_all()
+
+    # --- writing ---------------------------------------------------------------------------
+    def append(self, event: Event, now: float, cursor: str | None = None) -> Event:
+        """Store ``event`` (on disk when durable), wake every follower; returns what was
+        stored, with its cursor (``cursor`` when given, else ``<epoch>:<sequence>``)."""
         self.last += 1
-        stored = replace(event, time=event.time or now, cursor=f"{self.epoch}:{self.last}")
+        if cursor is not None:
+            self.by_cursor[cursor] = self.last
+        stored = replace(
+            event, time=event.time or now, cursor=cursor or f"{self.epoch}:{self.last}"
+        )
         self.buffer.append(stored)
         self.stored_at.append(now)
+        if self._file is not None:
+            self._file.write(self._record(stored, self.last, now))
+            self._file.flush()
+            self._lines += 1
         self.trim(now)
+        if self._file is not None and self._lines > 2 * self.retain + 64:
+            self._rewrite()
         self.wake_all()
         return stored
 
     def trim(self, now: float) -> None:
-        buffer, stored_at = self.buffer, self.stored_at
         horizon = now - self.max_age
-        while buffer and (len(buffer) > self.retain or stored_at[0] < horizon):
-            buffer.popleft()
+        stored_at = self.stored_at
+        self._evict(lambda: len(self.buffer) > self.retain or stored_at[0] < horizon)
+
+    def _evict(self, condition: Callable[[], bool]) -> None:
+        buffer, stored_at, by_cursor = self.buffer, self.stored_at, self.by_cursor
+        while buffer and condition():
+            event = buffer.popleft()
             stored_at.popleft()
             self.evicted += 1
+            if by_cursor and event.cursor is not None:
+                by_cursor.pop(event.cursor, None)
 
     def wake_all(self) -> None:
         for waiter in self.waiters:
             waiter.set()
 
+    # --- reading ---------------------------------------------------------------------------
     @property
     def oldest(self) -> str | None:
         return self.buffer[0].cursor if self.buffer else None
 
+    @property
+    def position(self) -> str | None:
+        """The cursor to follow from for exactly what comes after now."""
+        if self.buffer:
+            return self.buffer[-1].cursor
+        return None if self.by_cursor or self.last == 0 else f"{self.epoch}:{self.last}"
+
     def after(self, sequence: int) -> list[Event]:
         start = max(0, sequence - self.evicted)
         return list(itertools.islice(self.buffer, start, None))
+
+    def sequence_of(self, cursor: str) -> int | None:
+        """The sequence a cursor of this log names while retained (or just evicted)."""
+        known = self.by_cursor.get(cursor)
+        if known is not None:
+            return known
+        epoch, _, number = cursor.partition(":")
+        if epoch != self.epoch or not number.isdigit():
+            return None
+        sequence = int(number)
+        if sequence > self.last or sequence < self.evicted:
+            return None
+        return sequence
 
     def start(self, from_cursor: str | None) -> tuple[int, Gap | None]:
         """The sequence to continue after, and a Gap when the cursor is not retained."""
@@ -69,12 +228,10 @@ class ReplayLog:
             return self.last, None
         if from_cursor == EARLIEST:
             return self.evicted, None
-        epoch, _, number = from_cursor.partition(":")
-        if epoch != self.epoch or not number.isdigit() or int(number) > self.last:
+        sequence = self.sequence_of(from_cursor)
+        if sequence is None:
             return self.evicted, Gap(from_cursor, self.oldest)
-        if int(number) < self.evicted:
-            return self.evicted, Gap(from_cursor, self.oldest)
-        return int(number), None
+        return sequence, None
 
     async def follow(
         self, from_cursor: str | None, *, closed: Callable[[], bool] = lambda: False
@@ -99,3 +256,60 @@ class ReplayLog:
                     await waiter.wait()
         finally:
             self.waiters.discard(waiter)
+
+    async def read_range(
+        self,
+        from_cursor: str,
+        until_cursor: str | None,
+        *,
+        max_events: int | None = None,
+        max_age: float | None = None,
+        now: float | None = None,
+    ) -> AsyncIterator[Event | Gap]:
+        """Events after ``from_cursor`` (or EARLIEST) up to and including ``until_cursor``
+        (None: nothing is before it), then the end; a Gap first when not retained.
+
+        ``max_events``/``max_age`` narrow what counts as retained to a smaller window
+        ending at ``until_cursor`` (an API's own ``replay`` on a log shared by several)."""
+        if from_cursor == until_cursor:
+            return
+        after, gap = self.start(from_cursor)
+        until = self.sequence_of(until_cursor) if until_cursor is not None else self.evicted
+        if until is None:  # the bound itself is gone: so is what lay between
+            yield Gap(from_cursor, self.oldest)
+            return
+        first = self.evicted  # the window starts after this sequence
+        if max_events is not None:
+            first = max(first, until - max_events)
+        if max_age is not None:
+            horizon = (time.time() if now is None else now) - max_age
+            retained = itertools.islice(self.stored_at, 0, max(0, until - self.evicted))
+            aged = sum(1 for stored in retained if stored < horizon)
+            first = max(first, self.evicted + aged)
+        events = self.after(max(after, first))[: max(0, until - max(after, first))]
+        if gap is None and after < first and from_cursor != EARLIEST:
+            gap = Gap(from_cursor, events[0].cursor if events else None)
+        if gap is not None:
+            yield replace(gap, oldest=events[0].cursor if events else None)
+        for event in events:
+            yield event
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    with contextlib.suppress(ValueError):
+        value = json.loads(line)
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def log_path(data_dir: Path | None, broker: str, channel: str) -> Path | None:
+    """Where the durable log of ``channel`` lives, or None when logs stay in memory."""
+    if data_dir is None:
+        return None
+    digest = hashlib.sha256(channel.encode()).hexdigest()[:24]
+    return data_dir / "replay" / _safe(broker) / f"{digest}.jsonl"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"

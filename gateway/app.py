@@ -24,7 +24,7 @@ from gateway.errors import denial_response, denial_status, problem
 from gateway.management import router as management_router
 from gateway.oauth import router as oauth_router
 from gateway.runtime import Runtime
-from gateway.sse import resume_id, serve_sse
+from gateway.sse import resume_id, serve_sse, start_at
 from gateway.websocket import serve_websocket
 
 
@@ -57,7 +57,15 @@ class Gateway:
             admitted = await admit(
                 self.runtime, path=path, headers=headers, query=query, protocol="sse"
             )
-            await serve_sse(self.runtime, admitted, resume_id(headers, query), receive, send)
+            start = start_at(query)
+            if start is False:
+                await problem(400, "from must be earliest or latest", instance=path)(
+                    scope, receive, send
+                )
+                return
+            await serve_sse(
+                self.runtime, admitted, resume_id(headers, query), receive, send, start=start
+            )
         except AccessDenied as exc:  # raised only before the response starts
             self.runtime.metrics.rejected.labels(str(denial_status(exc))).inc()
             await denial_response(exc, instance=path)(scope, receive, send)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from bridge.config import Replay
-from bridge.cursor import EventId
+from bridge.cursor import EventId, event_id
 from bridge.errors import PipelineError
 from bridge.event import Event, payload_text
 from bridge.wire.sse import encode_event
@@ -38,6 +38,7 @@ class Entry:
     time: float
     payload: str
     born: float  # perf_counter at publish, for the latency histogram
+    cursor: str | None = None  # the connector cursor of the event it came from
     _frames: dict[str | None, bytes] = field(default_factory=dict)
 
     def sse(self, event_name: str | None) -> bytes:
@@ -106,13 +107,28 @@ class Wake:
 
 
 class Subscriber:
-    """A client's bounded queue; shared by every hub of a multi-topic stream."""
+    """A client's bounded queue; shared by every hub of a multi-topic stream.
 
-    __slots__ = ("closed", "limit", "on_overflow", "overflowed", "queue", "wake")
+    While the client catches up from the broker (``hold``), live outputs wait in ``held``
+    (bounded the same way) and join the queue on ``release``.
+    """
+
+    __slots__ = (
+        "closed",
+        "drained",
+        "held",
+        "limit",
+        "on_overflow",
+        "overflowed",
+        "queue",
+        "wake",
+    )
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.queue: deque[Item] = deque()
+        self.held: deque[Item] | None = None
+        self.drained: asyncio.Event | None = None  # set when the writer takes a batch
         self.wake = Wake()
         self.overflowed = False
         self.closed: BaseException | None = None
@@ -122,14 +138,32 @@ class Subscriber:
     def offer(self, item: Item) -> None:
         if self.overflowed:
             return
-        queue = self.queue
+        held = self.held
+        queue = self.queue if held is None else held
         if len(queue) >= self.limit:
             self.overflowed = True
             if self.on_overflow is not None:
                 self.on_overflow()
-        else:
+        elif held is None:
             queue.append(item)
+        else:
+            held.append(item)
+            return
         self.wake.set()
+
+    def hold(self) -> None:
+        self.held = deque()
+
+    def release(self, keep: Callable[[Entry], bool] | None = None) -> None:
+        """Live outputs held during a catch-up join the queue (those ``keep`` accepts)."""
+        held, self.held = self.held, None
+        if held:
+            self.queue.extend(
+                item
+                for item in held
+                if keep is None or isinstance(item, GapNotice) or keep(item[0])
+            )
+            self.wake.set()
 
     def close(self, reason: BaseException) -> None:
         """End the stream from outside (revocation, API blocked, shutdown)."""
@@ -150,10 +184,13 @@ class Hub:
         sequence: Iterator[int],
         on_event_in: Callable[[], None],
         on_expression_error: Callable[[int, PipelineError, Event], None],
+        new_pipeline: Callable[[], Pipeline] | None = None,
     ) -> None:
         self.connector = connector
         self.channel = channel
         self.pipeline = pipeline
+        # A fresh pipeline of the same steps, for one client catching up on its own.
+        self.new_pipeline = new_pipeline
         self.replay = replay
         self.epoch = epoch
         self._sequence = sequence
@@ -166,12 +203,20 @@ class Hub:
         self.cursor: str | None = None
         self.subscribers: dict[Subscriber, str | None] = {}
         self.idle_since = time.monotonic()
+        # Set once the hub knows its position in the channel (``cursor``), so a client
+        # catching up knows where the live part begins.
+        self.started = asyncio.Event()
 
     # --- producing ----------------------------------------------------------------------
     async def run(self) -> None:
         """Read the channel until cancelled; windows are flushed on their deadlines."""
         # Started once a window holds an event: an empty window has no deadline yet.
         flusher: asyncio.Task[None] | None = None
+        if self.cursor is None:
+            position = getattr(self.connector, "position", None)
+            if position is not None:
+                self.cursor = await position(self.channel)
+        self.started.set()
         try:
             async for item in self.connector.subscribe(self.channel, self.cursor):
                 if isinstance(item, Gap):
@@ -204,8 +249,14 @@ class Hub:
     def emit(self, event: Event) -> None:
         sequence = next(self._sequence)
         now = time.time()
+        cursor = event.cursor
         entry = Entry(
-            f"{self.epoch}-{sequence}", sequence, now, payload_text(event.data), time.perf_counter()
+            event_id(self.epoch, sequence, cursor),
+            sequence,
+            now,
+            payload_text(event.data),
+            time.perf_counter(),
+            cursor,
         )
         self.log.append(entry)
         self._trim(now)
@@ -232,29 +283,62 @@ class Hub:
         raw_after: str | None,
         event_name: str | None,
         topic: str | None,
+        from_start: bool = False,
     ) -> None:
-        """Queue the backlog after ``after`` (or a gap), then every new output.
+        """Queue the backlog after ``after`` (or a gap; everything retained when
+        ``from_start``), then every new output.
 
         Runs without awaiting, so no event can fall between the backlog and live ones.
         """
         self._trim(time.time())
         if raw_after is not None:
-            resumable = (
-                after is not None
-                and after.epoch == self.epoch
-                and after.sequence >= self.evicted_upto
-            )
-            if resumable:
-                assert after is not None
-                backlog = [e for e in self.log if e.sequence > after.sequence]
-            else:
+            backlog = self.backlog(after, by_cursor=topic is None)
+            if backlog is None:
                 oldest = self.log[0].id if self.log else None
                 subscriber.queue.append(GapNotice(raw_after, oldest, topic))
                 backlog = list(self.log)
+        elif from_start:
+            backlog = list(self.log)
+        else:
+            backlog = []
+        if backlog:
             subscriber.queue.extend((entry, event_name) for entry in backlog)
-            if subscriber.queue:
-                subscriber.wake.set()
+        if subscriber.queue:
+            subscriber.wake.set()
         self.subscribers[subscriber] = event_name
+
+    def backlog(self, after: EventId | None, *, by_cursor: bool = True) -> list[Entry] | None:
+        """What the log holds after ``after``; None when it cannot say (unknown, evicted).
+
+        ``by_cursor``: whether the id's cursor may be looked up, i.e. it is known to come
+        from this channel (a single-topic stream); cursors of two channels may be equal."""
+        if after is None:
+            return None
+        self._trim(time.time())
+        if after.epoch == self.epoch and after.sequence >= self.evicted_upto:
+            return [e for e in self.log if e.sequence > after.sequence]
+        if by_cursor and after.cursor is not None:  # another run's or gateway's id
+            for index, entry in enumerate(self.log):
+                if entry.cursor == after.cursor:
+                    return list(itertools.islice(self.log, index + 1, None))
+        return None
+
+    def attach_held(self, subscriber: Subscriber, event_name: str | None) -> str | None:
+        """Attach with live outputs held back; the cursor where they begin (exclusive)."""
+        subscriber.hold()
+        self.subscribers[subscriber] = event_name
+        return self.cursor
+
+    def catch_up_entry(self, event: Event) -> Entry:
+        """An output replayed for one client: its id is only its cursor (no hub part)."""
+        return Entry(
+            event_id(None, 0, event.cursor),
+            0,
+            time.time(),
+            payload_text(event.data),
+            time.perf_counter(),
+            event.cursor,
+        )
 
     def detach(self, subscriber: Subscriber) -> None:
         self.subscribers.pop(subscriber, None)

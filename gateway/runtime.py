@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from bridge.catalog import VISIBLE_STATES, Catalog, TopicMatch
@@ -71,7 +72,13 @@ class Runtime:
             stack.push_async_callback(self.authority.aclose)
             for name, settings in self.config.brokers.items():
                 retain, max_age = self._retention(name)
-                connector = connector_for(name, settings, retain=retain, max_age=max_age)
+                connector = connector_for(
+                    name,
+                    settings,
+                    retain=retain,
+                    max_age=max_age,
+                    data_dir=Path(self.config.gateway.data_dir),
+                )
                 self.connectors[name] = await stack.enter_async_context(connector)
             stack.push_async_callback(self.hubs.aclose)
             self._start_eager_hubs()
@@ -227,6 +234,7 @@ class Runtime:
                 connector=self.connectors[api.broker],
                 channel=match.channel,
                 pipeline=build_pipeline(topic.pipeline, on_error),
+                new_pipeline=lambda: build_pipeline(topic.pipeline, on_error),
                 replay=api.replay,
                 epoch=self.epoch,
                 sequence=self.hubs.sequence,

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any
+from typing import Any, Literal
 
 from bridge.errors import Revoked, Throttled
 from bridge.wire.sse import PING, encode_event, encode_retry
+from connectors.base import EARLIEST
 from gateway.access import Admitted
 from gateway.hub import Entry, GapNotice
 from gateway.runtime import Runtime, ShuttingDown
@@ -41,11 +42,28 @@ def resume_id(headers: dict[str, str], query: list[tuple[str, str]]) -> str | No
     return value or None
 
 
+def start_at(query: list[tuple[str, str]]) -> str | Literal[False] | None:
+    """``?from=earliest`` (a new stream begins with everything retained), None for the
+    live end (``latest`` or absent), False for anything else."""
+    value = next((v for k, v in query if k == "from"), None)
+    if value in (None, "", "latest"):
+        return None
+    return EARLIEST if value == EARLIEST else False
+
+
 async def serve_sse(
-    runtime: Runtime, admitted: Admitted, resume_from: str | None, receive: Any, send: Any
+    runtime: Runtime,
+    admitted: Admitted,
+    resume_from: str | None,
+    receive: Any,
+    send: Any,
+    *,
+    start: str | None = None,
 ) -> None:
     """Run one SSE stream until it must end; raises TooManyConnections before any byte."""
-    async with StreamSession(runtime, admitted, "sse", resume_from=resume_from) as session:
+    async with StreamSession(
+        runtime, admitted, "sse", resume_from=resume_from, start=start
+    ) as session:
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         await send(
             {"type": "http.response.body", "body": encode_retry(RETRY_MS) + PING, "more_body": True}

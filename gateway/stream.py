@@ -8,16 +8,24 @@ of entries and the final words are written.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-from bridge.cursor import parse_event_id
+from bridge.catalog import TopicMatch
+from bridge.config import WindowStep
+from bridge.cursor import SNAPSHOT_ID, EventId, parse_event_id
 from bridge.errors import BridgeError, Revoked, Throttled
+from bridge.event import Event
+from connectors.base import EARLIEST, Gap
 from gateway.access import Admitted
 from gateway.hub import Entry, GapNotice, Hub, Subscriber
-from gateway.runtime import Runtime
+from gateway.runtime import Runtime, ShuttingDown
+
+log = logging.getLogger("streambridge.stream")
+HUB_START_SECONDS = 5.0  # how long a catch-up waits for a new hub to know its position
 
 
 class SlowConsumer(BridgeError):
@@ -28,6 +36,10 @@ class ClientGone(BridgeError):
     """The client closed the connection."""
 
 
+class Interrupted(ShuttingDown):
+    """A catch-up read failed: the stream ends cleanly and the client resumes."""
+
+
 class StreamSession:
     def __init__(
         self,
@@ -36,12 +48,15 @@ class StreamSession:
         protocol: str,
         *,
         resume_from: str | None = None,
+        start: str | None = None,
         subscribe: bool = True,
     ) -> None:
         self.runtime = runtime
         self.admitted = admitted
         self.protocol = protocol
         self.resume_from = resume_from
+        self.start = start  # EARLIEST: a new stream begins with what is retained
+        self._catch_up: asyncio.Task[None] | None = None
         self.subscriber = Subscriber(runtime.config.gateway.client_queue)
         self.subscribe = subscribe
         self.ping_due = False
@@ -70,14 +85,17 @@ class StreamSession:
             for match in self.admitted.topics:
                 hub = self.runtime.hub(match)
                 name = match.name if self.admitted.multi else None
+                self._hubs.append(hub)
+                if not self.admitted.multi and await self._start_catch_up(hub, match, after):
+                    continue
                 hub.attach(
                     self.subscriber,
                     after=after,
                     raw_after=self.resume_from,
                     event_name=name,
                     topic=name,
+                    from_start=self.start == EARLIEST,
                 )
-                self._hubs.append(hub)
         loop = asyncio.get_running_loop()
         self._timers.append(
             loop.call_at(
@@ -97,10 +115,95 @@ class StreamSession:
     ) -> None:
         for timer in self._timers:
             timer.cancel()
+        if self._catch_up is not None:
+            self._catch_up.cancel()
+            await asyncio.gather(self._catch_up, return_exceptions=True)
         for hub in self._hubs:
             hub.detach(self.subscriber)
         self.runtime.connections.close(self.admitted.key, self.subscriber)
         self.runtime.metrics.connections.labels(self.protocol).dec()
+
+    # --- catching up from the broker -----------------------------------------------------
+    async def _start_catch_up(self, hub: Hub, match: TopicMatch, after: EventId | None) -> bool:
+        """Replay from the broker for this client alone, then hand over to the live hub.
+
+        For a resume id the hub's log cannot serve (another run, another gateway, evicted)
+        that still names a broker position, for ``?from=earliest``, and for a table
+        snapshot. Live outputs are held from the moment of attaching, so nothing falls
+        between the replay (which ends at the hub's position then) and the live part.
+        """
+        connector = hub.connector
+        if match.topic.snapshot and self.resume_from in (None, SNAPSHOT_ID):
+            if not hasattr(connector, "snapshot"):
+                return False
+        elif self.resume_from is not None:
+            if after is None or after.cursor is None or hub.backlog(after) is not None:
+                return False
+            if len(hub.log) >= hub.replay.max_events:
+                return False  # the hub holds the API's whole replay window: it is older
+        elif self.start != EARLIEST:
+            return False
+        if not hasattr(connector, "read_range") or hub.new_pipeline is None:
+            return False
+        if any(isinstance(step, WindowStep) for step in match.topic.pipeline):
+            return False  # windows cannot be rebuilt from a replay: the client gets a gap
+        try:
+            await asyncio.wait_for(hub.started.wait(), HUB_START_SECONDS)
+        except TimeoutError:
+            return False
+        name = match.name if self.admitted.multi else None
+        until = hub.attach_held(self.subscriber, name)
+        self._catch_up = asyncio.create_task(
+            self._replay(hub, match, after, until), name=f"catch-up {match.channel}"
+        )
+        return True
+
+    async def _replay(
+        self, hub: Hub, match: TopicMatch, after: EventId | None, until: str | None
+    ) -> None:
+        subscriber = self.subscriber
+        connector: Any = hub.connector
+        keep: Callable[[Entry], bool] | None = None
+        try:
+            source: AsyncIterator[Event | Gap]
+            if match.topic.snapshot and self.resume_from in (None, SNAPSHOT_ID):
+                boundary, source = await connector.snapshot(match.channel)
+
+                def keep(entry: Entry) -> bool:
+                    return entry.cursor is None or bool(connector.is_after(entry.cursor, boundary))
+
+            else:
+                begin = after.cursor if after is not None and after.cursor else EARLIEST
+                source = connector.read_range(
+                    match.channel,
+                    begin,
+                    until,
+                    max_events=hub.replay.max_events,
+                    max_age=hub.replay.max_age,
+                )
+            assert hub.new_pipeline is not None
+            pipeline = hub.new_pipeline()
+            queue, limit = subscriber.queue, subscriber.limit
+            async for item in source:
+                if subscriber.closed is not None or subscriber.overflowed:
+                    return
+                if isinstance(item, Gap):
+                    oldest = None if item.oldest is None else f".{item.oldest}"
+                    queue.append(GapNotice(self.resume_from or item.requested, oldest, None))
+                    subscriber.wake.set()
+                    continue
+                for output in pipeline.feed(item, time.time()):
+                    while len(queue) >= limit and subscriber.closed is None:
+                        drained = subscriber.drained = asyncio.Event()
+                        await drained.wait()  # the writer takes a batch; the replay waits
+                    queue.append((hub.catch_up_entry(output), None))
+                    subscriber.wake.set()
+            subscriber.release(keep)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("catch-up of %s for a client failed: %s", match.channel, exc)
+            subscriber.close(Interrupted(f"replay of {match.channel} failed; resume"))
 
     def _end(self, reason: BaseException) -> BaseException:
         """Count why the stream ends, before its last words are written (no race with
@@ -149,6 +252,9 @@ class StreamSession:
                 raise self._end(subscriber.closed)
             if subscriber.overflowed:
                 raise self._end(SlowConsumer("the client fell behind"))
+            if subscriber.drained is not None:  # a catch-up waits for room
+                subscriber.drained.set()
+                subscriber.drained = None
             window = self._window
             if window is None:  # no rate limit: take everything queued
                 if queue:

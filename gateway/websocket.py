@@ -29,6 +29,7 @@ from gateway.errors import (
 )
 from gateway.hub import Entry
 from gateway.runtime import Runtime, ShuttingDown
+from gateway.sse import start_at
 from gateway.stream import ClientGone, CutOnOverflow, SlowConsumer, StreamSession
 
 log = logging.getLogger("streambridge.websocket")
@@ -56,8 +57,13 @@ async def serve_websocket(
             protocol="websocket",
         )
         topic = admitted.topics[0].topic
+        start = start_at(query_params(scope))
         session = StreamSession(
-            runtime, admitted, "websocket", subscribe=topic.mode in ("subscribe", "both")
+            runtime,
+            admitted,
+            "websocket",
+            start=start or None,
+            subscribe=topic.mode in ("subscribe", "both"),
         )
         await session.__aenter__()
     except AccessDenied as exc:
@@ -111,8 +117,8 @@ async def _write(
             return POLICY_VIOLATION, exc.detail[:120]
         except SlowConsumer:
             return TRY_AGAIN_LATER, "slow consumer"
-        except ShuttingDown:
-            return GOING_AWAY, "gateway shutting down"
+        except ShuttingDown as exc:
+            return GOING_AWAY, str(exc)[:120]
         except _Closed as exc:
             return exc.code, exc.reason
         except ClientGone:
