@@ -70,6 +70,12 @@ def connector_for(
         from connectors.amqp import AmqpConnector
 
         return AmqpConnector(name, settings, retain=retain, max_age=max_age, data_dir=data_dir)
+    if settings.type == "postgres-cdc":
+        from connectors.postgres_cdc import PostgresCdcConnector
+
+        return PostgresCdcConnector(
+            name, settings, retain=retain, max_age=max_age, data_dir=data_dir
+        )
     raise ConfigError(
         [
             Problem(
