@@ -80,7 +80,15 @@ def amqp() -> Connector:
 # buffer for a channel starts when the channel is first watched (subscribed), and what was
 # published before is gone. The suite watches each test channel before publishing to it;
 # the connector's ``watch(channel)`` binds it without a subscriber.
-RETAINS_ONCE_WATCHED = {"amqp"}
+RETAINS_ONCE_WATCHED = {"amqp", "postgres-cdc"}
+
+
+def postgres_cdc() -> Connector:
+    """A table per channel; rows written with SQL stand in for publishing (CDC has no
+    publish): see tests/cdc/table_broker.py. A table is captured once watched."""
+    from tests.cdc.table_broker import TableBroker
+
+    return TableBroker("postgres-cdc", retain=RETAIN)
 
 
 BINDINGS = [
@@ -88,6 +96,7 @@ BINDINGS = [
     pytest.param(kafka, id="kafka"),
     pytest.param(mqtt, id="mqtt"),
     pytest.param(amqp, id="amqp"),
+    pytest.param(postgres_cdc, id="postgres-cdc"),
 ]
 
 
