@@ -210,11 +210,21 @@ class PostgresCdcConnector:
             yield item
 
     async def read_range(
-        self, channel: str, from_cursor: str, until_cursor: str | None
+        self,
+        channel: str,
+        from_cursor: str,
+        until_cursor: str | None,
+        *,
+        max_events: int | None = None,
+        max_age: float | None = None,
     ) -> AsyncIterator[Event | Gap]:
-        """Changes after ``from_cursor`` up to and including ``until_cursor``, then the end."""
+        """Changes after ``from_cursor`` up to and including ``until_cursor`` (None or
+        EARLIEST, as ``position`` gives for an empty log: nothing is before it), then the
+        end; ``max_events``/``max_age`` narrow the retained window (an API's ``replay``)."""
         state = await self.watch(channel, sync=False)
-        async for item in _with_gaps(state.log.read_range(from_cursor, until_cursor), from_cursor):
+        until = None if until_cursor == EARLIEST else until_cursor
+        stream = state.log.read_range(from_cursor, until, max_events=max_events, max_age=max_age)
+        async for item in _with_gaps(stream, from_cursor):
             yield item
 
     async def position(self, channel: str) -> str:
