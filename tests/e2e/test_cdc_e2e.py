@@ -26,6 +26,7 @@ def database() -> Iterator[str]:
     url = asyncio.run(create_postgres_database())
     dsn = plain_dsn(url)
     asyncio.run(sql(dsn, "CREATE TABLE orders (id int PRIMARY KEY, amount numeric, note text)"))
+    asyncio.run(sql(dsn, "CREATE TABLE stock (sku text PRIMARY KEY, level int)"))
     try:
         yield dsn
     finally:
@@ -49,7 +50,10 @@ def cdc_config(directory: Path, dsn: str, slot: str) -> dict[str, Any]:
                 "context": "/shop",
                 "protocol": "sse",
                 "broker": "db",
-                "topics": [{"name": "/orders", "channel": "public.orders"}],
+                "topics": [
+                    {"name": "/orders", "channel": "public.orders"},
+                    {"name": "/stock", "channel": "public.stock", "snapshot": True},
+                ],
             }
         ],
         "applications": [
@@ -124,3 +128,24 @@ async def test_changes_are_served_as_sse_and_resume_exactly_after_a_restart(
     # The same changes, named by the same LSN cursors (the hub part of an id is per run).
     assert [_cursor(e.id or "") for e in resumed[:2]] == [_cursor(i) for i, _ in changes[1:]]
     assert json.loads(resumed[2].data)["after"] == {"id": 2, "amount": "3", "note": "while down"}
+
+
+async def test_a_snapshot_topic_starts_with_the_rows_then_the_changes(
+    database: str, tmp_path: Path
+) -> None:
+    dsn = database
+    await sql(dsn, "INSERT INTO stock VALUES ('a', 1), ('b', 2)")
+    config = cdc_config(tmp_path, dsn, f"sbtest_{uuid.uuid4().hex[:16]}")
+    with running_server(tmp_path, config) as server:
+        token = await fetch_token(server.base_url, "shop", SECRET)
+        async with sse_stream(server.base_url, "/shop/1.0.0/stock", token) as stream:
+            rows = [json.loads(e.data) for e in await stream.events(2)]
+            assert [r["op"] for r in rows] == ["r", "r"]
+            assert sorted(r["after"]["sku"] for r in rows) == ["a", "b"]
+            await sql(dsn, "INSERT INTO stock VALUES ('c', 3)")
+            await sql(dsn, "UPDATE stock SET level = 0 WHERE sku = 'a'")
+            changes = [json.loads(e.data) for e in await stream.events(2)]
+    assert [(c["op"], c["after"]) for c in changes] == [
+        ("c", {"sku": "c", "level": 3}),
+        ("u", {"sku": "a", "level": 0}),
+    ]
