@@ -62,6 +62,12 @@ BACKOFF_MIN, BACKOFF_MAX = 0.2, 10.0
 LOST = "streambridge-cdc-lost"  # header of the marker a lost slot leaves in each log
 _NO_TABLE = "pg_catalog.streambridge_no_table"  # an add-tables filter that matches nothing
 
+# A table's replica identity and whether it has a primary key; no row when it is missing.
+_TABLE = """
+SELECT c.relreplident::text,
+       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+FROM pg_class c WHERE c.oid = to_regclass(format('%%I.%%I', %s::text, %s::text))
+"""
 SERVER_SETTINGS = "SELECT current_setting('wal_level'), current_database()"
 _PEEK = """
 SELECT lsn::text, xid::text, data FROM pg_logical_slot_peek_changes(
@@ -138,6 +144,7 @@ class PostgresCdcConnector:
         )
         self._tables: dict[str, _Table] = {}
         self._missing: set[str] = set()
+        self._unkeyed: set[str] = set()  # tables warned about: updates/deletes not logged
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._database = ""
         self._confirmed = 0
@@ -312,15 +319,26 @@ class PostgresCdcConnector:
             raise ConnectorError(f"postgres-cdc {self.name}: {self._problem or 'not connected'}")
         qualified = f"{schema}.{table}"
         try:
-            found = await conn.execute(
-                "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
-                (schema, table),
-            )
+            found = await conn.execute(_TABLE, (schema, table))
             row = await found.fetchone()
         except psycopg.Error as error:
             raise ConnectorError(f"postgres-cdc {self.name}: {error}") from error
-        if row is not None and row[0]:
+        if row is not None:
             self._missing.discard(qualified)
+            identity, has_key = row
+            if (identity == "n" or (identity == "d" and not has_key)) and (
+                qualified not in self._unkeyed
+            ):
+                # wal2json skips such updates and deletes (a warning in the server's log).
+                self._unkeyed.add(qualified)
+                log.warning(
+                    "postgres-cdc %s: table %s has no primary key and no replica identity: "
+                    "its updates and deletes are NOT captured, only inserts; run ALTER TABLE "
+                    "%s REPLICA IDENTITY FULL (or add a primary key)",
+                    self.name,
+                    qualified,
+                    qualified,
+                )
             return
         if qualified not in self._missing:
             self._missing.add(qualified)
@@ -524,12 +542,8 @@ class PostgresCdcConnector:
     async def _check_tables(self, conn: psycopg.AsyncConnection[Any]) -> None:
         for qualified in sorted(set(self._tables) | self._missing):
             schema, table = split_channel(qualified)
-            found = await conn.execute(
-                "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
-                (schema, table),
-            )
-            row = await found.fetchone()
-            if row is not None and row[0]:
+            found = await conn.execute(_TABLE, (schema, table))
+            if await found.fetchone() is not None:
                 self._missing.discard(qualified)
             elif qualified not in self._missing:
                 self._missing.add(qualified)

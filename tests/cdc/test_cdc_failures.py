@@ -129,3 +129,19 @@ async def test_an_unreachable_server_is_reported_not_waited_on() -> None:
         assert "cannot connect" in (connector.problem or "")
         with pytest.raises(ConnectorError, match="cannot connect"):
             await asyncio.wait_for(anext(connector.subscribe("public.t")), DEADLINE)
+
+
+async def test_a_table_whose_updates_postgres_does_not_log_is_warned_about(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without a primary key or replica identity, wal2json skips updates and deletes:
+    the connector says so when the table is watched rather than lose them silently."""
+    await sql(dsn, "CREATE TABLE keyless (a int, b text)")
+    await sql(dsn, "CREATE TABLE keyed (a int PRIMARY KEY)")
+    with caplog.at_level(logging.WARNING, logger="connectors.postgres_cdc"):
+        async with cdc_connector(dsn) as connector:
+            await connector.watch("keyless")
+            await connector.watch("keyed")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "public.keyless" in warnings[0] and "REPLICA IDENTITY FULL" in warnings[0]
