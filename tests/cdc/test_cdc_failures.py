@@ -8,10 +8,11 @@ import logging
 
 import pytest
 
+import connectors.pg_slot as pg_slot
 import connectors.postgres_cdc as postgres_cdc
 from bridge.errors import ConnectorError
 from connectors.base import EARLIEST, Gap
-from connectors.postgres_cdc import check_wal_level
+from connectors.pg_slot import check_wal_level
 from tests.cdc.helpers import DEADLINE, cdc_connector, closing, new_slot, sql, take, take_events
 
 
@@ -31,9 +32,7 @@ async def test_a_server_without_logical_wal_level_makes_the_connector_unready(
 ) -> None:
     """The shared cluster cannot be restarted with another wal_level, so the server's answer
     to the connector's settings query is stubbed here; everything after it is real."""
-    monkeypatch.setattr(
-        postgres_cdc, "SERVER_SETTINGS", "SELECT 'replica'::text, current_database()"
-    )
+    monkeypatch.setattr(pg_slot, "SERVER_SETTINGS", "SELECT 'replica'::text, current_database()")
     await sql(dsn, "CREATE TABLE t (id int PRIMARY KEY)")
     with caplog.at_level(logging.ERROR, logger="connectors.postgres_cdc"):
         async with cdc_connector(dsn) as connector:

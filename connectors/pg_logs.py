@@ -1,0 +1,139 @@
+"""The per-table change logs of a postgres-cdc connector: one ``ReplayLog`` per captured
+table (durable under ``data_dir``), the list of captured tables kept beside them, and the
+marker a lost replication slot leaves, which readers see as a ``Gap``.
+
+A change is stored once: its cursor (``pg_changes.py``) is compared with the newest one
+the table's log holds, so re-reading changes the slot was not yet advanced past (after a
+crash or restart) adds nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge.event import Event
+from connectors.base import Gap
+from connectors.pg_changes import PREFIX, Change
+from connectors.replay import ReplayLog, log_path
+
+log = logging.getLogger(__name__)
+
+LOST = "streambridge-cdc-lost"  # header of the marker a lost slot leaves in each log
+
+
+def split_channel(channel: str) -> tuple[str, str]:
+    """``schema.table`` (a name without a schema is in ``public``)."""
+    schema, dot, table = channel.partition(".")
+    return (schema, table) if dot else ("public", channel)
+
+
+@dataclass
+class TableLog:
+    schema: str
+    table: str
+    log: ReplayLog
+    high: str | None  # cursor of the newest change stored (never decreases)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+
+class ChangeLogs:
+    def __init__(self, slot: str, *, retain: int, max_age: float, data_dir: Path | None) -> None:
+        self.slot = slot
+        self.retain = retain
+        self.max_age = max_age
+        self.data_dir = data_dir
+        self.tables: dict[str, TableLog] = {}
+
+    def __iter__(self) -> Iterator[TableLog]:
+        return iter(list(self.tables.values()))
+
+    def get(self, qualified: str) -> TableLog | None:
+        return self.tables.get(qualified)
+
+    @property
+    def _list_file(self) -> Path | None:
+        if self.data_dir is None:
+            return None
+        return self.data_dir / "postgres-cdc" / f"{self.slot}.tables.json"
+
+    def load(self) -> None:
+        """Open the logs of the tables captured before (a restart)."""
+        path = self._list_file
+        if path is None or not path.exists():
+            return
+        names: object = None
+        with contextlib.suppress(ValueError, OSError):
+            names = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(names, list):
+            log.warning("postgres-cdc: cannot read %s; no table is captured yet", path)
+            return
+        for name in names:
+            if isinstance(name, str) and name not in self.tables:
+                self.add(*split_channel(name), remember=False)
+
+    def add(self, schema: str, table: str, *, remember: bool = True) -> TableLog:
+        qualified = f"{schema}.{table}"
+        path = log_path(self.data_dir, f"postgres-cdc-{self.slot}", qualified)
+        replay = ReplayLog(PREFIX.rstrip(":"), retain=self.retain, max_age=self.max_age, path=path)
+        position = replay.position
+        high = position if position and position.startswith(PREFIX) else None
+        state = self.tables[qualified] = TableLog(schema, table, replay, high)
+        listed = self._list_file
+        if remember and listed is not None:
+            listed.parent.mkdir(parents=True, exist_ok=True)
+            temporary = listed.with_suffix(".tmp")
+            temporary.write_text(json.dumps(sorted(self.tables)), encoding="utf-8")
+            temporary.replace(listed)
+        return state
+
+    def holds_changes(self) -> bool:
+        return any(state.high is not None for state in self.tables.values())
+
+    def store(self, change: Change, now: float) -> None:
+        state = self.tables.get(change.qualified)
+        if state is None:  # captured after this round began: from the next one on
+            return
+        if state.high is not None and change.cursor <= state.high:
+            return  # stored before a restart that came before the slot was advanced
+        key = json.dumps(change.key, separators=(",", ":")) if change.key is not None else None
+        event = Event(change.qualified, change.envelope, key=key, time=change.time)
+        state.log.append(event, now, change.cursor)
+        state.high = change.cursor
+
+    def mark_lost(self, cursor: str, reason: str, now: float) -> None:
+        """Every log: the changes between its newest and ``cursor`` are gone."""
+        for state in self:
+            event = Event(state.qualified, {"lost": reason}, headers={LOST: reason})
+            state.log.append(event, now, cursor)
+            state.high = cursor
+
+    def close(self) -> None:
+        for state in self:
+            state.log.close()
+
+
+async def with_gaps(
+    stream: AsyncIterator[Event | Gap], from_cursor: str | None
+) -> AsyncIterator[Event | Gap]:
+    """A log's items, with the marker a lost slot left turned into a Gap."""
+    last = from_cursor
+    try:
+        async for item in stream:
+            if isinstance(item, Event) and LOST in item.headers:
+                yield Gap(last or "", item.cursor)
+            else:
+                yield item
+            if isinstance(item, Event):
+                last = item.cursor
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
