@@ -12,7 +12,8 @@ from bridge.errors import ConnectorError
 from bridge.event import Event
 from connectors.base import EARLIEST
 from connectors.pg_changes import parse_cursor
-from tests.cdc.helpers import cdc_connector, closing, nothing_more, sql, take_events
+from connectors.pg_slot import Slot
+from tests.cdc.helpers import cdc_connector, closing, new_slot, nothing_more, sql, take_events
 
 TYPES_TABLE = """
 CREATE TABLE public.things (
@@ -193,3 +194,36 @@ async def test_a_restarted_connector_resumes_exactly_with_changes_made_while_dow
         ]
         assert resumed[0].cursor == seen[1].cursor
         await nothing_more(stream, 0.3)
+
+
+async def test_changes_stored_but_not_confirmed_before_a_crash_are_not_doubled(
+    dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slot advances only after the logs hold the changes; a gateway that dies in
+    between reads them again at start, and the logs keep one copy of each."""
+    await sql(dsn, "CREATE TABLE t (id int PRIMARY KEY)")
+    slot = new_slot()
+    with monkeypatch.context() as crashing:
+        crashing.setattr(Slot, "advance", _never_advance)
+        async with cdc_connector(dsn, slot=slot, data_dir=tmp_path) as first:
+            await first.watch("t")
+            await sql(dsn, "INSERT INTO t VALUES (1), (2)")
+            await sql(dsn, "INSERT INTO t VALUES (3)")
+            async with closing(first.subscribe("t", EARLIEST)) as stream:
+                stored = await take_events(stream, 3)
+    unconfirmed = await sql(
+        dsn, "SELECT count(*) FROM pg_logical_slot_peek_changes(%s, NULL, NULL)", slot
+    )
+    assert unconfirmed[0][0] > 0  # the slot still holds them
+    async with cdc_connector(dsn, slot=slot, data_dir=tmp_path) as second:
+        await second.watch("t")  # a round has re-read them
+        await sql(dsn, "INSERT INTO t VALUES (4)")
+        async with closing(second.subscribe("t", EARLIEST)) as stream:
+            again = await take_events(stream, 4)
+            await nothing_more(stream, 0.3)
+    assert [e.cursor for e in again[:3]] == [e.cursor for e in stored]
+    assert [e.data["after"]["id"] for e in again] == [1, 2, 3, 4]
+
+
+async def _never_advance(self: Slot, lsn: int) -> None:
+    """A gateway that stops right after storing, before confirming."""
