@@ -200,6 +200,7 @@ class AmqpConnector:
                 retain=self.retain,
                 max_age=self.max_age,
                 path=log_path(self.data_dir, self.name, pattern),
+                name=pattern,
             )
             state = _Pattern(pattern, log_, self._published)
             try:

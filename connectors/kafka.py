@@ -32,6 +32,7 @@ from bridge.event import Event, decode_payload, payload_text
 from connectors.base import EARLIEST, Gap
 
 FETCH_MAX_WAIT_MS = 50
+LINK_CHECK_SECONDS = 2.0
 
 _PREFIX = "k1:"
 _TOPIC_EXISTS = 36
@@ -70,6 +71,11 @@ class KafkaConnector:
         self._admin: AIOKafkaAdminClient | None = None
         self._known: set[str] = set()  # topics known to exist
         self._lock = asyncio.Lock()
+        # aiokafka reconnects silently; a link watch notices the broker going away and
+        # coming back, for /readyz and streambridge_broker_reconnects_total.
+        self.reconnects = 0
+        self._up = True
+        self._watch: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
         # Idempotence would be preferable, but Tansu 0.6 answers InitProducerId with an
@@ -90,6 +96,7 @@ class KafkaConnector:
             await admin.close()
             raise
         self._producer, self._admin = producer, admin
+        self._watch = asyncio.create_task(self._watch_link(), name=f"kafka-{self.name}-link")
         return self
 
     async def __aexit__(
@@ -98,6 +105,9 @@ class KafkaConnector:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
         producer, admin = self._producer, self._admin
         self._producer = self._admin = None
         if producer is not None:
@@ -115,8 +125,19 @@ class KafkaConnector:
         try:
             await asyncio.wait_for(admin.describe_cluster(), 1.5)
         except Exception:
-            return False
-        return True
+            up = False
+        else:
+            up = True
+        if up and not self._up:
+            self.reconnects += 1
+            self._known.clear()  # a broker that lost its storage lost its topics too
+        self._up = up
+        return up
+
+    async def _watch_link(self) -> None:
+        while True:
+            await self.ready()
+            await asyncio.sleep(LINK_CHECK_SECONDS if self._up else LINK_CHECK_SECONDS / 2)
 
     async def _ensure_topic(self, topic: str) -> None:
         if topic in self._known:

@@ -33,7 +33,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from bridge.config import MqttBroker
 from bridge.event import Event, decode_payload, payload_text
 from connectors.base import Gap
-from connectors.replay import ReplayLog, log_path
+from connectors.replay import ReplayLog, log_path, logged_channels
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,10 @@ class MqttConnector:
 
     async def __aenter__(self) -> Self:
         self._closed = False
+        # The filters this gateway kept logs for before a restart are watched again from
+        # the first connection: the kept session delivers what it queued meanwhile.
+        for topic_filter in logged_channels(self.data_dir, self.name):
+            self._filter(topic_filter)
         self._runner = asyncio.create_task(self._run(), name=f"mqtt-{self.name}")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), FIRST_CONNECT)
@@ -181,6 +185,7 @@ class MqttConnector:
                     retain=self.retain,
                     max_age=self.max_age,
                     path=log_path(self.data_dir, self.name, topic_filter),
+                    name=topic_filter,
                 ),
             )
         return state

@@ -48,6 +48,7 @@ class ReplayLog:
         "evicted",
         "last",
         "max_age",
+        "name",
         "path",
         "retain",
         "stored_at",
@@ -55,9 +56,16 @@ class ReplayLog:
     )
 
     def __init__(
-        self, epoch: str, *, retain: int, max_age: float, path: Path | None = None
+        self,
+        epoch: str,
+        *,
+        retain: int,
+        max_age: float,
+        path: Path | None = None,
+        name: str | None = None,
     ) -> None:
         self.epoch = epoch
+        self.name = name  # the channel, filter or pattern; kept in a durable log's header
         self.retain = retain
         self.max_age = max_age
         self.path = path
@@ -124,7 +132,12 @@ class ReplayLog:
             self._file.close()
         temporary = self.path.with_suffix(".tmp")
         with temporary.open("w", encoding="utf-8") as file:
-            header = {"format": _FORMAT, "epoch": self.epoch, "evicted": self.evicted}
+            header = {
+                "format": _FORMAT,
+                "epoch": self.epoch,
+                "evicted": self.evicted,
+                "name": self.name,
+            }
             file.write(json.dumps(header) + "\n")
             for sequence, (event, stored) in enumerate(
                 zip(self.buffer, self.stored_at, strict=True), self.evicted + 1
@@ -301,6 +314,20 @@ def _parse(line: str) -> dict[str, Any] | None:
         if isinstance(value, dict):
             return value
     return None
+
+
+def logged_channels(data_dir: Path | None, broker: str) -> list[str]:
+    """The channels a broker's durable logs are kept for (from their headers)."""
+    if data_dir is None:
+        return []
+    directory = data_dir / "replay" / _safe(broker)
+    names = []
+    for path in sorted(directory.glob("*.jsonl")) if directory.is_dir() else []:
+        with path.open(encoding="utf-8") as file:
+            header = _parse(file.readline())
+        if header and isinstance(header.get("name"), str):
+            names.append(header["name"])
+    return names
 
 
 def log_path(data_dir: Path | None, broker: str, channel: str) -> Path | None:

@@ -110,7 +110,9 @@ class Subscriber:
     """A client's bounded queue; shared by every hub of a multi-topic stream.
 
     While the client catches up from the broker (``hold``), live outputs wait in ``held``
-    (bounded the same way) and join the queue on ``release``.
+    (bounded the same way) and join the queue on ``release``. When ``held`` overflows and
+    the catch-up can read further from the broker (``spill``), the held part is dropped
+    and ``spilled`` set: the catch-up then reads those events from the broker too.
     """
 
     __slots__ = (
@@ -121,6 +123,8 @@ class Subscriber:
         "on_overflow",
         "overflowed",
         "queue",
+        "spill",
+        "spilled",
         "wake",
     )
 
@@ -128,6 +132,8 @@ class Subscriber:
         self.limit = limit
         self.queue: deque[Item] = deque()
         self.held: deque[Item] | None = None
+        self.spill = False
+        self.spilled = False
         self.drained: asyncio.Event | None = None  # set when the writer takes a batch
         self.wake = Wake()
         self.overflowed = False
@@ -140,6 +146,10 @@ class Subscriber:
             return
         held = self.held
         queue = self.queue if held is None else held
+        if held is not None and (self.spilled or (self.spill and len(held) >= self.limit)):
+            self.spilled = True
+            held.clear()
+            return
         if len(queue) >= self.limit:
             self.overflowed = True
             if self.on_overflow is not None:
@@ -151,8 +161,10 @@ class Subscriber:
             return
         self.wake.set()
 
-    def hold(self) -> None:
+    def hold(self, *, spill: bool = False) -> None:
         self.held = deque()
+        self.spill = spill
+        self.spilled = False
 
     def release(self, keep: Callable[[Entry], bool] | None = None) -> None:
         """Live outputs held during a catch-up join the queue (those ``keep`` accepts)."""
@@ -323,9 +335,12 @@ class Hub:
                     return list(itertools.islice(self.log, index + 1, None))
         return None
 
-    def attach_held(self, subscriber: Subscriber, event_name: str | None) -> str | None:
-        """Attach with live outputs held back; the cursor where they begin (exclusive)."""
-        subscriber.hold()
+    def attach_held(
+        self, subscriber: Subscriber, event_name: str | None, *, spill: bool
+    ) -> str | None:
+        """Attach (again) with live outputs held back; the cursor where they begin
+        (exclusive)."""
+        subscriber.hold(spill=spill)
         self.subscribers[subscriber] = event_name
         return self.cursor
 

@@ -152,7 +152,8 @@ class StreamSession:
         except TimeoutError:
             return False
         name = match.name if self.admitted.multi else None
-        until = hub.attach_held(self.subscriber, name)
+        snapshot = match.topic.snapshot and self.resume_from in (None, SNAPSHOT_ID)
+        until = hub.attach_held(self.subscriber, name, spill=not snapshot)
         self._catch_up = asyncio.create_task(
             self._replay(hub, match, after, until), name=f"catch-up {match.channel}"
         )
@@ -164,16 +165,20 @@ class StreamSession:
         subscriber = self.subscriber
         connector: Any = hub.connector
         keep: Callable[[Entry], bool] | None = None
+        assert hub.new_pipeline is not None
+        pipeline = hub.new_pipeline()
         try:
-            source: AsyncIterator[Event | Gap]
             if match.topic.snapshot and self.resume_from in (None, SNAPSHOT_ID):
-                boundary, source = await connector.snapshot(match.channel)
+                boundary, rows = await connector.snapshot(match.channel)
 
                 def keep(entry: Entry) -> bool:
                     return entry.cursor is None or bool(connector.is_after(entry.cursor, boundary))
 
-            else:
-                begin = after.cursor if after is not None and after.cursor else EARLIEST
+                await self._deliver(hub, pipeline, rows)
+                subscriber.release(keep)
+                return
+            begin = after.cursor if after is not None and after.cursor else EARLIEST
+            while True:
                 source = connector.read_range(
                     match.channel,
                     begin,
@@ -181,29 +186,40 @@ class StreamSession:
                     max_events=hub.replay.max_events,
                     max_age=hub.replay.max_age,
                 )
-            assert hub.new_pipeline is not None
-            pipeline = hub.new_pipeline()
-            queue, limit = subscriber.queue, subscriber.limit
-            async for item in source:
-                if subscriber.closed is not None or subscriber.overflowed:
+                if not await self._deliver(hub, pipeline, source):
                     return
-                if isinstance(item, Gap):
-                    oldest = None if item.oldest is None else f".{item.oldest}"
-                    queue.append(GapNotice(self.resume_from or item.requested, oldest, None))
-                    subscriber.wake.set()
-                    continue
-                for output in pipeline.feed(item, time.time()):
-                    while len(queue) >= limit and subscriber.closed is None:
-                        drained = subscriber.drained = asyncio.Event()
-                        await drained.wait()  # the writer takes a batch; the replay waits
-                    queue.append((hub.catch_up_entry(output), None))
-                    subscriber.wake.set()
-            subscriber.release(keep)
+                if not subscriber.spilled:
+                    subscriber.release()
+                    return
+                # The live part held meanwhile outgrew the queue and was dropped: read it
+                # from the broker too, up to where the hub is now, holding anew.
+                begin = until or EARLIEST
+                until = hub.attach_held(subscriber, None, spill=True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("catch-up of %s for a client failed: %s", match.channel, exc)
             subscriber.close(Interrupted(f"replay of {match.channel} failed; resume"))
+
+    async def _deliver(self, hub: Hub, pipeline: Any, source: AsyncIterator[Event | Gap]) -> bool:
+        """Queue a replay for this client, waiting for room; False when the stream ended."""
+        subscriber = self.subscriber
+        queue, limit = subscriber.queue, subscriber.limit
+        async for item in source:
+            if subscriber.closed is not None or subscriber.overflowed:
+                return False
+            if isinstance(item, Gap):
+                oldest = None if item.oldest is None else f".{item.oldest}"
+                queue.append(GapNotice(self.resume_from or item.requested, oldest, None))
+                subscriber.wake.set()
+                continue
+            for output in pipeline.feed(item, time.time()):
+                while len(queue) >= limit and subscriber.closed is None:
+                    drained = subscriber.drained = asyncio.Event()
+                    await drained.wait()  # the writer takes a batch; the replay waits
+                queue.append((hub.catch_up_entry(output), None))
+                subscriber.wake.set()
+        return True
 
     def _end(self, reason: BaseException) -> BaseException:
         """Count why the stream ends, before its last words are written (no race with
