@@ -1,6 +1,7 @@
 """The per-table change logs of a postgres-cdc connector: one ``ReplayLog`` per captured
-table (durable under ``data_dir``), the list of captured tables kept beside them, and the
-marker a lost replication slot leaves, which readers see as a ``Gap``.
+table (durable under ``data_dir``, where the logs' headers tell which tables to capture
+again after a restart), and the marker a lost replication slot leaves, which readers see
+as a ``Gap``.
 
 A change is stored once: its cursor (``pg_changes.py``) is compared with the newest one
 the table's log holds, so re-reading changes the slot was not yet advanced past (after a
@@ -9,7 +10,6 @@ crash or restart) adds nothing.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -19,7 +19,7 @@ from pathlib import Path
 from bridge.event import Event
 from connectors.base import Gap
 from connectors.pg_changes import PREFIX, Change
-from connectors.replay import ReplayLog, log_path
+from connectors.replay import ReplayLog, log_path, logged_channels
 
 log = logging.getLogger(__name__)
 
@@ -59,39 +59,27 @@ class ChangeLogs:
         return self.tables.get(qualified)
 
     @property
-    def _list_file(self) -> Path | None:
-        if self.data_dir is None:
-            return None
-        return self.data_dir / "postgres-cdc" / f"{self.slot}.tables.json"
+    def _broker(self) -> str:
+        return f"postgres-cdc-{self.slot}"
 
     def load(self) -> None:
         """Open the logs of the tables captured before (a restart)."""
-        path = self._list_file
-        if path is None or not path.exists():
-            return
-        names: object = None
-        with contextlib.suppress(ValueError, OSError):
-            names = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(names, list):
-            log.warning("postgres-cdc: cannot read %s; no table is captured yet", path)
-            return
-        for name in names:
-            if isinstance(name, str) and name not in self.tables:
-                self.add(*split_channel(name), remember=False)
+        for name in logged_channels(self.data_dir, self._broker):
+            if name not in self.tables:
+                self.add(*split_channel(name))
 
-    def add(self, schema: str, table: str, *, remember: bool = True) -> TableLog:
+    def add(self, schema: str, table: str) -> TableLog:
         qualified = f"{schema}.{table}"
-        path = log_path(self.data_dir, f"postgres-cdc-{self.slot}", qualified)
-        replay = ReplayLog(PREFIX.rstrip(":"), retain=self.retain, max_age=self.max_age, path=path)
+        replay = ReplayLog(
+            PREFIX.rstrip(":"),
+            retain=self.retain,
+            max_age=self.max_age,
+            path=log_path(self.data_dir, self._broker, qualified),
+            name=qualified,  # in the file's header: the table is captured again at start
+        )
         position = replay.position
         high = position if position and position.startswith(PREFIX) else None
         state = self.tables[qualified] = TableLog(schema, table, replay, high)
-        listed = self._list_file
-        if remember and listed is not None:
-            listed.parent.mkdir(parents=True, exist_ok=True)
-            temporary = listed.with_suffix(".tmp")
-            temporary.write_text(json.dumps(sorted(self.tables)), encoding="utf-8")
-            temporary.replace(listed)
         return state
 
     def holds_changes(self) -> bool:
