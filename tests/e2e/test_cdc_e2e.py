@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.cdc.helpers import drop_slots, plain_dsn, sql
-from tests.e2e.helpers import fetch_token, get, sse_stream
+from tests.e2e.helpers import eventually, fetch_token, get, sse_stream
 from tests.e2e.servers import Server, running_server, state_url
 from tests.store.helpers import create_postgres_database, drop_postgres_database
 
@@ -34,7 +34,9 @@ def database() -> Iterator[str]:
         asyncio.run(drop_postgres_database(url))
 
 
-def cdc_config(directory: Path, dsn: str, slot: str) -> dict[str, Any]:
+def cdc_config(
+    directory: Path, dsn: str, slot: str, *extra_topics: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "gateway": {
             "public_url": "http://127.0.0.1:8080",
@@ -53,6 +55,7 @@ def cdc_config(directory: Path, dsn: str, slot: str) -> dict[str, Any]:
                 "topics": [
                     {"name": "/orders", "channel": "public.orders"},
                     {"name": "/stock", "channel": "public.stock", "snapshot": True},
+                    *extra_topics,
                 ],
             }
         ],
@@ -149,3 +152,32 @@ async def test_a_snapshot_topic_starts_with_the_rows_then_the_changes(
         ("c", {"sku": "c", "level": 3}),
         ("u", {"sku": "a", "level": 0}),
     ]
+
+
+async def test_a_missing_table_makes_readyz_503_until_it_exists(
+    database: str, tmp_path: Path
+) -> None:
+    dsn = database
+    later = {"name": "/later", "channel": "public.later"}
+    config = cdc_config(tmp_path, dsn, f"sbtest_{uuid.uuid4().hex[:16]}", later)
+    with running_server(tmp_path, config) as server:
+        token = await fetch_token(server.base_url, "shop", SECRET)
+        async with sse_stream(server.base_url, "/shop/1.0.0/later", token) as stream:
+
+            async def unready() -> dict[str, Any] | None:
+                response = await get(server.base_url, "/readyz")
+                return response.json() if response.status_code == 503 else None
+
+            body = await eventually(unready, what="/readyz 503")
+            assert body["checks"]["broker:db"] is False
+            assert "public.later does not exist" in server.stderr()
+
+            await sql(dsn, "CREATE TABLE later (id int PRIMARY KEY)")
+
+            async def ready() -> bool:
+                return (await get(server.base_url, "/readyz")).status_code == 200
+
+            await eventually(ready, timeout=30, what="/readyz 200 once the table exists")
+            await sql(dsn, "INSERT INTO later VALUES (1)")
+            (event,) = await stream.events(1, timeout=30)
+            assert json.loads(event.data)["after"] == {"id": 1}
