@@ -9,8 +9,9 @@ snapshot is taken), none before it. This is how PostgreSQL's own logical replica
 a table before it streams changes. The temporary slot goes away with its connection, once
 the snapshot is imported.
 
-Column values are read ``::text`` and mapped by ``connectors/pg_types.py``, as the change
-stream's are, so a snapshot row and an insert of the same values look the same.
+Column values are read as their types' output functions write them (as wal2json does)
+and mapped by ``connectors/pg_types.py``, so a snapshot row and an insert of the same
+values look the same.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary AND a.attnum 
 WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
+
+
+def _as_output(column: str) -> sql.Composable:
+    """A column as its type's output function writes it, as wal2json does (a ``::text``
+    cast differs for some types: it trims ``character(n)`` and adds ``/32`` to ``inet``)."""
+    name = sql.Identifier(column)
+    return sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE format('%s', {}) END").format(name, name)
 
 
 class SnapshotRows:
@@ -111,9 +119,7 @@ async def take_snapshot(
             cursor = reader.cursor(name="streambridge_snapshot")
             cursor.itersize = FETCH
             select = sql.SQL("SELECT {} FROM {}").format(
-                sql.SQL(", ").join(
-                    sql.SQL("{}::text").format(sql.Identifier(c[0])) for c in columns
-                ),
+                sql.SQL(", ").join(_as_output(c[0]) for c in columns),
                 name,
             )
             await cursor.execute(select)

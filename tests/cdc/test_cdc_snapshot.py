@@ -8,6 +8,7 @@ import itertools
 from typing import Any
 
 from bridge.event import Event
+from connectors.base import EARLIEST
 from tests.cdc.helpers import DEADLINE, cdc_connector, closing, sql, take_events
 
 
@@ -93,3 +94,53 @@ async def test_a_snapshot_of_an_empty_table_and_an_abandoned_one(dsn: str) -> No
         await rows.aclose()
         slots = await sql(dsn, "SELECT count(*) FROM pg_replication_slots WHERE temporary")
         assert slots == [(0,)]
+
+
+ODD_TYPES = """
+CREATE TYPE mood AS ENUM ('sad', 'happy');
+CREATE TABLE odd (
+    id int PRIMARY KEY, m money, tz timetz, r int4range, ip inet, feel mood, x xml,
+    p point, bits bit(3), n numeric, nums numeric[], f real, d double precision,
+    c char(3), stamps timestamptz[], docs jsonb[], big bigint, u uuid, t text
+);
+INSERT INTO odd VALUES
+    (1, 12.5, '10:11:12+02', '[1,5)', '10.0.0.1', 'happy', '<a>b</a>', '(1,2)', B'101',
+     'NaN', '{1.50,NULL}', 'Infinity', '-1.5e-10', 'ab', '{"2024-01-02 03:04:05+00"}',
+     ARRAY['{"k": [1]}'::jsonb], -9223372036854775808, gen_random_uuid(), E'line\\nbreak "q"'),
+    (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+     NULL, NULL, NULL, NULL);
+"""
+
+
+async def test_a_snapshot_row_and_a_change_of_the_same_values_look_the_same(dsn: str) -> None:
+    """The two paths read values differently (wal2json's JSON; ``::text`` columns), and
+    map them to the same JSON."""
+    async with cdc_connector(dsn) as connector:
+        await sql(dsn, ODD_TYPES.split("INSERT")[0])
+        await connector.watch("odd")
+        await sql(dsn, "INSERT" + ODD_TYPES.split("INSERT")[1])
+        async with closing(connector.subscribe("odd", EARLIEST)) as stream:
+            changes = [e.data["after"] for e in await take_events(stream, 2)]
+        _, rows = await connector.snapshot("odd")
+        snapshot = [row.data["after"] async for row in rows]
+    assert sorted(snapshot, key=lambda r: r["id"]) == changes
+    first = changes[0]
+    assert first["m"] == "$12.50"
+    assert (first["tz"], first["r"], first["ip"], first["feel"]) == (
+        "10:11:12+02:00",
+        "[1,5)",
+        "10.0.0.1",
+        "happy",
+    )
+    assert (first["n"], first["nums"], first["f"], first["d"]) == (
+        None,
+        ["1.50", None],
+        None,
+        -1.5e-10,
+    )
+    assert first["stamps"] == ["2024-01-02T03:04:05+00:00"]
+    assert first["docs"] == [{"k": [1]}]
+    assert first["big"] == -9223372036854775808
+    assert first["t"] == 'line\nbreak "q"'
+    assert first["c"] == "ab "
+    assert set(changes[1].values()) == {None, 2}
