@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.changes import format_lsn, parse_lsn
 from bridge.errors import PipelineError
@@ -44,6 +46,26 @@ def test_cursors_sort_as_strings_in_stream_order() -> None:
     assert [parse_cursor(c) for c in ordered[:1]] == [(0x100, 0x10, 0)]
     assert parse_cursor("k1:0=1") is None
     assert parse_cursor("pg1:zz") is None
+
+
+POSITIONS = st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), st.integers(0, 0xFFFF))
+
+
+@given(POSITIONS, POSITIONS)
+def test_cursor_strings_order_as_their_positions(
+    a: tuple[int, int, int], b: tuple[int, int, int]
+) -> None:
+    ca, cb = format_cursor(*a), format_cursor(*b)
+    assert parse_cursor(ca) == a
+    assert (ca < cb) == (a < b)
+    assert is_after(ca, cb) == (a > b)
+
+
+@given(st.integers(1, 2**64 - 1), POSITIONS)
+def test_a_boundary_is_after_exactly_the_earlier_commits(
+    lsn: int, position: tuple[int, int, int]
+) -> None:
+    assert is_after(format_cursor(*position), boundary_cursor(lsn)) == (position[0] >= lsn)
 
 
 def test_a_boundary_splits_changes_by_commit_lsn() -> None:
