@@ -144,3 +144,27 @@ async def test_a_table_whose_updates_postgres_does_not_log_is_warned_about(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "public.keyless" in warnings[0] and "REPLICA IDENTITY FULL" in warnings[0]
+
+
+async def test_a_lost_connection_is_reported_and_nothing_committed_meanwhile_is_lost(
+    dsn: str,
+) -> None:
+    """The poller's session is killed (as by a server restart); the connector reconnects
+    and the slot still holds what was committed in between."""
+    await sql(dsn, "CREATE TABLE t (id int PRIMARY KEY)")
+    async with cdc_connector(dsn) as connector:
+        await connector.watch("t")
+        async with closing(connector.subscribe("t", EARLIEST)) as stream:
+            await sql(dsn, "INSERT INTO t VALUES (1)")
+            await take_events(stream, 1)
+            killed = await sql(
+                dsn,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'streambridge-cdc-db' AND datname = current_database()",
+            )
+            assert killed == [(True,)]
+            await sql(dsn, "INSERT INTO t VALUES (2)")
+            (second,) = await take_events(stream, 1)
+            assert second.data["after"] == {"id": 2}
+        assert connector.reconnects >= 1
+        assert await connector.ready()
