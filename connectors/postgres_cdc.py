@@ -20,9 +20,13 @@ cursor is exact (``Last-Event-ID`` carries the LSN, ``pg_changes.py``).
 
 Failures are never silent. ``ready()`` is False, with the reason logged at ERROR, while:
 the server cannot be reached; ``wal_level`` is not ``logical`` (the message names the fix);
-the wal2json plugin is missing; a subscribed table does not exist; or the slot was lost.
-A lost slot (dropped or invalidated behind our back) is recreated, and every table's log
-gets a marker there that followers see as a ``Gap``: the changes in between are gone.
+the wal2json plugin is missing or the slot cannot be created; a subscribed table does not
+exist or was dropped. Subscribing then raises ConnectorError with that reason. A lost slot
+(dropped or invalidated behind our back) is logged at ERROR, counted (``slot_losses``) and
+recreated at once (ready again once it is), and every table's log gets a marker there that
+followers, and later resumes from before it, see as a ``Gap``: the changes in between are
+gone. Tables without a primary key or replica identity are warned about: PostgreSQL logs
+nothing of their old rows, and wal2json skips their updates and deletes.
 """
 
 from __future__ import annotations
