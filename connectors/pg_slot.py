@@ -58,10 +58,11 @@ def check_wal_level(value: str) -> None:
 
 
 def slot_name(name: str, settings: PostgresCdcBroker, data_dir: Path | None) -> str:
-    """The configured ``slot``, or one per broker and data directory."""
+    """The configured ``slot``, or one per broker and data directory (by absolute path)."""
     if "slot" in settings.model_fields_set:
         return settings.slot
-    digest = hashlib.sha256(f"{name}\0{data_dir or ''}".encode()).hexdigest()[:8]
+    where = str(data_dir.resolve()) if data_dir is not None else ""
+    digest = hashlib.sha256(f"{name}\0{where}".encode()).hexdigest()[:8]
     safe = re.sub(r"[^a-z0-9_]", "_", name.lower())[:40]
     return f"{settings.slot}_{safe}_{digest}"
 

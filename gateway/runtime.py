@@ -10,6 +10,7 @@ it no longer allows.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import time
@@ -21,7 +22,7 @@ from typing import Any
 from bridge.catalog import VISIBLE_STATES, Catalog, TopicMatch
 from bridge.config import Config
 from bridge.cursor import new_epoch
-from bridge.errors import BridgeError, PipelineError, Revoked
+from bridge.errors import BridgeError, ConfigError, PipelineError, Problem, Revoked
 from bridge.event import Event
 from bridge.secrets import hash_secret
 from bridge.store import Snapshot, Store
@@ -33,6 +34,7 @@ from gateway.metrics import Metrics
 from pipelines import build_pipeline
 
 log = logging.getLogger("streambridge.runtime")
+DURABLE_LOG_BROKERS = ("mqtt", "amqp", "postgres-cdc")  # keep files in gateway.data_dir
 HOUSEKEEPING_SECONDS = 5.0
 STORE_POLL_SECONDS = 1.0  # how soon another gateway's change to the store applies here
 
@@ -70,6 +72,7 @@ class Runtime:
             self.catalog = Catalog(await self.store.snapshot())
             self.authority = await TokenAuthority.open(self.config.auth, self.store)
             stack.push_async_callback(self.authority.aclose)
+            data_dir = self._claim_data_dir(stack)
             for name, settings in self.config.brokers.items():
                 retain, max_age = self._retention(name)
                 connector = connector_for(
@@ -77,7 +80,7 @@ class Runtime:
                     settings,
                     retain=retain,
                     max_age=max_age,
-                    data_dir=Path(self.config.gateway.data_dir),
+                    data_dir=data_dir,
                 )
                 self.connectors[name] = await stack.enter_async_context(connector)
             stack.push_async_callback(self.hubs.aclose)
@@ -94,6 +97,23 @@ class Runtime:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _claim_data_dir(self, stack: AsyncExitStack) -> Path | None:
+        """Lock ``gateway.data_dir`` for this process when a broker keeps logs there: two
+        gateways appending to the same replay logs would corrupt them."""
+        if not any(b.type in DURABLE_LOG_BROKERS for b in self.config.brokers.values()):
+            return None
+        path = Path(self.config.gateway.data_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        lock = (path / ".lock").open("w")
+        stack.callback(lock.close)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                [Problem("gateway.data_dir", f"{path} is in use by another gateway process")]
+            ) from None
+        return path
 
     # --- broker reconnects ----------------------------------------------------------------
     def _count_hub_restart(self, broker: str) -> None:

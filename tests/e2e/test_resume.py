@@ -263,3 +263,16 @@ async def test_from_with_an_unknown_value_is_a_bad_request(tmp_path: Path) -> No
         assert response.status_code == 400
         assert response.headers["content-type"].startswith("application/problem+json")
         assert "from" in response.json()["detail"]
+
+
+def test_two_gateways_cannot_share_a_data_dir(tmp_path: Path) -> None:
+    broker = {"type": "mqtt", "url": MQTT, "qos": 1, "client_id": f"sb-lock-{uuid.uuid4().hex}"}
+    settings = config(tmp_path, broker, "lock/test")
+    with (
+        running_server(tmp_path, settings),
+        pytest.raises(RuntimeError) as refused,
+        running_server(tmp_path, settings),
+    ):
+        pass
+    assert "gateway.data_dir" in str(refused.value)
+    assert "in use by another gateway" in str(refused.value)
