@@ -102,8 +102,8 @@ async def test_a_lost_slot_is_recreated_and_followers_get_a_gap(
             (first,) = await take_events(stream, 1)
             with caplog.at_level(logging.ERROR, logger="connectors.postgres_cdc"):
                 await _drop_slot(dsn, slot)
-                async with asyncio.timeout(DEADLINE):
-                    while connector.slot_losses == 0:
+                async with asyncio.timeout(DEADLINE):  # detected, and the slot is back
+                    while connector.slot_losses == 0 or not await connector.ready():
                         await asyncio.sleep(0.01)
             await sql(dsn, "INSERT INTO t VALUES (3)")
             items = await take(stream, 2)
