@@ -129,6 +129,18 @@ class Catalog:
     def tier(self, name: str) -> Tier:
         return self.tiers.get(name) or Tier()
 
+    def unmasking_scopes(self, client_id: str) -> frozenset[str]:
+        """The ``mask.unless_scope`` of the topics of the APIs the application is
+        subscribed to: granted only when asked for (masked is the default, §7b)."""
+        scopes: set[str] = set()
+        for (owner, name, version), state in self.subscriptions.items():
+            api = self.api(name, version)
+            if owner == client_id and not state.blocked and api and api.state in VISIBLE_STATES:
+                for topic in api.topics:
+                    if topic.mask is not None and topic.mask.unless_scope is not None:
+                        scopes.add(topic.mask.unless_scope)
+        return frozenset(scopes)
+
     def available_scopes(self, client_id: str) -> frozenset[str]:
         """Every scope of the topics of the APIs the application is subscribed to (§4)."""
         scopes: set[str] = set()

@@ -29,6 +29,8 @@ class Event:
     headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     time: float = 0.0
     cursor: str | None = None
+    # The SSE event name an output asks for (a CDC ``unwrap`` of a delete: ``delete``).
+    name: str | None = None
 
     def with_data(self, data: Any) -> Event:
         return replace(self, data=data)

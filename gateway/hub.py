@@ -39,14 +39,16 @@ class Entry:
     payload: str
     born: float  # perf_counter at publish, for the latency histogram
     cursor: str | None = None  # the connector cursor of the event it came from
+    event: str | None = None  # an event name of its own (a CDC delete when unwrapped)
     _frames: dict[str | None, bytes] = field(default_factory=dict)
 
     def sse(self, event_name: str | None) -> bytes:
         frame = self._frames.get(event_name)
         if frame is None:
-            frame = self._frames[event_name] = encode_event(
-                self.payload, id=self.id, event=event_name
-            )
+            name = event_name
+            if self.event is not None:  # multi-topic streams: "<topic>#delete"
+                name = self.event if event_name is None else f"{event_name}#{self.event}"
+            frame = self._frames[event_name] = encode_event(self.payload, id=self.id, event=name)
         return frame
 
 
@@ -269,6 +271,7 @@ class Hub:
             payload_text(event.data),
             time.perf_counter(),
             cursor,
+            event.name,
         )
         self.log.append(entry)
         self._trim(now)
@@ -353,6 +356,7 @@ class Hub:
             payload_text(event.data),
             time.perf_counter(),
             event.cursor,
+            event.name,
         )
 
     def detach(self, subscriber: Subscriber) -> None:

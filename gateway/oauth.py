@@ -80,7 +80,10 @@ def router(runtime: Runtime) -> APIRouter:
             )
         requested = form["scope"].split() if form.get("scope", "").strip() else None
         try:
-            scopes = grant_scopes(requested, runtime.catalog.available_scopes(client_id))
+            available = runtime.catalog.available_scopes(client_id)
+            if requested is not None:  # a mask is lifted only for a token that asks
+                available |= runtime.catalog.unmasking_scopes(client_id)
+            scopes = grant_scopes(requested, available)
         except ValueError as exc:
             return oauth_error(400, "invalid_scope", str(exc))
         assert runtime.authority is not None

@@ -31,7 +31,7 @@ from gateway.auth import TokenAuthority
 from gateway.connections import Connections
 from gateway.hub import Hub, HubSet
 from gateway.metrics import Metrics
-from pipelines import build_pipeline
+from pipelines.topic import topic_pipeline
 
 log = logging.getLogger("streambridge.runtime")
 DURABLE_LOG_BROKERS = ("mqtt", "amqp", "postgres-cdc")  # keep files in gateway.data_dir
@@ -208,8 +208,9 @@ class Runtime:
             for topic in api.topics:
                 if topic.mode != "publish" and "{" not in topic.name:
                     match = TopicMatch(api, topic, topic.name, topic.channel)
-                    self._eager.add(self.hub_key(match))
-                    self.hub(match)
+                    for masked in (False, True) if topic.mask else (False,):
+                        self._eager.add(self.hub_key(match, masked))
+                        self.hub(match, masked=masked)
 
     async def _housekeeping(self) -> None:
         while True:
@@ -225,14 +226,21 @@ class Runtime:
 
     # --- hubs ------------------------------------------------------------------------------
     @staticmethod
-    def hub_key(match: TopicMatch) -> tuple[str, str, str]:
-        steps = json.dumps(
-            [s.model_dump(mode="json") for s in match.topic.pipeline], sort_keys=True
-        )
-        replay = match.api.replay.model_dump_json()
-        return (match.api.broker, match.channel, steps + replay)
+    def hub_key(match: TopicMatch, masked: bool = False) -> tuple[str, str, str]:
+        """Topics share a hub when they read the same channel the same way."""
+        topic = match.topic
+        shape = {
+            "steps": [s.model_dump(mode="json") for s in topic.pipeline],
+            "replay": match.api.replay.model_dump(mode="json"),
+            "debezium": topic.debezium,
+            "unwrap": topic.unwrap,
+            "mask": topic.mask.model_dump(mode="json") if masked and topic.mask else None,
+        }
+        return (match.api.broker, match.channel, json.dumps(shape, sort_keys=True))
 
-    def hub(self, match: TopicMatch) -> Hub:
+    def hub(self, match: TopicMatch, *, masked: bool = False) -> Hub:
+        """The hub of a topic; ``masked``: the variant with the topic's masked columns
+        as null, for clients without its ``mask.unless_scope``."""
         api, topic = match.api, match.topic
         labels = (api.name, api.version, topic.name)
         events_in = self.metrics.events_in.labels(*labels)
@@ -253,8 +261,8 @@ class Runtime:
             return Hub(
                 connector=self.connectors[api.broker],
                 channel=match.channel,
-                pipeline=build_pipeline(topic.pipeline, on_error),
-                new_pipeline=lambda: build_pipeline(topic.pipeline, on_error),
+                pipeline=topic_pipeline(topic, on_error, masked=masked),
+                new_pipeline=lambda: topic_pipeline(topic, on_error, masked=masked),
                 replay=api.replay,
                 epoch=self.epoch,
                 sequence=self.hubs.sequence,
@@ -262,7 +270,7 @@ class Runtime:
                 on_expression_error=on_error,
             )
 
-        return self.hubs.get(self.hub_key(match), factory)
+        return self.hubs.get(self.hub_key(match, masked), factory)
 
     # --- readiness ---------------------------------------------------------------------------
     async def readiness(self) -> dict[str, bool]:

@@ -23,6 +23,7 @@ from connectors.base import EARLIEST, Gap
 from gateway.access import Admitted
 from gateway.hub import Entry, GapNotice, Hub, Subscriber
 from gateway.runtime import Runtime, ShuttingDown
+from pipelines.topic import masked_for
 
 log = logging.getLogger("streambridge.stream")
 HUB_START_SECONDS = 5.0  # how long a catch-up waits for a new hub to know its position
@@ -82,8 +83,9 @@ class StreamSession:
         self.runtime.metrics.connections.labels(self.protocol).inc()
         if self.subscribe:
             after = parse_event_id(self.resume_from)
+            scopes = self.admitted.grant.scopes
             for match in self.admitted.topics:
-                hub = self.runtime.hub(match)
+                hub = self.runtime.hub(match, masked=masked_for(match.topic, scopes))
                 name = match.name if self.admitted.multi else None
                 self._hubs.append(hub)
                 if not self.admitted.multi and await self._start_catch_up(hub, match, after):
@@ -174,8 +176,8 @@ class StreamSession:
                 def keep(entry: Entry) -> bool:
                     return entry.cursor is None or bool(connector.is_after(entry.cursor, boundary))
 
-                await self._deliver(hub, pipeline, rows)
-                subscriber.release(keep)
+                if await self._deliver(hub, pipeline, rows) and await self._room_for_held():
+                    subscriber.release(keep)
                 return
             begin = after.cursor if after is not None and after.cursor else EARLIEST
             while True:
@@ -187,6 +189,8 @@ class StreamSession:
                     max_age=hub.replay.max_age,
                 )
                 if not await self._deliver(hub, pipeline, source):
+                    return
+                if not await self._room_for_held():
                     return
                 if not subscriber.spilled:
                     subscriber.release()
@@ -200,6 +204,21 @@ class StreamSession:
         except Exception as exc:
             log.warning("catch-up of %s for a client failed: %s", match.channel, exc)
             subscriber.close(Interrupted(f"replay of {match.channel} failed; resume"))
+
+    async def _room_for_held(self) -> bool:
+        """Wait until the held live part fits in the queue (or spilled); False when the
+        stream ended meanwhile."""
+        subscriber = self.subscriber
+        while (
+            subscriber.held
+            and not subscriber.spilled
+            and len(subscriber.queue) + len(subscriber.held) > subscriber.limit
+            and subscriber.closed is None
+            and not subscriber.overflowed
+        ):
+            drained = subscriber.drained = asyncio.Event()
+            await drained.wait()
+        return subscriber.closed is None and not subscriber.overflowed
 
     async def _deliver(self, hub: Hub, pipeline: Any, source: AsyncIterator[Event | Gap]) -> bool:
         """Queue a replay for this client, waiting for room; False when the stream ended."""

@@ -102,7 +102,18 @@ def _operator(step: Step) -> Operator:
     raise TypeError(f"unknown pipeline step {step!r}")
 
 
-def build_pipeline(steps: Sequence[Step], on_error: ErrorHandler) -> Pipeline:
-    """Compile a topic's steps (``bridge.config`` models) once into a :class:`Pipeline`."""
+def build_pipeline(
+    steps: Sequence[Step],
+    on_error: ErrorHandler,
+    *,
+    before: Sequence[EventFunction] = (),
+    after: Sequence[EventFunction] = (),
+) -> Pipeline:
+    """Compile a topic's steps (``bridge.config`` models) once into a :class:`Pipeline`;
+    ``before``/``after`` are fixed per-event functions around them (a topic's Debezium
+    parsing, masks, unwrap). Step indices count them too."""
     stateless = all(isinstance(step, FilterStep | MapStep) for step in steps)
-    return Pipeline([_operator(step) for step in steps], on_error, stateless=stateless)
+    operators: list[Operator] = [_EachEvent(f) for f in before]
+    operators += [_operator(step) for step in steps]
+    operators += [_EachEvent(f) for f in after]
+    return Pipeline(operators, on_error, stateless=stateless)
