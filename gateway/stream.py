@@ -10,19 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
-from bridge.catalog import TopicMatch
-from bridge.config import WindowStep
-from bridge.cursor import SNAPSHOT_ID, EventId, parse_event_id
+from bridge.cursor import parse_event_id
 from bridge.errors import BridgeError, Revoked, Throttled
-from bridge.event import Event
-from connectors.base import EARLIEST, Gap
+from connectors.base import EARLIEST
 from gateway.access import Admitted
+from gateway.catchup import CatchUp
 from gateway.hub import Entry, GapNotice, Hub, Subscriber
-from gateway.runtime import Runtime, ShuttingDown
+from gateway.runtime import Runtime
 from pipelines.topic import masked_for
 
 log = logging.getLogger("streambridge.stream")
@@ -35,10 +33,6 @@ class SlowConsumer(BridgeError):
 
 class ClientGone(BridgeError):
     """The client closed the connection."""
-
-
-class Interrupted(ShuttingDown):
-    """A catch-up read failed: the stream ends cleanly and the client resumes."""
 
 
 class StreamSession:
@@ -57,8 +51,8 @@ class StreamSession:
         self.protocol = protocol
         self.resume_from = resume_from
         self.start = start  # EARLIEST: a new stream begins with what is retained
-        self._catch_up: asyncio.Task[None] | None = None
         self.subscriber = Subscriber(runtime.config.gateway.client_queue)
+        self._catch_up = CatchUp(self.subscriber, resume_from, start)
         self.subscribe = subscribe
         self.ping_due = False
         self._hubs: list[Hub] = []
@@ -88,7 +82,7 @@ class StreamSession:
                 hub = self.runtime.hub(match, masked=masked_for(match.topic, scopes))
                 name = match.name if self.admitted.multi else None
                 self._hubs.append(hub)
-                if not self.admitted.multi and await self._start_catch_up(hub, match, after):
+                if not self.admitted.multi and await self._catch_up.begin(hub, match, after):
                     continue
                 hub.attach(
                     self.subscriber,
@@ -117,128 +111,11 @@ class StreamSession:
     ) -> None:
         for timer in self._timers:
             timer.cancel()
-        if self._catch_up is not None:
-            self._catch_up.cancel()
-            await asyncio.gather(self._catch_up, return_exceptions=True)
+        await self._catch_up.aclose()
         for hub in self._hubs:
             hub.detach(self.subscriber)
         self.runtime.connections.close(self.admitted.key, self.subscriber)
         self.runtime.metrics.connections.labels(self.protocol).dec()
-
-    # --- catching up from the broker -----------------------------------------------------
-    async def _start_catch_up(self, hub: Hub, match: TopicMatch, after: EventId | None) -> bool:
-        """Replay from the broker for this client alone, then hand over to the live hub.
-
-        For a resume id the hub's log cannot serve (another run, another gateway, evicted)
-        that still names a broker position, for ``?from=earliest``, and for a table
-        snapshot. Live outputs are held from the moment of attaching, so nothing falls
-        between the replay (which ends at the hub's position then) and the live part.
-        """
-        connector = hub.connector
-        if match.topic.snapshot and self.resume_from in (None, SNAPSHOT_ID):
-            if not hasattr(connector, "snapshot"):
-                return False
-        elif self.resume_from is not None:
-            if after is None or after.cursor is None or hub.backlog(after) is not None:
-                return False
-            if len(hub.log) >= hub.replay.max_events:
-                return False  # the hub holds the API's whole replay window: it is older
-        elif self.start != EARLIEST:
-            return False
-        if not hasattr(connector, "read_range") or hub.new_pipeline is None:
-            return False
-        if any(isinstance(step, WindowStep) for step in match.topic.pipeline):
-            return False  # windows cannot be rebuilt from a replay: the client gets a gap
-        try:
-            await asyncio.wait_for(hub.started.wait(), HUB_START_SECONDS)
-        except TimeoutError:
-            return False
-        name = match.name if self.admitted.multi else None
-        snapshot = match.topic.snapshot and self.resume_from in (None, SNAPSHOT_ID)
-        until = hub.attach_held(self.subscriber, name, spill=not snapshot)
-        self._catch_up = asyncio.create_task(
-            self._replay(hub, match, after, until), name=f"catch-up {match.channel}"
-        )
-        return True
-
-    async def _replay(
-        self, hub: Hub, match: TopicMatch, after: EventId | None, until: str | None
-    ) -> None:
-        subscriber = self.subscriber
-        connector: Any = hub.connector
-        keep: Callable[[Entry], bool] | None = None
-        assert hub.new_pipeline is not None
-        pipeline = hub.new_pipeline()
-        try:
-            if match.topic.snapshot and self.resume_from in (None, SNAPSHOT_ID):
-                boundary, rows = await connector.snapshot(match.channel)
-
-                def keep(entry: Entry) -> bool:
-                    return entry.cursor is None or bool(connector.is_after(entry.cursor, boundary))
-
-                if await self._deliver(hub, pipeline, rows) and await self._room_for_held():
-                    subscriber.release(keep)
-                return
-            begin = after.cursor if after is not None and after.cursor else EARLIEST
-            while True:
-                source = connector.read_range(
-                    match.channel,
-                    begin,
-                    until,
-                    max_events=hub.replay.max_events,
-                    max_age=hub.replay.max_age,
-                )
-                if not await self._deliver(hub, pipeline, source):
-                    return
-                if not await self._room_for_held():
-                    return
-                if not subscriber.spilled:
-                    subscriber.release()
-                    return
-                # The live part held meanwhile outgrew the queue and was dropped: read it
-                # from the broker too, up to where the hub is now, holding anew.
-                begin = until or EARLIEST
-                until = hub.attach_held(subscriber, None, spill=True)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("catch-up of %s for a client failed: %s", match.channel, exc)
-            subscriber.close(Interrupted(f"replay of {match.channel} failed; resume"))
-
-    async def _room_for_held(self) -> bool:
-        """Wait until the held live part fits in the queue (or spilled); False when the
-        stream ended meanwhile."""
-        subscriber = self.subscriber
-        while (
-            subscriber.held
-            and not subscriber.spilled
-            and len(subscriber.queue) + len(subscriber.held) > subscriber.limit
-            and subscriber.closed is None
-            and not subscriber.overflowed
-        ):
-            drained = subscriber.drained = asyncio.Event()
-            await drained.wait()
-        return subscriber.closed is None and not subscriber.overflowed
-
-    async def _deliver(self, hub: Hub, pipeline: Any, source: AsyncIterator[Event | Gap]) -> bool:
-        """Queue a replay for this client, waiting for room; False when the stream ended."""
-        subscriber = self.subscriber
-        queue, limit = subscriber.queue, subscriber.limit
-        async for item in source:
-            if subscriber.closed is not None or subscriber.overflowed:
-                return False
-            if isinstance(item, Gap):
-                oldest = None if item.oldest is None else f".{item.oldest}"
-                queue.append(GapNotice(self.resume_from or item.requested, oldest, None))
-                subscriber.wake.set()
-                continue
-            for output in pipeline.feed(item, time.time()):
-                while len(queue) >= limit and subscriber.closed is None:
-                    drained = subscriber.drained = asyncio.Event()
-                    await drained.wait()  # the writer takes a batch; the replay waits
-                queue.append((hub.catch_up_entry(output), None))
-                subscriber.wake.set()
-        return True
 
     def _end(self, reason: BaseException) -> BaseException:
         """Count why the stream ends, before its last words are written (no race with

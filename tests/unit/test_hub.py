@@ -17,6 +17,7 @@ from bridge.errors import PipelineError
 from bridge.event import Event, decode_payload
 from bridge.wire.sse import ParsedEvent, decode_stream
 from gateway import hub as hub_module
+from gateway import queueing
 from gateway.hub import Entry, GapNotice, Hub, Item, Subscriber
 from pipelines import build_pipeline
 
@@ -131,13 +132,13 @@ def test_every_subscriber_gets_the_same_entry_and_the_same_bytes(clock: Clock) -
 
 def test_each_event_name_is_encoded_once(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str | None] = []
-    real = hub_module.encode_event  # type: ignore[attr-defined]
+    real = queueing.encode_event  # type: ignore[attr-defined]
 
     def counting(data: str, *, id: str | None = None, event: str | None = None) -> bytes:
         calls.append(event)
         return real(data, id=id, event=event)
 
-    monkeypatch.setattr(hub_module, "encode_event", counting)
+    monkeypatch.setattr(queueing, "encode_event", counting)
     hub = make_hub()
     named, plain = Subscriber(10), Subscriber(10)
     attach(hub, named, event_name="/a")

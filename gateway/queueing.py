@@ -1,0 +1,172 @@
+"""What a client's queue holds and how it is woken (STYLE §6).
+
+An :class:`Entry` is one hub output, encoded lazily once per SSE event name and shared by
+every client; a :class:`GapNotice` tells a resuming client that events were lost. A
+:class:`Subscriber` is one client's bounded queue; :class:`Wake` wakes its writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bridge.wire.sse import encode_event
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    """One hub output, encoded lazily once per distinct SSE event name."""
+
+    id: str
+    sequence: int
+    time: float
+    payload: str
+    born: float  # perf_counter at publish, for the latency histogram
+    cursor: str | None = None  # the connector cursor of the event it came from
+    event: str | None = None  # an event name of its own (a CDC delete when unwrapped)
+    _frames: dict[str | None, bytes] = field(default_factory=dict)
+
+    def sse(self, event_name: str | None) -> bytes:
+        frame = self._frames.get(event_name)
+        if frame is None:
+            name = event_name
+            if self.event is not None:  # multi-topic streams: "<topic>#delete"
+                name = self.event if event_name is None else f"{event_name}#{self.event}"
+            frame = self._frames[event_name] = encode_event(self.payload, id=self.id, event=name)
+        return frame
+
+
+@dataclass(frozen=True, slots=True)
+class GapNotice:
+    """Queued first for a client whose resume id is older than the log (CONTRACT §5)."""
+
+    requested: str
+    oldest: str | None
+    topic: str | None
+
+
+Item = tuple[Entry, "str | None"] | GapNotice
+
+
+class Wake:
+    """``asyncio.Event`` for a single waiter (the client's writer), without its overhead.
+
+    ``set`` is called once per event per client on the fan-out path; it only resolves the
+    writer's future when one is armed. ``waiter()`` arms one without a coroutine frame.
+    """
+
+    __slots__ = ("_flag", "_loop", "_waiter")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiter: asyncio.Future[None] | None = None
+        # Bound at the first wait, like asyncio.Event; looking the running loop up on
+        # every wait costs a getpid() system call on Python 3.11.
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        if not self._flag:
+            self._flag = True
+            waiter = self._waiter
+            if waiter is not None:
+                self._waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def waiter(self) -> asyncio.Future[None] | None:
+        """None when set; else a future resolved by the next ``set``."""
+        if self._flag:
+            return None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+        return waiter
+
+
+class Subscriber:
+    """A client's bounded queue; shared by every hub of a multi-topic stream.
+
+    While the client catches up from the broker (``hold``), live outputs wait in ``held``
+    (bounded the same way) and join the queue on ``release``. When ``held`` overflows and
+    the catch-up can read further from the broker (``spill``), the held part is dropped
+    and ``spilled`` set: the catch-up then reads those events from the broker too.
+    """
+
+    __slots__ = (
+        "closed",
+        "drained",
+        "held",
+        "limit",
+        "on_overflow",
+        "overflowed",
+        "queue",
+        "spill",
+        "spilled",
+        "wake",
+    )
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.queue: deque[Item] = deque()
+        self.held: deque[Item] | None = None
+        self.spill = False
+        self.spilled = False
+        self.drained: asyncio.Event | None = None  # set when the writer takes a batch
+        self.wake = Wake()
+        self.overflowed = False
+        self.closed: BaseException | None = None
+        # Called once when the queue overflows: lets a transport abandon a blocked write.
+        self.on_overflow: Callable[[], None] | None = None
+
+    def offer(self, item: Item) -> None:
+        if self.overflowed:
+            return
+        held = self.held
+        queue = self.queue if held is None else held
+        if held is not None and (self.spilled or (self.spill and len(held) >= self.limit)):
+            self.spilled = True
+            held.clear()
+            return
+        if len(queue) >= self.limit:
+            self.overflowed = True
+            if self.on_overflow is not None:
+                self.on_overflow()
+        elif held is None:
+            queue.append(item)
+        else:
+            held.append(item)
+            return
+        self.wake.set()
+
+    def hold(self, *, spill: bool = False) -> None:
+        self.held = deque()
+        self.spill = spill
+        self.spilled = False
+
+    def release(self, keep: Callable[[Entry], bool] | None = None) -> None:
+        """Live outputs held during a catch-up join the queue (those ``keep`` accepts)."""
+        held, self.held = self.held, None
+        if held:
+            self.queue.extend(
+                item
+                for item in held
+                if keep is None or isinstance(item, GapNotice) or keep(item[0])
+            )
+            self.wake.set()
+
+    def close(self, reason: BaseException) -> None:
+        """End the stream from outside (revocation, API blocked, shutdown)."""
+        if self.closed is None:
+            self.closed = reason
+        self.wake.set()
