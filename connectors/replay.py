@@ -287,7 +287,10 @@ class ReplayLog:
         if from_cursor == until_cursor:
             return
         after, gap = self.start(from_cursor)
-        until = self.sequence_of(until_cursor) if until_cursor is not None else self.evicted
+        if until_cursor is None or until_cursor == EARLIEST:
+            until: int | None = self.evicted  # nothing is before it
+        else:
+            until = self.sequence_of(until_cursor)
         if until is None:  # the bound itself is gone: so is what lay between
             yield Gap(from_cursor, self.oldest)
             return

@@ -21,7 +21,7 @@ from bridge.config import Replay
 from bridge.cursor import EventId, event_id
 from bridge.errors import PipelineError
 from bridge.event import Event, payload_text
-from connectors.base import Connector, Gap
+from connectors.base import EARLIEST, Connector, Gap
 from gateway.queueing import Entry, GapNotice, Item, Subscriber, Wake
 from pipelines import Pipeline
 
@@ -73,7 +73,8 @@ class Hub:
         if self.cursor is None:
             position = getattr(self.connector, "position", None)
             if position is not None:
-                self.cursor = await position(self.channel)
+                # None: the channel holds nothing yet, so everything from now on counts.
+                self.cursor = await position(self.channel) or EARLIEST
         self.started.set()
         try:
             async for item in self.connector.subscribe(self.channel, self.cursor):

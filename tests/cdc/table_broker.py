@@ -93,15 +93,32 @@ class TableBroker:
         connector, _ = self._opened()
         await self._table(channel)
         async for item in connector.subscribe(channel, from_cursor):
-            if isinstance(item, Gap):
-                yield item
-                continue
-            row = item.data["after"]
-            yield Event(
-                channel,
-                row["data"],
-                key=row["key"],
-                headers=row["headers"] or {},
-                time=item.time,
-                cursor=item.cursor,
-            )
+            yield _as_published(channel, item)
+
+    async def position(self, channel: str) -> str | None:
+        connector, _ = self._opened()
+        await self._table(channel)
+        return await connector.position(channel)
+
+    async def read_range(
+        self, channel: str, from_cursor: str, until_cursor: str | None
+    ) -> AsyncIterator[Event | Gap]:
+        connector, _ = self._opened()
+        await self._table(channel)
+        async for item in connector.read_range(channel, from_cursor, until_cursor):
+            yield _as_published(channel, item)
+
+
+def _as_published(channel: str, item: Event | Gap) -> Event | Gap:
+    """The row a change inserted, as the event the suite published."""
+    if isinstance(item, Gap):
+        return item
+    row = item.data["after"]
+    return Event(
+        channel,
+        row["data"],
+        key=row["key"],
+        headers=row["headers"] or {},
+        time=item.time,
+        cursor=item.cursor,
+    )

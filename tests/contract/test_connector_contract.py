@@ -341,3 +341,46 @@ async def test_an_event_with_an_old_producer_time_is_retained(
     await publish(connector, channel, "new")
     async with subscription(connector, channel, EARLIEST) as stream:
         assert data_of(await take_events(stream, 2)) == ["old", "new"]
+
+
+# --- catching up: where the live end is, and bounded reads (gateway/catchup.py) ----------------
+
+
+async def test_position_then_subscribe_yields_exactly_what_comes_after(
+    connector: Connector, channel: str
+) -> None:
+    await publish(connector, channel, "before-1", "before-2")
+    await cursors_of(connector, channel, 2)  # both are stored
+    position = await asyncio.wait_for(connector.position(channel), DEADLINE)  # type: ignore[attr-defined]
+    await publish(connector, channel, "after-1", "after-2")
+    async with subscription(connector, channel, position) as stream:
+        assert data_of(await take_events(stream, 2)) == ["after-1", "after-2"]
+
+
+async def test_position_of_an_empty_channel_misses_nothing(
+    connector: Connector, channel: str
+) -> None:
+    position = await asyncio.wait_for(connector.position(channel), DEADLINE)  # type: ignore[attr-defined]
+    await publish(connector, channel, "first")
+    async with subscription(connector, channel, position or EARLIEST) as stream:
+        assert data_of(await take_events(stream, 1)) == ["first"]
+
+
+async def test_read_range_yields_after_one_cursor_up_to_another_then_ends(
+    connector: Connector, channel: str
+) -> None:
+    await publish(connector, channel, 1, 2, 3, 4, 5)
+    cursors = await cursors_of(connector, channel, 5)
+
+    async def read(start: str, until: str | None) -> list[Any]:
+        async def collect() -> list[Event | Gap]:
+            return [item async for item in connector.read_range(channel, start, until)]  # type: ignore[attr-defined]
+
+        items = await asyncio.wait_for(collect(), DEADLINE)
+        return ["gap" if isinstance(i, Gap) else i.data for i in items]
+
+    assert await read(cursors[0], cursors[3]) == [2, 3, 4]
+    assert await read(EARLIEST, cursors[1]) == [1, 2]
+    assert await read(cursors[2], cursors[2]) == []
+    assert await read(EARLIEST, None) == []
+    assert await read(cursors[4], cursors[4]) == []
