@@ -38,6 +38,7 @@ from bridge.store.engine import (
 from bridge.store.errors import Conflict, NotFound, StoreError
 from bridge.store.records import ApplicationRecord, Snapshot, SubscriptionRecord
 from bridge.store.schema import apis, applications, signing_keys, subscriptions, tiers
+from bridge.store.webhooks import WebhookStore
 
 SUBSCRIPTION_STATES: Final = ("ACTIVE", "BLOCKED")
 PING_TIMEOUT: Final = 2.0
@@ -59,6 +60,11 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self._url.render_as_string(hide_password=True)!r})"
+
+    @property
+    def webhooks(self) -> WebhookStore:
+        """WebSub subscriptions and the webhook delivery queue (bridge.store.webhooks)."""
+        return WebhookStore(self)
 
     @property
     def _postgres(self) -> bool:
