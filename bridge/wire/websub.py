@@ -221,6 +221,6 @@ def retry_delay(
     """Delay before attempt ``attempt + 1`` after ``attempt`` failures: exponential
     (first · 2^(attempt-1), capped at ``maximum``) with "equal jitter" — half fixed,
     half random — so retries spread out but never come sooner than half the step."""
-    step = min(maximum, first * 2 ** min(max(attempt - 1, 0), 62))
-    draw = (rng or random).random()
+    step: float = min(maximum, first * 2.0 ** min(max(attempt - 1, 0), 62))
+    draw: float = rng.random() if rng is not None else random.random()  # noqa: S311
     return step / 2 + step / 2 * draw

@@ -122,7 +122,8 @@ class _Connection(asyncio.Protocol):
     async def exchange(self, request: bytes) -> Answer:
         assert self.transport is not None
         loop = asyncio.get_running_loop()
-        self._waiter = waiter = loop.create_future()
+        waiter: asyncio.Future[Answer] = loop.create_future()
+        self._waiter = waiter
         self._body = []
         self._body_size = 0
         self.received = False
