@@ -156,11 +156,7 @@ class Hub:
         assert response.status_code == 202, response.text
 
     async def posts(self, path: str, count: int, timeout: float = 5.0) -> list[Delivery]:
-        async def enough() -> list[Delivery] | None:
-            posts = self.receiver.posts_to(path)
-            return posts if len(posts) >= count else None
-
-        return await eventually(enough, timeout, what=f"{count} deliveries to {path}")
+        return await wait_posts(self.receiver, path, count, timeout)
 
     async def admin(self, method: str, path: str, **kw: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {ADMIN}"}
@@ -170,6 +166,18 @@ class Hub:
         response = await self.admin("GET", "/subscriptions")
         assert response.status_code == 200, response.text
         return response.json()  # type: ignore[no-any-return]
+
+
+async def wait_posts(
+    receiver: Receiver, path: str, count: int, timeout: float = 5.0
+) -> list[Delivery]:
+    """The first ``count`` POSTs to ``path``, once that many arrived."""
+
+    async def enough() -> list[Delivery] | None:
+        posts = receiver.posts_to(path)
+        return posts if len(posts) >= count else None
+
+    return await eventually(enough, timeout, what=f"{count} deliveries to {path}")
 
 
 async def quiet(seconds: float = 0.3) -> None:
