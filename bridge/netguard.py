@@ -40,9 +40,11 @@ def refusal(address: IPAddress) -> str | None:
         return "shared (CGNAT)"
     if address.is_multicast:
         return "multicast"
+    if address.is_reserved:
+        return "reserved"
     if address.is_private:
         return "private"
-    if address.is_reserved or not address.is_global:
+    if not address.is_global:
         return "reserved"
     return None
 

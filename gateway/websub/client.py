@@ -134,9 +134,11 @@ class _Connection(asyncio.Protocol):
 class CallbackClient:
     """Keep-alive connections per origin; an async context manager that closes them."""
 
-    def __init__(self, *, user_agent: str = "Streambridge-WebSub/0.1") -> None:
+    def __init__(
+        self, *, user_agent: str = "Streambridge-WebSub/0.1", tls: ssl.SSLContext | None = None
+    ) -> None:
         self._idle: dict[Origin, deque[_Connection]] = {}
-        self._tls = ssl.create_default_context()
+        self._tls = tls or ssl.create_default_context()
         self._user_agent = user_agent
 
     async def __aenter__(self) -> CallbackClient:
