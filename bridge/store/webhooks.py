@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, delete, func, insert, select, update
@@ -214,34 +215,8 @@ class WebhookStore:
 
 
 def _websub(row: RowMapping | dict[str, Any]) -> WebSubRecord:
-    return WebSubRecord(
-        id=row["id"],
-        api=row["api"],
-        version=row["version"],
-        topic=row["topic"],
-        callback=row["callback"],
-        client_id=row["client_id"],
-        secret=row["secret"],
-        signature=row["signature"],
-        lease_seconds=row["lease_seconds"],
-        expires_at=row["expires_at"],
-        created_at=row["created_at"],
-    )
+    return WebSubRecord(**{f.name: row[f.name] for f in fields(WebSubRecord)})
 
 
 def _delivery(row: RowMapping) -> DeliveryRecord:
-    return DeliveryRecord(
-        seq=row["seq"],
-        webhook_id=row["webhook_id"],
-        subscription_id=row["subscription_id"],
-        api=row["api"],
-        version=row["version"],
-        topic=row["topic"],
-        payload=row["payload"],
-        content_type=row["content_type"],
-        created_at=row["created_at"],
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        state=row["state"],
-        last_error=row["last_error"],
-    )
+    return DeliveryRecord(**{f.name: row[f.name] for f in fields(DeliveryRecord)})

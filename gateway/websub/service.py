@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streambridge.websub")
 FEED_QUEUE = 50_000  # events a feed may hold before the intake writes them
+# The intake and the completer wait this long after the first item before writing, so
+# one transaction carries many rows under load (a transaction costs far more than a row).
+INTAKE_BATCH_SECONDS = 0.005
+COMPLETE_BATCH_SECONDS = 0.02
 HOUSEKEEPING_SECONDS = 1.0
 
 
@@ -174,6 +178,7 @@ class WebSubService:
             waiter = self._intake_wake.waiter()
             if waiter is not None:
                 await waiter
+            await asyncio.sleep(INTAKE_BATCH_SECONDS)
             try:
                 await self._write_queued()
             except BridgeError as exc:
@@ -239,6 +244,7 @@ class WebSubService:
     async def _completer(self) -> None:
         while True:
             await self._done_wake.wait()
+            await asyncio.sleep(COMPLETE_BATCH_SECONDS)
             self._done_wake.clear()
             try:
                 await self._flush_completions()

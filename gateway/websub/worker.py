@@ -67,6 +67,8 @@ async def _deliver(service: WebSubService, feed: Feed, row: DeliveryRecord) -> b
     settings = service.settings.retry
     metrics = service.runtime.metrics
     labels = (feed.record.api, feed.record.version)
+    delivered = metrics.webhook_deliveries.labels(*labels, "delivered")
+    events_out = metrics.events_out.labels(*labels, feed.record.topic, "websub")
     attempts, due = row.attempts, row.next_attempt_at
     body = row.payload.encode()
     while True:
@@ -105,8 +107,8 @@ async def _deliver(service: WebSubService, feed: Feed, row: DeliveryRecord) -> b
             breaker.failed(time.monotonic())
         if outcome.delivered:
             service.complete(row.seq)
-            metrics.webhook_deliveries.labels(*labels, "delivered").inc()
-            metrics.events_out.labels(*labels, feed.record.topic, "websub").inc()
+            delivered.inc()
+            events_out.inc()
             metrics.latency.observe(max(0.0, time.time() - row.created_at))
             return False
         if outcome.gone:
@@ -126,6 +128,14 @@ async def _deliver(service: WebSubService, feed: Feed, row: DeliveryRecord) -> b
                 error,
             )
             return False
-        due = time.time() + retry_delay(attempts, settings.first_delay, settings.max_delay)
+        delay = retry_delay(attempts, settings.first_delay, settings.max_delay)
+        log.info(
+            "webhook %s attempt %d failed (%s); retrying in %.1fs",
+            row.webhook_id,
+            attempts,
+            error,
+            delay,
+        )
+        due = time.time() + delay
         await service.store.reschedule(row.seq, attempts, due, error)
         metrics.webhook_retries.labels(*labels).inc()
