@@ -11,7 +11,7 @@ import json
 import httpx
 
 from tests.e2e.helpers import assert_problem, eventually, fetch_token, metric, metrics_text, room
-from tests.e2e.websub_setup import BASE, HOOKS_SECRET, INBOUND_SECRET, Hub, quiet
+from tests.e2e.websub_setup import ADMIN, BASE, HOOKS_SECRET, INBOUND_SECRET, Hub, quiet
 
 
 async def test_deliveries_keep_their_order_through_retries(hub: Hub) -> None:
@@ -205,3 +205,13 @@ async def test_inbound_webhook_with_a_bearer_token_needs_the_topic_scopes(hub: H
     name = "streambridge_events_published_total"
     labels = {"api": "Hooks", "version": "1.0.0", "topic": "/in/{room}"}
     assert metric(after, name, **labels) == metric(before, name, **labels) + 1
+
+
+async def test_the_management_api_masks_webhook_secrets(hub: Hub) -> None:
+    response = await hub.client.get(
+        "/api/v1/apis/Hooks/1.0.0", headers={"Authorization": f"Bearer {ADMIN}"}
+    )
+    assert response.status_code == 200
+    inbound = next(t for t in response.json()["topics"] if t["name"] == "/in/{room}")
+    assert inbound["webhook_secret"] == "**********"
+    assert INBOUND_SECRET not in response.text

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import json
 
-from tests.e2e.helpers import assert_problem, eventually, fetch_token, room
+from tests.e2e.helpers import assert_problem, eventually, fetch_token, room, ws_refusal
 from tests.e2e.receiver import Receiver
 from tests.e2e.servers import Server
 from tests.e2e.websub_setup import (
@@ -281,3 +281,10 @@ async def test_hub_and_topics_refuse_other_methods(hub: Hub) -> None:
     auth = {"Authorization": f"Bearer {hub.token}"}
     assert_problem(await hub.client.get(f"{BASE}/hub", headers=auth), 405)
     assert_problem(await hub.client.put(f"{BASE}/t/x", headers=auth), 405)
+
+
+async def test_a_websocket_upgrade_on_a_websub_api_is_refused_with_426(
+    hub: Hub, websub_server: Server
+) -> None:
+    response = await ws_refusal(websub_server.ws_url, f"{BASE}/t/x", hub.token)
+    assert response.status_code == 426
