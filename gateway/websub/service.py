@@ -30,6 +30,7 @@ from gateway.websub.breaker import Breakers
 from gateway.websub.client import CallbackClient
 from gateway.websub.delivery import Deliverer
 from gateway.websub.guard import CallbackGuard
+from gateway.websub.verify import deny
 from gateway.websub.worker import run_worker
 
 if TYPE_CHECKING:
@@ -284,3 +285,5 @@ class WebSubService:
                 reason = "the application's subscription was removed or blocked"
             if reason is not None:
                 await self.end(feed, reason)
+                if record.expires_at > now:  # revoked, not expired: tell the subscriber
+                    self.spawn(deny(self, record.callback, self.urls(feed.match)[1], reason))

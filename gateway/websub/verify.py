@@ -77,13 +77,7 @@ async def verify(service: WebSubService, pending: Pending) -> None:
     reason = refusal(service, pending)
     timeout = service.settings.timeout
     if reason is not None:
-        url = denial_url(request.callback, topic_url, reason)
-        try:
-            await service.client.request(
-                "GET", target.origin, request_target(url), [], timeout=timeout
-            )
-        except (CallbackError, TimeoutError) as exc:
-            log.info("websub denial to %s not delivered: %s", request.callback, exc)
+        await deny(service, request.callback, topic_url, reason)
         return
     settings = service.settings
     lease = clamp_lease(
@@ -120,6 +114,18 @@ async def verify(service: WebSubService, pending: Pending) -> None:
         await _apply(service, pending, lease)
     except BridgeError as exc:
         log.warning("websub %s of %s not stored: %s", request.mode, request.callback, exc)
+
+
+async def deny(service: WebSubService, callback: str, topic_url: str, reason: str) -> None:
+    """WebSub §5.2: tell the subscriber its subscription is refused or has ended."""
+    url = denial_url(callback, topic_url, reason)
+    try:
+        target = await service.guard.target(callback)
+        await service.client.request(
+            "GET", target.origin, request_target(url), [], timeout=service.settings.timeout
+        )
+    except (CallbackRefused, CallbackError, TimeoutError) as exc:
+        log.info("websub denial to %s not delivered: %s", callback, exc or "timeout")
 
 
 async def _apply(service: WebSubService, pending: Pending, lease: int) -> None:

@@ -215,3 +215,42 @@ async def test_the_management_api_masks_webhook_secrets(hub: Hub) -> None:
     inbound = next(t for t in response.json()["topics"] if t["name"] == "/in/{room}")
     assert inbound["webhook_secret"] == "**********"
     assert INBOUND_SECRET not in response.text
+
+
+async def test_a_blocked_application_subscription_ends_websub_with_a_denial(hub: Hub) -> None:
+    """The application's access is blocked through the management API: delivery stops and
+    the subscriber is told (hub.mode=denied)."""
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    name = f"revoked-{room()}"
+    created = await hub.client.post("/api/v1/applications", json={"name": name}, headers=admin)
+    assert created.status_code == 201, created.text
+    client_id, secret = created.json()["client_id"], created.json()["client_secret"]
+    access = await hub.client.post(
+        "/api/v1/subscriptions",
+        json={"application": client_id, "api": "Hooks", "version": "1.0.0", "tier": "Unlimited"},
+        headers=admin,
+    )
+    assert access.status_code == 201, access.text
+    token = await fetch_token(hub.base_url, client_id, secret)
+    own = Hub(hub.base_url, token, hub.receiver)
+    try:
+        r = room()
+        path = f"/revoked/{r}"
+        await own.subscribe(f"/t/{r}", path)
+        await own.verified(path)
+        blocked = await hub.client.post(
+            f"/api/v1/subscriptions/{access.json()['id']}/block", headers=admin
+        )
+        assert blocked.status_code == 200
+
+        async def denied() -> list[object] | None:
+            return hub.receiver.gets_to(path, "denied") or None  # type: ignore[return-value]
+
+        (denial,) = await eventually(denied, what="denial after revocation")
+        assert "blocked" in denial.query["hub.reason"]  # type: ignore[attr-defined]
+        assert not [s for s in await hub.subscriptions() if s["topic"] == f"/t/{r}"]
+        await hub.publish(r, {"n": 1})
+        await quiet()
+        assert hub.receiver.posts_to(path) == []
+    finally:
+        await own.aclose()
