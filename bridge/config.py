@@ -115,6 +115,9 @@ class WebSubSettings(_Strict):
     max_lease_seconds: PositiveInt = 2_592_000  # 30 days
     retry: RetrySettings = RetrySettings()
     timeout: Duration = 10.0  # per delivery attempt and per verification request
+    # Gateways sharing a store: one delivers webhooks at a time, holding this lease; when
+    # it stops renewing (crash), another takes over after at most this long.
+    leader_lease: Duration = 10.0
 
     @model_validator(mode="after")
     def _lease_bounds(self) -> WebSubSettings:

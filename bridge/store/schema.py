@@ -127,6 +127,16 @@ websub_subscriptions = Table(
     Index(None, "api", "version"),
 )
 
+# Which gateway delivers webhooks (one row, id 1): gateways sharing a store take turns
+# through this lease, so each event is delivered by one of them.
+websub_leader = Table(
+    "sb_websub_leader",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("owner", String(32), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
 # The webhook delivery queue: a row is written before its first attempt, so it survives
 # a restart; ``seq`` orders a subscription's deliveries. A delivered row is deleted; one
 # that used up its attempts stays as a dead letter until it is replayed.
@@ -148,6 +158,9 @@ webhook_deliveries = Table(
     Column("last_error", Text),
     Index(None, "subscription_id", "seq"),
     Index(None, "state", "api"),
+    # Never reuse a seq (SQLite would reuse the largest after a delete): workers read on
+    # from the last seq they handled.
+    sqlite_autoincrement=True,
 )
 
 

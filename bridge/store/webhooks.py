@@ -21,6 +21,7 @@ from sqlalchemy.engine import RowMapping
 from bridge.store.errors import Conflict, NotFound
 from bridge.store.records import DeliveryRecord, WebSubRecord
 from bridge.store.schema import webhook_deliveries as deliveries
+from bridge.store.schema import websub_leader as leader
 from bridge.store.schema import websub_subscriptions as subs
 
 if TYPE_CHECKING:
@@ -37,6 +38,38 @@ def new_webhook_id() -> str:
 class WebhookStore:
     def __init__(self, store: Store) -> None:
         self._store = store
+
+    # --- which gateway delivers -------------------------------------------------------
+    async def claim_leadership(self, owner: str, ttl: float) -> bool:
+        """Take or renew the delivery lease for ``ttl`` seconds; False while another
+        gateway holds an unexpired one."""
+        now = time.time()
+        try:
+            async with self._store._transaction(write=True) as conn:
+                row = (await conn.execute(select(leader).where(leader.c.id == 1))).first()
+                if row is None:
+                    await conn.execute(
+                        insert(leader).values(id=1, owner=owner, expires_at=now + ttl)
+                    )
+                    return True
+                if row.owner != owner and row.expires_at > now:
+                    return False
+                await conn.execute(
+                    update(leader)
+                    .where(leader.c.id == 1)
+                    .values(owner=owner, expires_at=now + ttl)
+                )
+                return True
+        except Conflict:  # another gateway inserted the first row at the same moment
+            return False
+
+    async def release_leadership(self, owner: str) -> None:
+        async with self._store._transaction(write=True) as conn:
+            await conn.execute(
+                update(leader)
+                .where((leader.c.id == 1) & (leader.c.owner == owner))
+                .values(expires_at=0.0)
+            )
 
     # --- subscriptions ----------------------------------------------------------------
     async def upsert_subscription(self, record: WebSubRecord) -> WebSubRecord:

@@ -1,6 +1,11 @@
 """The WebSub hub of a running gateway (CONTRACT §7): live subscriptions, the intake that
 puts events into the durable delivery queue, and the workers that deliver them.
 
+Gateways sharing one state store take turns through a lease in the store: only the
+leader attaches feeds and delivers; the others take hub requests, verify and store
+subscriptions, and the leader picks them up from the store within a second. When the
+leader stops renewing (a crash), another gateway takes over its pending deliveries.
+
 A verified subscription is a :class:`Feed`: a hub :class:`~gateway.hub.Subscriber` on
 its topic — it consumes events exactly like an SSE client — plus a delivery worker. One
 intake task drains every feed's queue and writes the events to the state store in one
@@ -15,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -73,6 +79,8 @@ class WebSubService:
         self._done_wake = asyncio.Event()
         self._verifications: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
+        self.owner = uuid.uuid4().hex
+        self.leading = False
 
     @property
     def store(self) -> WebhookStore:
@@ -81,11 +89,7 @@ class WebSubService:
 
     # --- life cycle -------------------------------------------------------------------
     async def __aenter__(self) -> WebSubService:
-        for record in await self.store.subscriptions():
-            if record.expires_at <= time.time():
-                await self.store.delete_subscription(record.id)
-            else:
-                self.activate(record)
+        await self._lead()
         self._loops = [
             asyncio.create_task(self._intake(), name="websub-intake"),
             asyncio.create_task(self._completer(), name="websub-completer"),
@@ -107,6 +111,9 @@ class WebSubService:
         for feed in list(self.feeds.values()):
             feed.hub.detach(feed.subscriber)
         self.feeds.clear()
+        if self.leading:
+            with contextlib.suppress(BridgeError):  # the next gateway need not wait
+                await self.store.release_leadership(self.owner)
         await self.client.aclose()
 
     def spawn(self, coroutine: Any) -> None:
@@ -122,7 +129,10 @@ class WebSubService:
         return base + "/hub", base + match.name
 
     def activate(self, record: WebSubRecord) -> None:
-        """Start (or, for a re-subscription, update) delivery for a verified record."""
+        """Start (or, for a re-subscription, update) delivery for a verified record; on a
+        gateway that is not the leader the record waits in the store for the leader."""
+        if not self.leading:
+            return
         feed = self.feeds.get(record.id)
         if feed is not None:
             feed.record = record
@@ -261,12 +271,45 @@ class WebSubService:
 
     # --- leases and revocations -----------------------------------------------------------
     async def _housekeeping(self) -> None:
+        renewed = time.monotonic()
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
             try:
-                await self._end_stale()
+                if time.monotonic() - renewed >= self.settings.leader_lease / 3:
+                    await self._lead()
+                    renewed = time.monotonic()
+                if self.leading:
+                    await self._sync()
+                    await self._end_stale()
             except BridgeError as exc:
                 log.warning("websub housekeeping failed: %s", exc)
+
+    async def _lead(self) -> None:
+        """Take or renew the delivery lease; start or stop delivering accordingly."""
+        leading = await self.store.claim_leadership(self.owner, self.settings.leader_lease)
+        if leading and not self.leading:
+            log.info("this gateway delivers webhooks now")
+            self.leading = True
+            await self._sync()
+        elif not leading and self.leading:
+            log.warning("another gateway delivers webhooks now; stopping here")
+            self.leading = False
+            for id in list(self.feeds):
+                self.deactivate(id)
+
+    async def _sync(self) -> None:
+        """The store's subscriptions as feeds: new ones (verified on any gateway) start,
+        renewed ones update, removed ones stop."""
+        now = time.time()
+        stored = {record.id: record for record in await self.store.subscriptions()}
+        for id in [id for id in self.feeds if id not in stored]:
+            self.deactivate(id)
+        for record in stored.values():
+            if record.expires_at <= now:
+                await self.store.delete_subscription(record.id)
+                self.deactivate(record.id)
+            else:
+                self.activate(record)
 
     async def _end_stale(self) -> None:
         """Expired leases; subscriptions whose API or application subscription is gone."""

@@ -10,7 +10,6 @@ deliveries wait without using attempts. ``410 Gone`` ends the subscription.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -50,9 +49,11 @@ async def _drain(service: WebSubService, feed: Feed) -> None:
         rows = await service.store.pending(feed.record.id, cursor, BATCH)
         rows = [row for row in rows if row.seq not in service.completing]
         if not rows:
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(IDLE_RECHECK):
                     await feed.wake.wait()
+            except TimeoutError:
+                cursor = 0  # a replay made through another gateway: look from the start
             continue
         for row in rows:
             if feed.reset:

@@ -4,6 +4,7 @@ a restart, and a kill -9 mid-delivery gives at most a duplicate with the same
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import threading
@@ -116,3 +117,56 @@ async def test_kill_9_mid_delivery_repeats_it_with_the_same_id(
     assert ids[0] == ids[1] == in_flight.headers["webhook-id"]  # the duplicate, same id
     assert values == [0, 0, 1, 2]  # nothing lost, order kept
     assert len(set(ids)) == 3
+
+
+async def test_gateways_sharing_a_store_deliver_once_and_take_over(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Two gateways on one store: the leader delivers each event once, also for a
+    subscription verified by the other; when the leader is killed, the other delivers its
+    pending deliveries."""
+    r = room()
+    path = f"/shared/{r}"
+    behaviour = receiver.behaviour(path)
+    config = websub_config(tmp_path, leader_lease="2s", **PATIENT)
+    with running_server(tmp_path, config) as leader, running_server(tmp_path, config) as other:
+        hub = await subscribed_hub(other.base_url, receiver, f"/t/{r}", path)
+        token = hub.token
+        await hub.aclose()
+        # The leader (first started) reads the memory broker the event goes to.
+        at_leader = Hub(leader.base_url, token, receiver)
+        try:
+
+            async def attached() -> bool:  # the leader picks the record up from the store
+                await at_leader.publish(r, {"probe": True})
+                await asyncio.sleep(0.3)
+                return bool(receiver.posts_to(path))
+
+            await eventually(attached, timeout=5, what="the leader delivering")
+            await asyncio.sleep(1.0)  # every probe in flight has landed
+            before = len(receiver.posts_to(path))
+            await at_leader.publish(r, {"n": "once"})
+            await wait_posts(receiver, path, before + 1)
+            await asyncio.sleep(1.0)
+            assert len(receiver.posts_to(path)) == before + 1  # exactly once
+
+            behaviour.default = 503
+            for n in range(3):
+                await at_leader.publish(r, {"n": n})
+
+            async def queued() -> bool:
+                return pending_rows(tmp_path) == 3
+
+            await eventually(queued, what="3 deliveries in the store")
+            leader.process.kill()
+            leader.process.wait(10)
+        finally:
+            await at_leader.aclose()
+        behaviour.default = 204
+
+        async def taken_over() -> bool:
+            values = {json.loads(p.body).get("n") for p in receiver.posts_to(path)}
+            return {0, 1, 2} <= values and pending_rows(tmp_path) == 0
+
+        await eventually(taken_over, timeout=10, what="the other gateway delivering")
+        assert other.process.poll() is None

@@ -1,4 +1,5 @@
-"""WebSub subscriptions and the webhook delivery queue (issue 5).
+"""WebSub subscriptions, the webhook delivery queue and the delivering gateway's lease
+(issue 5).
 
 Revision ID: 0002
 Revises: 0001
@@ -42,6 +43,13 @@ def upgrade() -> None:
         "ix_sb_websub_subscriptions_api_version", "sb_websub_subscriptions", ["api", "version"]
     )
     op.create_table(
+        "sb_websub_leader",
+        sa.Column("id", sa.Integer, autoincrement=False, nullable=False),
+        sa.Column("owner", sa.String(32), nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_sb_websub_leader"),
+    )
+    op.create_table(
         "sb_webhook_deliveries",
         sa.Column(
             "seq",
@@ -63,6 +71,7 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text),
         sa.PrimaryKeyConstraint("seq", name="pk_sb_webhook_deliveries"),
         sa.UniqueConstraint("webhook_id", name="uq_sb_webhook_deliveries_webhook_id"),
+        sqlite_autoincrement=True,  # seqs are never reused (workers read on from the last)
     )
     op.create_index(
         "ix_sb_webhook_deliveries_subscription_id_seq",
@@ -74,4 +83,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("sb_webhook_deliveries")
+    op.drop_table("sb_websub_leader")
     op.drop_table("sb_websub_subscriptions")
