@@ -55,9 +55,7 @@ class WebhookStore:
                 if row.owner != owner and row.expires_at > now:
                     return False
                 await conn.execute(
-                    update(leader)
-                    .where(leader.c.id == 1)
-                    .values(owner=owner, expires_at=now + ttl)
+                    update(leader).where(leader.c.id == 1).values(owner=owner, expires_at=now + ttl)
                 )
                 return True
         except Conflict:  # another gateway inserted the first row at the same moment
