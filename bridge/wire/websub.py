@@ -150,6 +150,12 @@ def request_target(url: str) -> str:
     return quote(target, safe=_SAFE_TARGET)
 
 
+def loggable(url: str) -> str:
+    """A callback URL for logs: without its query string, which may carry a credential."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?…" if parts.query else "")
+
+
 def link_header(hub_url: str, topic_url: str) -> str:
     """WebSub §4 discovery and §7 delivery: ``Link`` rel=hub and rel=self."""
     return f'<{hub_url}>; rel="hub", <{topic_url}>; rel="self"'

@@ -152,6 +152,7 @@ class WebSubService:
         hub.attach(subscriber, after=None, raw_after=None, event_name=None, topic=None)
         feed = Feed(record, match, link_header(hub_url, topic_url), host, subscriber, hub)
         self.feeds[record.id] = feed
+        self.runtime.metrics.connections.labels("websub").inc()
         feed.worker = asyncio.create_task(run_worker(self, feed), name=f"webhooks {record.id}")
 
     def deactivate(self, id: str, *, from_worker: bool = False) -> None:
@@ -159,6 +160,7 @@ class WebSubService:
         if feed is None:
             return
         feed.hub.detach(feed.subscriber)
+        self.runtime.metrics.connections.labels("websub").dec()
         if feed.worker is not None and not from_worker:
             feed.worker.cancel()
 

@@ -23,6 +23,7 @@ from bridge.wire.websub import (
     HubRequest,
     clamp_lease,
     denial_url,
+    loggable,
     new_challenge,
     request_target,
     verification_url,
@@ -72,7 +73,9 @@ async def verify(service: WebSubService, pending: Pending) -> None:
     try:
         target = await service.guard.target(request.callback)
     except CallbackRefused as exc:
-        log.warning("websub %s of %s refused: %s", request.mode, request.callback, exc.detail)
+        log.warning(
+            "websub %s of %s refused: %s", request.mode, loggable(request.callback), exc.detail
+        )
         return
     reason = refusal(service, pending)
     timeout = service.settings.timeout
@@ -99,13 +102,15 @@ async def verify(service: WebSubService, pending: Pending) -> None:
             "GET", target.origin, request_target(url), [("Accept", "*/*")], timeout=timeout
         )
     except (CallbackError, TimeoutError) as exc:
-        log.info("websub verification of %s failed: %s", request.callback, exc or "timeout")
+        log.info(
+            "websub verification of %s failed: %s", loggable(request.callback), exc or "timeout"
+        )
         return
     if not 200 <= answer.status < 300 or answer.body != challenge.encode():
         log.info(
             "websub %s of %s not verified (status %d, challenge %s)",
             request.mode,
-            request.callback,
+            loggable(request.callback),
             answer.status,
             "echoed" if answer.body == challenge.encode() else "not echoed",
         )
@@ -113,7 +118,7 @@ async def verify(service: WebSubService, pending: Pending) -> None:
     try:
         await _apply(service, pending, lease)
     except BridgeError as exc:
-        log.warning("websub %s of %s not stored: %s", request.mode, request.callback, exc)
+        log.warning("websub %s of %s not stored: %s", request.mode, loggable(request.callback), exc)
 
 
 async def deny(service: WebSubService, callback: str, topic_url: str, reason: str) -> None:
@@ -125,7 +130,7 @@ async def deny(service: WebSubService, callback: str, topic_url: str, reason: st
             "GET", target.origin, request_target(url), [], timeout=service.settings.timeout
         )
     except (CallbackRefused, CallbackError, TimeoutError) as exc:
-        log.info("websub denial to %s not delivered: %s", callback, exc or "timeout")
+        log.info("websub denial to %s not delivered: %s", loggable(callback), exc or "timeout")
 
 
 async def _apply(service: WebSubService, pending: Pending, lease: int) -> None:
