@@ -112,8 +112,13 @@ async def _hub(
     name = topic_name(entry, request.topic)
     if name is None:
         return problem(400, "hub.topic is not a topic URL of this API", instance=path)
+    token_query = [(k, v) for k, v in query if k == "access_token"]  # not hub.* or topic=
     admitted = await admit(
-        runtime, path=entry.api.base_path + name, headers=headers, query=[], protocol="websub"
+        runtime,
+        path=entry.api.base_path + name,
+        headers=headers,
+        query=token_query,
+        protocol="websub",
     )
     match = admitted.topics[0]
     if match.topic.mode == "publish":

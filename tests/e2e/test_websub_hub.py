@@ -288,3 +288,15 @@ async def test_a_websocket_upgrade_on_a_websub_api_is_refused_with_426(
 ) -> None:
     response = await ws_refusal(websub_server.ws_url, f"{BASE}/t/x", hub.token)
     assert response.status_code == 426
+
+
+async def test_the_token_may_come_as_access_token_in_the_query(hub: Hub) -> None:
+    r = room()
+    form = {
+        "hub.mode": "subscribe",
+        "hub.topic": f"/t/{r}",
+        "hub.callback": hub.receiver.url(f"/qt/{r}"),
+    }
+    response = await hub.client.post(f"{BASE}/hub", data=form, params={"access_token": hub.token})
+    assert response.status_code == 202, response.text
+    await hub.verified(f"/qt/{r}")
