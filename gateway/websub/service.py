@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,7 @@ from gateway.websub.breaker import Breakers
 from gateway.websub.client import CallbackClient
 from gateway.websub.delivery import Deliverer
 from gateway.websub.guard import CallbackGuard
-from gateway.websub.verify import deny
+from gateway.websub.upkeep import housekeeping, lead
 from gateway.websub.worker import run_worker
 
 if TYPE_CHECKING:
@@ -48,7 +47,6 @@ FEED_QUEUE = 50_000  # events a feed may hold before the intake writes them
 # one transaction carries many rows under load (a transaction costs far more than a row).
 INTAKE_BATCH_SECONDS = 0.005
 COMPLETE_BATCH_SECONDS = 0.02
-HOUSEKEEPING_SECONDS = 1.0
 
 
 @dataclass(eq=False)
@@ -89,11 +87,11 @@ class WebSubService:
 
     # --- life cycle -------------------------------------------------------------------
     async def __aenter__(self) -> WebSubService:
-        await self._lead()
+        await lead(self)
         self._loops = [
             asyncio.create_task(self._intake(), name="websub-intake"),
             asyncio.create_task(self._completer(), name="websub-completer"),
-            asyncio.create_task(self._housekeeping(), name="websub-housekeeping"),
+            asyncio.create_task(housekeeping(self), name="websub-housekeeping"),
         ]
         return self
 
@@ -270,65 +268,3 @@ class WebSubService:
         if done:
             await self.store.complete(done)
             self.completing.difference_update(done)
-
-    # --- leases and revocations -----------------------------------------------------------
-    async def _housekeeping(self) -> None:
-        renewed = time.monotonic()
-        while True:
-            await asyncio.sleep(HOUSEKEEPING_SECONDS)
-            try:
-                if time.monotonic() - renewed >= self.settings.leader_lease / 3:
-                    await self._lead()
-                    renewed = time.monotonic()
-                if self.leading:
-                    await self._sync()
-                    await self._end_stale()
-            except BridgeError as exc:
-                log.warning("websub housekeeping failed: %s", exc)
-
-    async def _lead(self) -> None:
-        """Take or renew the delivery lease; start or stop delivering accordingly."""
-        leading = await self.store.claim_leadership(self.owner, self.settings.leader_lease)
-        if leading and not self.leading:
-            log.info("this gateway delivers webhooks now")
-            self.leading = True
-            await self._sync()
-        elif not leading and self.leading:
-            log.warning("another gateway delivers webhooks now; stopping here")
-            self.leading = False
-            for id in list(self.feeds):
-                self.deactivate(id)
-
-    async def _sync(self) -> None:
-        """The store's subscriptions as feeds: new ones (verified on any gateway) start,
-        renewed ones update, removed ones stop."""
-        now = time.time()
-        stored = {record.id: record for record in await self.store.subscriptions()}
-        for id in [id for id in self.feeds if id not in stored]:
-            self.deactivate(id)
-        for record in stored.values():
-            if record.expires_at <= now:
-                await self.store.delete_subscription(record.id)
-                self.deactivate(record.id)
-            else:
-                self.activate(record)
-
-    async def _end_stale(self) -> None:
-        """Expired leases; subscriptions whose API or application subscription is gone."""
-        now = time.time()
-        catalog = self.runtime.catalog
-        for feed in list(self.feeds.values()):
-            record = feed.record
-            api = catalog.api(record.api, record.version)
-            access = catalog.subscriptions.get((record.client_id, record.api, record.version))
-            reason = None
-            if record.expires_at <= now:
-                reason = "the lease expired"
-            elif api is None or api.state not in VISIBLE_STATES:
-                reason = "the API was retired"
-            elif access is None or access.blocked:
-                reason = "the application's subscription was removed or blocked"
-            if reason is not None:
-                await self.end(feed, reason)
-                if record.expires_at > now:  # revoked, not expired: tell the subscriber
-                    self.spawn(deny(self, record.callback, self.urls(feed.match)[1], reason))
