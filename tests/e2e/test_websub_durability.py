@@ -16,7 +16,11 @@ from tests.e2e.servers import running_server
 from tests.e2e.websub_setup import HOOKS_SECRET, Hub, wait_posts, websub_config
 
 # Retries go on long enough for the restart to happen while deliveries are pending.
-PATIENT = {"retry": {"max_attempts": 100, "first_delay": "100ms", "max_delay": "300ms"}}
+# A restarted gateway waits for the lease its dead predecessor held: keep it short.
+PATIENT = {
+    "retry": {"max_attempts": 100, "first_delay": "100ms", "max_delay": "300ms"},
+    "leader_lease": "2s",
+}
 
 
 def pending_rows(directory: Path) -> int:
@@ -128,7 +132,7 @@ async def test_gateways_sharing_a_store_deliver_once_and_take_over(
     r = room()
     path = f"/shared/{r}"
     behaviour = receiver.behaviour(path)
-    config = websub_config(tmp_path, leader_lease="2s", **PATIENT)
+    config = websub_config(tmp_path, **PATIENT)
     with running_server(tmp_path, config) as leader, running_server(tmp_path, config) as other:
         hub = await subscribed_hub(other.base_url, receiver, f"/t/{r}", path)
         token = hub.token
