@@ -59,6 +59,9 @@ async def test_100_typical_subscriber_request(hub: Hub) -> None:
         and f'<{topic_url(f"/t/{r}")}>; rel="self"' in post.headers["link"]
     )
     assert "x-hub-signature" not in post.headers
+    await quiet()
+    assert len(hub.receiver.gets_to(f"/100/{r}")) == 1  # one verification, one delivery
+    assert len(hub.receiver.posts_to(f"/100/{r}")) == 1
 
 
 async def test_101_subscriber_includes_a_secret(hub: Hub) -> None:
