@@ -22,11 +22,12 @@ HOUSEKEEPING_SECONDS = 1.0
 
 
 async def housekeeping(service: WebSubService) -> None:
+    lease = service.settings.leader_lease
     renewed = time.monotonic()
     while True:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
         try:
-            if time.monotonic() - renewed >= service.settings.leader_lease / 3:
+            if time.monotonic() - renewed >= lease / 3:
                 await lead(service)
                 renewed = time.monotonic()
             if service.leading:
@@ -34,6 +35,10 @@ async def housekeeping(service: WebSubService) -> None:
                 await end_stale(service)
         except BridgeError as exc:
             log.warning("websub housekeeping failed: %s", exc)
+            if service.leading and time.monotonic() - renewed > lease:
+                # The lease could not be renewed and has run out: another gateway may
+                # deliver now, so this one stops rather than deliver the same events.
+                step_down(service)
 
 
 async def lead(service: WebSubService) -> None:
@@ -44,10 +49,14 @@ async def lead(service: WebSubService) -> None:
         service.leading = True
         await sync(service)
     elif not leading and service.leading:
-        log.warning("another gateway delivers webhooks now; stopping here")
-        service.leading = False
-        for id in list(service.feeds):
-            service.deactivate(id)
+        step_down(service)
+
+
+def step_down(service: WebSubService) -> None:
+    log.warning("this gateway no longer holds the webhook delivery lease; stopping here")
+    service.leading = False
+    for id in list(service.feeds):
+        service.deactivate(id)
 
 
 async def sync(service: WebSubService) -> None:
