@@ -9,16 +9,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from pathlib import Path
 
 from tests.e2e.helpers import assert_problem, eventually, fetch_token, room, ws_refusal
 from tests.e2e.receiver import Receiver
-from tests.e2e.servers import Server
+from tests.e2e.servers import Server, running_server
 from tests.e2e.websub_setup import (
     BASE,
+    HOOKS_SECRET,
     LIMITED_SECRET,
     OUTSIDER_SECRET,
     Hub,
     quiet,
+    websub_config,
 )
 
 PUBLIC = "http://gateway.test:8080"
@@ -303,3 +306,28 @@ async def test_the_token_may_come_as_access_token_in_the_query(hub: Hub) -> None
     response = await hub.client.post(f"{BASE}/hub", data=form, params={"access_token": hub.token})
     assert response.status_code == 202, response.text
     await hub.verified(f"/qt/{r}")
+
+
+async def test_private_callbacks_are_refused_by_default(tmp_path: Path, receiver: Receiver) -> None:
+    """Without ``websub.allow_private_callbacks`` a loopback or private callback gets 400
+    and no request is ever sent to it."""
+    config = websub_config(tmp_path, allow_private_callbacks=False)
+    with running_server(tmp_path, config) as server:
+        token = await fetch_token(server.base_url, "hooks", HOOKS_SECRET)
+        strict = Hub(server.base_url, token, receiver)
+        try:
+            r = room()
+            for callback in (
+                receiver.url(f"/ssrf/{r}"),
+                f"http://localhost:{receiver.port}/ssrf/{r}",
+                f"http://[::ffff:127.0.0.1]:{receiver.port}/ssrf/{r}",
+                "http://169.254.169.254/latest/meta-data/",
+                "http://10.0.0.1/hook",
+            ):
+                form = {"hub.mode": "subscribe", "hub.topic": f"/t/{r}", "hub.callback": callback}
+                body = assert_problem(await strict.request(form), 400)
+                assert "public addresses" in body["detail"], body
+            await quiet()
+            assert receiver.gets_to(f"/ssrf/{r}") == []
+        finally:
+            await strict.aclose()
