@@ -168,14 +168,6 @@ class WebSubService:
         self.deactivate(feed.record.id, from_worker=from_worker)
         await self.store.delete_subscription(feed.record.id)
 
-    def count(self, client_id: str, api: str, version: str, *, besides: str = "") -> int:
-        return sum(
-            1
-            for f in self.feeds.values()
-            if (f.record.client_id, f.record.api, f.record.version) == (client_id, api, version)
-            and f.record.callback != besides
-        )
-
     def requeued(self, subscription_id: str) -> None:
         """A dead letter went back into the queue: its worker starts over from the oldest."""
         feed = self.feeds.get(subscription_id)

@@ -46,8 +46,9 @@ class Pending:
     client_id: str
 
 
-def refusal(service: WebSubService, pending: Pending) -> str | None:
-    """Why policy refuses this subscription now, or None."""
+async def refusal(service: WebSubService, pending: Pending) -> str | None:
+    """Why policy refuses this subscription now, or None. Subscriptions are counted in
+    the store, so the tier's limit holds whichever gateway took the request."""
     if pending.request.mode != "subscribe":
         return None
     catalog = service.runtime.catalog
@@ -58,10 +59,18 @@ def refusal(service: WebSubService, pending: Pending) -> str | None:
     if access is None or access.blocked:
         return "the application's subscription to this API is gone or blocked"
     limit = catalog.tier(access.tier).max_connections
-    taken = service.count(
-        pending.client_id, api.name, api.version, besides=pending.request.callback
+    if limit is None:
+        return None
+    now = time.time()
+    taken = sum(
+        1
+        for record in await service.store.subscriptions(api.name)
+        if record.version == api.version
+        and record.client_id == pending.client_id
+        and record.expires_at > now
+        and (record.topic, record.callback) != (pending.match.name, pending.request.callback)
     )
-    if limit is not None and taken >= limit:
+    if taken >= limit:
         return f"the tier {access.tier} allows {limit} subscriptions"
     return None
 
@@ -77,7 +86,11 @@ async def verify(service: WebSubService, pending: Pending) -> None:
             "websub %s of %s refused: %s", request.mode, loggable(request.callback), exc.detail
         )
         return
-    reason = refusal(service, pending)
+    try:
+        reason = await refusal(service, pending)
+    except BridgeError as exc:
+        log.warning("websub %s not checked: %s", loggable(request.callback), exc)
+        return
     timeout = service.settings.timeout
     if reason is not None:
         await deny(service, request.callback, topic_url, reason)
