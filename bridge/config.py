@@ -22,8 +22,10 @@ from pydantic import (
     PlainSerializer,
     PositiveInt,
     SecretStr,
+    SerializationInfo,
     Tag,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -32,6 +34,8 @@ from bridge.durations import format_duration, parse_duration
 from bridge.errors import ConfigError, Problem
 from bridge.expressions import compile_aggregate, compile_expression
 from bridge.paths import path_parameters
+
+REVEAL_SECRETS = "reveal_secrets"  # serialization context key: dump secrets in clear
 
 Duration = Annotated[
     float,
@@ -110,7 +114,21 @@ class RetrySettings(_Strict):
 class WebSubSettings(_Strict):
     allow_private_callbacks: bool = False
     default_lease_seconds: PositiveInt = 864_000
+    min_lease_seconds: PositiveInt = 60
+    max_lease_seconds: PositiveInt = 2_592_000  # 30 days
     retry: RetrySettings = RetrySettings()
+    timeout: Duration = 10.0  # per delivery attempt and per verification request
+    # Gateways sharing a store: one delivers webhooks at a time, holding this lease; when
+    # it stops renewing (crash), another takes over after at most this long.
+    leader_lease: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _lease_bounds(self) -> WebSubSettings:
+        if not self.min_lease_seconds <= self.default_lease_seconds <= self.max_lease_seconds:
+            raise ValueError(
+                "needs min_lease_seconds <= default_lease_seconds <= max_lease_seconds"
+            )
+        return self
 
 
 # --- brokers: discriminated on ``type`` ---------------------------------------------------
@@ -316,6 +334,29 @@ class Topic(_Strict):
     snapshot: bool = False
     mask: Mask | None = None
     debezium: bool = False
+    # Inbound webhooks on a WebSub publish topic: the HMAC key of X-Hub-Signature-256.
+    # Masked in every dump but the state store's (see stored_document).
+    webhook_secret: SecretStr | None = None
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            secret = value.get_secret_value()
+            if len(secret) < 16:
+                raise ValueError("must be at least 16 characters")
+            if set(secret) == {"*"}:
+                raise ValueError("is masked; send the secret itself")
+        return value
+
+    @field_serializer("webhook_secret", when_used="json")
+    def _dump_webhook_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        if value is None:
+            return None
+        context = info.context
+        if isinstance(context, dict) and context.get(REVEAL_SECRETS):
+            return value.get_secret_value()
+        return "**********"
 
     @field_validator("name")
     @classmethod
@@ -349,6 +390,11 @@ class Topic(_Strict):
 class Replay(_Strict):
     max_events: PositiveInt = 1000
     max_age: Duration = 600.0
+
+
+def stored_document(api: Api) -> dict[str, Any]:
+    """An API as the state store keeps it: JSON with its webhook secrets in clear."""
+    return api.model_dump(mode="json", context={REVEAL_SECRETS: True})
 
 
 ApiState = Literal["CREATED", "PUBLISHED", "DEPRECATED", "RETIRED", "BLOCKED"]
@@ -574,6 +620,17 @@ def semantic_problems(config: Config) -> list[Problem]:
                 )
             if topic.pipeline and topic.mode == "publish":
                 problems.append(Problem(f"{tat}.pipeline", "a publish topic has no pipeline"))
+            if topic.webhook_secret is not None and (
+                api.protocol != "websub" or topic.mode != "publish"
+            ):
+                problems.append(
+                    Problem(
+                        f"{tat}.webhook_secret",
+                        "only a publish topic of a websub API takes inbound webhooks",
+                    )
+                )
+            if api.protocol == "websub" and topic.name == "/hub":
+                problems.append(Problem(f"{tat}.name", "/hub is the hub of a websub API"))
     client_ids: dict[str, int] = {}
     for i, app in enumerate(config.applications):
         at = f"applications[{i}]"

@@ -1,7 +1,10 @@
 """The embedded demo (CONTRACT §1): no config file, no external broker.
 
 A memory broker, one SSE API (ticker prices, with a filtered and a windowed topic), one
-WebSocket API (chat rooms: publish and subscribe), one application with a fresh secret.
+WebSocket API (chat rooms: publish and subscribe), one WebSub API (big price moves as
+webhooks), one application with a fresh secret. The demo runs on loopback for local
+development, so webhooks may go to a receiver on this machine
+(``websub.allow_private_callbacks``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ def demo_config(secret: str | None = None, admin_token: str | None = None) -> di
             "state": "sqlite:///.state/demo.db",
             "admin_token": admin_token or secrets.token_urlsafe(24),
         },
+        "websub": {"allow_private_callbacks": True},  # local development only
         "brokers": {"demo": {"type": "memory"}},
         "tiers": {
             "Gold": {"events_per_minute": 6000, "max_connections": 20},
@@ -91,6 +95,25 @@ def demo_config(secret: str | None = None, admin_token: str | None = None) -> di
                     },
                 ],
             },
+            {
+                "name": "Alerts",
+                "version": "1.0.0",
+                "context": "/alerts",
+                "protocol": "websub",
+                "broker": "demo",
+                "tiers": ["Gold"],
+                "topics": [
+                    {
+                        "name": "/big-moves",
+                        "channel": "demo.prices",
+                        "scopes": ["alerts:read"],
+                        "pipeline": [
+                            {"filter": "data.change > 1.0 || data.change < -1.0"},
+                            {"map": "{'symbol': data.symbol, 'price': data.price}"},
+                        ],
+                    },
+                ],
+            },
         ],
         "applications": [
             {
@@ -100,6 +123,7 @@ def demo_config(secret: str | None = None, admin_token: str | None = None) -> di
                 "subscriptions": [
                     {"api": "Ticker", "version": "1.0.0", "tier": "Gold"},
                     {"api": "Chat", "version": "1.0.0", "tier": "Gold"},
+                    {"api": "Alerts", "version": "1.0.0", "tier": "Gold"},
                 ],
             },
         ],
@@ -126,6 +150,11 @@ Server-Sent Events:
 WebSocket (type a line to publish it to the room):
   websocat "{ws_base}/chat/1.0.0/rooms/lobby?access_token=$TOKEN"
   python3 -m websockets "{ws_base}/chat/1.0.0/rooms/lobby?access_token=$TOKEN"
+
+WebSub (webhooks; the callback must answer GET with the hub.challenge it is sent):
+  curl -i -H "Authorization: Bearer $TOKEN" {base_url}/alerts/1.0.0/hub \\
+    -d hub.mode=subscribe -d hub.topic=/big-moves \\
+    -d hub.callback=http://127.0.0.1:9000/hook -d hub.secret=$(openssl rand -hex 16)
 
 Management API (admin token new at every start; OpenAPI at {base_url}/docs):
   curl -s -H "Authorization: Bearer {admin_token}" {base_url}/api/v1/apis

@@ -81,6 +81,37 @@ def _current_keys(runtime: Runtime, grant: Grant) -> bool:
     return app is not None and grant.generation == app.generation
 
 
+async def _verify_token(
+    runtime: Runtime, headers: Mapping[str, str], query: list[tuple[str, str]]
+) -> tuple[Grant | None, str | None]:
+    """The request's grant, or why there is none (the first row of CONTRACT §4)."""
+    assert runtime.authority is not None
+    token = bearer_token(headers, query)
+    if token is None:
+        return None, "a bearer token is required"
+    try:
+        grant = await runtime.authority.verify(token)
+    except Unauthenticated as exc:
+        return None, exc.detail
+    # The verification leeway is for clock skew at the edges of validity; a
+    # stream opened on a token already past exp would only be revoked at once.
+    if grant.expires_at <= time.time():
+        return None, "the token has expired"
+    if not _current_keys(runtime, grant):
+        return None, "the token was revoked"
+    return grant, None
+
+
+async def authenticate(
+    runtime: Runtime, headers: Mapping[str, str], query: list[tuple[str, str]]
+) -> Grant:
+    """Only the token row of CONTRACT §4: a grant, or Unauthenticated."""
+    grant, token_error = await _verify_token(runtime, headers, query)
+    if grant is None:
+        raise Unauthenticated(token_error or "a bearer token is required")
+    return grant
+
+
 async def admit(
     runtime: Runtime,
     *,
@@ -90,24 +121,7 @@ async def admit(
     protocol: str,
 ) -> Admitted:
     """Apply CONTRACT §4 in table order; raises the first AccessDenied that applies."""
-    assert runtime.authority is not None
-    token = bearer_token(headers, query)
-    grant: Grant | None = None
-    token_error: str | None = None
-    if token is None:
-        token_error = "a bearer token is required"  # noqa: S105 - a message, not a secret  # noqa: S105 - a message, not a secret
-    else:
-        try:
-            grant = await runtime.authority.verify(token)
-        except Unauthenticated as exc:
-            token_error = exc.detail
-        else:
-            # The verification leeway is for clock skew at the edges of validity; a
-            # stream opened on a token already past exp would only be revoked at once.
-            if grant.expires_at <= time.time():
-                grant, token_error = None, "the token has expired"
-            elif not _current_keys(runtime, grant):
-                grant, token_error = None, "the token was revoked"
+    grant, token_error = await _verify_token(runtime, headers, query)
     resolved = runtime.catalog.resolve(path)
     topics: list[TopicMatch] = []
     multi = False

@@ -26,6 +26,8 @@ from gateway.oauth import router as oauth_router
 from gateway.runtime import Runtime
 from gateway.sse import resume_id, serve_sse, start_at
 from gateway.websocket import serve_websocket
+from gateway.websub.admin import router as webhooks_router
+from gateway.websub.endpoints import serve_websub
 
 
 class Gateway:
@@ -49,6 +51,10 @@ class Gateway:
 
     async def _http(self, scope: Any, receive: Any, send: Any, headers: dict[str, str]) -> None:
         path = scope["path"]
+        resolved = self.runtime.catalog.resolve(path)
+        if resolved is not None and resolved[0].api.protocol == "websub":
+            await serve_websub(self.runtime, scope, receive, send, headers, *resolved)
+            return
         if scope["method"] not in ("GET", "HEAD"):
             await problem(405, "topics answer GET", headers={"Allow": "GET"})(scope, receive, send)
             return
@@ -82,6 +88,7 @@ def create_app(config: Config) -> Gateway:
     )
     control.include_router(oauth_router(runtime))
     control.include_router(management_router(runtime))
+    control.include_router(webhooks_router(runtime))
 
     @control.exception_handler(StoreError)
     async def store_problem(request: Request, exc: StoreError) -> Response:

@@ -46,7 +46,7 @@ class LifecycleIn(_Body):
     action: Literal["publish", "deprecate", "retire", "block", "unblock"]
 
 
-def _admin(runtime: Runtime) -> Any:
+def admin_dependency(runtime: Runtime) -> Any:
     async def check(request: Request) -> None:
         expected = runtime.config.gateway.admin_token
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -110,7 +110,7 @@ def validate_api(runtime: Runtime, api: Api) -> None:
 
 
 def router(runtime: Runtime) -> APIRouter:
-    api = APIRouter(prefix="/api/v1", dependencies=[_admin(runtime)], tags=["management"])
+    api = APIRouter(prefix="/api/v1", dependencies=[admin_dependency(runtime)], tags=["management"])
 
     def store() -> Any:
         assert runtime.store is not None

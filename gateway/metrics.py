@@ -127,6 +127,11 @@ class Metrics(Collector):
         self.webhook_retries = counter(
             "streambridge_webhook_retries", "Webhook delivery retries", ["api", "version"]
         )
+        self.webhook_deliveries = counter(
+            "streambridge_webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, failed, gone)",
+            ["api", "version", "outcome"],
+        )
         self.webhook_dead_letters = counter(
             "streambridge_webhook_dead_letters",
             "Webhook deliveries dead-lettered",

@@ -31,6 +31,7 @@ from gateway.auth import TokenAuthority
 from gateway.connections import Connections
 from gateway.hub import Hub, HubSet
 from gateway.metrics import Metrics
+from gateway.websub.service import WebSubService
 from pipelines.topic import topic_pipeline
 
 log = logging.getLogger("streambridge.runtime")
@@ -57,6 +58,7 @@ class Runtime:
         self.connectors: dict[str, Connector] = {}
         self.authority: TokenAuthority | None = None
         self.store: Store | None = None
+        self.websub: WebSubService | None = None
         self._refresh_lock = asyncio.Lock()
         self._eager: set[tuple[str, str, str]] = set()
         self.stopping = False
@@ -85,6 +87,7 @@ class Runtime:
                 self.connectors[name] = await stack.enter_async_context(connector)
             stack.push_async_callback(self.hubs.aclose)
             self._start_eager_hubs()
+            self.websub = await stack.enter_async_context(WebSubService(self))
             tasks = [
                 asyncio.create_task(self._housekeeping(), name="housekeeping"),
                 asyncio.create_task(self._watch_store(), name="store-watch"),

@@ -34,3 +34,39 @@ class Snapshot:
     applications: list[ApplicationRecord] = field(default_factory=list)
     subscriptions: list[SubscriptionRecord] = field(default_factory=list)
     tiers: dict[str, Tier] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WebSubRecord:
+    """A verified WebSub subscription (CONTRACT §7)."""
+
+    id: str
+    api: str
+    version: str
+    topic: str  # the topic name as requested, e.g. /t/eu
+    callback: str
+    client_id: str
+    secret: str | None
+    signature: str  # hub | standard
+    lease_seconds: int
+    expires_at: float
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One webhook delivery of the queue; ``webhook_id`` is stable across retries."""
+
+    seq: int
+    webhook_id: str
+    subscription_id: str
+    api: str
+    version: str
+    topic: str
+    payload: str
+    content_type: str
+    created_at: float
+    attempts: int
+    next_attempt_at: float
+    state: str  # pending | dead
+    last_error: str | None = None

@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -104,6 +105,62 @@ signing_keys = Table(
     Column("kid", String, primary_key=True),
     Column("algorithm", String, nullable=False, unique=True),
     Column("pem", Text, nullable=False),
+)
+
+# WebSub subscriptions (CONTRACT §7): one row per (API, version, topic, callback); a
+# re-subscription updates it. ``secret`` is kept because every delivery is signed with it.
+websub_subscriptions = Table(
+    "sb_websub_subscriptions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("api", String, nullable=False),
+    Column("version", String, nullable=False),
+    Column("topic", String, nullable=False),  # the topic name as requested, e.g. /t/eu
+    Column("callback", String, nullable=False),
+    Column("client_id", String, nullable=False),
+    Column("secret", Text),
+    Column("signature", String(16), nullable=False),  # hub | standard
+    Column("lease_seconds", Integer, nullable=False),
+    Column("expires_at", Float, nullable=False),  # epoch seconds
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("api", "version", "topic", "callback"),
+    Index(None, "api", "version"),
+)
+
+# Which gateway delivers webhooks (one row, id 1): gateways sharing a store take turns
+# through this lease, so each event is delivered by one of them.
+websub_leader = Table(
+    "sb_websub_leader",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("owner", String(32), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+# The webhook delivery queue: a row is written before its first attempt, so it survives
+# a restart; ``seq`` orders a subscription's deliveries. A delivered row is deleted; one
+# that used up its attempts stays as a dead letter until it is replayed.
+webhook_deliveries = Table(
+    "sb_webhook_deliveries",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    Column("webhook_id", String(40), nullable=False, unique=True),
+    Column("subscription_id", String(32), nullable=False),
+    Column("api", String, nullable=False),
+    Column("version", String, nullable=False),
+    Column("topic", String, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("content_type", String, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("state", String(8), nullable=False),  # pending | dead
+    Column("last_error", Text),
+    Index(None, "subscription_id", "seq"),
+    Index(None, "state", "api"),
+    # Never reuse a seq (SQLite would reuse the largest after a delete): workers read on
+    # from the last seq they handled.
+    sqlite_autoincrement=True,
 )
 
 

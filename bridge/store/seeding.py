@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge.config import Application, Config, SubscriptionSeed
+from bridge.config import Application, Config, SubscriptionSeed, stored_document
 from bridge.store.schema import apis, applications, new_subscription_id, subscriptions, tiers
 
 _N, _R, _P = 2**14, 8, 1  # as bridge.secrets
@@ -79,7 +79,7 @@ async def seed(
         changed |= await _seed_document(conn, tiers, {"name": name}, document)
     for api in config.apis:
         key = {"name": api.name, "version": api.version}
-        changed |= await _seed_document(conn, apis, key, api.model_dump(mode="json"))
+        changed |= await _seed_document(conn, apis, key, stored_document(api))
     for app in config.applications:
         fingerprint = secret_fingerprints[app.client_id]
         changed |= await _seed_application(conn, app, fingerprint, hash_secret)

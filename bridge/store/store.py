@@ -25,7 +25,7 @@ from sqlalchemy.engine import URL, RowMapping
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from bridge.config import Api, Config, Tier
+from bridge.config import Api, Config, Tier, stored_document
 from bridge.store import schema, seeding
 from bridge.store.engine import (
     WRITE,
@@ -38,6 +38,7 @@ from bridge.store.engine import (
 from bridge.store.errors import Conflict, NotFound, StoreError
 from bridge.store.records import ApplicationRecord, Snapshot, SubscriptionRecord
 from bridge.store.schema import apis, applications, signing_keys, subscriptions, tiers
+from bridge.store.webhooks import WebhookStore
 
 SUBSCRIPTION_STATES: Final = ("ACTIVE", "BLOCKED")
 PING_TIMEOUT: Final = 2.0
@@ -59,6 +60,11 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self._url.render_as_string(hide_password=True)!r})"
+
+    @property
+    def webhooks(self) -> WebhookStore:
+        """WebSub subscriptions and the webhook delivery queue (bridge.store.webhooks)."""
+        return WebhookStore(self)
 
     @property
     def _postgres(self) -> bool:
@@ -160,7 +166,7 @@ class Store:
                 raise Conflict(f"API {api.name} {api.version} already exists")
             await conn.execute(
                 insert(apis).values(
-                    name=api.name, version=api.version, document=api.model_dump(mode="json")
+                    name=api.name, version=api.version, document=stored_document(api)
                 )
             )
             await _bump(conn)
@@ -170,7 +176,7 @@ class Store:
             result = await conn.execute(
                 update(apis)
                 .where(_api_key(api.name, api.version))
-                .values(document=api.model_dump(mode="json"))
+                .values(document=stored_document(api))
             )
             if result.rowcount == 0:
                 raise NotFound(f"no API {api.name} {api.version}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.e2e.helpers import fetch_token
+from tests.e2e.receiver import Receiver, running_receiver
 from tests.e2e.servers import MAIN_SECRET, STARTED, Server, main_config, running_server, slow_config
+from tests.e2e.websub_setup import HOOKS_SECRET, Hub, websub_config
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +50,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 _FIRST_SERVER = pytest.StashKey[int]()
+
+
+# --- WebSub: one gateway with a websub API, and a webhook receiver ----------------------
+
+
+@pytest.fixture(scope="session")
+def websub_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    directory = tmp_path_factory.mktemp("websub-server")
+    with running_server(directory, websub_config(directory)) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[Receiver]:
+    with running_receiver() as running:
+        yield running
+
+
+@pytest.fixture
+async def hub(websub_server: Server, receiver: Receiver) -> AsyncIterator[Hub]:
+    token = await fetch_token(websub_server.base_url, "hooks", HOOKS_SECRET)
+    client = Hub(websub_server.base_url, token, receiver)
+    try:
+        yield client
+    finally:
+        await client.aclose()

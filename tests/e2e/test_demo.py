@@ -13,6 +13,7 @@ import pytest
 
 from bridge.wire.sse import decode_stream
 from tests.e2e.helpers import TIMEOUT, eventually, ws_connect
+from tests.e2e.receiver import Delivery, Receiver
 from tests.e2e.servers import Server, running_server
 
 STREAMBRIDGE = Path(sys.executable).parent / "streambridge"
@@ -97,3 +98,19 @@ async def test_printed_websocket_url_connects(demo: Server) -> None:
         await ws.send("hello from the e2e suite")
         echo = await asyncio.wait_for(ws.recv(), TIMEOUT)
     assert echo == "hello from the e2e suite"
+
+
+async def test_printed_websub_command_subscribes(demo: Server, receiver: Receiver) -> None:
+    lines = await instructions(demo)
+    start = next(i for i, line in enumerate(lines) if "/alerts/1.0.0/hub" in line)
+    command = "\n".join(line.strip() for line in lines[start : start + 3])
+    command = command.replace("http://127.0.0.1:9000/hook", receiver.url("/demo-hook"))
+    code, out, err = await bash(f"set -e\n{token_command(lines)}\n{command}\n", demo.directory)
+    assert code == 0, err
+    assert out.startswith("HTTP/1.1 202"), out
+
+    async def verified() -> list[Delivery] | None:
+        return receiver.gets_to("/demo-hook", "subscribe") or None
+
+    (check,) = await eventually(verified, what="the demo hub's verification request")
+    assert check.query["hub.topic"].endswith("/alerts/1.0.0/big-moves")

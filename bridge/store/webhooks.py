@@ -1,0 +1,253 @@
+"""The WebSub part of the state store (issue 5): verified subscriptions and the webhook
+delivery queue.
+
+Deliveries are inserted in batches before their first attempt, so a restart loses none;
+a delivered row is deleted once its callback answered 2xx, so a crash between the POST
+and the delete repeats that delivery with the same ``webhook_id`` — at least once,
+never lost. None of this bumps the catalogue revision: it is traffic, not configuration.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy.engine import RowMapping
+
+from bridge.store.errors import Conflict, NotFound
+from bridge.store.records import DeliveryRecord, WebSubRecord
+from bridge.store.schema import webhook_deliveries as deliveries
+from bridge.store.schema import websub_leader as leader
+from bridge.store.schema import websub_subscriptions as subs
+
+if TYPE_CHECKING:
+    from bridge.store.store import Store
+
+PENDING, DEAD = "pending", "dead"
+
+
+def new_webhook_id() -> str:
+    """Standard Webhooks ``webhook-id``: unique per message, the same on every retry."""
+    return "msg_" + uuid.uuid4().hex
+
+
+class WebhookStore:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    # --- which gateway delivers -------------------------------------------------------
+    async def claim_leadership(self, owner: str, ttl: float) -> bool:
+        """Take or renew the delivery lease for ``ttl`` seconds; False while another
+        gateway holds an unexpired one."""
+        now = time.time()
+        try:
+            async with self._store._transaction(write=True) as conn:
+                row = (await conn.execute(select(leader).where(leader.c.id == 1))).first()
+                if row is None:
+                    await conn.execute(
+                        insert(leader).values(id=1, owner=owner, expires_at=now + ttl)
+                    )
+                    return True
+                if row.owner != owner and row.expires_at > now:
+                    return False
+                await conn.execute(
+                    update(leader).where(leader.c.id == 1).values(owner=owner, expires_at=now + ttl)
+                )
+                return True
+        except Conflict:  # another gateway inserted the first row at the same moment
+            return False
+
+    async def release_leadership(self, owner: str) -> None:
+        async with self._store._transaction(write=True) as conn:
+            await conn.execute(
+                update(leader)
+                .where((leader.c.id == 1) & (leader.c.owner == owner))
+                .values(expires_at=0.0)
+            )
+
+    # --- subscriptions ----------------------------------------------------------------
+    async def upsert_subscription(self, record: WebSubRecord) -> WebSubRecord:
+        """Insert, or update the one row of (api, version, topic, callback) — a
+        re-subscription renews its lease and secret and keeps its id (WebSub §5.1)."""
+        key = (
+            (subs.c.api == record.api)
+            & (subs.c.version == record.version)
+            & (subs.c.topic == record.topic)
+            & (subs.c.callback == record.callback)
+        )
+        values = {
+            "client_id": record.client_id,
+            "secret": record.secret,
+            "signature": record.signature,
+            "lease_seconds": record.lease_seconds,
+            "expires_at": record.expires_at,
+        }
+        async with self._store._transaction(write=True) as conn:
+            existing = (await conn.execute(select(subs).where(key))).first()
+            if existing is not None:
+                await conn.execute(update(subs).where(key).values(**values))
+                return _websub({**existing._mapping, **values})
+            await conn.execute(
+                insert(subs).values(
+                    id=record.id,
+                    api=record.api,
+                    version=record.version,
+                    topic=record.topic,
+                    callback=record.callback,
+                    created_at=record.created_at or time.time(),
+                    **values,
+                )
+            )
+        return record
+
+    async def find_subscription(
+        self, api: str, version: str, topic: str, callback: str
+    ) -> WebSubRecord | None:
+        query = select(subs).where(
+            (subs.c.api == api)
+            & (subs.c.version == version)
+            & (subs.c.topic == topic)
+            & (subs.c.callback == callback)
+        )
+        async with self._store._transaction(write=False) as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _websub(row._mapping)
+
+    async def get_subscription(self, id: str) -> WebSubRecord | None:
+        async with self._store._transaction(write=False) as conn:
+            row = (await conn.execute(select(subs).where(subs.c.id == id))).first()
+        return None if row is None else _websub(row._mapping)
+
+    async def subscriptions(self, api: str | None = None) -> list[WebSubRecord]:
+        query = select(subs).order_by(subs.c.api, subs.c.version, subs.c.topic, subs.c.callback)
+        if api is not None:
+            query = query.where(subs.c.api == api)
+        async with self._store._transaction(write=False) as conn:
+            return [_websub(row._mapping) for row in await conn.execute(query)]
+
+    async def delete_subscription(self, id: str) -> bool:
+        """Ends a subscription: its pending deliveries go too (dead letters stay listed)."""
+        async with self._store._transaction(write=True) as conn:
+            await conn.execute(
+                delete(deliveries).where(
+                    (deliveries.c.subscription_id == id) & (deliveries.c.state == PENDING)
+                )
+            )
+            result = await conn.execute(delete(subs).where(subs.c.id == id))
+        return bool(result.rowcount)
+
+    # --- the delivery queue -----------------------------------------------------------
+    async def enqueue(self, rows: Sequence[dict[str, Any]]) -> None:
+        """One multi-row INSERT; each row names subscription_id, api, version, topic,
+        payload, content_type (and optionally webhook_id)."""
+        if not rows:
+            return
+        now = time.time()
+        values = [
+            {
+                "webhook_id": row.get("webhook_id") or new_webhook_id(),
+                "created_at": now,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "state": PENDING,
+                "last_error": None,
+                **{k: v for k, v in row.items() if k != "webhook_id"},
+            }
+            for row in rows
+        ]
+        async with self._store._transaction(write=True) as conn:
+            await conn.execute(insert(deliveries), values)
+
+    async def pending(
+        self, subscription_id: str, after_seq: int, limit: int
+    ) -> list[DeliveryRecord]:
+        """The subscription's pending deliveries after ``after_seq``, oldest first."""
+        query = (
+            select(deliveries)
+            .where(
+                (deliveries.c.subscription_id == subscription_id)
+                & (deliveries.c.state == PENDING)
+                & (deliveries.c.seq > after_seq)
+            )
+            .order_by(deliveries.c.seq)
+            .limit(limit)
+        )
+        async with self._store._transaction(write=False) as conn:
+            return [_delivery(row._mapping) for row in await conn.execute(query)]
+
+    async def subscriptions_with_pending(self) -> set[str]:
+        query = select(deliveries.c.subscription_id).where(deliveries.c.state == PENDING)
+        async with self._store._transaction(write=False) as conn:
+            return {row.subscription_id for row in await conn.execute(query.distinct())}
+
+    async def complete(self, seqs: Sequence[int]) -> None:
+        if seqs:
+            async with self._store._transaction(write=True) as conn:
+                await conn.execute(delete(deliveries).where(deliveries.c.seq.in_(list(seqs))))
+
+    async def reschedule(self, seq: int, attempts: int, at: float, error: str) -> None:
+        await self._set(seq, attempts=attempts, next_attempt_at=at, last_error=error[:500])
+
+    async def kill(self, seq: int, attempts: int, error: str) -> None:
+        """The last attempt failed: a dead letter, listed and replayable (CONTRACT §8)."""
+        await self._set(seq, attempts=attempts, state=DEAD, last_error=error[:500])
+
+    async def _set(self, seq: int, **values: Any) -> None:
+        async with self._store._transaction(write=True) as conn:
+            await conn.execute(update(deliveries).where(deliveries.c.seq == seq).values(**values))
+
+    # --- dead letters -----------------------------------------------------------------
+    async def dead_letters(
+        self, api: str | None = None, version: str | None = None, limit: int = 100
+    ) -> list[DeliveryRecord]:
+        query: Select[Any] = select(deliveries).where(deliveries.c.state == DEAD)
+        if api is not None:
+            query = query.where(deliveries.c.api == api)
+        if version is not None:
+            query = query.where(deliveries.c.version == version)
+        async with self._store._transaction(write=False) as conn:
+            rows = await conn.execute(query.order_by(deliveries.c.seq).limit(limit))
+            return [_delivery(row._mapping) for row in rows]
+
+    async def replay(self, webhook_id: str) -> DeliveryRecord:
+        """A dead letter back in the queue with fresh attempts (same webhook-id). NotFound
+        for an unknown id, Conflict when its subscription has ended."""
+        async with self._store._transaction(write=True) as conn:
+            where = (deliveries.c.webhook_id == webhook_id) & (deliveries.c.state == DEAD)
+            row = (await conn.execute(select(deliveries).where(where))).first()
+            if row is None:
+                raise NotFound(f"no dead letter {webhook_id}")
+            record = _delivery(row._mapping)
+            alive = await conn.scalar(
+                select(func.count()).select_from(subs).where(subs.c.id == record.subscription_id)
+            )
+            if not alive:
+                raise Conflict(f"the subscription of {webhook_id} has ended")
+            await conn.execute(
+                update(deliveries)
+                .where(where)
+                .values(state=PENDING, attempts=0, next_attempt_at=time.time())
+            )
+        return record
+
+    async def replay_all(self, api: str | None = None) -> list[DeliveryRecord]:
+        """Every dead letter of live subscriptions (optionally of one API) requeued."""
+        replayed = []
+        for letter in await self.dead_letters(api, limit=100_000):
+            try:
+                replayed.append(await self.replay(letter.webhook_id))
+            except (NotFound, Conflict):
+                continue
+        return replayed
+
+
+def _websub(row: RowMapping | dict[str, Any]) -> WebSubRecord:
+    return WebSubRecord(**{f.name: row[f.name] for f in fields(WebSubRecord)})
+
+
+def _delivery(row: RowMapping) -> DeliveryRecord:
+    return DeliveryRecord(**{f.name: row[f.name] for f in fields(DeliveryRecord)})

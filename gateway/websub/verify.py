@@ -1,0 +1,175 @@
+"""Verification of intent and denial (W3C WebSub §5.2, §5.3), after the hub said 202.
+
+Policy is checked again when the request is taken up: an application past its tier's
+``max_connections`` (here: WebSub subscriptions per API), or an API blocked or retired
+meanwhile, gets ``hub.mode=denied`` with a ``hub.reason``. Otherwise the hub sends a
+random single-use ``hub.challenge``; only a 2xx answer whose body is exactly that
+challenge makes the (un)subscription happen. A callback the SSRF guard refuses gets no
+request at all, not even the denial.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bridge.catalog import TopicMatch
+from bridge.errors import BridgeError
+from bridge.store.records import WebSubRecord
+from bridge.wire.websub import (
+    HubRequest,
+    clamp_lease,
+    denial_url,
+    loggable,
+    new_challenge,
+    request_target,
+    verification_url,
+)
+from gateway.websub.client import CallbackError
+from gateway.websub.guard import CallbackRefused
+
+if TYPE_CHECKING:
+    from gateway.websub.service import WebSubService
+
+log = logging.getLogger("streambridge.websub")
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An accepted (202) hub request, waiting for verification."""
+
+    request: HubRequest
+    match: TopicMatch
+    client_id: str
+
+
+async def refusal(service: WebSubService, pending: Pending) -> str | None:
+    """Why policy refuses this subscription now, or None. Subscriptions are counted in
+    the store, so the tier's limit holds whichever gateway took the request."""
+    if pending.request.mode != "subscribe":
+        return None
+    catalog = service.runtime.catalog
+    api = catalog.api(pending.match.api.name, pending.match.api.version)
+    if api is None or api.state not in ("PUBLISHED", "DEPRECATED"):
+        return "the API no longer takes subscriptions"
+    access = catalog.subscriptions.get((pending.client_id, api.name, api.version))
+    if access is None or access.blocked:
+        return "the application's subscription to this API is gone or blocked"
+    limit = catalog.tier(access.tier).max_connections
+    if limit is None:
+        return None
+    now = time.time()
+    taken = sum(
+        1
+        for record in await service.store.subscriptions(api.name)
+        if record.version == api.version
+        and record.client_id == pending.client_id
+        and record.expires_at > now
+        and (record.topic, record.callback) != (pending.match.name, pending.request.callback)
+    )
+    if taken >= limit:
+        return f"the tier {access.tier} allows {limit} subscriptions"
+    return None
+
+
+async def verify(service: WebSubService, pending: Pending) -> None:
+    """Run in a task owned by the service; every failure is logged, none escapes."""
+    request, match = pending.request, pending.match
+    _, topic_url = service.urls(match)
+    try:
+        target = await service.guard.target(request.callback)
+    except CallbackRefused as exc:
+        log.warning(
+            "websub %s of %s refused: %s", request.mode, loggable(request.callback), exc.detail
+        )
+        return
+    try:
+        reason = await refusal(service, pending)
+    except BridgeError as exc:
+        log.warning("websub %s not checked: %s", loggable(request.callback), exc)
+        return
+    timeout = service.settings.timeout
+    if reason is not None:
+        await deny(service, request.callback, topic_url, reason)
+        return
+    settings = service.settings
+    lease = clamp_lease(
+        request.lease_seconds,
+        settings.default_lease_seconds,
+        settings.min_lease_seconds,
+        settings.max_lease_seconds,
+    )
+    challenge = new_challenge()
+    url = verification_url(
+        request.callback,
+        request.mode,
+        topic_url,
+        challenge,
+        lease if request.mode == "subscribe" else None,
+    )
+    try:
+        answer = await service.client.request(
+            "GET", target.origin, request_target(url), [("Accept", "*/*")], timeout=timeout
+        )
+    except (CallbackError, TimeoutError) as exc:
+        log.info(
+            "websub verification of %s failed: %s", loggable(request.callback), exc or "timeout"
+        )
+        return
+    if not 200 <= answer.status < 300 or answer.body != challenge.encode():
+        log.info(
+            "websub %s of %s not verified (status %d, challenge %s)",
+            request.mode,
+            loggable(request.callback),
+            answer.status,
+            "echoed" if answer.body == challenge.encode() else "not echoed",
+        )
+        return
+    try:
+        await _apply(service, pending, lease)
+    except BridgeError as exc:
+        log.warning("websub %s of %s not stored: %s", request.mode, loggable(request.callback), exc)
+
+
+async def deny(service: WebSubService, callback: str, topic_url: str, reason: str) -> None:
+    """WebSub §5.2: tell the subscriber its subscription is refused or has ended."""
+    url = denial_url(callback, topic_url, reason)
+    try:
+        target = await service.guard.target(callback)
+        await service.client.request(
+            "GET", target.origin, request_target(url), [], timeout=service.settings.timeout
+        )
+    except (CallbackRefused, CallbackError, TimeoutError) as exc:
+        log.info("websub denial to %s not delivered: %s", loggable(callback), exc or "timeout")
+
+
+async def _apply(service: WebSubService, pending: Pending, lease: int) -> None:
+    request, match = pending.request, pending.match
+    api = match.api
+    if request.mode == "unsubscribe":
+        found = await service.store.find_subscription(
+            api.name, api.version, match.name, request.callback
+        )
+        if found is not None:
+            service.deactivate(found.id)
+            await service.store.delete_subscription(found.id)
+        return
+    now = time.time()
+    record = WebSubRecord(
+        id=uuid.uuid4().hex,
+        api=api.name,
+        version=api.version,
+        topic=match.name,
+        callback=request.callback,
+        client_id=pending.client_id,
+        secret=request.secret,
+        signature=request.signature,
+        lease_seconds=lease,
+        expires_at=now + lease,
+        created_at=now,
+    )
+    stored = await service.store.upsert_subscription(record)
+    service.activate(stored)
