@@ -51,6 +51,7 @@ class WebSubRecord:
     lease_seconds: int
     expires_at: float
     created_at: float = 0.0
+    last_event_id: str | None = None  # the last event queued for it (its feed resumes after)
 
 
 @dataclass(frozen=True, slots=True)

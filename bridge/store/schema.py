@@ -123,6 +123,9 @@ websub_subscriptions = Table(
     Column("lease_seconds", Integer, nullable=False),
     Column("expires_at", Float, nullable=False),  # epoch seconds
     Column("created_at", Float, nullable=False),
+    # The id of the last event written to the delivery queue for it: after a restart
+    # its feed resumes right after it (from the broker when the hub's log has not got it).
+    Column("last_event_id", Text),
     UniqueConstraint("api", "version", "topic", "callback"),
     Index(None, "api", "version"),
 )

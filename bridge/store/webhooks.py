@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
@@ -141,10 +141,13 @@ class WebhookStore:
         return bool(result.rowcount)
 
     # --- the delivery queue -----------------------------------------------------------
-    async def enqueue(self, rows: Sequence[dict[str, Any]]) -> None:
+    async def enqueue(
+        self, rows: Sequence[dict[str, Any]], positions: Mapping[str, str] | None = None
+    ) -> None:
         """One multi-row INSERT; each row names subscription_id, api, version, topic,
-        payload, content_type (and optionally webhook_id)."""
-        if not rows:
+        payload, content_type (and optionally webhook_id). ``positions`` (subscription id
+        -> the id of its last event queued) is saved in the same transaction."""
+        if not rows and not positions:
             return
         now = time.time()
         values = [
@@ -160,7 +163,12 @@ class WebhookStore:
             for row in rows
         ]
         async with self._store._transaction(write=True) as conn:
-            await conn.execute(insert(deliveries), values)
+            if values:
+                await conn.execute(insert(deliveries), values)
+            for subscription_id, last in (positions or {}).items():
+                await conn.execute(
+                    update(subs).where(subs.c.id == subscription_id).values(last_event_id=last)
+                )
 
     async def pending(
         self, subscription_id: str, after_seq: int, limit: int

@@ -61,6 +61,10 @@ class Feed:
     reset: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
+    # Resuming after ``last_id`` (a restart, a new leader): attaching, and the replay
+    # from the broker when the hub's log has not got it (gateway/catchup.py).
+    resuming: asyncio.Task[None] | None = None
+    catch_up: Any = None
 
 
 class WebSubService:
@@ -149,16 +153,40 @@ class WebSubService:
         # A subscription does not keep its token's scopes: webhooks of a topic with a
         # column mask are always masked (CONTRACT §7b, masked is the default).
         hub = self.runtime.hub(match, masked=match.topic.mask is not None)
-        hub.attach(subscriber, after=None, raw_after=None, event_name=None, topic=None)
         feed = Feed(record, match, link_header(hub_url, topic_url), host, subscriber, hub)
+        feed.last_id = record.last_event_id
         self.feeds[record.id] = feed
+        if record.last_event_id is None:
+            hub.attach(subscriber, after=None, raw_after=None, event_name=None, topic=None)
+        else:  # nothing the broker still holds is lost across a restart or a new leader
+            feed.resuming = asyncio.create_task(
+                self._resume(feed), name=f"webhooks resume {record.id}"
+            )
         self.runtime.metrics.connections.labels("websub").inc()
         feed.worker = asyncio.create_task(run_worker(self, feed), name=f"webhooks {record.id}")
+
+    async def _resume(self, feed: Feed) -> None:
+        from gateway.catchup import CatchUp  # (it imports the runtime, which imports us)
+
+        after = parse_event_id(feed.last_id)
+        feed.catch_up = CatchUp(feed.subscriber, feed.last_id, None)
+        if not await feed.catch_up.begin(feed.hub, feed.match, after):
+            feed.hub.attach(
+                feed.subscriber,
+                after=after,
+                raw_after=feed.last_id,
+                event_name=None,
+                topic=None,
+            )
 
     def deactivate(self, id: str, *, from_worker: bool = False) -> None:
         feed = self.feeds.pop(id, None)
         if feed is None:
             return
+        if feed.resuming is not None:
+            feed.resuming.cancel()
+        if feed.catch_up is not None and feed.catch_up.task is not None:
+            feed.catch_up.task.cancel()
         feed.hub.detach(feed.subscriber)
         self.runtime.metrics.connections.labels("websub").dec()
         if feed.worker is not None and not from_worker:
@@ -195,6 +223,7 @@ class WebSubService:
         the feeds' queues only once they are written."""
         self._intake_wake.clear()
         rows: list[dict[str, Any]] = []
+        positions: dict[str, str] = {}
         taken: list[tuple[Feed, int, str | None]] = []
         for feed in list(self.feeds.values()):
             queue = feed.subscriber.queue
@@ -218,19 +247,27 @@ class WebSubService:
                 )
             if count:
                 taken.append((feed, count, last))
+                if last is not None and last != feed.last_id:
+                    positions[record.id] = last
         if not rows and not any(f.subscriber.overflowed for f in self.feeds.values()):
             return
-        await self.store.enqueue(rows)
+        await self.store.enqueue(rows, positions)
         for feed, count, last in taken:
             for _ in range(count):
                 feed.subscriber.queue.popleft()
             feed.last_id = last
             feed.wake.set()
+            drained = feed.subscriber.drained
+            if drained is not None:  # a catch-up waits for room in this feed
+                feed.subscriber.drained = None
+                drained.set()
         for feed in self.feeds.values():
             if feed.subscriber.overflowed:
                 self._reattach(feed)
 
     def _reattach(self, feed: Feed) -> None:
+        if feed.catch_up is not None and feed.catch_up.task is not None:
+            feed.catch_up.task.cancel()  # it fed the subscriber that overflowed
         feed.hub.detach(feed.subscriber)
         subscriber = Subscriber(FEED_QUEUE)
         subscriber.wake = self._intake_wake

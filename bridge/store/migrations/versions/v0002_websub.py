@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("lease_seconds", sa.Integer, nullable=False),
         sa.Column("expires_at", sa.Float, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("last_event_id", sa.Text),
         sa.PrimaryKeyConstraint("id", name="pk_sb_websub_subscriptions"),
         sa.UniqueConstraint(
             "api",
