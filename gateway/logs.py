@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import time
+from contextvars import ContextVar
 
 _SECRET_QUERY = re.compile(r"((?:access_token|client_secret|hub\.secret)=)[^&\s\"']+", re.I)
 
@@ -33,6 +34,25 @@ class DropDenialFalseAlarm(logging.Filter):
         return record.getMessage() != "ASGI callable returned without completing handshake."
 
 
+# Set by a transport that ends a response on purpose without finishing it: a slow client
+# whose blocked write was abandoned (CONTRACT §5). The server logs that at ERROR in the
+# same task, right after the application returns.
+CUT_ON_PURPOSE: ContextVar[bool] = ContextVar("streambridge_cut_on_purpose", default=False)
+
+
+class DropCutFalseAlarm(logging.Filter):
+    """uvicorn logs "returned without completing response" at ERROR for every slow SSE
+    client the gateway disconnects (the final chunk cannot be written to a client that
+    stopped reading). Those cuts are counted in streambridge_slow_client_disconnects_total;
+    the line is dropped only for them, never for a response that really broke."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            CUT_ON_PURPOSE.get()
+            and record.getMessage() == "ASGI callable returned without completing response."
+        )
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -55,6 +75,7 @@ def configure(level: str | None = None) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactSecrets())
     handler.addFilter(DropDenialFalseAlarm())
+    handler.addFilter(DropCutFalseAlarm())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level or os.environ.get("STREAMBRIDGE_LOG_LEVEL", "INFO").upper())

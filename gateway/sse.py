@@ -18,6 +18,7 @@ from bridge.wire.sse import PING, encode_event, encode_retry
 from connectors.base import EARLIEST
 from gateway.access import Admitted
 from gateway.hub import Entry, GapNotice
+from gateway.logs import CUT_ON_PURPOSE
 from gateway.runtime import Runtime, ShuttingDown
 from gateway.stream import (
     ClientGone,
@@ -72,13 +73,16 @@ async def serve_sse(
         cut = CutOnOverflow(session)
         try:
             final = await _pump(session, send, cut)
-            if final is not None:
+            if final is None:  # cut for being slow: uvicorn need not call it an error
+                CUT_ON_PURPOSE.set(True)
+            else:
                 cut.writing = True
                 try:
                     await send({"type": "http.response.body", "body": final, "more_body": False})
                 except asyncio.CancelledError:
                     if not cut.confirm():
                         raise
+                    CUT_ON_PURPOSE.set(True)
                 except OSError:
                     pass
         finally:
