@@ -40,7 +40,7 @@ class Hub:
         replay: Replay,
         epoch: str,
         sequence: Iterator[int],
-        on_event_in: Callable[[], None],
+        on_event_in: Callable[[], None] | None = None,
         on_expression_error: Callable[[int, PipelineError, Event], None],
         new_pipeline: Callable[[], Pipeline] | None = None,
     ) -> None:
@@ -52,7 +52,10 @@ class Hub:
         self.replay = replay
         self.epoch = epoch
         self._sequence = sequence
-        self._on_event_in = on_event_in
+        # Every topic reading through this hub counts what it reads (events_in per topic).
+        self.event_in_counters: dict[tuple[str, ...], Callable[[], None]] = {}
+        if on_event_in is not None:
+            self.event_in_counters[()] = on_event_in
         self._on_expression_error = on_expression_error
         self.log: deque[Entry] = deque()
         self.evicted_upto = 0  # sequence of the newest entry no longer in the log
@@ -84,7 +87,8 @@ class Hub:
                     continue
                 if item.cursor is not None:
                     self.cursor = item.cursor
-                self._on_event_in()
+                for count in self.event_in_counters.values():
+                    count()
                 for output in self.pipeline.feed(item, time.time()):
                     self.emit(output)
                 if flusher is None and self.pipeline.next_deadline() is not None:

@@ -269,11 +269,13 @@ class Runtime:
                 replay=api.replay,
                 epoch=self.epoch,
                 sequence=self.hubs.sequence,
-                on_event_in=events_in.inc,
                 on_expression_error=on_error,
             )
 
-        return self.hubs.get(self.hub_key(match, masked), factory)
+        hub = self.hubs.get(self.hub_key(match, masked), factory)
+        # Another topic (of this or another API) sharing the hub counts its events too.
+        hub.event_in_counters.setdefault(labels, events_in.inc)
+        return hub
 
     # --- readiness ---------------------------------------------------------------------------
     async def readiness(self) -> dict[str, bool]:

@@ -59,6 +59,8 @@ async def test_metrics_after_traffic(server: Server, token: str) -> None:
         )
 
     grew("streambridge_events_in_total", 2, **sse_labels)
+    # /watch/fixed reads the same channel through the same hub: it counts its events too.
+    grew("streambridge_events_in_total", 2, **ws_labels)
     grew("streambridge_events_out_total", 2, **sse_labels, protocol="sse")
     grew("streambridge_events_out_total", 2, **ws_labels, protocol="websocket")
     buckets = samples(during, "streambridge_delivery_latency_seconds_bucket")
