@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, runtime_checkable
 
 from bridge.config import Broker, MemoryBroker
 from bridge.errors import ConfigError, Problem
@@ -46,6 +46,45 @@ class Connector(Protocol):
 
     async def ready(self) -> bool:
         """Whether the broker is reachable now (for /readyz)."""
+        ...
+
+
+@runtime_checkable
+class Replaying(Protocol):
+    """A connector that can say where its live end is and replay a bounded range: what
+    a client catching up on its own needs (gateway/catchup.py). Every connector here."""
+
+    async def position(self, channel: str) -> str | None:
+        """The cursor after which ``subscribe`` yields exactly what comes from now on;
+        None or EARLIEST when the channel holds nothing yet."""
+        ...
+
+    def read_range(
+        self,
+        channel: str,
+        from_cursor: str,
+        until_cursor: str | None,
+        *,
+        max_events: int | None = None,
+        max_age: float | None = None,
+    ) -> AsyncIterator[Event | Gap]:
+        """Events after ``from_cursor`` (or EARLIEST) up to and including
+        ``until_cursor`` (None or EARLIEST: nothing is before it), then the end; a Gap
+        first when not retained. ``max_events``/``max_age`` narrow what counts as
+        retained, for brokers that keep a replay log for the gateway."""
+        ...
+
+
+@runtime_checkable
+class Snapshotting(Protocol):
+    """A connector that can start a stream with a table's current rows (CDC §7b)."""
+
+    async def snapshot(self, channel: str) -> tuple[str, AsyncIterator[Event]]:
+        """A boundary cursor and the rows (cursor None), consistent with it."""
+        ...
+
+    def is_after(self, cursor: str, boundary: str) -> bool:
+        """Whether the change at ``cursor`` is not reflected in a snapshot at ``boundary``."""
         ...
 
 

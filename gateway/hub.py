@@ -21,7 +21,7 @@ from bridge.config import Replay
 from bridge.cursor import EventId, event_id
 from bridge.errors import PipelineError
 from bridge.event import Event, payload_text
-from connectors.base import EARLIEST, Connector, Gap
+from connectors.base import EARLIEST, Connector, Gap, Replaying
 from gateway.queueing import Entry, GapNotice, Item, Subscriber, Wake
 from pipelines import Pipeline
 
@@ -73,11 +73,9 @@ class Hub:
         """Read the channel until cancelled; windows are flushed on their deadlines."""
         # Started once a window holds an event: an empty window has no deadline yet.
         flusher: asyncio.Task[None] | None = None
-        if self.cursor is None:
-            position = getattr(self.connector, "position", None)
-            if position is not None:
-                # None: the channel holds nothing yet, so everything from now on counts.
-                self.cursor = await position(self.channel) or EARLIEST
+        if self.cursor is None and isinstance(self.connector, Replaying):
+            # None: the channel holds nothing yet, so everything from now on counts.
+            self.cursor = await self.connector.position(self.channel) or EARLIEST
         self.started.set()
         try:
             async for item in self.connector.subscribe(self.channel, self.cursor):

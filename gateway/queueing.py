@@ -133,21 +133,35 @@ class Subscriber:
         if self.overflowed:
             return
         held = self.held
-        queue = self.queue if held is None else held
-        if held is not None and (self.spilled or (self.spill and len(held) >= self.limit)):
+        if held is None:
+            if len(self.queue) < self.limit:
+                self.queue.append(item)
+                self.wake.set()
+                return
+        elif self.spilled:
+            return  # the catch-up reads these from the broker
+        elif len(held) < self.limit:
+            held.append(item)
+            return
+        elif self.spill:
             self.spilled = True
             held.clear()
             return
-        if len(queue) >= self.limit:
-            self.overflowed = True
-            if self.on_overflow is not None:
-                self.on_overflow()
-        elif held is None:
-            queue.append(item)
-        else:
-            held.append(item)
-            return
+        self.overflowed = True
+        if self.on_overflow is not None:
+            self.on_overflow()
         self.wake.set()
+
+    async def wait_for_room(self) -> None:
+        """For a catch-up filling the queue: until the writer next takes a batch."""
+        drained = self.drained = asyncio.Event()
+        await drained.wait()
+
+    def taken(self) -> None:
+        """The writer took items: a catch-up waiting for room goes on."""
+        drained, self.drained = self.drained, None
+        if drained is not None:
+            drained.set()
 
     def hold(self, *, spill: bool = False) -> None:
         self.held = deque()

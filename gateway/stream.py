@@ -8,7 +8,6 @@ of entries and the final words are written.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -23,7 +22,6 @@ from gateway.hub import Entry, GapNotice, Hub, Subscriber
 from gateway.runtime import Runtime
 from pipelines.topic import masked_for
 
-log = logging.getLogger("streambridge.stream")
 HUB_START_SECONDS = 5.0  # how long a catch-up waits for a new hub to know its position
 
 
@@ -165,8 +163,7 @@ class StreamSession:
             if subscriber.overflowed:
                 raise self._end(SlowConsumer("the client fell behind"))
             if subscriber.drained is not None:  # a catch-up waits for room
-                subscriber.drained.set()
-                subscriber.drained = None
+                subscriber.taken()
             window = self._window
             if window is None:  # no rate limit: take everything queued
                 if queue:

@@ -39,6 +39,7 @@ from gateway.websub.upkeep import housekeeping, lead
 from gateway.websub.worker import run_worker
 
 if TYPE_CHECKING:
+    from gateway.catchup import CatchUp
     from gateway.runtime import Runtime
 
 log = logging.getLogger("streambridge.websub")
@@ -64,7 +65,7 @@ class Feed:
     # Resuming after ``last_id`` (a restart, a new leader): attaching, and the replay
     # from the broker when the hub's log has not got it (gateway/catchup.py).
     resuming: asyncio.Task[None] | None = None
-    catch_up: Any = None
+    catch_up: CatchUp | None = None
 
 
 class WebSubService:
@@ -257,10 +258,7 @@ class WebSubService:
                 feed.subscriber.queue.popleft()
             feed.last_id = last
             feed.wake.set()
-            drained = feed.subscriber.drained
-            if drained is not None:  # a catch-up waits for room in this feed
-                feed.subscriber.drained = None
-                drained.set()
+            feed.subscriber.taken()  # a catch-up may wait for room in this feed
         for feed in self.feeds.values():
             if feed.subscriber.overflowed:
                 self._reattach(feed)

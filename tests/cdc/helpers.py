@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,21 @@ async def cdc_database() -> AsyncIterator[str]:
     finally:
         await drop_slots(make_url(url).database or "")
         await drop_postgres_database(url)
+
+
+@contextmanager
+def module_database(*statements: str) -> Iterator[str]:
+    """``cdc_database`` for a module-scoped (synchronous) fixture, with ``statements`` run
+    in it first."""
+    url = asyncio.run(create_postgres_database())
+    dsn = plain_dsn(url)
+    try:
+        for statement in statements:
+            asyncio.run(sql(dsn, statement))
+        yield dsn
+    finally:
+        asyncio.run(drop_slots(make_url(url).database or ""))
+        asyncio.run(drop_postgres_database(url))
 
 
 async def drop_slots(database: str) -> None:

@@ -11,27 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import make_url
 
-from tests.cdc.helpers import drop_slots, plain_dsn, sql
+from tests.cdc.helpers import module_database, sql
 from tests.e2e.helpers import eventually, fetch_token, get, sse_stream
 from tests.e2e.servers import Server, running_server, state_url
-from tests.store.helpers import create_postgres_database, drop_postgres_database
 
 SECRET = "cdc-secret-000001"
 
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    url = asyncio.run(create_postgres_database())
-    dsn = plain_dsn(url)
-    asyncio.run(sql(dsn, "CREATE TABLE orders (id int PRIMARY KEY, amount numeric, note text)"))
-    asyncio.run(sql(dsn, "CREATE TABLE stock (sku text PRIMARY KEY, level int)"))
-    try:
+    with module_database(
+        "CREATE TABLE orders (id int PRIMARY KEY, amount numeric, note text)",
+        "CREATE TABLE stock (sku text PRIMARY KEY, level int)",
+    ) as dsn:
         yield dsn
-    finally:
-        asyncio.run(drop_slots(make_url(url).database or ""))
-        asyncio.run(drop_postgres_database(url))
 
 
 def cdc_config(

@@ -13,12 +13,10 @@ from typing import Any
 
 import pytest
 from kafka import KafkaProducer
-from sqlalchemy.engine import make_url
 
-from tests.cdc.helpers import drop_slots, plain_dsn, sql
+from tests.cdc.helpers import module_database, sql
 from tests.e2e.helpers import ParsedEvent, SSEReader, fetch_token, sse_stream
 from tests.e2e.servers import running_server, state_url
-from tests.store.helpers import create_postgres_database, drop_postgres_database
 
 SECRET = "cdc-options-secret-01"
 KAFKA = "127.0.0.1:9092"
@@ -26,15 +24,11 @@ KAFKA = "127.0.0.1:9092"
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    url = asyncio.run(create_postgres_database())
-    dsn = plain_dsn(url)
-    asyncio.run(sql(dsn, "CREATE TABLE customers (id int PRIMARY KEY, name text, email text)"))
-    asyncio.run(sql(dsn, "ALTER TABLE customers REPLICA IDENTITY FULL"))
-    try:
+    with module_database(
+        "CREATE TABLE customers (id int PRIMARY KEY, name text, email text)",
+        "ALTER TABLE customers REPLICA IDENTITY FULL",
+    ) as dsn:
         yield dsn
-    finally:
-        asyncio.run(drop_slots(make_url(url).database or ""))
-        asyncio.run(drop_postgres_database(url))
 
 
 def config(directory: Path, dsn: str, kafka_topic: str) -> dict[str, Any]:
