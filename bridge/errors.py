@@ -14,6 +14,20 @@
         ├── TooManyConnections tier max_connections reached                  429 / 1013
         ├── Throttled          tier events_per_minute spent on open stream   event/1008
         └── Revoked            token expired or subscription gone on stream  event/1008
+    ├── StoreError             the state store failed (unreachable, broken schema, bad URL)
+    │   ├── Conflict           the change clashes with what is stored (duplicate, in use)
+    │   └── NotFound           the change names an object that is not stored
+    ├── IllegalTransition      a lifecycle action not allowed in the API's state   409
+    ├── AsyncApiError          an AsyncAPI document does not parse or map          400
+    ├── HubRequestError        a WebSub request the hub cannot accept (§5.1)       400
+    ├── CallbackError          a WebSub callback unreachable or not speaking HTTP
+    ├── CallbackRefused        a callback URL refused by the SSRF guard            400
+    └── StreamEnded            an open stream ends; how it ends is the mapping's
+        ├── ShuttingDown       the gateway stops                           retry / 1001
+        │   └── Interrupted    a catch-up read failed; the client resumes  retry / 1001
+        ├── SlowConsumer       the client's queue filled up                error / 1008
+        ├── ClientGone         the client closed the connection            (nothing sent)
+        └── ProtocolClose      a WebSocket-level violation or failure       its code
 
 ``gateway/errors.py`` is the one place mapping these to HTTP status codes, problem
 details (RFC 9457) and WebSocket close codes.
@@ -105,3 +119,85 @@ class Throttled(AccessDenied):
 
 class Revoked(AccessDenied):
     pass
+
+
+class StoreError(BridgeError):
+    """The state store failed; the message never holds a password or a secret.
+
+    Every database error is mapped to one of these once, in :mod:`bridge.store`, so callers
+    never see SQLAlchemy or driver exceptions.
+    """
+
+
+class Conflict(StoreError):
+    pass
+
+
+class NotFound(StoreError):
+    pass
+
+
+class IllegalTransition(BridgeError):
+    def __init__(self, state: str, action: str, *, allowed: list[str]) -> None:
+        self.state = state
+        self.action = action
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else " (RETIRED is final)"
+        super().__init__(f"cannot {action} an API in state {state}{hint}")
+
+
+class AsyncApiError(BridgeError):
+    """The document does not parse or does not map onto an API; ``where`` is its path."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"{where}: {reason}" if where else reason)
+
+
+class HubRequestError(BridgeError):
+    """A subscription request the hub cannot accept (WebSub §5.1: 4xx with a reason)."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+class CallbackError(BridgeError):
+    """The callback could not be reached or answered something that is not HTTP."""
+
+
+class CallbackRefused(BridgeError):
+    """The callback may not be called (scheme, unresolvable name, forbidden address)."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+class StreamEnded(BridgeError):
+    """Why an open stream ends; ``gateway/errors.py`` maps each to its ending."""
+
+
+class ShuttingDown(StreamEnded):
+    """Open streams end cleanly when the gateway stops."""
+
+
+class Interrupted(ShuttingDown):
+    """A catch-up read failed: the stream ends cleanly and the client resumes."""
+
+
+class SlowConsumer(StreamEnded):
+    """The client's queue filled up: it is cut and resumes with its last id."""
+
+
+class ClientGone(StreamEnded):
+    """The client closed the connection."""
+
+
+class ProtocolClose(StreamEnded):
+    """A WebSocket connection closes with ``code`` (RFC 6455 §7.4) and ``reason``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(reason)

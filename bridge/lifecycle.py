@@ -12,7 +12,7 @@ again; PUBLISHED and BLOCKED may be retired directly. RETIRED is final.
 
 from __future__ import annotations
 
-from bridge.errors import BridgeError
+from bridge.errors import IllegalTransition
 
 ACTIONS = ("publish", "deprecate", "retire", "block", "unblock")
 
@@ -29,20 +29,12 @@ _TRANSITIONS: dict[tuple[str, str], str] = {
 }
 
 
-class IllegalTransition(BridgeError):
-    def __init__(self, state: str, action: str) -> None:
-        self.state = state
-        self.action = action
-        allowed = sorted(a for (s, a) in _TRANSITIONS if s == state)
-        hint = f" (allowed: {', '.join(allowed)})" if allowed else " (RETIRED is final)"
-        super().__init__(f"cannot {action} an API in state {state}{hint}")
-
-
 def transition(state: str, action: str) -> str:
     """The state after ``action``, or IllegalTransition (409 at the management API)."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
     target = _TRANSITIONS.get((state, action))
     if target is None:
-        raise IllegalTransition(state, action)
+        allowed = sorted(a for (s, a) in _TRANSITIONS if s == state)
+        raise IllegalTransition(state, action, allowed=allowed)
     return target

@@ -16,8 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bridge.asyncapi import AsyncApiError
 from bridge.config import RESERVED_PREFIXES, Config, format_path
-from bridge.errors import AccessDenied, ConfigError
-from bridge.lifecycle import IllegalTransition
+from bridge.errors import AccessDenied, ConfigError, IllegalTransition
 from bridge.store import NotFound, StoreError
 from gateway.access import admit, query_params
 from gateway.errors import denial_response, denial_status, problem

@@ -18,18 +18,14 @@ from typing import Any
 from bridge.catalog import TopicMatch
 from bridge.config import WindowStep
 from bridge.cursor import SNAPSHOT_ID, EventId
+from bridge.errors import Interrupted
 from bridge.event import Event
 from connectors.base import EARLIEST, Gap, Replaying, Snapshotting
 from gateway.hub import Entry, GapNotice, Hub, Subscriber
-from gateway.runtime import ShuttingDown
 from pipelines import Pipeline
 
 log = logging.getLogger("streambridge.catchup")
 HUB_START_SECONDS = 5.0  # how long a catch-up waits for a new hub to know its position
-
-
-class Interrupted(ShuttingDown):
-    """A catch-up read failed: the stream ends cleanly and the client resumes."""
 
 
 class CatchUp:

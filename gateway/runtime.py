@@ -22,7 +22,7 @@ from typing import Any
 from bridge.catalog import VISIBLE_STATES, Catalog, TopicMatch
 from bridge.config import Config
 from bridge.cursor import new_epoch
-from bridge.errors import BridgeError, ConfigError, PipelineError, Problem, Revoked
+from bridge.errors import BridgeError, ConfigError, PipelineError, Problem, Revoked, ShuttingDown
 from bridge.event import Event
 from bridge.secrets import hash_secret
 from bridge.store import Snapshot, Store
@@ -38,10 +38,6 @@ log = logging.getLogger("streambridge.runtime")
 DURABLE_LOG_BROKERS = ("mqtt", "amqp", "postgres-cdc")  # keep files in gateway.data_dir
 HOUSEKEEPING_SECONDS = 5.0
 STORE_POLL_SECONDS = 1.0  # how soon another gateway's change to the store applies here
-
-
-class ShuttingDown(BridgeError):
-    """Open streams end cleanly when the gateway stops."""
 
 
 class Runtime:

@@ -13,13 +13,13 @@ import contextlib
 import json
 from typing import Any, Literal
 
-from bridge.errors import Revoked, Throttled
+from bridge.errors import Revoked, ShuttingDown, Throttled
 from bridge.wire.sse import PING, encode_event, encode_retry
 from connectors.base import EARLIEST
 from gateway.access import Admitted
 from gateway.hub import Entry, GapNotice
 from gateway.logs import CUT_ON_PURPOSE
-from gateway.runtime import Runtime, ShuttingDown
+from gateway.runtime import Runtime
 from gateway.stream import (
     ClientGone,
     CutOnOverflow,

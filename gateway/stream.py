@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Self
 
 from bridge.cursor import parse_event_id
-from bridge.errors import BridgeError, Revoked, Throttled
+from bridge.errors import ClientGone, Revoked, SlowConsumer, Throttled
 from connectors.base import EARLIEST
 from gateway.access import Admitted
 from gateway.catchup import CatchUp
@@ -23,14 +23,6 @@ from gateway.runtime import Runtime
 from pipelines.topic import masked_for
 
 HUB_START_SECONDS = 5.0  # how long a catch-up waits for a new hub to know its position
-
-
-class SlowConsumer(BridgeError):
-    """The client's queue filled up: it is cut and resumes with its last id."""
-
-
-class ClientGone(BridgeError):
-    """The client closed the connection."""
 
 
 class StreamSession:

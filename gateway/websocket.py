@@ -16,7 +16,15 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from bridge.errors import AccessDenied, BridgeError, Revoked, Throttled
+from bridge.errors import (
+    AccessDenied,
+    ClientGone,
+    ProtocolClose,
+    Revoked,
+    ShuttingDown,
+    SlowConsumer,
+    Throttled,
+)
 from bridge.event import Event, decode_payload
 from gateway.access import Admitted, admit, query_params
 from gateway.errors import (
@@ -28,9 +36,9 @@ from gateway.errors import (
     denial_status,
 )
 from gateway.hub import Entry
-from gateway.runtime import Runtime, ShuttingDown
+from gateway.runtime import Runtime
 from gateway.sse import start_at
-from gateway.stream import ClientGone, CutOnOverflow, SlowConsumer, StreamSession
+from gateway.stream import CutOnOverflow, StreamSession
 
 log = logging.getLogger("streambridge.websocket")
 GOING_AWAY = 1001
@@ -119,7 +127,7 @@ async def _write(
             return TRY_AGAIN_LATER, "slow consumer"
         except ShuttingDown as exc:
             return GOING_AWAY, str(exc)[:120]
-        except _Closed as exc:
+        except ProtocolClose as exc:
             return exc.code, exc.reason
         except ClientGone:
             return 1000, ""
@@ -144,13 +152,6 @@ async def _write(
         session.delivered(delivered)
 
 
-class _Closed(BridgeError):
-    def __init__(self, code: int, reason: str) -> None:
-        self.code = code
-        self.reason = reason
-        super().__init__(reason)
-
-
 async def _read(
     runtime: Runtime, websocket: WebSocket, session: StreamSession, admitted: Admitted
 ) -> None:
@@ -165,7 +166,9 @@ async def _read(
             session.subscriber.close(ClientGone("client disconnected"))
             return
         if match.topic.mode == "subscribe":
-            session.subscriber.close(_Closed(POLICY_VIOLATION, "this topic is subscribe-only"))
+            session.subscriber.close(
+                ProtocolClose(POLICY_VIOLATION, "this topic is subscribe-only")
+            )
             return
         raw = message.get("text")
         if raw is None:
@@ -177,6 +180,6 @@ async def _read(
             # CONTRACT §6 / issue 4: a publish the broker did not confirm is never dropped
             # silently; the client gets close 1011 and knows the last frame did not land.
             log.warning("publish to %s failed: %s", match.channel, exc)
-            session.subscriber.close(_Closed(INTERNAL_ERROR, "publish failed"))
+            session.subscriber.close(ProtocolClose(INTERNAL_ERROR, "publish failed"))
             return
         counter.inc()

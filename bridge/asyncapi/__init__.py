@@ -10,9 +10,9 @@ cannot names where in the document, e.g. ``channels.orders.address: ...``.
 Everything here is pure: text in, dicts and models out.
 """
 
-from bridge.asyncapi.common import AsyncApiError
 from bridge.asyncapi.export import channel_keys, export_document, to_yaml
 from bridge.asyncapi.mapping import import_document, topic_name
+from bridge.errors import AsyncApiError
 
 __all__ = [
     "AsyncApiError",

@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 import yaml
 
-from bridge.asyncapi.common import AsyncApiError
+from bridge.errors import AsyncApiError
 
 # --- import: reading the document ----------------------------------------------------------
 

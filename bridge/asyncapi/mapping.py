@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bridge.asyncapi.common import _PLACEHOLDER, _SEGMENT_JUNK, _VERSION, AsyncApiError
+from bridge.asyncapi.common import _PLACEHOLDER, _SEGMENT_JUNK, _VERSION
 from bridge.asyncapi.document import (
     _Document,
     _Found,
@@ -18,6 +18,7 @@ from bridge.asyncapi.document import (
     parse_text,
 )
 from bridge.config import Api, Config, MemoryBroker, semantic_problems
+from bridge.errors import AsyncApiError
 
 # --- import: mapping onto an API ------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The state store (issue 3): what the management API creates, kept across restarts and
 shared by every gateway on one database. See :mod:`bridge.store.store`."""
 
-from bridge.store.errors import Conflict, NotFound, StoreError
+from bridge.errors import Conflict, NotFound, StoreError
 from bridge.store.records import ApplicationRecord, Snapshot, SubscriptionRecord
 from bridge.store.store import Store
 

@@ -20,7 +20,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bridge.store.errors import StoreError
+from bridge.errors import StoreError
 
 MIGRATIONS: Final = Path(__file__).with_name("migrations")
 WRITE: Final = "streambridge_write"  # execution option: this transaction will write

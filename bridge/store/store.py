@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bridge.config import Api, Config, Tier, stored_document
+from bridge.errors import Conflict, NotFound, StoreError
 from bridge.store import schema, seeding
 from bridge.store.engine import (
     WRITE,
@@ -35,7 +36,6 @@ from bridge.store.engine import (
     open_engine,
     upgrade_to_head,
 )
-from bridge.store.errors import Conflict, NotFound, StoreError
 from bridge.store.records import ApplicationRecord, Snapshot, SubscriptionRecord
 from bridge.store.schema import apis, applications, signing_keys, subscriptions, tiers
 from bridge.store.webhooks import WebhookStore

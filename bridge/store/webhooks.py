@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 
-from bridge.store.errors import Conflict, NotFound
+from bridge.errors import Conflict, NotFound
 from bridge.store.records import DeliveryRecord, WebSubRecord
 from bridge.store.schema import webhook_deliveries as deliveries
 from bridge.store.schema import websub_leader as leader

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote, urlencode, urlsplit
 
-from bridge.errors import BridgeError
+from bridge.errors import HubRequestError
 
 MAX_SECRET_BYTES = 200  # WebSub §5.1: hub.secret MUST be less than 200 bytes
 MAX_CALLBACK_CHARS = 2000
@@ -29,14 +29,6 @@ Mode = Literal["subscribe", "unsubscribe"]
 # Characters allowed unescaped in a request target we write on the wire ourselves.
 _SAFE_TARGET = "/:@!$&'()*+,;=-._~%?"
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
-
-
-class HubRequestError(BridgeError):
-    """A subscription request the hub cannot accept (WebSub §5.1: 4xx with a reason)."""
-
-    def __init__(self, detail: str) -> None:
-        self.detail = detail
-        super().__init__(detail)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,15 +23,11 @@ from dataclasses import dataclass
 
 import httptools
 
-from bridge.errors import BridgeError
+from bridge.errors import CallbackError
 
 MAX_BODY = 64 * 1024  # verification answers echo a short challenge; deliveries ignore it
 IDLE_SECONDS = 4.0  # below common keep-alive timeouts (uvicorn 5 s, nginx 75 s)
 MAX_IDLE_PER_ORIGIN = 64
-
-
-class CallbackError(BridgeError):
-    """The callback could not be reached or answered something that is not HTTP."""
 
 
 @dataclass(frozen=True, slots=True)

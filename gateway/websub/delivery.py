@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from bridge.errors import CallbackError, CallbackRefused
 from bridge.wire.websub import SignatureStyle, delivery_headers
-from gateway.websub.client import CallbackClient, CallbackError
-from gateway.websub.guard import CallbackGuard, CallbackRefused, Target
+from gateway.websub.client import CallbackClient
+from gateway.websub.guard import CallbackGuard, Target
 
 TARGET_TTL = 30.0  # seconds a checked callback address is reused
 

@@ -16,14 +16,19 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.responses import Response
 
 from bridge.catalog import ApiEntry, TopicMatch
-from bridge.errors import AccessDenied, ApiBlocked, UnknownResource
+from bridge.errors import (
+    AccessDenied,
+    ApiBlocked,
+    CallbackRefused,
+    HubRequestError,
+    UnknownResource,
+)
 from bridge.event import Event, decode_payload
 from bridge.policy import HIDDEN_STATES
-from bridge.wire.websub import HubRequestError, link_header, parse_hub_request, verify_hub_signature
+from bridge.wire.websub import link_header, parse_hub_request, verify_hub_signature
 from gateway.access import admit, authenticate, bearer_token, query_params
 from gateway.errors import denial_response, denial_status, problem
 from gateway.runtime import Runtime
-from gateway.websub.guard import CallbackRefused
 from gateway.websub.verify import Pending, verify
 
 log = logging.getLogger("streambridge.websub")

@@ -17,20 +17,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from bridge.errors import BridgeError
+from bridge.errors import CallbackRefused
 from bridge.netguard import parse_address, refusal
 from bridge.wire.websub import request_target
 from gateway.websub.client import Origin
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
-
-
-class CallbackRefused(BridgeError):
-    """The callback may not be called (scheme, unresolvable name, forbidden address)."""
-
-    def __init__(self, detail: str) -> None:
-        self.detail = detail
-        super().__init__(detail)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bridge.catalog import TopicMatch
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, CallbackError, CallbackRefused
 from bridge.store.records import WebSubRecord
 from bridge.wire.websub import (
     HubRequest,
@@ -28,8 +28,6 @@ from bridge.wire.websub import (
     request_target,
     verification_url,
 )
-from gateway.websub.client import CallbackError
-from gateway.websub.guard import CallbackRefused
 
 if TYPE_CHECKING:
     from gateway.websub.service import WebSubService

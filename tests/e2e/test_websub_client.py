@@ -17,8 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.websub.client import CallbackClient, CallbackError, Origin
-from gateway.websub.guard import CallbackGuard, CallbackRefused
+from bridge.errors import CallbackError, CallbackRefused
+from gateway.websub.client import CallbackClient, Origin
+from gateway.websub.guard import CallbackGuard
 
 
 def resolver(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
