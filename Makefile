@@ -27,6 +27,7 @@ run: $(VENV)/.installed
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy bridge pipelines connectors gateway
@@ -38,7 +39,7 @@ services:
 	bash scripts/npm-deps.sh
 
 test: lint typecheck services
-	$(BIN)/coverage run -m pytest
+	$(BIN)/coverage run -m pytest --durations=15
 	$(BIN)/coverage report --skip-covered --sort=cover | tail -n 15
 
 unit: $(VENV)/.installed-dev

@@ -7,7 +7,7 @@ One command (defaults: memory, kafka, mqtt and amqp; 10 SSE clients; 2000 events
 
 Per broker: writes a config with one SSE API whose topic is a fresh channel on that
 broker (``bench-<uuid>`` Kafka topic, ``bench/<uuid>`` MQTT topic, ``bench.<uuid>`` AMQP
-routing key on ``amq.topic``), starts ``python -m bridge.cli serve``, opens N raw SSE
+routing key on ``amq.topic``), starts ``python -m gateway.cli serve``, opens N raw SSE
 connections (the client code of ``bench/fanout.py``), then publishes straight to the
 broker with its own Python client: aiokafka (``acks=all``), aiomqtt (QoS 1), aio-pika
 (publisher confirms). The memory broker lives inside the gateway, so it is fed through a

@@ -7,7 +7,7 @@ for 10 s of publishing; about two minutes)::
 
 Each round writes a config (memory broker; an SSE API with one subscribe topic and a
 WebSocket API with one publish topic on the same channel; a tier without limits; a large
-``gateway.client_queue``), starts ``python -m bridge.cli serve`` pinned to one core, opens
+``gateway.client_queue``), starts ``python -m gateway.cli serve`` pinned to one core, opens
 N raw asyncio TCP connections from this process pinned to another core (hand-written
 HTTP/1.1 GET; the chunked body and the ``data:`` lines are parsed here), waits until every
 stream has begun (its ``retry:`` field), then publishes events at a fixed rate through one
@@ -59,7 +59,7 @@ WS_PATH = "/bench-ws/1/publish"
 WARMUP_EVENTS = 20
 DEFAULT_CLIENTS = [100, 1000]
 DEFAULT_DELIVERY_RATES = [20_000.0, 50_000.0, 100_000.0]
-SERVE = [sys.executable, "-m", "bridge.cli", "serve"]
+SERVE = [sys.executable, "-m", "gateway.cli", "serve"]
 
 
 # --- machine ----------------------------------------------------------------------------------

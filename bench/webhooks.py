@@ -228,7 +228,7 @@ async def gateway_round(
         command = [
             *python,
             "-m",
-            "bridge.cli",
+            "gateway.cli",
             "serve",
             "--config",
             str(path),

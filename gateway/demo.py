@@ -1,13 +1,174 @@
-"""The embedded demo's producer: ticker prices and chat announcements on the memory broker."""
+"""The embedded demo (CONTRACT §1): no config file, no external broker.
+
+Its config and instructions, and the producer of ticker prices and chat announcements.
+
+A memory broker, one SSE API (ticker prices, with a filtered and a windowed topic), one
+WebSocket API (chat rooms: publish and subscribe), one WebSub API (big price moves as
+webhooks), one application with a fresh secret. The demo runs on loopback for local
+development, so webhooks may go to a receiver on this machine
+(``websub.allow_private_callbacks``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 import time
+from typing import Any
 
 from bridge.event import Event
 from gateway.runtime import Runtime
+
+DEMO_CLIENT_ID = "demo"
+
+
+def demo_config(secret: str | None = None, admin_token: str | None = None) -> dict[str, Any]:
+    return {
+        "gateway": {
+            "state": "sqlite:///.state/demo.db",
+            "admin_token": admin_token or secrets.token_urlsafe(24),
+        },
+        "websub": {"allow_private_callbacks": True},  # local development only
+        "brokers": {"demo": {"type": "memory"}},
+        "tiers": {
+            "Gold": {"events_per_minute": 6000, "max_connections": 20},
+            "Silver": {"events_per_minute": 600, "max_connections": 2},
+        },
+        "apis": [
+            {
+                "name": "Ticker",
+                "version": "1.0.0",
+                "context": "/ticker",
+                "protocol": "sse",
+                "broker": "demo",
+                "tiers": ["Gold", "Silver"],
+                "replay": {"max_events": 1000, "max_age": "10m"},
+                "topics": [
+                    {"name": "/prices", "channel": "demo.prices", "scopes": ["ticker:read"]},
+                    {
+                        "name": "/prices/{symbol}",
+                        "channel": "demo.prices.{symbol}",
+                        "scopes": ["ticker:read"],
+                    },
+                    {
+                        "name": "/big-moves",
+                        "channel": "demo.prices",
+                        "scopes": ["ticker:read"],
+                        "pipeline": [
+                            {"filter": "data.change > 1.0 || data.change < -1.0"},
+                            {"map": "{'symbol': data.symbol, 'price': data.price}"},
+                        ],
+                    },
+                    {
+                        "name": "/stats",
+                        "channel": "demo.prices",
+                        "scopes": ["ticker:read"],
+                        "pipeline": [
+                            {
+                                "window": {
+                                    "tumbling": "10s",
+                                    "group_by": "data.symbol",
+                                    "aggregate": {
+                                        "ticks": "count()",
+                                        "avg_price": "avg(data.price)",
+                                        "high": "max(data.price)",
+                                        "low": "min(data.price)",
+                                    },
+                                }
+                            }
+                        ],
+                    },
+                ],
+            },
+            {
+                "name": "Chat",
+                "version": "1.0.0",
+                "context": "/chat",
+                "protocol": "websocket",
+                "broker": "demo",
+                "tiers": ["Gold"],
+                "topics": [
+                    {
+                        "name": "/rooms/{room}",
+                        "mode": "both",
+                        "channel": "chat.{room}",
+                        "scopes": ["chat:write"],
+                    },
+                    {
+                        "name": "/announcements",
+                        "mode": "subscribe",
+                        "channel": "chat.announce",
+                        "scopes": ["chat:read"],
+                    },
+                ],
+            },
+            {
+                "name": "Alerts",
+                "version": "1.0.0",
+                "context": "/alerts",
+                "protocol": "websub",
+                "broker": "demo",
+                "tiers": ["Gold"],
+                "topics": [
+                    {
+                        "name": "/big-moves",
+                        "channel": "demo.prices",
+                        "scopes": ["alerts:read"],
+                        "pipeline": [
+                            {"filter": "data.change > 1.0 || data.change < -1.0"},
+                            {"map": "{'symbol': data.symbol, 'price': data.price}"},
+                        ],
+                    },
+                ],
+            },
+        ],
+        "applications": [
+            {
+                "name": "Demo app",
+                "client_id": DEMO_CLIENT_ID,
+                "client_secret": secret or secrets.token_urlsafe(18),
+                "subscriptions": [
+                    {"api": "Ticker", "version": "1.0.0", "tier": "Gold"},
+                    {"api": "Chat", "version": "1.0.0", "tier": "Gold"},
+                    {"api": "Alerts", "version": "1.0.0", "tier": "Gold"},
+                ],
+            },
+        ],
+    }
+
+
+def demo_instructions(base_url: str, secret: str, admin_token: str) -> str:
+    ws_base = base_url.replace("http://", "ws://").replace("https://", "wss://")
+    return f"""
+Streambridge embedded demo is running at {base_url}
+  application client_id: {DEMO_CLIENT_ID}
+  client_secret:         {secret}   (new at every start)
+
+Get a token:
+  TOKEN=$(curl -s -u {DEMO_CLIENT_ID}:{secret} -d grant_type=client_credentials \\
+    {base_url}/oauth2/token \\
+    | python3 -c 'import sys,json; print(json.load(sys.stdin)["access_token"])')
+
+Server-Sent Events:
+  curl -N -H "Authorization: Bearer $TOKEN" {base_url}/ticker/1.0.0/prices
+  curl -N -H "Authorization: Bearer $TOKEN" {base_url}/ticker/1.0.0/stats
+  curl -N -H "Authorization: Bearer $TOKEN" "{base_url}/ticker/1.0.0?topic=/big-moves&topic=/stats"
+
+WebSocket (type a line to publish it to the room):
+  websocat "{ws_base}/chat/1.0.0/rooms/lobby?access_token=$TOKEN"
+  python3 -m websockets "{ws_base}/chat/1.0.0/rooms/lobby?access_token=$TOKEN"
+
+WebSub (webhooks; the callback must answer GET with the hub.challenge it is sent):
+  curl -i -H "Authorization: Bearer $TOKEN" {base_url}/alerts/1.0.0/hub \\
+    -d hub.mode=subscribe -d hub.topic=/big-moves \\
+    -d hub.callback=http://127.0.0.1:9000/hook -d hub.secret=$(openssl rand -hex 16)
+
+Management API (admin token new at every start; OpenAPI at {base_url}/docs):
+  curl -s -H "Authorization: Bearer {admin_token}" {base_url}/api/v1/apis
+  curl -s -H "Authorization: Bearer {admin_token}" {base_url}/api/v1/apis/Ticker/1.0.0/asyncapi
+"""
+
 
 SYMBOLS = {"ACME": 120.0, "GLOBEX": 48.0, "INITECH": 9.5}
 

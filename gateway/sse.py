@@ -13,7 +13,7 @@ import contextlib
 import json
 from typing import Any, Literal
 
-from bridge.errors import Revoked, ShuttingDown, Throttled
+from bridge.errors import ClientGone, Revoked, ShuttingDown, SlowConsumer, Throttled
 from bridge.wire.sse import PING, encode_event, encode_retry
 from connectors.base import EARLIEST
 from gateway.access import Admitted
@@ -21,9 +21,7 @@ from gateway.hub import Entry, GapNotice
 from gateway.logs import CUT_ON_PURPOSE
 from gateway.runtime import Runtime
 from gateway.stream import (
-    ClientGone,
     CutOnOverflow,
-    SlowConsumer,
     StreamSession,
     watch_disconnect,
 )

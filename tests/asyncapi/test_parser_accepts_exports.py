@@ -17,7 +17,7 @@ import pytest
 
 from bridge.asyncapi import export_document, to_yaml
 from bridge.config import Api, parse_config
-from bridge.demo import demo_config
+from gateway.demo import demo_config
 from tests.unit.test_asyncapi import V2_YAML, V3_YAML
 
 HERE = Path(__file__).parent

@@ -1,6 +1,6 @@
 """Real gateway processes for the e2e suite: config files, free ports, start and stop.
 
-A server is ``python -m bridge.cli serve`` as a subprocess on 127.0.0.1, polled on
+A server is ``python -m gateway.cli serve`` as a subprocess on 127.0.0.1, polled on
 ``/healthz`` until it answers (with a deadline), terminated and waited for at the end.
 """
 
@@ -146,7 +146,7 @@ def running_server(
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    args = command or [sys.executable, "-m", "bridge.cli", "serve"]
+    args = command or [sys.executable, "-m", "gateway.cli", "serve"]
     args = [*args, "--port", str(port)]
     if config is not None:
         path = write_config(directory, config, f"config-{port}.yaml")

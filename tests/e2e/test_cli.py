@@ -66,7 +66,7 @@ VALID: dict[str, Any] = {
 
 def run_cli(*args: str, timeout: float = 30.0, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bridge.cli", *args],
+        [sys.executable, "-m", "gateway.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

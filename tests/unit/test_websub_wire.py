@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bridge.errors import HubRequestError
 from bridge.wire.websub import (
     HubRequest,
-    HubRequestError,
     clamp_lease,
     delivery_headers,
     denial_url,

@@ -1,7 +1,7 @@
 """The ``streambridge`` command (CONTRACT §1): serve, check.
 
 This is a composition root: the config is loaded here, never at import time, and the
-gateway is imported only by ``serve``.
+server and its dependencies are imported only by ``serve``.
 """
 
 from __future__ import annotations
@@ -74,8 +74,7 @@ def check(path: str) -> int:
 def serve(path: str | None, host: str, port: int) -> int:
     import secrets
 
-    from bridge.demo import demo_config, demo_instructions
-    from gateway.demo import produce
+    from gateway.demo import demo_config, demo_instructions, produce
     from gateway.logs import configure
     from gateway.server import build_server
 

@@ -1,0 +1,159 @@
+"""One supervisor for every long-lived background task (STYLE §7).
+
+A task runs under a :class:`Supervisor`, itself an async context manager around an
+``asyncio.TaskGroup``. A task that raises is logged with its name, counted through
+``on_failure`` (``streambridge_task_restarts_total{task}`` at the gateway) and started
+again after an exponential backoff, in the manner of Erlang's ``one_for_one`` restart
+strategy. A task that returns is done. Cancellation is never caught: leaving the
+``async with`` block cancels and awaits every task, so nothing outlives its owner and no
+failure is swallowed by ``gather(return_exceptions=True)``.
+
+``failing()`` names the tasks that failed ``failing_after`` times in a row without a
+healthy run between, so ``/readyz`` can say which part of the gateway keeps failing.
+
+Only asyncio is used here, so connectors and the gateway share this one implementation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+log = logging.getLogger("streambridge.supervisor")
+
+FIRST_DELAY = 0.1
+MAX_DELAY = 30.0
+FAILING_AFTER = 3
+HEALTHY_AFTER = 30.0  # seconds a run must last before its failure streak is forgotten
+
+
+@dataclass(slots=True)
+class _Child:
+    name: str
+    run: Callable[[], Awaitable[None]]
+    restart: bool
+    task: asyncio.Task[None] | None = None
+    streak: int = 0  # failures in a row
+    restarts: int = 0
+    last_error: str = ""
+
+
+class Supervisor:
+    """Starts, restarts and finally cancels named tasks.
+
+    >>> async with Supervisor("runtime") as supervisor:
+    ...     supervisor.spawn("store-watch", watch_store)
+    """
+
+    def __init__(
+        self,
+        owner: str,
+        *,
+        on_failure: Callable[[str], None] | None = None,
+        first_delay: float = FIRST_DELAY,
+        max_delay: float = MAX_DELAY,
+        failing_after: int = FAILING_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.owner = owner
+        self._on_failure = on_failure
+        self._first_delay = first_delay
+        self._max_delay = max_delay
+        self._failing_after = failing_after
+        self._clock = clock
+        self._group: asyncio.TaskGroup | None = None
+        self._children: dict[str, _Child] = {}
+
+    async def __aenter__(self) -> Supervisor:
+        self._group = asyncio.TaskGroup()
+        await self._group.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        group, self._group = self._group, None
+        assert group is not None
+        for child in self._children.values():
+            if child.task is not None:
+                child.task.cancel()
+        # The children never raise (failures are handled in _keep), so the group only
+        # waits for their cancellation here.
+        await group.__aexit__(exc_type, exc, tb)
+
+    def spawn(
+        self, name: str, run: Callable[[], Awaitable[None]], *, restart: bool = True
+    ) -> asyncio.Task[None]:
+        """Run ``run()`` as task ``name``; restarted on failure unless ``restart`` is off
+        (then a failure is logged and counted, and the task ends)."""
+        if self._group is None:
+            raise RuntimeError(f"supervisor {self.owner} is not running")
+        known = self._children.get(name)
+        if known is not None and known.task is not None and not known.task.done():
+            raise ValueError(f"task {name!r} is already running under {self.owner}")
+        child = _Child(name, run, restart)
+        self._children[name] = child
+        child.task = self._group.create_task(self._keep(child), name=name)
+        return child.task
+
+    def cancel(self, name: str) -> asyncio.Task[None] | None:
+        """Stop task ``name``; await the returned task to know it has ended."""
+        child = self._children.pop(name, None)
+        if child is None or child.task is None:
+            return None
+        child.task.cancel()
+        return child.task
+
+    def running(self, name: str) -> bool:
+        child = self._children.get(name)
+        return child is not None and child.task is not None and not child.task.done()
+
+    def failing(self) -> dict[str, str]:
+        """Tasks that failed ``failing_after`` times in a row, with their last error."""
+        return {
+            c.name: c.last_error for c in self._children.values() if c.streak >= self._failing_after
+        }
+
+    def restarts(self, name: str) -> int:
+        child = self._children.get(name)
+        return 0 if child is None else child.restarts
+
+    async def _keep(self, child: _Child) -> None:
+        delay = self._first_delay
+        try:
+            while True:
+                started = self._clock()
+                try:
+                    await child.run()
+                    child.streak = 0
+                    return
+                except Exception as exc:  # the supervisor's job: log, count, restart
+                    if self._clock() - started >= HEALTHY_AFTER:
+                        child.streak, delay = 0, self._first_delay
+                    child.streak += 1
+                    child.last_error = f"{type(exc).__name__}: {exc}"
+                    log.error(
+                        "task %s failed (%d in a row)%s",
+                        child.name,
+                        child.streak,
+                        f"; restarting in {delay:.1f}s" if child.restart else "",
+                        exc_info=exc,
+                        extra={"task": child.name, "owner": self.owner},
+                    )
+                    if self._on_failure is not None:
+                        self._on_failure(child.name)
+                    if not child.restart:
+                        return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._max_delay)
+                    child.restarts += 1
+        finally:
+            if self._children.get(child.name) is child:
+                del self._children[child.name]

@@ -1,0 +1,92 @@
+"""The supervisor restarts a failing task with backoff, counts and names it, and cancels
+every task when its block ends."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bridge.supervision import Supervisor
+
+
+async def test_a_failing_task_is_restarted_counted_and_named() -> None:
+    failures: list[str] = []
+    runs = 0
+    healthy = asyncio.Event()
+
+    async def flaky() -> None:
+        nonlocal runs
+        runs += 1
+        if runs <= 3:
+            raise RuntimeError(f"boom {runs}")
+        healthy.set()
+        await asyncio.Event().wait()
+
+    async with Supervisor("test", on_failure=failures.append, first_delay=0.001) as sup:
+        sup.spawn("flaky", flaky)
+        await asyncio.wait_for(healthy.wait(), 5)
+        assert failures == ["flaky", "flaky", "flaky"]
+        assert sup.restarts("flaky") == 3
+        assert sup.running("flaky")
+    assert runs == 4
+
+
+async def test_failing_names_a_task_that_keeps_failing() -> None:
+    failed = asyncio.Event()
+    count = 0
+
+    async def broken() -> None:
+        nonlocal count
+        count += 1
+        if count >= 3:
+            failed.set()
+        raise ValueError("store gone")
+
+    async with Supervisor("test", first_delay=0.001, max_delay=0.001, failing_after=3) as sup:
+        sup.spawn("store-watch", broken)
+        await asyncio.wait_for(failed.wait(), 5)
+        assert sup.failing() == {"store-watch": "ValueError: store gone"}
+
+
+async def test_a_task_that_returns_is_done_and_leaving_cancels_the_rest() -> None:
+    cancelled = asyncio.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.set()
+
+    async def once() -> None:
+        return None
+
+    async with Supervisor("test") as sup:
+        done = sup.spawn("once", once)
+        sup.spawn("forever", forever)
+        await done
+        assert not sup.running("once")
+    assert cancelled.is_set()
+
+
+async def test_no_restart_logs_and_ends() -> None:
+    failures: list[str] = []
+
+    async def fails() -> None:
+        raise KeyError("x")
+
+    async with Supervisor("test", on_failure=failures.append) as sup:
+        task = sup.spawn("one-shot", fails, restart=False)
+        await task
+        assert failures == ["one-shot"]
+        assert not sup.running("one-shot")
+
+
+async def test_spawn_outside_the_block_is_an_error() -> None:
+    sup = Supervisor("test")
+
+    async def nothing() -> None:
+        return None
+
+    with pytest.raises(RuntimeError):
+        sup.spawn("x", nothing)
