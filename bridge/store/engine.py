@@ -1,5 +1,6 @@
-"""Opening a state store database: which driver a ``gateway.state`` URL gets, how SQLite
-connections are set up, and the Alembic upgrade that runs when a store opens (issue 3).
+"""The state store's database (issue 3): which driver a ``gateway.state`` URL gets, how
+SQLite connections are set up, the Alembic upgrade that runs when a store opens, and the
+one :class:`Database` whose transactions every part of the store shares.
 
 SQLite runs in WAL mode (readers never wait for the writer) with a 30 s busy timeout, and
 write transactions begin with ``BEGIN IMMEDIATE`` so two writers queue on the lock
@@ -10,17 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Final
 
 import alembic.command
 import alembic.config
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import Connection, Engine, Table, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from bridge.errors import StoreError
+from bridge.errors import Conflict, StoreError
 
 MIGRATIONS: Final = Path(__file__).with_name("migrations")
 WRITE: Final = "streambridge_write"  # execution option: this transaction will write
@@ -116,3 +121,75 @@ def upgrade_to_head(connection: Connection) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     alembic.command.upgrade(config, "head")
+
+
+class Database:
+    """One state store database: an async context manager whose entering creates the
+    engine and migrates the schema, and whose :meth:`transaction` is the only way to it.
+
+    Database errors are mapped to :class:`~bridge.errors.StoreError` (and
+    :class:`~bridge.errors.Conflict` for a violated constraint) here and nowhere else."""
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+        self._engine: AsyncEngine | None = None
+
+    def __repr__(self) -> str:
+        return f"Database({self.name!r})"
+
+    @property
+    def name(self) -> str:
+        """The URL without its password, for messages."""
+        return self.url.render_as_string(hide_password=True)
+
+    @property
+    def postgres(self) -> bool:
+        return is_postgres(self.url)
+
+    def insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
+        """An INSERT with the dialect's ON CONFLICT clause (both spell it the same)."""
+        return postgresql.insert(table) if self.postgres else sqlite.insert(table)
+
+    async def __aenter__(self) -> Database:
+        self._engine = await open_engine(self.url)
+        try:
+            async with migration_lock(), self.transaction(write=True) as conn:
+                await conn.run_sync(upgrade_to_head)
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await engine.dispose()
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        """One transaction, committed when the block ends. A read sees one snapshot
+        (REPEATABLE READ on PostgreSQL); a write locks first on SQLite (module docstring)."""
+        if self._engine is None:
+            raise StoreError(f"state store {self.name!r} is not open (enter it with async with)")
+        try:
+            async with self._engine.connect() as conn:
+                if write:
+                    await conn.execution_options(**{WRITE: True})
+                elif self.postgres:
+                    await conn.execution_options(isolation_level="REPEATABLE READ")
+                async with conn.begin():
+                    yield conn
+        except IntegrityError as exc:
+            raise Conflict(f"conflicts with the stored state: {exc.orig}") from exc
+        except DBAPIError as exc:
+            raise StoreError(f"state store {self.name!r} failed: {exc.orig}") from exc
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"state store {self.name!r} failed: {exc}") from exc

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import fields
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import Select, delete, func, insert, select, update
-from sqlalchemy.engine import RowMapping
 
 from bridge.errors import Conflict, NotFound
+from bridge.store.engine import Database
+from bridge.store.queries import Aggregate, from_row
 from bridge.store.records import DeliveryRecord, WebSubRecord
 from bridge.store.schema import webhook_deliveries as deliveries
 from bridge.store.schema import websub_leader as leader
 from bridge.store.schema import websub_subscriptions as subs
-
-if TYPE_CHECKING:
-    from bridge.store.store import Store
 
 PENDING, DEAD = "pending", "dead"
 
@@ -35,17 +32,22 @@ def new_webhook_id() -> str:
     return "msg_" + uuid.uuid4().hex
 
 
-class WebhookStore:
-    def __init__(self, store: Store) -> None:
-        self._store = store
+class WebhookStore(Aggregate):
+    """``clock`` gives epoch seconds: lease expiry and the time a delivery is queued or
+    replayed are read from it (gateways sharing the store compare these, so by default
+    it is the wall clock)."""
+
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(db)
+        self._clock = clock
 
     # --- which gateway delivers -------------------------------------------------------
     async def claim_leadership(self, owner: str, ttl: float) -> bool:
         """Take or renew the delivery lease for ``ttl`` seconds; False while another
         gateway holds an unexpired one."""
-        now = time.time()
+        now = self._clock()
         try:
-            async with self._store._transaction(write=True) as conn:
+            async with self._db.transaction(write=True) as conn:
                 row = (await conn.execute(select(leader).where(leader.c.id == 1))).first()
                 if row is None:
                     await conn.execute(
@@ -62,7 +64,7 @@ class WebhookStore:
             return False
 
     async def release_leadership(self, owner: str) -> None:
-        async with self._store._transaction(write=True) as conn:
+        async with self._db.transaction(write=True) as conn:
             await conn.execute(
                 update(leader)
                 .where((leader.c.id == 1) & (leader.c.owner == owner))
@@ -86,11 +88,11 @@ class WebhookStore:
             "lease_seconds": record.lease_seconds,
             "expires_at": record.expires_at,
         }
-        async with self._store._transaction(write=True) as conn:
+        async with self._db.transaction(write=True) as conn:
             existing = (await conn.execute(select(subs).where(key))).first()
             if existing is not None:
                 await conn.execute(update(subs).where(key).values(**values))
-                return _websub({**existing._mapping, **values})
+                return from_row(WebSubRecord, {**existing._mapping, **values})
             await conn.execute(
                 insert(subs).values(
                     id=record.id,
@@ -98,7 +100,7 @@ class WebhookStore:
                     version=record.version,
                     topic=record.topic,
                     callback=record.callback,
-                    created_at=record.created_at or time.time(),
+                    created_at=record.created_at or self._clock(),
                     **values,
                 )
             )
@@ -113,25 +115,25 @@ class WebhookStore:
             & (subs.c.topic == topic)
             & (subs.c.callback == callback)
         )
-        async with self._store._transaction(write=False) as conn:
+        async with self._db.transaction(write=False) as conn:
             row = (await conn.execute(query)).first()
-        return None if row is None else _websub(row._mapping)
+        return None if row is None else from_row(WebSubRecord, row._mapping)
 
     async def get_subscription(self, id: str) -> WebSubRecord | None:
-        async with self._store._transaction(write=False) as conn:
+        async with self._db.transaction(write=False) as conn:
             row = (await conn.execute(select(subs).where(subs.c.id == id))).first()
-        return None if row is None else _websub(row._mapping)
+        return None if row is None else from_row(WebSubRecord, row._mapping)
 
     async def subscriptions(self, api: str | None = None) -> list[WebSubRecord]:
         query = select(subs).order_by(subs.c.api, subs.c.version, subs.c.topic, subs.c.callback)
         if api is not None:
             query = query.where(subs.c.api == api)
-        async with self._store._transaction(write=False) as conn:
-            return [_websub(row._mapping) for row in await conn.execute(query)]
+        async with self._db.transaction(write=False) as conn:
+            return [from_row(WebSubRecord, row._mapping) for row in await conn.execute(query)]
 
     async def delete_subscription(self, id: str) -> bool:
         """Ends a subscription: its pending deliveries go too (dead letters stay listed)."""
-        async with self._store._transaction(write=True) as conn:
+        async with self._db.transaction(write=True) as conn:
             await conn.execute(
                 delete(deliveries).where(
                     (deliveries.c.subscription_id == id) & (deliveries.c.state == PENDING)
@@ -149,7 +151,7 @@ class WebhookStore:
         -> the id of its last event queued) is saved in the same transaction."""
         if not rows and not positions:
             return
-        now = time.time()
+        now = self._clock()
         values = [
             {
                 "webhook_id": row.get("webhook_id") or new_webhook_id(),
@@ -162,7 +164,7 @@ class WebhookStore:
             }
             for row in rows
         ]
-        async with self._store._transaction(write=True) as conn:
+        async with self._db.transaction(write=True) as conn:
             if values:
                 await conn.execute(insert(deliveries), values)
             for subscription_id, last in (positions or {}).items():
@@ -184,17 +186,17 @@ class WebhookStore:
             .order_by(deliveries.c.seq)
             .limit(limit)
         )
-        async with self._store._transaction(write=False) as conn:
-            return [_delivery(row._mapping) for row in await conn.execute(query)]
+        async with self._db.transaction(write=False) as conn:
+            return [from_row(DeliveryRecord, row._mapping) for row in await conn.execute(query)]
 
     async def subscriptions_with_pending(self) -> set[str]:
         query = select(deliveries.c.subscription_id).where(deliveries.c.state == PENDING)
-        async with self._store._transaction(write=False) as conn:
+        async with self._db.transaction(write=False) as conn:
             return {row.subscription_id for row in await conn.execute(query.distinct())}
 
     async def complete(self, seqs: Sequence[int]) -> None:
         if seqs:
-            async with self._store._transaction(write=True) as conn:
+            async with self._db.transaction(write=True) as conn:
                 await conn.execute(delete(deliveries).where(deliveries.c.seq.in_(list(seqs))))
 
     async def reschedule(self, seq: int, attempts: int, at: float, error: str) -> None:
@@ -205,7 +207,7 @@ class WebhookStore:
         await self._set(seq, attempts=attempts, state=DEAD, last_error=error[:500])
 
     async def _set(self, seq: int, **values: Any) -> None:
-        async with self._store._transaction(write=True) as conn:
+        async with self._db.transaction(write=True) as conn:
             await conn.execute(update(deliveries).where(deliveries.c.seq == seq).values(**values))
 
     # --- dead letters -----------------------------------------------------------------
@@ -217,19 +219,19 @@ class WebhookStore:
             query = query.where(deliveries.c.api == api)
         if version is not None:
             query = query.where(deliveries.c.version == version)
-        async with self._store._transaction(write=False) as conn:
+        async with self._db.transaction(write=False) as conn:
             rows = await conn.execute(query.order_by(deliveries.c.seq).limit(limit))
-            return [_delivery(row._mapping) for row in rows]
+            return [from_row(DeliveryRecord, row._mapping) for row in rows]
 
     async def replay(self, webhook_id: str) -> DeliveryRecord:
         """A dead letter back in the queue with fresh attempts (same webhook-id). NotFound
         for an unknown id, Conflict when its subscription has ended."""
-        async with self._store._transaction(write=True) as conn:
+        async with self._db.transaction(write=True) as conn:
             where = (deliveries.c.webhook_id == webhook_id) & (deliveries.c.state == DEAD)
             row = (await conn.execute(select(deliveries).where(where))).first()
             if row is None:
                 raise NotFound(f"no dead letter {webhook_id}")
-            record = _delivery(row._mapping)
+            record = from_row(DeliveryRecord, row._mapping)
             alive = await conn.scalar(
                 select(func.count()).select_from(subs).where(subs.c.id == record.subscription_id)
             )
@@ -238,7 +240,7 @@ class WebhookStore:
             await conn.execute(
                 update(deliveries)
                 .where(where)
-                .values(state=PENDING, attempts=0, next_attempt_at=time.time())
+                .values(state=PENDING, attempts=0, next_attempt_at=self._clock())
             )
         return record
 
@@ -251,11 +253,3 @@ class WebhookStore:
             except (NotFound, Conflict):
                 continue
         return replayed
-
-
-def _websub(row: RowMapping | dict[str, Any]) -> WebSubRecord:
-    return WebSubRecord(**{f.name: row[f.name] for f in fields(WebSubRecord)})
-
-
-def _delivery(row: RowMapping) -> DeliveryRecord:
-    return DeliveryRecord(**{f.name: row[f.name] for f in fields(DeliveryRecord)})

@@ -6,8 +6,8 @@ import asyncio
 import hashlib
 import os
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg
@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge.config import Config, parse_config
+from bridge.store import Store
 from bridge.store.engine import engine_url
 from bridge.store.schema import metadata, revision
 
@@ -75,6 +76,17 @@ def postgres_database() -> Iterator[str]:
         yield url
     finally:
         asyncio.run(drop_postgres_database(url))
+
+
+@asynccontextmanager
+async def opened_together(stores: Sequence[Store]) -> AsyncIterator[None]:
+    """Open every store at the same moment (gateways starting together), close them all
+    when the block ends; those that opened are closed even if another one failed."""
+    async with AsyncExitStack() as stack:
+        async with asyncio.TaskGroup() as opening:
+            for store in stores:
+                opening.create_task(stack.enter_async_context(store))
+        yield
 
 
 async def empty_tables(url: str) -> None:

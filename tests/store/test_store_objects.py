@@ -235,7 +235,8 @@ async def test_ping_is_false_when_closed_or_unreachable(store_url: str) -> None:
     assert not await Store.from_url(store_url).ping()
     store = Store.from_url("postgresql://streambridge:hunter22@127.0.0.1:1/none")
     with pytest.raises(StoreError) as refused:
-        await store.__aenter__()
+        async with store:
+            pass
     assert "hunter22" not in str(refused.value)
     assert "hunter22" not in repr(store)
 

@@ -19,6 +19,7 @@ from bridge.config import Tier
 from bridge.store import Store
 from bridge.store.engine import MIGRATIONS, engine_url
 from bridge.store.schema import VERSION_TABLE, metadata
+from tests.store.helpers import opened_together
 
 T = TypeVar("T")
 
@@ -77,12 +78,8 @@ async def test_two_stores_in_one_process_opening_a_new_database_at_once(
     empty_store_url: str,
 ) -> None:
     first, second = Store.from_url(empty_store_url), Store.from_url(empty_store_url)
-    await asyncio.gather(first.__aenter__(), second.__aenter__())
-    try:
+    async with opened_together([first, second]):
         assert await first.revision() == await second.revision() == 0
-    finally:
-        await first.__aexit__(None, None, None)
-        await second.__aexit__(None, None, None)
     assert await on_connection(empty_store_url, stored_versions) == [head()]
 
 

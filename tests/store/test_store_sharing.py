@@ -7,7 +7,7 @@ import asyncio
 
 from bridge.config import Tier
 from bridge.store import Store
-from tests.store.helpers import make_config
+from tests.store.helpers import make_config, opened_together
 
 
 async def test_each_store_sees_the_others_writes(store_url: str) -> None:
@@ -27,8 +27,7 @@ async def test_each_store_sees_the_others_writes(store_url: str) -> None:
 
 async def test_racing_gateways_end_with_one_signing_key(store_url: str) -> None:
     gateways = [Store.from_url(store_url) for _ in range(4)]
-    await asyncio.gather(*(gateway.__aenter__() for gateway in gateways))
-    try:
+    async with opened_together(gateways):
         # Each found no key, made its own and tries to store it; then reads back.
         assert [await gateway.signing_key("ES256") for gateway in gateways] == [None] * 4
         await asyncio.gather(
@@ -40,6 +39,3 @@ async def test_racing_gateways_end_with_one_signing_key(store_url: str) -> None:
         keys = {await gateway.signing_key("ES256") for gateway in gateways}
         assert len(keys) == 1
         assert await gateways[0].revision() == 1  # only the winner's insert counted
-    finally:
-        for gateway in gateways:
-            await gateway.__aexit__(None, None, None)

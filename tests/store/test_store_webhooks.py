@@ -109,18 +109,50 @@ async def test_ending_a_subscription_drops_its_queue_but_keeps_dead_letters(
     assert await hooks.replay_all() == []
 
 
-async def test_one_gateway_holds_the_delivery_lease(store: Store) -> None:
-    hooks = store.webhooks
-    results = await asyncio.gather(
-        hooks.claim_leadership("one", 30), hooks.claim_leadership("two", 30)
-    )
-    assert sorted(results) == [False, True]
-    winner, loser = ("one", "two") if results[0] else ("two", "one")
-    assert await hooks.claim_leadership(winner, 30)  # renewal
-    assert not await hooks.claim_leadership(loser, 30)
-    await hooks.release_leadership(loser)  # not the holder: no effect
-    assert not await hooks.claim_leadership(loser, 30)
-    await hooks.release_leadership(winner)
-    assert await hooks.claim_leadership(loser, 0.2)
-    await asyncio.sleep(0.3)  # expired: anyone may take it
-    assert await hooks.claim_leadership(winner, 30)
+class ManualClock:
+    """Epoch seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def test_one_gateway_holds_the_delivery_lease(store_url: str) -> None:
+    clock = ManualClock()
+    async with Store.from_url(store_url, clock=clock) as store:
+        hooks = store.webhooks
+        results = await asyncio.gather(
+            hooks.claim_leadership("one", 30), hooks.claim_leadership("two", 30)
+        )
+        assert sorted(results) == [False, True]
+        winner, loser = ("one", "two") if results[0] else ("two", "one")
+        assert await hooks.claim_leadership(winner, 30)  # renewal
+        assert not await hooks.claim_leadership(loser, 30)
+        await hooks.release_leadership(loser)  # not the holder: no effect
+        assert not await hooks.claim_leadership(loser, 30)
+        await hooks.release_leadership(winner)
+        assert await hooks.claim_leadership(loser, 5)
+        clock.advance(4.9)
+        assert not await hooks.claim_leadership(winner, 30)  # not expired yet
+        clock.advance(0.2)  # expired: anyone may take it
+        assert await hooks.claim_leadership(winner, 30)
+
+
+async def test_queue_times_come_from_the_clock(store_url: str) -> None:
+    clock = ManualClock()
+    async with Store.from_url(store_url, clock=clock) as store:
+        hooks = store.webhooks
+        sub = (await hooks.upsert_subscription(record("a" * 32))).id
+        await hooks.enqueue([row(sub, "x")])
+        (queued,) = await hooks.pending(sub, 0, 10)
+        assert queued.created_at == queued.next_attempt_at == clock.now
+        await hooks.kill(queued.seq, 3, "gone")
+        clock.advance(60)
+        await hooks.replay(queued.webhook_id)
+        (replayed,) = await hooks.pending(sub, 0, 10)
+        assert replayed.next_attempt_at == clock.now
