@@ -5,10 +5,14 @@ a restart, and a kill -9 mid-delivery gives at most a duplicate with the same
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sqlite3
 import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager, closing
 from pathlib import Path
+from typing import Any
 
 import httpx
 from kafka import KafkaProducer
@@ -26,20 +30,56 @@ PATIENT = {
 }
 
 
+PROBE_WAIT = 0.3  # how long a probe may take to arrive before the next one is sent
+
+
 def pending_rows(directory: Path) -> int:
-    with sqlite3.connect(directory / "state.db") as db:
+    with closing(sqlite3.connect(directory / "state.db")) as db:
         (count,) = db.execute(
             "SELECT count(*) FROM sb_webhook_deliveries WHERE state = 'pending'"
         ).fetchone()
     return int(count)
 
 
-async def subscribed_hub(base_url: str, receiver: Receiver, topic: str, path: str) -> Hub:
+async def lands(condition: Callable[[], bool], within: float) -> bool:
+    """Whether ``condition`` comes to hold within ``within`` seconds (polled)."""
+    try:
+        async with asyncio.timeout(within):
+            while not condition():
+                await asyncio.sleep(0.05)  # polling interval, not synchronisation
+    except TimeoutError:
+        return False
+    return True
+
+
+def sent(receiver: Receiver, path: str, key: str) -> list[Any]:
+    """The ``key`` field of every JSON body POSTed to ``path`` that has it, in order."""
+    bodies = [json.loads(post.body) for post in receiver.posts_to(path)]
+    return [body[key] for body in bodies if key in body]
+
+
+async def fenced(hub: Hub, room: str, path: str, directory: Path, fence: int) -> None:
+    """Publish a fence to ``room`` and wait until it is delivered to ``path`` and the
+    queue in ``directory``'s store is empty: all queued before it is delivered by then."""
+    await hub.publish(room, {"fence": fence})
+
+    async def through() -> bool:
+        return fence in sent(hub.receiver, path, "fence") and pending_rows(directory) == 0
+
+    await eventually(through, what=f"fence {fence} delivered")
+
+
+@asynccontextmanager
+async def subscribed_hub(
+    base_url: str, receiver: Receiver, topic: str, path: str
+) -> AsyncIterator[Hub]:
+    """A client of the gateway's hub whose subscription of ``path`` to ``topic`` is
+    verified and applied."""
     token = await fetch_token(base_url, "hooks", HOOKS_SECRET)
-    hub = Hub(base_url, token, receiver)
-    await hub.subscribe(topic, path, **{"hub.signature": "standard"})
-    await hub.verified(path)
-    return hub
+    async with aclosing(Hub(base_url, token, receiver)) as hub:
+        await hub.subscribe(topic, path, **{"hub.signature": "standard"})
+        await hub.verified(path)
+        yield hub
 
 
 async def test_pending_deliveries_survive_kill_9(tmp_path: Path, receiver: Receiver) -> None:
@@ -49,8 +89,7 @@ async def test_pending_deliveries_survive_kill_9(tmp_path: Path, receiver: Recei
     behaviour.default = 503  # nothing gets through before the crash
     config = websub_config(tmp_path, **PATIENT)
     with running_server(tmp_path, config) as first:
-        hub = await subscribed_hub(first.base_url, receiver, f"/t/{r}", path)
-        try:
+        async with subscribed_hub(first.base_url, receiver, f"/t/{r}", path) as hub:
             for n in range(10):
                 await hub.publish(r, {"n": n})
 
@@ -61,8 +100,6 @@ async def test_pending_deliveries_survive_kill_9(tmp_path: Path, receiver: Recei
             await hub.posts(path, 2)  # attempts are being made and failing
             first.process.kill()
             first.process.wait(10)
-        finally:
-            await hub.aclose()
     ids_before = {p.headers["webhook-id"] for p in receiver.posts_to(path)}
     behaviour.default = 204
     with running_server(tmp_path, config):
@@ -100,8 +137,7 @@ async def test_kill_9_mid_delivery_repeats_it_with_the_same_id(
     config = websub_config(tmp_path, **PATIENT)
     try:
         with running_server(tmp_path, config) as first:
-            hub = await subscribed_hub(first.base_url, receiver, f"/t/{r}", path)
-            try:
+            async with subscribed_hub(first.base_url, receiver, f"/t/{r}", path) as hub:
                 for n in range(3):
                     await hub.publish(r, {"n": n})
                 (in_flight,) = await hub.posts(path, 1)
@@ -112,8 +148,6 @@ async def test_kill_9_mid_delivery_repeats_it_with_the_same_id(
                 await eventually(queued, what="3 deliveries in the store")
                 first.process.kill()
                 first.process.wait(10)
-            finally:
-                await hub.aclose()
     finally:
         behaviour.hold = None
         release.set()
@@ -137,25 +171,26 @@ async def test_gateways_sharing_a_store_deliver_once_and_take_over(
     behaviour = receiver.behaviour(path)
     config = websub_config(tmp_path, **PATIENT)
     with running_server(tmp_path, config) as leader, running_server(tmp_path, config) as other:
-        hub = await subscribed_hub(other.base_url, receiver, f"/t/{r}", path)
-        token = hub.token
-        await hub.aclose()
+        async with subscribed_hub(other.base_url, receiver, f"/t/{r}", path) as hub:
+            token = hub.token
         # The leader (first started) reads the memory broker the event goes to.
-        at_leader = Hub(leader.base_url, token, receiver)
-        try:
+        async with aclosing(Hub(leader.base_url, token, receiver)) as at_leader:
+            probes = itertools.count()
 
             async def attached() -> bool:  # the leader picks the record up from the store
-                await at_leader.publish(r, {"probe": True})
-                await asyncio.sleep(0.3)
-                return bool(receiver.posts_to(path))
+                probe = next(probes)
+                await at_leader.publish(r, {"probe": probe})
+                return await lands(lambda: probe in sent(receiver, path, "probe"), PROBE_WAIT)
 
             await eventually(attached, timeout=5, what="the leader delivering")
-            await asyncio.sleep(1.0)  # every probe in flight has landed
+            await fenced(at_leader, r, path, tmp_path, 1)  # every probe has landed
             before = len(receiver.posts_to(path))
             await at_leader.publish(r, {"n": "once"})
-            await wait_posts(receiver, path, before + 1)
-            await asyncio.sleep(1.0)
-            assert len(receiver.posts_to(path)) == before + 1  # exactly once
+            # A second delivery of "once" by either gateway would come before the fence
+            # is delivered and the queue is empty: the queue keeps each subscription's order.
+            await fenced(at_leader, r, path, tmp_path, 2)
+            assert sent(receiver, path, "n") == ["once"]  # exactly once
+            assert len(receiver.posts_to(path)) == before + 2
 
             behaviour.default = 503
             for n in range(3):
@@ -167,8 +202,6 @@ async def test_gateways_sharing_a_store_deliver_once_and_take_over(
             await eventually(queued, what="3 deliveries in the store")
             leader.process.kill()
             leader.process.wait(10)
-        finally:
-            await at_leader.aclose()
         behaviour.default = 204
 
         async def taken_over() -> bool:
@@ -235,8 +268,7 @@ async def test_events_sent_while_the_gateway_is_down_are_delivered_after_it(
 
             async def first_arrives() -> bool:  # the feed reads from the live end
                 await produce(0)
-                await asyncio.sleep(0.3)
-                return 0 in numbers()
+                return await lands(lambda: 0 in numbers(), PROBE_WAIT)
 
             await eventually(first_arrives, timeout=20, what="a first delivery")
             await produce(1, 2)
