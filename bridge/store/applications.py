@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, insert, select, update
+from dataclasses import asdict
+
+from sqlalchemy import delete, insert, select
 
 from bridge.errors import Conflict, NotFound
-from bridge.store.queries import Aggregate, bump, exists, from_row
+from bridge.store.queries import Aggregate, bump, exists, from_row, update_one
 from bridge.store.records import ApplicationRecord
 from bridge.store.schema import applications, signing_keys, subscriptions
 
@@ -22,31 +24,18 @@ class ApplicationStore(Aggregate):
         async with self._db.transaction(write=True) as conn:
             if await exists(conn, select(applications.c.client_id).where(where)):
                 raise Conflict(f"application {record.client_id} already exists")
-            await conn.execute(
-                insert(applications).values(
-                    client_id=record.client_id,
-                    name=record.name,
-                    secret_hash=record.secret_hash,
-                    generation=record.generation,
-                )
-            )
+            await conn.execute(insert(applications).values(**asdict(record)))
             await bump(conn)
 
     async def set_application_secret(self, client_id: str, secret_hash: str) -> ApplicationRecord:
         """A regenerated secret; the generation goes up so tokens of the old one stop
         working (their ``sbg`` claim no longer matches)."""
         where = applications.c.client_id == client_id
+        values = {"secret_hash": secret_hash, "generation": applications.c.generation + 1}
         async with self._db.transaction(write=True) as conn:
-            result = await conn.execute(
-                update(applications)
-                .where(where)
-                .values(secret_hash=secret_hash, generation=applications.c.generation + 1)
-            )
-            if result.rowcount == 0:
-                raise NotFound(f"no application {client_id}")
-            row = (await conn.execute(select(applications).where(where))).one()
+            row = await update_one(conn, applications, where, values, f"no application {client_id}")
             await bump(conn)
-        return from_row(ApplicationRecord, row._mapping)
+        return from_row(ApplicationRecord, row)
 
     async def delete_application(self, client_id: str) -> None:
         """Its subscriptions go with it."""

@@ -13,11 +13,11 @@ from dataclasses import fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Select, select, update
+from sqlalchemy import ColumnElement, Select, Table, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge.errors import StoreError
+from bridge.errors import NotFound, StoreError
 from bridge.store import schema
 from bridge.store.engine import Database
 
@@ -54,6 +54,20 @@ async def revision(conn: AsyncConnection) -> int:
 
 async def exists(conn: AsyncConnection, query: Select[Any]) -> bool:
     return (await conn.execute(query.limit(1))).first() is not None
+
+
+async def update_one(
+    conn: AsyncConnection,
+    table: Table,
+    where: ColumnElement[bool],
+    values: Mapping[str, Any],
+    missing: str,
+) -> RowMapping:
+    """Update the row ``where`` selects and read it back; NotFound(``missing``) if none."""
+    result = await conn.execute(update(table).where(where).values(**values))
+    if result.rowcount == 0:
+        raise NotFound(missing)
+    return (await conn.execute(select(table).where(where))).one()._mapping
 
 
 def from_row(record: type[Record], row: RowMapping | Mapping[str, Any]) -> Record:

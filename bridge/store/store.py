@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Final
 
 from sqlalchemy import func, select
@@ -68,13 +67,8 @@ class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore):
         await self._db.__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self._db.__aexit__(exc_type, exc, traceback)
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._db.__aexit__(*exc_info)
 
     async def ping(self) -> bool:
         """For /readyz (CONTRACT §9): can the store answer within PING_TIMEOUT?"""

@@ -3,14 +3,15 @@ version at one tier, ACTIVE or BLOCKED."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Final
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select
 
 from bridge.errors import Conflict, NotFound
 from bridge.store import schema
 from bridge.store.apis import api_key
-from bridge.store.queries import Aggregate, bump, exists, from_row
+from bridge.store.queries import Aggregate, bump, exists, from_row, update_one
 from bridge.store.records import SubscriptionRecord
 from bridge.store.schema import apis, applications, subscriptions, tiers
 
@@ -45,16 +46,7 @@ class SubscriptionStore(Aggregate):
                 raise NotFound(f"no tier {tier}")
             if await exists(conn, taken):
                 raise Conflict(f"application {client_id} is already subscribed to {api} {version}")
-            await conn.execute(
-                insert(subscriptions).values(
-                    id=record.id,
-                    client_id=client_id,
-                    api=api,
-                    version=version,
-                    tier=tier,
-                    state=record.state,
-                )
-            )
+            await conn.execute(insert(subscriptions).values(**asdict(record)))
             await bump(conn)
         return record
 
@@ -69,12 +61,11 @@ class SubscriptionStore(Aggregate):
             raise ValueError(f"a subscription state is one of {', '.join(SUBSCRIPTION_STATES)}")
         where = subscriptions.c.id == id
         async with self._db.transaction(write=True) as conn:
-            result = await conn.execute(update(subscriptions).where(where).values(state=state))
-            if result.rowcount == 0:
-                raise NotFound(f"no subscription {id}")
-            row = (await conn.execute(select(subscriptions).where(where))).one()
+            row = await update_one(
+                conn, subscriptions, where, {"state": state}, f"no subscription {id}"
+            )
             await bump(conn)
-        return from_row(SubscriptionRecord, row._mapping)
+        return from_row(SubscriptionRecord, row)
 
     async def delete_subscription(self, id: str) -> None:
         async with self._db.transaction(write=True) as conn:
