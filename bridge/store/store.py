@@ -42,9 +42,10 @@ _SEED_LOCK: Final = 0x7362_0002
 
 
 class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore):
-    """An async context manager: entering creates the engine and migrates the schema.
+    """The aggregates over one database; an async context manager: entering creates the
+    engine and migrates the schema.
 
-    ``clock`` (epoch seconds) is what the WebSub part reads for leases and due times."""
+    ``clock`` (epoch seconds) is what the WebSub part reads for leases and queue times."""
 
     def __init__(self, url: URL, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(Database(url))
