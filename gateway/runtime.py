@@ -102,7 +102,7 @@ class Runtime:
         gateways appending to the same replay logs would corrupt them."""
         if not any(b.type in DURABLE_LOG_BROKERS for b in self.config.brokers.values()):
             return None
-        path = Path(self.config.gateway.data_dir)
+        path = self.config.gateway.data_path
         path.mkdir(parents=True, exist_ok=True)
         lock = (path / ".lock").open("w")
         stack.callback(lock.close)

@@ -43,6 +43,7 @@ from bridge.config.settings import (
     RetrySettings,
     TrustedIssuer,
     WebSubSettings,
+    default_data_dir,
 )
 from bridge.config.steps import (
     STEP_KINDS,
@@ -96,6 +97,7 @@ __all__ = [
     "WindowStep",
     "base_path",
     "cross_field_problems",
+    "default_data_dir",
     "expand_env",
     "format_path",
     "load_config",

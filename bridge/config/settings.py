@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
 from pydantic import PositiveInt, SecretStr, field_validator, model_validator
 
 from bridge.config.fields import Duration, Strict
+
+DATA_DIR_NAME = "streambridge-data"
+
+
+def default_data_dir(state: str, environ: Mapping[str, str]) -> Path:
+    """Where a gateway keeps its files when ``gateway.data_dir`` is not set.
+
+    Beside a SQLite state file (``sqlite:///var/sb/state.db`` -> ``/var/sb/streambridge-data``;
+    a relative file, like the store's, is relative to the working directory). A store that
+    is no local file (PostgreSQL) leaves the files to the user's state directory,
+    ``$XDG_STATE_HOME/streambridge`` (XDG Base Directory: unset, empty or relative means
+    ``~/.local/state``).
+    """
+    if state.startswith("sqlite:///"):
+        database = state.removeprefix("sqlite:///").partition("?")[0]
+        if database and database != ":memory:":
+            return Path(database).parent / DATA_DIR_NAME
+    xdg = environ.get("XDG_STATE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "state"
+    return base / "streambridge"
 
 
 class GatewaySettings(Strict):
@@ -17,9 +40,16 @@ class GatewaySettings(Strict):
     max_message_bytes: PositiveInt = 1_048_576
     heartbeat: Duration = 15.0
     client_queue: PositiveInt = 1024
-    # Local files of this gateway: the durable replay logs of MQTT and AMQP channels.
-    # Relative paths are relative to the working directory.
-    data_dir: str = "streambridge-data"
+    # Local files of this gateway: the durable replay logs of MQTT, AMQP and CDC channels.
+    # Relative paths are relative to the working directory; unset, see data_path.
+    data_dir: str | None = None
+
+    @property
+    def data_path(self) -> Path:
+        """``data_dir``, or when unset :func:`default_data_dir` of the state store."""
+        if self.data_dir is not None:
+            return Path(self.data_dir)
+        return default_data_dir(self.state, os.environ)
 
     @field_validator("public_url")
     @classmethod

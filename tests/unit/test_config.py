@@ -15,6 +15,7 @@ from bridge.config import (
     Config,
     MemoryBroker,
     WindowStep,
+    default_data_dir,
     load_config,
     parse_config,
     semantic_problems,
@@ -560,3 +561,42 @@ def test_broker_field_problem_names_the_broker_not_the_union_tag() -> None:
     assert [str(p) for p in caught.value.problems] == [
         "brokers.m.url: must be an mqtt:// or mqtts:// URL"
     ]
+
+
+# --- where the gateway keeps its files -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "data_dir"),
+    [
+        ("sqlite:///streambridge.db", "streambridge-data"),  # the default state, relative
+        ("sqlite:///var/state.db", "var/streambridge-data"),
+        ("sqlite:////srv/sb/state.db", "/srv/sb/streambridge-data"),
+        ("sqlite:////srv/sb/state.db?timeout=5", "/srv/sb/streambridge-data"),
+        ("postgresql://sb:pw@db/sb", "/xdg/state/streambridge"),
+        ("postgresql+asyncpg://sb@db/sb", "/xdg/state/streambridge"),
+        ("sqlite:///:memory:", "/xdg/state/streambridge"),
+        ("sqlite://", "/xdg/state/streambridge"),
+    ],
+)
+def test_the_data_dir_defaults_to_beside_the_state_store(state: str, data_dir: str) -> None:
+    assert default_data_dir(state, {"XDG_STATE_HOME": "/xdg/state"}) == Path(data_dir)
+
+
+@pytest.mark.parametrize("xdg", [None, "", "relative/state"])
+def test_without_a_usable_xdg_state_home_the_data_dir_is_under_the_home(xdg: str | None) -> None:
+    # XDG Base Directory: unset, empty or relative means $HOME/.local/state.
+    env = {} if xdg is None else {"XDG_STATE_HOME": xdg}
+    expected = Path.home() / ".local" / "state" / "streambridge"
+    assert default_data_dir("postgresql://sb@db/sb", env) == expected
+
+
+def test_the_data_path_is_data_dir_when_set_else_the_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    postgres = {"gateway": {"state": "postgresql://sb@db/sb"}}
+    assert parse_config(postgres, {}).gateway.data_path == tmp_path / "streambridge"
+    assert Config().gateway.data_path == Path("streambridge-data")  # beside streambridge.db
+    chosen = {"gateway": {"state": "postgresql://sb@db/sb", "data_dir": "/var/lib/sb"}}
+    assert parse_config(chosen, {}).gateway.data_path == Path("/var/lib/sb")
