@@ -10,12 +10,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from bridge.config import Api, Config, Tier, Topic
+from bridge.lifecycle import VISIBLE_STATES
 from bridge.paths import PathTemplate, fill
 from bridge.policy import SubscriptionState
 from bridge.secrets import DUMMY_HASH, hash_secret, verify_secret
 from bridge.store.records import ApplicationRecord, Snapshot, SubscriptionRecord
-
-VISIBLE_STATES = frozenset({"PUBLISHED", "DEPRECATED", "BLOCKED"})
 
 
 @dataclass(frozen=True, slots=True)
