@@ -40,54 +40,64 @@ def semantic_problems(config: Config) -> list[Problem]:
 
 def cross_field_problems(tree: Tree) -> list[Problem]:
     """Every cross-field problem of a config tree, each naming its field path."""
-    problems: list[Problem] = []
     brokers, tiers = _keys(tree.get("brokers")), _keys(tree.get("tiers"))
     apis = list(_mappings(tree.get("apis")))
+    problems: list[Problem] = []
+    for i, api in apis:
+        problems += _reference_problems(f"apis[{i}]", api, brokers, tiers)
+        problems += _topic_problems(f"apis[{i}]", _text(api, "protocol", Api), api.get("topics"))
+    problems += _duplicate_problems(apis)
+    problems += _application_problems(tree.get("applications"), apis, tiers)
+    return problems
+
+
+def _reference_problems(
+    at: str, api: Tree, brokers: frozenset[str], tiers: frozenset[str]
+) -> list[Problem]:
+    problems: list[Problem] = []
+    broker = _text(api, "broker")
+    if broker is not None and broker not in brokers:
+        known = ", ".join(sorted(brokers)) or "none defined"
+        problems.append(Problem(f"{at}.broker", f"unknown broker {broker!r} (known: {known})"))
+    for j, tier in _texts(api.get("tiers")):
+        if tier not in tiers:
+            problems.append(Problem(f"{at}.tiers[{j}]", f"unknown tier {tier!r}"))
+    base = _base_path(api)
+    if base is not None and base.startswith(RESERVED_PREFIXES):
+        problems.append(Problem(f"{at}.context", f"{base} is reserved for the gateway itself"))
+    return problems
+
+
+def _duplicate_problems(apis: list[tuple[int, Tree]]) -> list[Problem]:
+    """Two APIs of one name and version, or whose URLs overlap (CONTRACT §3)."""
+    problems: list[Problem] = []
     seen_ids: dict[tuple[str, str], int] = {}
     seen_paths: dict[str, int] = {}
     for i, api in apis:
-        at = f"apis[{i}]"
-        broker = _text(api, "broker")
-        if broker is not None and broker not in brokers:
-            known = ", ".join(sorted(brokers)) or "none defined"
-            problems.append(Problem(f"{at}.broker", f"unknown broker {broker!r} (known: {known})"))
-        for j, tier in _texts(api.get("tiers")):
-            if tier not in tiers:
-                problems.append(Problem(f"{at}.tiers[{j}]", f"unknown tier {tier!r}"))
         name, version = _text(api, "name"), _text(api, "version")
         if name is not None and version is not None:
             if (name, version) in seen_ids:
+                also = seen_ids[(name, version)]
                 problems.append(
                     Problem(
-                        f"{at}.version",
-                        f"duplicate API {name} {version} (also apis[{seen_ids[(name, version)]}])",
+                        f"apis[{i}].version",
+                        f"duplicate API {name} {version} (also apis[{also}])",
                     )
                 )
             seen_ids.setdefault((name, version), i)
         base = _base_path(api)
-        if base is not None:
-            clash = next(
-                (
-                    (p, j)
-                    for p, j in seen_paths.items()
-                    if base == p or base.startswith(p + "/") or p.startswith(base + "/")
-                ),
-                None,
-            )
-            if clash is not None:
+        if base is None:
+            continue
+        for path, j in seen_paths.items():
+            if base == path or base.startswith(path + "/") or path.startswith(base + "/"):
                 problems.append(
                     Problem(
-                        f"{at}.context",
-                        f"duplicate context: {base} overlaps apis[{clash[1]}] ({clash[0]})",
+                        f"apis[{i}].context",
+                        f"duplicate context: {base} overlaps apis[{j}] ({path})",
                     )
                 )
-            seen_paths.setdefault(base, i)
-            if base.startswith(RESERVED_PREFIXES):
-                problems.append(
-                    Problem(f"{at}.context", f"{base} is reserved for the gateway itself")
-                )
-        problems += _topic_problems(at, _text(api, "protocol", Api), api.get("topics"))
-    problems += _application_problems(tree.get("applications"), apis, tiers)
+                break
+        seen_paths.setdefault(base, i)
     return problems
 
 

@@ -1,9 +1,9 @@
 """Loading a config: YAML, ``${ENV}`` expansion, validation (CONTRACT §1, §2).
 
-Every phase runs whatever the others found, and the problems of all of them are raised
-together in one :class:`ConfigError`, each naming its field path, so ``streambridge
-check`` lists them all in one run: unset variables, shapes and values (unknown keys, bad
-CEL, bad durations), then what spans fields (:mod:`bridge.config.checks`).
+Each phase runs whatever the earlier ones found, and their problems are raised together
+in one :class:`ConfigError`, each naming its field path, so ``streambridge check`` lists
+them all in one run (CONTRACT §1): unset variables, then shapes and values (unknown keys,
+bad CEL, bad durations), then what spans fields (:mod:`bridge.config.checks`).
 """
 
 from __future__ import annotations
