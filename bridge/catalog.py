@@ -1,21 +1,20 @@
 """The running gateway's catalogue: APIs by URL, applications, subscriptions, tiers.
 
-Seeded from the config; later changed live by the management API. Pure data with
-lookups, no I/O.
+Built from a store snapshot (seeded from the config, later changed live by the
+management API). Pure data with lookups, no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from bridge.config import Api, Config, Tier, Topic
+from bridge.config import Api, Tier, Topic
+from bridge.lifecycle import VISIBLE_STATES
 from bridge.paths import PathTemplate, fill
 from bridge.policy import SubscriptionState
-from bridge.secrets import DUMMY_HASH, hash_secret, verify_secret
-from bridge.store.records import ApplicationRecord, Snapshot, SubscriptionRecord
-
-VISIBLE_STATES = frozenset({"PUBLISHED", "DEPRECATED", "BLOCKED"})
+from bridge.secrets import DUMMY_HASH, verify_secret
+from bridge.store.records import ApplicationRecord, Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,27 +44,6 @@ class ApiEntry:
         return None
 
 
-def snapshot_of(config: Config, hasher: Callable[[str], str] = hash_secret) -> Snapshot:
-    """The snapshot a store would hold right after seeding ``config`` (for tests and tools)."""
-    applications, subscriptions = [], []
-    for app in config.applications:
-        applications.append(
-            ApplicationRecord(app.client_id, app.name, hasher(app.client_secret.get_secret_value()))
-        )
-        subscriptions += [
-            SubscriptionRecord(
-                f"{app.client_id}/{s.api}/{s.version}",
-                app.client_id,
-                s.api,
-                s.version,
-                s.tier,
-                s.state,
-            )
-            for s in app.subscriptions
-        ]
-    return Snapshot(0, list(config.apis), applications, subscriptions, dict(config.tiers))
-
-
 class Catalog:
     """An immutable view of one store snapshot; the runtime swaps in a new one on change."""
 
@@ -84,10 +62,6 @@ class Catalog:
                 sub.client_id, sub.api, sub.version, sub.tier, blocked=sub.state == "BLOCKED"
             )
             self.subscriptions[state.key] = state
-
-    @classmethod
-    def from_config(cls, config: Config) -> Catalog:
-        return cls(snapshot_of(config))
 
     # --- APIs --------------------------------------------------------------------------
     def put_api(self, api: Api) -> None:

@@ -16,6 +16,10 @@ from bridge.errors import IllegalTransition
 
 ACTIONS = ("publish", "deprecate", "retire", "block", "unblock")
 
+# The states in which applications see an API (CONTRACT §4): CREATED is not there yet and
+# RETIRED no more (both 404); a BLOCKED API is found, then refused with 503.
+VISIBLE_STATES = frozenset({"PUBLISHED", "DEPRECATED", "BLOCKED"})
+
 _TRANSITIONS: dict[tuple[str, str], str] = {
     ("CREATED", "publish"): "PUBLISHED",
     ("PUBLISHED", "deprecate"): "DEPRECATED",

@@ -22,8 +22,7 @@ from bridge.errors import (
     UnknownResource,
     WrongProtocol,
 )
-
-HIDDEN_STATES = frozenset({"CREATED", "RETIRED"})
+from bridge.lifecycle import VISIBLE_STATES
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +69,7 @@ def authorize(
     """Raise the AccessDenied of the first failing row of CONTRACT §4, else return."""
     if grant is None:
         raise Unauthenticated(token_error or "a bearer token is required")
-    if api_state is None or api_state in HIDDEN_STATES or not topics_found:
+    if api_state not in VISIBLE_STATES or not topics_found:
         raise UnknownResource("no such API or topic")
     if api_protocol != requested_protocol:
         raise WrongProtocol(

@@ -19,11 +19,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from bridge.catalog import VISIBLE_STATES, Catalog, TopicMatch
+from bridge.catalog import Catalog, TopicMatch
 from bridge.config import Config
 from bridge.cursor import new_epoch
 from bridge.errors import BridgeError, ConfigError, PipelineError, Problem, Revoked, ShuttingDown
 from bridge.event import Event
+from bridge.lifecycle import VISIBLE_STATES
 from bridge.secrets import hash_secret
 from bridge.store import Snapshot, Store
 from connectors import Connector, connector_for
@@ -102,7 +103,7 @@ class Runtime:
         gateways appending to the same replay logs would corrupt them."""
         if not any(b.type in DURABLE_LOG_BROKERS for b in self.config.brokers.values()):
             return None
-        path = Path(self.config.gateway.data_dir)
+        path = self.config.gateway.data_path
         path.mkdir(parents=True, exist_ok=True)
         lock = (path / ".lock").open("w")
         stack.callback(lock.close)

@@ -24,7 +24,7 @@ from bridge.errors import (
     UnknownResource,
 )
 from bridge.event import Event, decode_payload
-from bridge.policy import HIDDEN_STATES
+from bridge.lifecycle import VISIBLE_STATES
 from bridge.wire.websub import link_header, parse_hub_request, verify_hub_signature
 from gateway.access import admit, authenticate, bearer_token, query_params
 from gateway.errors import denial_response, denial_status, problem
@@ -182,7 +182,7 @@ async def _inbound(
                 instance=path,
                 code="bad_signature",
             )
-        if entry.api.state in HIDDEN_STATES:
+        if entry.api.state not in VISIBLE_STATES:
             raise UnknownResource("no such API or topic")
         if entry.api.state == "BLOCKED":
             raise ApiBlocked("the API is blocked")

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from bridge.catalog import VISIBLE_STATES, TopicMatch
+from bridge.catalog import TopicMatch
 from bridge.cursor import parse_event_id
 from bridge.errors import BridgeError
+from bridge.lifecycle import VISIBLE_STATES
 from bridge.store.records import WebSubRecord
 from bridge.store.webhooks import WebhookStore
 from bridge.wire.websub import link_header

@@ -10,8 +10,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from bridge.catalog import VISIBLE_STATES
 from bridge.errors import BridgeError
+from bridge.lifecycle import VISIBLE_STATES
 from gateway.websub.verify import deny
 
 if TYPE_CHECKING:

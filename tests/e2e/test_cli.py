@@ -164,6 +164,31 @@ def test_check_reports_one_line_per_problem(
         assert sum(line.startswith(path) for line in lines) == 1, (path, result.stderr)
 
 
+def _every_phase(c: dict[str, Any]) -> None:
+    """An unknown key, an unknown broker, an unknown tier and a bad CEL expression: each
+    used to hide the others' phase (issue 10, item 6)."""
+    for change in (_unknown_key, _unknown_broker, _unknown_tier, _bad_cel):
+        change(c)
+
+
+EVERY_PHASE = [PROBLEMS[k][1] for k in ("unknown-key", "unknown-broker", "unknown-tier", "bad-cel")]
+
+
+def test_check_and_serve_report_every_problem_in_one_run(tmp_path: Path) -> None:
+    config = str(write_config(tmp_path, broken(_every_phase)))
+    checked = run_cli("check", "--config", config)
+    port = free_port()
+    served = run_cli("serve", "--config", config, "--port", str(port))
+    for result in (checked, served):
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == len(EVERY_PHASE), result.stderr
+        for path in EVERY_PHASE:
+            assert sum(line.startswith(path) for line in lines) == 1, (path, result.stderr)
+    assert sorted(served.stderr.splitlines()) == sorted(checked.stderr.splitlines())
+    assert port_is_free(port), "serve stops before it binds"
+
+
 def test_serve_with_invalid_config_exits_2_without_listening(tmp_path: Path) -> None:
     port = free_port()
     config = write_config(tmp_path, broken(_unknown_broker))

@@ -8,6 +8,7 @@ import pytest
 
 from bridge.catalog import Catalog
 from bridge.config import Api, Config, parse_config
+from tests.unit.catalogs import catalog_of
 
 
 def api(name: str, context: str, **changes: Any) -> dict[str, Any]:
@@ -91,7 +92,7 @@ def config() -> Config:
 
 @pytest.fixture
 def catalog() -> Catalog:
-    return Catalog.from_config(config())
+    return catalog_of(config())
 
 
 # --- URLs -----------------------------------------------------------------------------------

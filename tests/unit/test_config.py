@@ -10,7 +10,16 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.config import Api, Config, WindowStep, load_config, parse_config
+from bridge.config import (
+    Api,
+    Config,
+    MemoryBroker,
+    WindowStep,
+    default_data_dir,
+    load_config,
+    parse_config,
+    semantic_problems,
+)
 from bridge.errors import ConfigError, Problem
 
 ENV = {"STREAMBRIDGE_ADMIN_TOKEN": "admin-token", "DASHBOARD_SECRET": "dashboard-secret"}
@@ -150,6 +159,20 @@ def _bad_map(r: dict[str, Any]) -> None:
     r["apis"][0]["topics"][0]["pipeline"][1]["map"] = "{'id': "
 
 
+def _bad_group_by(r: dict[str, Any]) -> None:
+    r["apis"][0]["topics"][1]["pipeline"][0]["window"]["group_by"] = "data.region +"
+
+
+def _bad_dedupe_key(r: dict[str, Any]) -> None:
+    r["apis"][0]["topics"][0]["pipeline"][1] = {"dedupe": {"key": "data.(", "within": "5m"}}
+
+
+def _bad_sample_group_by(r: dict[str, Any]) -> None:
+    r["apis"][0]["topics"][0]["pipeline"][1] = {
+        "sample": {"max": 1, "per": "1s", "group_by": "   "}
+    }
+
+
 def _unknown_broker(r: dict[str, Any]) -> None:
     r["apis"][0]["broker"] = "nowhere"
 
@@ -243,6 +266,9 @@ def _missing_channel(r: dict[str, Any]) -> None:
     [
         (_bad_cel, "apis[0].topics[0].pipeline[0].filter", "invalid CEL expression"),
         (_bad_map, "apis[0].topics[0].pipeline[1].map", "invalid CEL expression"),
+        (_bad_group_by, "apis[0].topics[1].pipeline[0].window.group_by", "invalid CEL"),
+        (_bad_dedupe_key, "apis[0].topics[0].pipeline[1].dedupe.key", "invalid CEL"),
+        (_bad_sample_group_by, "apis[0].topics[0].pipeline[1].sample.group_by", "empty"),
         (_unknown_broker, "apis[0].broker", "unknown broker 'nowhere'"),
         (_unknown_tier, "apis[0].tiers[1]", "unknown tier 'Bronze'"),
         (_bad_duration, "apis[0].topics[1].pipeline[0].window.tumbling", "invalid duration"),
@@ -378,6 +404,78 @@ def test_env_and_reference_problems_are_reported_together(raw: dict[str, Any]) -
     assert sorted(paths) == ["apis[0].broker", "gateway.admin_token"]
 
 
+def test_shape_and_reference_problems_are_reported_together(raw: dict[str, Any]) -> None:
+    # CONTRACT §1: an unknown key and a bad CEL expression do not hide an unknown broker
+    # or tier, not even in the same API.
+    _unknown_api_key(raw)
+    _unknown_broker(raw)
+    _unknown_tier(raw)
+    _bad_cel(raw)
+    raw["gateway"]["colour"] = "blue"
+    problems = {p.path: p.message for p in problems_of(raw)}
+    assert sorted(problems) == [
+        "apis[0].broker",
+        "apis[0].foo",
+        "apis[0].tiers[1]",
+        "apis[0].topics[0].pipeline[0].filter",
+        "gateway.colour",
+    ]
+    assert problems["apis[0].broker"].startswith("unknown broker 'nowhere' (known: db, demo,")
+    assert problems["apis[0].tiers[1]"] == "unknown tier 'Bronze'"
+    assert problems["apis[0].foo"] == problems["gateway.colour"] == "unknown key"
+    assert problems["apis[0].topics[0].pipeline[0].filter"].startswith("invalid CEL expression")
+
+
+def test_cross_field_problems_survive_broken_items(raw: dict[str, Any]) -> None:
+    # An API missing its topics and an application with a short secret still have their
+    # references checked; a topic of a broken API still has its mode checked.
+    del raw["apis"][0]["topics"][1]["channel"]
+    raw["apis"][0]["topics"][0]["mode"] = "publish"
+    raw["applications"][0]["client_secret"] = "short"
+    _subscription_to_unknown_tier(raw)
+    assert sorted(paths_of(raw)) == [
+        "apis[0].topics[0].mode",
+        "apis[0].topics[0].pipeline",
+        "apis[0].topics[1].channel",
+        "applications[0].client_secret",
+        "applications[0].subscriptions[0].tier",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("broker", "tier"),
+    [(42, "Gold"), (["kafka-main"], "Gold"), (None, "Gold"), ("kafka-main", 7)],
+)
+def test_a_field_of_the_wrong_shape_has_one_problem(
+    raw: dict[str, Any], broker: Any, tier: Any
+) -> None:
+    raw["apis"][0]["broker"] = broker
+    raw["apis"][0]["tiers"] = [tier]
+    (problem,) = problems_of(raw)
+    assert problem.path in ("apis[0].broker", "apis[0].tiers[0]")
+    assert "unknown" not in problem.message
+
+
+def test_a_malformed_section_is_one_problem_not_a_crash(raw: dict[str, Any]) -> None:
+    raw["brokers"] = ["kafka-main"]
+    raw["apis"][0]["topics"] = "none"
+    raw["applications"][0]["subscriptions"] = [5]
+    paths = paths_of(raw)
+    assert "brokers" in paths
+    assert "apis[0].topics" in paths
+    assert "applications[0].subscriptions[0]" in paths
+    assert "apis[0].broker" in paths  # no broker is defined now
+
+
+def test_a_config_built_in_code_gets_the_same_checks() -> None:
+    api = _api("/orders").model_copy(update={"broker": "elsewhere", "tiers": ["Gold"]})
+    config = Config(brokers={"demo": MemoryBroker(type="memory")}, apis=[api])
+    assert [str(p) for p in semantic_problems(config)] == [
+        "apis[0].broker: unknown broker 'elsewhere' (known: demo)",
+        "apis[0].tiers[0]: unknown tier 'Gold'",
+    ]
+
+
 # --- files -----------------------------------------------------------------------------------
 
 
@@ -396,6 +494,8 @@ def test_load_config_on_invalid_yaml(tmp_path: Path) -> None:
     assert problem.path == ""
     assert "not valid YAML" in problem.message
     assert str(path) in problem.message
+    assert "\n" not in problem.message, "one line per problem (CONTRACT §1)"
+    assert "at line 2, column 3" in problem.message
 
 
 def test_load_config_on_a_missing_file(tmp_path: Path) -> None:
@@ -461,3 +561,42 @@ def test_broker_field_problem_names_the_broker_not_the_union_tag() -> None:
     assert [str(p) for p in caught.value.problems] == [
         "brokers.m.url: must be an mqtt:// or mqtts:// URL"
     ]
+
+
+# --- where the gateway keeps its files -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "data_dir"),
+    [
+        ("sqlite:///streambridge.db", "streambridge-data"),  # the default state, relative
+        ("sqlite:///var/state.db", "var/streambridge-data"),
+        ("sqlite:////srv/sb/state.db", "/srv/sb/streambridge-data"),
+        ("sqlite:////srv/sb/state.db?timeout=5", "/srv/sb/streambridge-data"),
+        ("postgresql://sb:pw@db/sb", "/xdg/state/streambridge"),
+        ("postgresql+asyncpg://sb@db/sb", "/xdg/state/streambridge"),
+        ("sqlite:///:memory:", "/xdg/state/streambridge"),
+        ("sqlite://", "/xdg/state/streambridge"),
+    ],
+)
+def test_the_data_dir_defaults_to_beside_the_state_store(state: str, data_dir: str) -> None:
+    assert default_data_dir(state, {"XDG_STATE_HOME": "/xdg/state"}) == Path(data_dir)
+
+
+@pytest.mark.parametrize("xdg", [None, "", "relative/state"])
+def test_without_a_usable_xdg_state_home_the_data_dir_is_under_the_home(xdg: str | None) -> None:
+    # XDG Base Directory: unset, empty or relative means $HOME/.local/state.
+    env = {} if xdg is None else {"XDG_STATE_HOME": xdg}
+    expected = Path.home() / ".local" / "state" / "streambridge"
+    assert default_data_dir("postgresql://sb@db/sb", env) == expected
+
+
+def test_the_data_path_is_data_dir_when_set_else_the_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    postgres = {"gateway": {"state": "postgresql://sb@db/sb"}}
+    assert parse_config(postgres, {}).gateway.data_path == tmp_path / "streambridge"
+    assert Config().gateway.data_path == Path("streambridge-data")  # beside streambridge.db
+    chosen = {"gateway": {"state": "postgresql://sb@db/sb", "data_dir": "/var/lib/sb"}}
+    assert parse_config(chosen, {}).gateway.data_path == Path("/var/lib/sb")

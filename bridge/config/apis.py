@@ -1,0 +1,139 @@
+"""The ``apis`` section (CONTRACT §2, §3): an API, its topics and their replay."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    PositiveInt,
+    SecretStr,
+    SerializationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+from bridge.config.fields import Duration, Strict
+from bridge.config.steps import Step
+from bridge.paths import path_parameters
+
+REVEAL_SECRETS = "reveal_secrets"  # serialization context key: dump secrets in clear
+CONTEXT = re.compile(r"(/([A-Za-z0-9_.~-]+|\{version\}))+")
+VERSION = re.compile(r"[A-Za-z0-9_.~-]+")
+
+
+def base_path(context: str, version: str) -> str:
+    """CONTRACT §3: context with {version} replaced, else <context>/<version>."""
+    if "{version}" in context:
+        return context.replace("{version}", version)
+    return f"{context}/{version}"
+
+
+class Mask(Strict):
+    columns: list[str]
+    unless_scope: str | None = None
+
+
+class Topic(Strict):
+    name: str
+    mode: Literal["subscribe", "publish", "both"] = "subscribe"
+    channel: str
+    scopes: list[str] = []
+    pipeline: list[Step] = []
+    description: str | None = None
+    content_type: str = "application/json"
+    unwrap: bool = False
+    snapshot: bool = False
+    mask: Mask | None = None
+    debezium: bool = False
+    # Inbound webhooks on a WebSub publish topic: the HMAC key of X-Hub-Signature-256.
+    # Masked in every dump but the state store's (see stored_document).
+    webhook_secret: SecretStr | None = None
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            secret = value.get_secret_value()
+            if len(secret) < 16:
+                raise ValueError("must be at least 16 characters")
+            if set(secret) == {"*"}:
+                raise ValueError("is masked; send the secret itself")
+        return value
+
+    @field_serializer("webhook_secret", when_used="json")
+    def _dump_webhook_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        if value is None:
+            return None
+        context = info.context
+        if isinstance(context, dict) and context.get(REVEAL_SECRETS):
+            return value.get_secret_value()
+        return "**********"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"(/([A-Za-z0-9_.~-]+|\{[A-Za-z_][A-Za-z0-9_]*\}))+", value):
+            raise ValueError(
+                "must be a path such as /created or /by-region/{region} "
+                "(segments of letters, digits, _ . ~ - or a {parameter})"
+            )
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: list[str]) -> list[str]:
+        for scope in value:
+            if not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", scope):
+                raise ValueError(f"invalid scope {scope!r} (RFC 6749 §3.3)")
+        return value
+
+    @model_validator(mode="after")
+    def _channel_parameters(self) -> Topic:
+        missing = path_parameters(self.channel) - path_parameters(self.name)
+        if missing:
+            raise ValueError(
+                f"channel uses {{{', '.join(sorted(missing))}}} "
+                "which the topic name does not declare"
+            )
+        return self
+
+
+class Replay(Strict):
+    max_events: PositiveInt = 1000
+    max_age: Duration = 600.0
+
+
+ApiState = Literal["CREATED", "PUBLISHED", "DEPRECATED", "RETIRED", "BLOCKED"]
+
+
+class Api(Strict):
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1, pattern=f"^{VERSION.pattern}$")
+    context: str
+    protocol: Literal["sse", "websocket", "websub"] = "sse"
+    broker: str
+    tiers: list[str] = []
+    state: ApiState = "PUBLISHED"
+    description: str | None = None
+    replay: Replay = Replay()
+    topics: list[Topic] = Field(min_length=1)
+
+    @field_validator("context")
+    @classmethod
+    def _context(cls, value: str) -> str:
+        if not CONTEXT.fullmatch(value):
+            raise ValueError("must be a path such as /orders or /{version}/orders")
+        return value
+
+    @property
+    def base_path(self) -> str:
+        """CONTRACT §3: the URL path of the API, under which its topics are."""
+        return base_path(self.context, self.version)
+
+
+def stored_document(api: Api) -> dict[str, Any]:
+    """An API as the state store keeps it: JSON with its webhook secrets in clear."""
+    return api.model_dump(mode="json", context={REVEAL_SECRETS: True})

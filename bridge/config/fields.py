@@ -1,0 +1,34 @@
+"""Value types every section of the config uses: the strict base model, durations and
+CEL expressions. Each is validated where it is written, so a problem names its field."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+
+from bridge.durations import format_duration, parse_duration
+from bridge.expressions import compile_expression
+
+
+class Strict(BaseModel):
+    """A config section: unknown keys are problems, values never change after loading."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+"""Seconds, written ``500ms``, ``10s``, ``1m``, ``1h``, ``1d`` or as a bare number."""
+
+
+def _compiles(source: str) -> str:
+    compile_expression(source)  # raises ValueError naming the parser's complaint
+    return source
+
+
+CelExpression = Annotated[str, AfterValidator(_compiles)]
+"""A CEL expression over an event (CONTRACT §2), kept as written once it compiles."""

@@ -1,0 +1,120 @@
+"""The gateway-wide sections of the config (CONTRACT §2): ``gateway``, ``auth``, ``websub``."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import PositiveInt, SecretStr, field_validator, model_validator
+
+from bridge.config.fields import Duration, Strict
+
+DATA_DIR_NAME = "streambridge-data"
+
+
+def default_data_dir(state: str, environ: Mapping[str, str]) -> Path:
+    """Where a gateway keeps its files when ``gateway.data_dir`` is not set.
+
+    Beside a SQLite state file (``sqlite:///var/sb/state.db`` -> ``/var/sb/streambridge-data``;
+    a relative file, like the store's, is relative to the working directory). A store that
+    is no local file (PostgreSQL) leaves the files to the user's state directory,
+    ``$XDG_STATE_HOME/streambridge`` (XDG Base Directory: unset, empty or relative means
+    ``~/.local/state``).
+    """
+    if state.startswith("sqlite:///"):
+        database = state.removeprefix("sqlite:///").partition("?")[0]
+        if database and database != ":memory:":
+            return Path(database).parent / DATA_DIR_NAME
+    xdg = environ.get("XDG_STATE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "state"
+    return base / "streambridge"
+
+
+class GatewaySettings(Strict):
+    public_url: str = "http://127.0.0.1:8080"
+    state: str = "sqlite:///streambridge.db"
+    admin_token: SecretStr | None = None
+    max_message_bytes: PositiveInt = 1_048_576
+    heartbeat: Duration = 15.0
+    client_queue: PositiveInt = 1024
+    # Local files of this gateway: the durable replay logs of MQTT, AMQP and CDC channels.
+    # Relative paths are relative to the working directory; unset, see data_path.
+    data_dir: str | None = None
+
+    @property
+    def data_path(self) -> Path:
+        """``data_dir``, or when unset :func:`default_data_dir` of the state store."""
+        if self.data_dir is not None:
+            return Path(self.data_dir)
+        return default_data_dir(self.state, os.environ)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("state")
+    @classmethod
+    def _state(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgresql+asyncpg://")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("heartbeat")
+    @classmethod
+    def _heartbeat(cls, value: float) -> float:
+        if value > 15:
+            raise ValueError("must be at most 15s (CONTRACT §5)")
+        return value
+
+
+class TrustedIssuer(Strict):
+    issuer: str
+    jwks_url: str
+    audience: str = "streambridge"
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_url(cls, value: str) -> str:
+        if not re.match(r"^https?://", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+class AuthSettings(Strict):
+    issuer: str = "streambridge"
+    audience: str = "streambridge"
+    token_ttl: PositiveInt = 3600
+    signing_alg: Literal["ES256", "RS256"] = "ES256"
+    trusted_issuers: list[TrustedIssuer] = []
+
+
+class RetrySettings(Strict):
+    max_attempts: PositiveInt = 10
+    first_delay: Duration = 1.0
+    max_delay: Duration = 3600.0
+
+
+class WebSubSettings(Strict):
+    allow_private_callbacks: bool = False
+    default_lease_seconds: PositiveInt = 864_000
+    min_lease_seconds: PositiveInt = 60
+    max_lease_seconds: PositiveInt = 2_592_000  # 30 days
+    retry: RetrySettings = RetrySettings()
+    timeout: Duration = 10.0  # per delivery attempt and per verification request
+    # Gateways sharing a store: one delivers webhooks at a time, holding this lease; when
+    # it stops renewing (crash), another takes over after at most this long.
+    leader_lease: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _lease_bounds(self) -> WebSubSettings:
+        if not self.min_lease_seconds <= self.default_lease_seconds <= self.max_lease_seconds:
+            raise ValueError(
+                "needs min_lease_seconds <= default_lease_seconds <= max_lease_seconds"
+            )
+        return self
