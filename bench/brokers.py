@@ -8,7 +8,7 @@ One command (defaults: memory, kafka, mqtt and amqp; 10 SSE clients; 2000 events
 Per broker: writes a config with one SSE API whose topic is a fresh channel on that
 broker (``bench-<uuid>`` Kafka topic, ``bench/<uuid>`` MQTT topic, ``bench.<uuid>`` AMQP
 routing key on ``amq.topic``), starts ``python -m gateway.cli serve``, opens N raw SSE
-connections (the client code of ``bench/fanout.py``), then publishes straight to the
+connections (the client code of ``bench/harness/sse.py``), then publishes straight to the
 broker with its own Python client: aiokafka (``acks=all``), aiomqtt (QoS 1), aio-pika
 (publisher confirms). The memory broker lives inside the gateway, so it is fed through a
 WebSocket publish topic of the same gateway instead. Warm-up events (negative ``seq``) are
@@ -28,8 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -38,19 +36,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-from fanout import (
-    CLIENT_ID,
-    ROOT,
-    SSE_PATH,
-    WS_PATH,
-    Server,
-    SSEClient,
-    Tally,
-    cpu_model,
-    event_loop,
-    server_cpu_seconds,
-)
+from harness.gateway import SSE_PATH, WS_PATH, Gateway, publish_api, sse_api
+from harness.machine import describe, event_loop, server_cpu_seconds
+from harness.report import Latency, conclude, shortfall
+from harness.schedule import paced
+from harness.sse import SSEClient, Tally, close_all, open_client, sse_request
 
 BROKERS = ("memory", "kafka", "mqtt", "amqp")
 KAFKA = "127.0.0.1:9092"
@@ -66,58 +56,21 @@ def channel_for(broker: str) -> str:
 
 
 def broker_settings(broker: str) -> dict[str, object]:
-    return {
+    settings: dict[str, dict[str, object]] = {
         "memory": {"type": "memory"},
         "kafka": {"type": "kafka", "bootstrap": KAFKA},
         "mqtt": {"type": "mqtt", "url": f"mqtt://{MQTT_HOST}:{MQTT_PORT}", "qos": 1},
         "amqp": {"type": "amqp", "url": AMQP_URL, "exchange": "amq.topic"},
-    }[broker]
-
-
-def config(server: Server, broker: str, channel: str, state: Path) -> dict[str, object]:
-    apis: list[dict[str, object]] = [
-        {
-            "name": "BenchSSE",
-            "version": "1",
-            "context": "/bench-sse",
-            "protocol": "sse",
-            "broker": "bench",
-            "tiers": ["Unlimited"],
-            "topics": [{"name": "/events", "channel": channel}],
-        }
-    ]
-    if broker == "memory":  # nothing outside the gateway can publish to it
-        apis.append(
-            {
-                "name": "BenchWS",
-                "version": "1",
-                "context": "/bench-ws",
-                "protocol": "websocket",
-                "broker": "bench",
-                "tiers": ["Unlimited"],
-                "topics": [{"name": "/publish", "mode": "publish", "channel": channel}],
-            }
-        )
-    return {
-        "gateway": {
-            "public_url": f"http://127.0.0.1:{server.port}",
-            "state": f"sqlite:///{state}",
-            "client_queue": 4096,
-        },
-        "brokers": {"bench": broker_settings(broker)},
-        "tiers": {"Unlimited": {}},
-        "apis": apis,
-        "applications": [
-            {
-                "name": "bench",
-                "client_id": CLIENT_ID,
-                "client_secret": server.secret,
-                "subscriptions": [
-                    {"api": a["name"], "version": "1", "tier": "Unlimited"} for a in apis
-                ],
-            }
-        ],
     }
+    return settings[broker]
+
+
+def configure(server: Gateway, broker: str, channel: str) -> None:
+    """One SSE API on ``channel``; for the memory broker also a WebSocket publish API."""
+    apis = [sse_api(channel)]
+    if broker == "memory":  # nothing outside the gateway can publish to it
+        apis.append(publish_api(channel))
+    server.configure(broker_settings(broker), apis)
 
 
 # --- publishers: an async context manager yielding publish(bytes) -> awaitable ack ---------
@@ -126,12 +79,12 @@ Publish = Callable[[bytes], Awaitable[object]]
 
 
 @contextlib.asynccontextmanager
-async def publisher(broker: str, channel: str, server: Server, token: str):  # type: ignore[no-untyped-def]
+async def publisher(broker: str, channel: str, server: Gateway, token: str):  # type: ignore[no-untyped-def]
     if broker == "memory":
         from websockets.asyncio.client import connect
 
         headers = {"Authorization": f"Bearer {token}"}
-        url = f"ws://127.0.0.1:{server.port}{WS_PATH}"
+        url = server.ws_url(WS_PATH)
         async with connect(url, additional_headers=headers) as ws:
             lock = asyncio.Lock()
 
@@ -184,93 +137,6 @@ def payload(seq: int) -> bytes:
     return json.dumps({"seq": seq, "t": time.time_ns()}, separators=(",", ":")).encode()
 
 
-# --- a run ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Result:
-    broker: str
-    clients: int
-    events: int
-    rate: float
-    deliveries: int
-    out_of_order: int
-    cut: int
-    wall: float
-    server_cpu: float
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-
-
-async def run_broker(
-    server: Server, broker: str, channel: str, n: int, events: int, rate: float, drain: float
-) -> Result:
-    token = server.token()
-    loop = asyncio.get_running_loop()
-    request = (
-        f"GET {SSE_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-        f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
-    ).encode()
-    tallies = [Tally(events) for _ in range(n)]
-    clients: list[SSEClient] = []
-    for tally in tallies:
-        tally.warm_target = 1
-        client = SSEClient(request, tally)
-        await loop.create_connection(lambda c=client: c, "127.0.0.1", server.port)  # type: ignore[misc]
-        clients.append(client)
-        await asyncio.wait_for(client.ready, 30)
-
-    async with publisher(broker, channel, server, token) as publish:
-        # Warm-up until every client has seen an event: the broker subscription is live.
-        warm = -1
-        deadline = loop.time() + 60
-        while not all(t.warmed.is_set() for t in tallies):
-            if loop.time() > deadline:
-                raise RuntimeError(f"{broker}: no warm-up event reached every client")
-            await publish(payload(warm))
-            warm -= 1
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)
-
-        cpu0 = sum(server_cpu_seconds(server.pid))
-        wall0 = time.perf_counter()
-        start = loop.time()
-        acks: list[asyncio.Task[object]] = []
-        for seq in range(events):
-            delay = start + seq / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            acks.append(asyncio.create_task(publish(payload(seq))))  # type: ignore[arg-type]
-        await asyncio.gather(*acks)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(t.done.wait() for t in tallies)), drain)
-        wall = time.perf_counter() - wall0
-        cpu = sum(server_cpu_seconds(server.pid)) - cpu0
-    cut = sum(1 for c in clients if c.lost or c.ended)
-    for client in clients:
-        client.close()
-    lat = sorted(us for t in tallies for us in t.latencies_us)
-
-    def pct(q: float) -> float:
-        return lat[min(len(lat) - 1, int(q * len(lat)))] / 1000 if lat else float("nan")
-
-    return Result(
-        broker=broker,
-        clients=n,
-        events=events,
-        rate=rate,
-        deliveries=sum(t.deliveries for t in tallies),
-        out_of_order=sum(t.out_of_order for t in tallies),
-        cut=cut,
-        wall=wall,
-        server_cpu=cpu,
-        p50_ms=pct(0.50),
-        p99_ms=pct(0.99),
-        max_ms=lat[-1] / 1000 if lat else float("nan"),
-    )
-
-
 # --- report -----------------------------------------------------------------------------------
 
 COLUMNS = (
@@ -293,23 +159,94 @@ PUBLISHER = {
 }
 
 
-def table(results: list[Result]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in results:
-        cells = [
-            r.broker,
-            PUBLISHER[r.broker],
-            str(r.clients),
-            f"{r.rate:g}",
-            f"{r.deliveries} / {r.clients * r.events}",
-            f"{r.p50_ms:.1f}",
-            f"{r.p99_ms:.1f}",
-            f"{r.max_ms:.1f}",
-            f"{r.server_cpu:.2f}",
-            f"{r.wall:.1f}",
+# --- a run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    broker: str
+    clients: int
+    events: int
+    rate: float
+    deliveries: int
+    out_of_order: int
+    cut: int
+    wall: float
+    server_cpu: float
+    latency: Latency
+
+    def progress(self) -> str:
+        return (
+            f"{self.broker}: {self.deliveries}/{self.clients * self.events}, "
+            f"p50 {self.latency.p50_ms:.1f} ms, p99 {self.latency.p99_ms:.1f} ms"
+        )
+
+    def cells(self) -> list[str]:
+        return [
+            self.broker,
+            PUBLISHER[self.broker],
+            str(self.clients),
+            f"{self.rate:g}",
+            f"{self.deliveries} / {self.clients * self.events}",
+            *self.latency.cells(),
+            f"{self.server_cpu:.2f}",
+            f"{self.wall:.1f}",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+
+    def shortfall(self) -> str | None:
+        missing = self.clients * self.events - self.deliveries
+        return shortfall(self.broker, missing, self.cut, self.out_of_order)
+
+
+async def run_broker(
+    server: Gateway, broker: str, channel: str, n: int, events: int, rate: float, drain: float
+) -> Result:
+    token = server.token()
+    loop = asyncio.get_running_loop()
+    request = sse_request(server.port, SSE_PATH, token)
+    tallies = [Tally(events) for _ in range(n)]
+    clients: list[SSEClient] = []
+    for tally in tallies:
+        tally.warm_target = 1
+        client = await open_client(server.port, request, tally)
+        clients.append(client)
+        await asyncio.wait_for(client.ready, 30)
+
+    async with publisher(broker, channel, server, token) as publish:
+        # Warm-up until every client has seen an event: the broker subscription is live.
+        warm = -1
+        deadline = loop.time() + 60
+        while not all(t.warmed.is_set() for t in tallies):
+            if loop.time() > deadline:
+                raise RuntimeError(f"{broker}: no warm-up event reached every client")
+            await publish(payload(warm))
+            warm -= 1
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+
+        cpu0 = sum(server_cpu_seconds(server.pid))
+        wall0 = time.perf_counter()
+        acks: list[asyncio.Task[object]] = []
+        async for seq in paced(events, rate):
+            acks.append(asyncio.create_task(publish(payload(seq))))
+        await asyncio.gather(*acks)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(t.done.wait() for t in tallies)), drain)
+        wall = time.perf_counter() - wall0
+        cpu = sum(server_cpu_seconds(server.pid)) - cpu0
+    cut = close_all(clients)
+    return Result(
+        broker=broker,
+        clients=n,
+        events=events,
+        rate=rate,
+        deliveries=sum(t.deliveries for t in tallies),
+        out_of_order=sum(t.out_of_order for t in tallies),
+        cut=cut,
+        wall=wall,
+        server_cpu=cpu,
+        latency=Latency.of(us for t in tallies for us in t.latencies_us),
+    )
 
 
 def main() -> int:
@@ -325,42 +262,22 @@ def main() -> int:
     )
     args = parser.parse_args()
     run, loop_name = event_loop()
-    print(
-        f"{cpu_model()}, nproc {os.cpu_count()}, Python {platform.python_version()}; "
-        f"client loop {loop_name}",
-        flush=True,
-    )
+    print(describe(f"client loop {loop_name}"), flush=True)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="streambridge-brokers-") as tmp:
         for broker in args.broker or BROKERS:
-            server = Server(Path(tmp), None, 4096, ROOT)
+            server = Gateway(Path(tmp))
             channel = channel_for(broker)
-            state = Path(tmp) / f"state-{server.port}.db"
-            server.config.write_text(yaml.safe_dump(config(server, broker, channel, state)))
-            server.start()
-            try:
+            configure(server, broker, channel)
+            with server:
                 result = run(
                     run_broker(
                         server, broker, channel, args.clients, args.events, args.rate, args.timeout
                     )
                 )
-            finally:
-                server.stop()
             results.append(result)
-            print(
-                f"{broker}: {result.deliveries}/{result.clients * result.events}, "
-                f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms",
-                flush=True,
-            )
-    print()
-    print(table(results))
-    bad = [r for r in results if r.deliveries != r.clients * r.events or r.cut or r.out_of_order]
-    for r in bad:
-        print(
-            f"{r.broker}: {r.clients * r.events - r.deliveries} missing, {r.cut} clients cut, "
-            f"{r.out_of_order} out of order"
-        )
-    return 1 if bad else 0
+            print(result.progress(), flush=True)
+    return conclude(COLUMNS, results)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,6 @@ import json
 import multiprocessing
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,15 +41,15 @@ from typing import Any
 
 import httpx
 import uvloop
-import yaml
+from harness.gateway import ROOT, Gateway, api
+from harness.machine import free_port, pick_cores, server_cpu_seconds, thread_cpu_seconds
 from websockets.asyncio.client import connect
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.websub.client import CallbackClient  # noqa: E402
-from gateway.websub.delivery import Deliverer  # noqa: E402
-from gateway.websub.guard import CallbackGuard  # noqa: E402
+from gateway.websub.client import CallbackClient
+from gateway.websub.delivery import Deliverer
+from gateway.websub.guard import CallbackGuard
 
 NO_CONTENT = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
 PAYLOAD = json.dumps({"symbol": "ACME", "price": 101.25, "volume": 300, "seq": 0}).encode()
@@ -98,37 +96,6 @@ def receiver(port: int, core: int | None, counter: Any) -> None:
     uvloop.run(main())
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cores() -> tuple[int | None, int | None]:
-    usable = sorted(os.sched_getaffinity(0))
-    return (usable[0], usable[1]) if len(usable) >= 2 else (None, None)
-
-
-def thread_cpu_seconds(pid: int) -> dict[str, float]:
-    """CPU seconds of the main thread (the event loop) and of all other threads together
-    (aiosqlite's database thread, the DNS resolver pool)."""
-    out = {"event loop": 0.0, "other threads": 0.0}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        stat = (task / "stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        out["event loop" if task.name == str(pid) else "other threads"] += seconds
-    return out
-
-
-def cpu_seconds(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # --- part 1: the delivery path in-process ------------------------------------------------------
 
 
@@ -171,136 +138,63 @@ async def client_round(port: int, deliveries: int, concurrency: int) -> dict[str
 # --- part 2: through a real gateway ------------------------------------------------------------
 
 
-def gateway_config(directory: Path, port: int) -> dict[str, Any]:
-    return {
-        "gateway": {
-            "public_url": f"http://127.0.0.1:{port}",
-            "state": f"sqlite:///{directory / 'state.db'}",
-            "client_queue": 100000,
-        },
-        "websub": {"allow_private_callbacks": True},
-        "brokers": {"mem": {"type": "memory"}},
-        "tiers": {"Unlimited": {}},
-        "apis": [
-            {
-                "name": "Ticks",
-                "version": "1.0.0",
-                "context": "/ticks",
-                "protocol": "websub",
-                "broker": "mem",
-                "replay": {"max_events": 100_000},
-                "topics": [{"name": "/all", "channel": "bench.ticks"}],
-            },
-            {
-                "name": "In",
-                "version": "1.0.0",
-                "context": "/in",
-                "protocol": "websocket",
-                "broker": "mem",
-                "replay": {"max_events": 100_000},
-                "topics": [{"name": "/all", "mode": "publish", "channel": "bench.ticks"}],
-            },
+def configure(server: Gateway) -> None:
+    """A WebSub API and a WebSocket publish API on one memory channel (100,000 kept)."""
+    replay = {"max_events": 100_000}
+    server.configure(
+        {"type": "memory"},
+        [
+            api("Ticks", "websub", "bench.ticks", version="1.0.0", topic="/all", replay=replay),
+            api(
+                "In",
+                "websocket",
+                "bench.ticks",
+                version="1.0.0",
+                topic="/all",
+                mode="publish",
+                replay=replay,
+            ),
         ],
-        "applications": [
-            {
-                "name": "b",
-                "client_id": "bench",
-                "client_secret": "bench-secret-0001",
-                "subscriptions": [
-                    {"api": "Ticks", "version": "1.0.0", "tier": "Unlimited"},
-                    {"api": "In", "version": "1.0.0", "tier": "Unlimited"},
-                ],
-            }
-        ],
-    }
+        client_queue=100000,
+        websub={"allow_private_callbacks": True},
+    )
 
 
 async def gateway_round(
-    receiver_port: int, counter: Any, core: int | None, subscriptions: int, events: int
+    server: Gateway, receiver_port: int, counter: Any, subscriptions: int, events: int
 ) -> dict[str, float]:
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
-        path = directory / "config.yaml"
-        path.write_text(yaml.safe_dump(gateway_config(directory, port)))
-        profile = os.environ.get("BENCH_PROFILE")  # a file: run the gateway under cProfile
-        python = [sys.executable, "-m", "cProfile", "-o", profile] if profile else [sys.executable]
-        command = [
-            *python,
-            "-m",
-            "gateway.cli",
-            "serve",
-            "--config",
-            str(path),
-            "--port",
-            str(port),
-        ]
-        if core is not None:
-            command = ["taskset", "-c", str(core), *command]
-        log = (directory / "server.log").open("wb")
-        process = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
-            command,
-            cwd=directory,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=log,
-            stderr=log,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-                for _ in range(400):
-                    try:
-                        if (await http.get("/healthz")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        await asyncio.sleep(0.05)
-                token = (
-                    await http.post(
-                        "/oauth2/token",
-                        data={"grant_type": "client_credentials"},
-                        auth=("bench", "bench-secret-0001"),
-                    )
-                ).json()["access_token"]
-                auth = {"Authorization": f"Bearer {token}"}
-                for i in range(subscriptions):
-                    form = {
-                        "hub.mode": "subscribe",
-                        "hub.topic": "/all",
-                        "hub.callback": f"http://127.0.0.1:{receiver_port}/cb/{i}",
-                        "hub.secret": f"secret-{i:04d}-padding-to-32-byte",
-                        "hub.signature": "standard",
-                    }
-                    assert (
-                        await http.post("/ticks/1.0.0/hub", data=form, headers=auth)
-                    ).status_code == 202
-                await asyncio.sleep(1.0)  # verifications (the receiver echoes every challenge)
-            expected = subscriptions * events
-            with counter.get_lock():
-                counter.value = 0
-            async with connect(
-                f"ws://127.0.0.1:{port}/in/1.0.0/all", additional_headers=auth
-            ) as ws:
-                cpu0, wall0 = cpu_seconds(process.pid), time.perf_counter()
-                for n in range(events):
-                    await ws.send(json.dumps({"symbol": "ACME", "price": 101.25, "seq": n}))
-                    if n % 200 == 199:
-                        await asyncio.sleep(0)  # let the socket drain
-                deadline = time.monotonic() + 120
-                # the counter lives in the receiver process: polled, not awaited
-                while counter.value < expected and time.monotonic() < deadline:  # noqa: ASYNC110
-                    await asyncio.sleep(0.01)
-                wall, cpu = time.perf_counter() - wall0, cpu_seconds(process.pid) - cpu0
-                threads = thread_cpu_seconds(process.pid)  # since start, for the split
-            got = counter.value
-            if got < expected:
-                log.flush()
-                print((directory / "server.log").read_text()[-3000:], file=sys.stderr)
-        finally:
-            # SIGINT under cProfile: uvicorn re-raises it as KeyboardInterrupt after its
-            # shutdown, and cProfile still writes its file (SIGTERM would not let it).
-            process.send_signal(signal.SIGINT if profile else signal.SIGTERM)
-            process.wait(20)
-            log.close()
+    token = server.token()
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=server.url(""), timeout=10) as http:
+        for i in range(subscriptions):
+            form = {
+                "hub.mode": "subscribe",
+                "hub.topic": "/all",
+                "hub.callback": f"http://127.0.0.1:{receiver_port}/cb/{i}",
+                "hub.secret": f"secret-{i:04d}-padding-to-32-byte",
+                "hub.signature": "standard",
+            }
+            answer = await http.post("/ticks/1.0.0/hub", data=form, headers=auth)
+            assert answer.status_code == 202, answer.text
+        await asyncio.sleep(1.0)  # verifications (the receiver echoes every challenge)
+    expected = subscriptions * events
+    with counter.get_lock():
+        counter.value = 0
+    async with connect(server.ws_url("/in/1.0.0/all"), additional_headers=auth) as ws:
+        cpu0, wall0 = sum(server_cpu_seconds(server.pid)), time.perf_counter()
+        for n in range(events):
+            await ws.send(json.dumps({"symbol": "ACME", "price": 101.25, "seq": n}))
+            if n % 200 == 199:
+                await asyncio.sleep(0)  # let the socket drain
+        deadline = time.monotonic() + 120
+        # the counter lives in the receiver process: polled, not awaited
+        while counter.value < expected and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        wall, cpu = time.perf_counter() - wall0, sum(server_cpu_seconds(server.pid)) - cpu0
+        threads = thread_cpu_seconds(server.pid)  # since start, for the split
+    got = counter.value
+    if got < expected:
+        print(server.log.read_text()[-3000:], file=sys.stderr)
     print("# gateway CPU-s by thread since start:", json.dumps(threads), file=sys.stderr)
     return {
         "deliveries": got,
@@ -322,7 +216,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--skip-gateway", action="store_true")
     args = parser.parse_args()
-    bench_core, receiver_core = cores()
+    bench_core, receiver_core = pick_cores()
     counter = multiprocessing.Value("q", 0)
     port = free_port()
     recv = multiprocessing.Process(
@@ -348,9 +242,14 @@ def main() -> None:
         if not args.skip_gateway:
             if receiver_core is not None:  # the publisher shares the receiver's core
                 os.sched_setaffinity(0, {receiver_core})
-            result = uvloop.run(
-                gateway_round(port, counter, bench_core, args.subscriptions, args.events)
-            )
+            with tempfile.TemporaryDirectory(prefix="streambridge-webhooks-") as tmp:
+                # BENCH_PROFILE=<file>: the gateway runs under cProfile
+                server = Gateway(Path(tmp), bench_core, profile=os.environ.get("BENCH_PROFILE"))
+                configure(server)
+                with server:
+                    result = uvloop.run(
+                        gateway_round(server, port, counter, args.subscriptions, args.events)
+                    )
             print(
                 f"gateway subscriptions={args.subscriptions} events={args.events}  "
                 f"{result['deliveries']:.0f}/{result['expected']:.0f} deliveries  "
