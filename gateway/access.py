@@ -13,8 +13,9 @@ from urllib.parse import parse_qsl
 
 from bridge.catalog import ApiEntry, TopicMatch
 from bridge.config import Api, Tier
-from bridge.errors import Unauthenticated, UnknownResource
+from bridge.errors import AccessDenied, Unauthenticated, UnknownResource
 from bridge.policy import Grant, SubscriptionState, authorize
+from gateway.errors import Answer, answer
 from gateway.runtime import Runtime
 
 
@@ -149,3 +150,10 @@ async def admit(
     assert grant is not None and api is not None and subscription is not None
     tier = runtime.catalog.tier(subscription.tier)
     return Admitted(grant, api, topics, subscription, tier, multi)
+
+
+def refused(runtime: Runtime, error: AccessDenied) -> Answer:
+    """Count a data-plane refusal (CONTRACT §4); the answer to send."""
+    refusal = answer(error)
+    runtime.metrics.rejected.labels(str(refusal.status)).inc()
+    return refusal

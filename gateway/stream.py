@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import Self
+
+from starlette.types import Receive
 
 from bridge.cursor import parse_event_id
 from bridge.errors import ClientGone, Revoked, SlowConsumer, Throttled
@@ -228,14 +229,11 @@ class CutOnOverflow:
         return ours
 
 
-def watch_disconnect(receive: Callable[[], object], subscriber: Subscriber) -> asyncio.Task[None]:
-    """Close the subscriber when the client hangs up (uvicorn ignores sends after that)."""
-
-    async def watch() -> None:
-        while True:
-            message = await receive()  # type: ignore[misc]
-            if message.get("type") in ("http.disconnect", "websocket.disconnect"):
-                subscriber.close(ClientGone("client disconnected"))
-                return
-
-    return asyncio.create_task(watch(), name="disconnect-watch")
+async def watch_disconnect(receive: Receive, subscriber: Subscriber) -> None:
+    """Close the subscriber when the client hangs up (uvicorn ignores sends after that).
+    A transport runs it in the request's task group, beside its writer."""
+    while True:
+        message = await receive()
+        if message["type"] in ("http.disconnect", "websocket.disconnect"):
+            subscriber.close(ClientGone("client disconnected"))
+            return
