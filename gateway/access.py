@@ -6,6 +6,7 @@ request (token, path, query) and from the catalogue.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,7 +17,10 @@ from bridge.config import Api, Tier
 from bridge.errors import AccessDenied, Unauthenticated, UnknownResource
 from bridge.policy import Grant, SubscriptionState, authorize
 from gateway.errors import Answer, answer
+from gateway.logs import bind
 from gateway.runtime import Runtime
+
+log = logging.getLogger("streambridge.access")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +125,10 @@ async def admit(
     query: list[tuple[str, str]],
     protocol: str,
 ) -> Admitted:
-    """Apply CONTRACT §4 in table order; raises the first AccessDenied that applies."""
+    """Apply CONTRACT §4 in table order; raises the first AccessDenied that applies.
+
+    Binds what it learns (client, API, topics) to the request's log lines, refused or not.
+    """
     grant, token_error = await _verify_token(runtime, headers, query)
     resolved = runtime.catalog.resolve(path)
     topics: list[TopicMatch] = []
@@ -136,6 +143,7 @@ async def admit(
             topics_found = True
         except UnknownResource:
             topics_found = False
+    _bind_request(grant, resolved[0].api if resolved else None, topics, multi)
     subscription = runtime.catalog.subscription(grant.client_id, api) if grant and api else None
     authorize(
         grant=grant,
@@ -152,8 +160,22 @@ async def admit(
     return Admitted(grant, api, topics, subscription, tier, multi)
 
 
+def _bind_request(
+    grant: Grant | None, api: Api | None, topics: list[TopicMatch], multi: bool
+) -> None:
+    names = [match.name for match in topics]
+    bind(
+        client_id=grant.client_id if grant else None,
+        api=api.name if api else None,
+        version=api.version if api else None,
+        broker=api.broker if api else None,
+        topic=(names if multi else names[0]) if names else None,
+    )
+
+
 def refused(runtime: Runtime, error: AccessDenied) -> Answer:
-    """Count a data-plane refusal (CONTRACT §4); the answer to send."""
+    """Count and log a data-plane refusal (CONTRACT §4); the answer to send."""
     refusal = answer(error)
     runtime.metrics.rejected.labels(str(refusal.status)).inc()
+    log.info("refused", extra={"status": refusal.status, "detail": error.detail})
     return refusal

@@ -1,11 +1,13 @@
 """The ASGI application: data-plane topic URLs on a lean path, the rest through FastAPI.
 
 Any path outside the gateway's own prefixes is a data-plane request, so the §4 order
-holds for unknown APIs too (401 before 404).
+holds for unknown APIs too (401 before 404). Each data-plane request gets a
+``connection`` id bound to its log lines; admission binds the client and the API.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +21,7 @@ from bridge.config import RESERVED_PREFIXES, Config, format_path
 from bridge.errors import AccessDenied, BridgeError, ConfigError, Problem
 from gateway.access import admit, query_params, refused
 from gateway.errors import answer, problem
+from gateway.logs import fields_scope
 from gateway.management import router as management_router
 from gateway.oauth import router as oauth_router
 from gateway.runtime import Runtime
@@ -40,10 +43,11 @@ class Gateway:
             RESERVED_PREFIXES
         ):
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            if scope["type"] == "websocket":
-                await serve_websocket(self.runtime, scope, receive, send, headers)
-            else:
-                await self._http(scope, receive, send, headers)
+            with fields_scope(connection=secrets.token_hex(6)):
+                if scope["type"] == "websocket":
+                    await serve_websocket(self.runtime, scope, receive, send, headers)
+                else:
+                    await self._http(scope, receive, send, headers)
             return
         await self.control(scope, receive, send)
 

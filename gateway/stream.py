@@ -8,6 +8,7 @@ of entries and the final words are written.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from types import TracebackType
 from typing import Self
@@ -20,9 +21,11 @@ from connectors.base import EARLIEST
 from gateway.access import Admitted
 from gateway.catchup import CatchUp
 from gateway.hub import Entry, GapNotice, Hub, Subscriber
+from gateway.logs import unbound
 from gateway.runtime import Runtime
 from pipelines.topic import masked_for
 
+log = logging.getLogger("streambridge.stream")
 HUB_START_SECONDS = 5.0  # how long a catch-up waits for a new hub to know its position
 
 
@@ -59,6 +62,9 @@ class StreamSession:
         }
         self._single_out = next(iter(self._out.values())) if len(self._out) == 1 else None
         self._latency = metrics.latency
+        self.sent = 0  # events written, and the id of the last (where the client resumes)
+        self.last_id: str | None = None
+        self.ended: BaseException | None = None
 
     async def __aenter__(self) -> Self:
         """Count the connection (may raise TooManyConnections) and attach to the hubs."""
@@ -70,7 +76,8 @@ class StreamSession:
             after = parse_event_id(self.resume_from)
             scopes = self.admitted.grant.scopes
             for match in self.admitted.topics:
-                hub = self.runtime.hub(match, masked=masked_for(match.topic, scopes))
+                # A hub outlives this stream and serves others: its lines name no client.
+                hub = unbound(self.runtime.hub, match, masked=masked_for(match.topic, scopes))
                 name = match.name if self.admitted.multi else None
                 self._hubs.append(hub)
                 if not self.admitted.multi and await self._catch_up.begin(hub, match, after):
@@ -92,6 +99,7 @@ class StreamSession:
             )
         )
         self._schedule_ping()
+        log.info("stream opened", extra={"protocol": self.protocol, "event_id": self.resume_from})
         return self
 
     async def __aexit__(
@@ -107,10 +115,22 @@ class StreamSession:
             hub.detach(self.subscriber)
         self.runtime.connections.close(self.admitted.key, self.subscriber)
         self.runtime.metrics.connections.labels(self.protocol).dec()
+        reason = self.ended or exc
+        log.info(
+            "stream ended",
+            extra={
+                "protocol": self.protocol,
+                "ending": type(reason).__name__ if reason is not None else "closed",
+                "detail": str(reason) if reason is not None else None,
+                "events": self.sent,
+                "event_id": self.last_id,
+            },
+        )
 
     def _end(self, reason: BaseException) -> BaseException:
         """Count why the stream ends, before its last words are written (no race with
         a client that reads them and looks at /metrics)."""
+        self.ended = reason
         metrics, api = self.runtime.metrics, self.admitted.api
         if isinstance(reason, Revoked):
             metrics.revoked.labels(api.name, api.version).inc()
@@ -186,6 +206,8 @@ class StreamSession:
         """Count what was written, per topic; observe the oldest item's latency."""
         if not items:
             return
+        self.sent += len(items)
+        self.last_id = items[-1][0].id
         if self._single_out is not None:
             self._single_out.inc(len(items))
         else:

@@ -145,7 +145,7 @@ async def _read(
         except Exception as exc:  # any broker client error: the client must hear of it
             # CONTRACT §6 / issue 4: a publish the broker did not confirm is never dropped
             # silently; the client gets close 1011 and knows the last frame did not land.
-            log.warning("publish to %s failed: %s", match.channel, exc)
+            log.warning("publish failed", extra={"channel": match.channel, "error": str(exc)})
             session.subscriber.close(ProtocolClose(INTERNAL_ERROR, "publish failed"))
             return
         counter.inc()
