@@ -18,19 +18,19 @@
     │   ├── Conflict           the change clashes with what is stored (duplicate, in use)
     │   └── NotFound           the change names an object that is not stored
     ├── IllegalTransition      a lifecycle action not allowed in the API's state   409
-    ├── AsyncApiError          an AsyncAPI document does not parse or map          400
+    ├── AsyncApiError          an AsyncAPI document does not parse or map          422
     ├── HubRequestError        a WebSub request the hub cannot accept (§5.1)       400
     ├── CallbackError          a WebSub callback unreachable or not speaking HTTP
     ├── CallbackRefused        a callback URL refused by the SSRF guard            400
     └── StreamEnded            an open stream ends; how it ends is the mapping's
         ├── ShuttingDown       the gateway stops                           retry / 1001
         │   └── Interrupted    a catch-up read failed; the client resumes  retry / 1001
-        ├── SlowConsumer       the client's queue filled up                error / 1008
+        ├── SlowConsumer       the client's queue filled up                cut / 1013
         ├── ClientGone         the client closed the connection            (nothing sent)
         └── ProtocolClose      a WebSocket-level violation or failure       its code
 
 ``gateway/errors.py`` is the one place mapping these to HTTP status codes, problem
-details (RFC 9457) and WebSocket close codes.
+details (RFC 9457), WebSocket close codes and SSE endings; its docstring has the whole map.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ request (token, path, query) and from the catalogue.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,9 +14,13 @@ from urllib.parse import parse_qsl
 
 from bridge.catalog import ApiEntry, TopicMatch
 from bridge.config import Api, Tier
-from bridge.errors import Unauthenticated, UnknownResource
+from bridge.errors import AccessDenied, Unauthenticated, UnknownResource
 from bridge.policy import Grant, SubscriptionState, authorize
+from gateway.errors import Answer, answer
+from gateway.logs import bind
 from gateway.runtime import Runtime
+
+log = logging.getLogger("streambridge.access")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +125,10 @@ async def admit(
     query: list[tuple[str, str]],
     protocol: str,
 ) -> Admitted:
-    """Apply CONTRACT §4 in table order; raises the first AccessDenied that applies."""
+    """Apply CONTRACT §4 in table order; raises the first AccessDenied that applies.
+
+    Binds what it learns (client, API, topics) to the request's log lines, refused or not.
+    """
     grant, token_error = await _verify_token(runtime, headers, query)
     resolved = runtime.catalog.resolve(path)
     topics: list[TopicMatch] = []
@@ -135,6 +143,7 @@ async def admit(
             topics_found = True
         except UnknownResource:
             topics_found = False
+    _bind_request(grant, resolved[0].api if resolved else None, topics, multi)
     subscription = runtime.catalog.subscription(grant.client_id, api) if grant and api else None
     authorize(
         grant=grant,
@@ -149,3 +158,24 @@ async def admit(
     assert grant is not None and api is not None and subscription is not None
     tier = runtime.catalog.tier(subscription.tier)
     return Admitted(grant, api, topics, subscription, tier, multi)
+
+
+def _bind_request(
+    grant: Grant | None, api: Api | None, topics: list[TopicMatch], multi: bool
+) -> None:
+    names = [match.name for match in topics]
+    bind(
+        client_id=grant.client_id if grant else None,
+        api=api.name if api else None,
+        version=api.version if api else None,
+        broker=api.broker if api else None,
+        topic=(names if multi else names[0]) if names else None,
+    )
+
+
+def refused(runtime: Runtime, error: AccessDenied) -> Answer:
+    """Count and log a data-plane refusal (CONTRACT §4); the answer to send."""
+    refusal = answer(error)
+    runtime.metrics.rejected.labels(str(refusal.status)).inc()
+    log.info("refused", extra={"status": refusal.status, "detail": error.detail})
+    return refusal

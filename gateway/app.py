@@ -1,11 +1,13 @@
 """The ASGI application: data-plane topic URLs on a lean path, the rest through FastAPI.
 
 Any path outside the gateway's own prefixes is a data-plane request, so the §4 order
-holds for unknown APIs too (401 before 404).
+holds for unknown APIs too (401 before 404). Each data-plane request gets a
+``connection`` id bound to its log lines; admission binds the client and the API.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,13 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
-from bridge.asyncapi import AsyncApiError
 from bridge.config import RESERVED_PREFIXES, Config, format_path
-from bridge.errors import AccessDenied, ConfigError, IllegalTransition
-from bridge.store import NotFound, StoreError
-from gateway.access import admit, query_params
-from gateway.errors import denial_response, denial_status, problem
+from bridge.errors import AccessDenied, BridgeError, ConfigError, Problem
+from gateway.access import admit, query_params, refused
+from gateway.errors import answer, problem
+from gateway.logs import fields_scope
 from gateway.management import router as management_router
 from gateway.oauth import router as oauth_router
 from gateway.runtime import Runtime
@@ -36,19 +38,22 @@ class Gateway:
         self.runtime = runtime
         self.control = control
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and not scope["path"].startswith(
             RESERVED_PREFIXES
         ):
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            if scope["type"] == "websocket":
-                await serve_websocket(self.runtime, scope, receive, send, headers)
-            else:
-                await self._http(scope, receive, send, headers)
+            with fields_scope(connection=secrets.token_hex(6)):
+                if scope["type"] == "websocket":
+                    await serve_websocket(self.runtime, scope, receive, send, headers)
+                else:
+                    await self._http(scope, receive, send, headers)
             return
         await self.control(scope, receive, send)
 
-    async def _http(self, scope: Any, receive: Any, send: Any, headers: dict[str, str]) -> None:
+    async def _http(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
         path = scope["path"]
         resolved = self.runtime.catalog.resolve(path)
         if resolved is not None and resolved[0].api.protocol == "websub":
@@ -72,8 +77,7 @@ class Gateway:
                 self.runtime, admitted, resume_id(headers, query), receive, send, start=start
             )
         except AccessDenied as exc:  # raised only before the response starts
-            self.runtime.metrics.rejected.labels(str(denial_status(exc))).inc()
-            await denial_response(exc, instance=path)(scope, receive, send)
+            await refused(self.runtime, exc).response(instance=path)(scope, receive, send)
 
 
 def create_app(config: Config) -> Gateway:
@@ -89,27 +93,9 @@ def create_app(config: Config) -> Gateway:
     control.include_router(management_router(runtime))
     control.include_router(webhooks_router(runtime))
 
-    @control.exception_handler(StoreError)
-    async def store_problem(request: Request, exc: StoreError) -> Response:
-        status = 404 if isinstance(exc, NotFound) else 409
-        return problem(status, str(exc), instance=request.url.path)
-
-    @control.exception_handler(IllegalTransition)
-    async def transition_problem(request: Request, exc: IllegalTransition) -> Response:
-        return problem(409, str(exc), instance=request.url.path, state=exc.state, action=exc.action)
-
-    @control.exception_handler(ConfigError)
-    async def config_problem(request: Request, exc: ConfigError) -> Response:
-        errors = [{"field": p.path, "message": p.message} for p in exc.problems]
-        return problem(
-            422, "; ".join(str(p) for p in exc.problems), instance=request.url.path, errors=errors
-        )
-
-    @control.exception_handler(AsyncApiError)
-    async def asyncapi_problem(request: Request, exc: AsyncApiError) -> Response:
-        return problem(
-            422, f"the AsyncAPI document does not parse: {exc}", instance=request.url.path
-        )
+    @control.exception_handler(BridgeError)
+    async def bridge_problem(request: Request, exc: BridgeError) -> Response:
+        return answer(exc).response(instance=request.url.path)
 
     @control.exception_handler(StarletteHTTPException)
     async def http_problem(request: Request, exc: StarletteHTTPException) -> Response:
@@ -122,11 +108,8 @@ def create_app(config: Config) -> Gateway:
 
     @control.exception_handler(RequestValidationError)
     async def validation_problem(request: Request, exc: RequestValidationError) -> Response:
-        errors = [
-            {"field": format_path(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()
-        ]
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return problem(422, detail, instance=request.url.path, errors=errors)
+        problems = [Problem(format_path(tuple(e["loc"])), e["msg"]) for e in exc.errors()]
+        return answer(ConfigError(problems)).response(instance=request.url.path)
 
     @control.get("/healthz", tags=["operations"])
     async def healthz() -> Any:

@@ -72,7 +72,7 @@ class TokenAuthority:
             response.raise_for_status()
             keys = {k["kid"]: k for k in response.json().get("keys", []) if "kid" in k}
         except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
-            log.warning("could not fetch the JWKS of %s: %s", issuer, exc)
+            log.warning("could not fetch the JWKS", extra={"issuer": issuer, "error": str(exc)})
             return
         self.trusted[issuer] = TrustedKeys(issuer, settings.audience, keys)
 

@@ -1,19 +1,109 @@
-"""Logging set-up: plain text, or one JSON object per line (STREAMBRIDGE_LOG_FORMAT=json)."""
+"""Logs as data (CONTRACT §9): plain text by default, one JSON object per line when
+``STREAMBRIDGE_LOG_FORMAT=json``.
+
+Context is a field, never text inside the message. A request binds its fields once, when
+it is admitted (:func:`bind`: ``api``, ``version``, ``topic``, ``client_id``,
+``connection``, ``broker``...); every line logged while serving it, by any module and by
+the tasks it starts, carries them (a :class:`contextvars.ContextVar` read by
+:class:`ContextFields`). A call site adds its own with ``extra={"event_id": ...}``. So a
+user selects one client's whole story with ``jq 'select(.client_id == "dashboard")'``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import os
 import re
 import time
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
+from types import MappingProxyType
+from typing import Any, ParamSpec, TextIO, TypeVar
 
+# The names every module uses for the same thing, so one key selects across them.
+FIELDS = (
+    "api",
+    "version",
+    "topic",
+    "client_id",
+    "subscription",
+    "connection",
+    "broker",
+    "event_id",
+    "task",
+)
+
+_ORDER = {name: position for position, name in enumerate(FIELDS)}
 _SECRET_QUERY = re.compile(r"((?:access_token|client_secret|hub\.secret)=)[^&\s\"']+", re.I)
+_NOTHING: Mapping[str, object] = MappingProxyType({})
+_BOUND: ContextVar[Mapping[str, object]] = ContextVar("streambridge_log_fields", default=_NOTHING)
+# What a LogRecord holds of its own: everything else on it came as a field (except
+# uvicorn's ``color_message``, the message again with terminal colours).
+_RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def bind(**fields: object) -> None:
+    """Add fields to every line logged from now on by this task and the tasks it starts
+    (until the enclosing :func:`fields_scope` ends). None values are left out."""
+    _BOUND.set({**_BOUND.get(), **{k: v for k, v in fields.items() if v is not None}})
+
+
+@contextlib.contextmanager
+def fields_scope(**fields: object) -> Iterator[None]:
+    """Bind ``fields`` for the block; every :func:`bind` inside it ends with it too."""
+    token = _BOUND.set(_BOUND.get())
+    bind(**fields)
+    try:
+        yield
+    finally:
+        _BOUND.reset(token)
+
+
+def unbound(function: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+    """Call ``function`` with no fields bound: for what it starts that outlives the request
+    and serves many clients (a hub's task), so its lines do not name this client."""
+    context = contextvars.copy_context()
+
+    def call() -> _R:
+        _BOUND.set(_NOTHING)
+        return function(*args, **kwargs)
+
+    return context.run(call)
+
+
+def fields_of(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields of a record, bound or passed with ``extra`` (None means absent); the
+    common ones first, in the order of :data:`FIELDS`."""
+    found = [
+        (k, v) for k, v in record.__dict__.items() if k not in _RECORD_ATTRIBUTES and v is not None
+    ]
+    found.sort(key=lambda item: _ORDER.get(item[0], len(FIELDS)))
+    return dict(found)
+
+
+class ContextFields(logging.Filter):
+    """Puts the bound fields on each record; a field passed with ``extra`` wins."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        attributes = record.__dict__
+        for key, value in _BOUND.get().items():
+            attributes.setdefault(key, value)
+        return True
 
 
 class RedactSecrets(logging.Filter):
-    """Servers log request lines with their query string; tokens in it never reach a log."""
+    """Servers log request lines with their query string; tokens in it never reach a log,
+    neither through the message nor through a field."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:
@@ -21,6 +111,9 @@ class RedactSecrets(logging.Filter):
             record.args = None
         if isinstance(record.msg, str) and "=" in record.msg:
             record.msg = _SECRET_QUERY.sub(r"\1[redacted]", record.msg)
+        for key, value in fields_of(record).items():
+            if isinstance(value, str) and "=" in value:
+                setattr(record, key, _SECRET_QUERY.sub(r"\1[redacted]", value))
         return True
 
 
@@ -54,30 +147,58 @@ class DropCutFalseAlarm(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, then each field as a key."""
+
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key, value in fields_of(record).items():
+            entry.setdefault(key, value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class PlainFormatter(logging.Formatter):
+    """``<time> <level> <logger>: <message> key=value ...``, for people at a terminal."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        pairs = [f"{key}={_plain(value)}" for key, value in fields_of(record).items()]
+        return " ".join([line, *pairs])
+
+
+def _plain(value: object) -> str:
+    text = str(value)
+    if not text or any(c.isspace() or c in "\"'=" for c in text):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def handler(log_format: str | None = None, stream: TextIO | None = None) -> logging.Handler:
+    """The one handler: JSON lines when ``log_format`` is ``json`` (the default is plain
+    text), with the bound fields, secrets redacted and the servers' false alarms dropped."""
+    installed = logging.StreamHandler(stream)
+    json_lines = (log_format or "").lower() == "json"
+    installed.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
+    installed.addFilter(ContextFields())
+    installed.addFilter(RedactSecrets())
+    installed.addFilter(DropDenialFalseAlarm())
+    installed.addFilter(DropCutFalseAlarm())
+    return installed
 
 
 def configure(level: str | None = None) -> None:
-    handler = logging.StreamHandler()
-    if os.environ.get("STREAMBRIDGE_LOG_FORMAT", "").lower() == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets())
-    handler.addFilter(DropDenialFalseAlarm())
-    handler.addFilter(DropCutFalseAlarm())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler(os.environ.get("STREAMBRIDGE_LOG_FORMAT"))]
     root.setLevel(level or os.environ.get("STREAMBRIDGE_LOG_LEVEL", "INFO").upper())
     # The access log would print ?access_token= query strings; it stays off.
     logging.getLogger("uvicorn.access").disabled = True

@@ -9,22 +9,20 @@ deliveries per CPU-second, from the issue) is below what this loop does (BENCHMA
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from typing import Any, Literal
 
-from bridge.errors import ClientGone, Revoked, ShuttingDown, SlowConsumer, Throttled
+from starlette.types import Receive, Send
+
+from bridge.errors import BridgeError
 from bridge.wire.sse import PING, encode_event, encode_retry
 from connectors.base import EARLIEST
 from gateway.access import Admitted
+from gateway.errors import ending
 from gateway.hub import Entry, GapNotice
 from gateway.logs import CUT_ON_PURPOSE
 from gateway.runtime import Runtime
-from gateway.stream import (
-    CutOnOverflow,
-    StreamSession,
-    watch_disconnect,
-)
+from gateway.stream import CutOnOverflow, StreamSession, watch_disconnect
 
 RETRY_MS = 3000
 HEADERS = [
@@ -54,8 +52,8 @@ async def serve_sse(
     runtime: Runtime,
     admitted: Admitted,
     resume_from: str | None,
-    receive: Any,
-    send: Any,
+    receive: Receive,
+    send: Send,
     *,
     start: str | None = None,
 ) -> None:
@@ -67,42 +65,42 @@ async def serve_sse(
         await send(
             {"type": "http.response.body", "body": encode_retry(RETRY_MS) + PING, "more_body": True}
         )
-        watcher = watch_disconnect(receive, session.subscriber)
-        cut = CutOnOverflow(session)
-        try:
-            final = await _pump(session, send, cut)
-            if final is None:  # cut for being slow: uvicorn need not call it an error
-                CUT_ON_PURPOSE.set(True)
-            else:
-                cut.writing = True
-                try:
-                    await send({"type": "http.response.body", "body": final, "more_body": False})
-                except asyncio.CancelledError:
-                    if not cut.confirm():
-                        raise
-                    CUT_ON_PURPOSE.set(True)
-                except OSError:
-                    pass
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        async with asyncio.TaskGroup() as tasks:
+            watcher = tasks.create_task(
+                watch_disconnect(receive, session.subscriber), name="disconnect-watch"
+            )
+            try:
+                await _finish(session, send)
+            finally:
+                watcher.cancel()
 
 
-async def _pump(session: StreamSession, send: Any, cut: CutOnOverflow) -> bytes | None:
+async def _finish(session: StreamSession, send: Send) -> None:
+    """Write the stream, then its last words (CONTRACT §4, §5)."""
+    cut = CutOnOverflow(session)
+    final = await _pump(session, send, cut)
+    if final is None:  # cut for being slow: uvicorn need not call it an error
+        CUT_ON_PURPOSE.set(True)
+        return
+    cut.writing = True
+    try:
+        await send({"type": "http.response.body", "body": final, "more_body": False})
+    except asyncio.CancelledError:
+        if not cut.confirm():
+            raise
+        CUT_ON_PURPOSE.set(True)
+    except OSError:
+        pass
+
+
+async def _pump(session: StreamSession, send: Send, cut: CutOnOverflow) -> bytes | None:
     """Write batches until the stream ends; return the final bytes, None when cut off."""
     next_batch = session.next_batch
     while True:
         try:
             batch = await next_batch()
-        except Throttled as exc:
-            return encode_event(json.dumps({"retry_after": exc.retry_after}), event="throttled")
-        except Revoked as exc:
-            return encode_event(json.dumps({"reason": exc.detail}), event="revoked")
-        except SlowConsumer:
-            return None  # no final write: the client is not reading
-        except (ClientGone, ShuttingDown):
-            return b""
+        except BridgeError as exc:
+            return ending(exc).sse
         if len(batch) == 1 and type(item := batch[0]) is tuple and not session.ping_due:
             # The common case under light load: one event, already encoded.
             body = item[0].sse(item[1])

@@ -8,10 +8,12 @@ of entries and the final words are written.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import Self
+
+from starlette.types import Receive
 
 from bridge.cursor import parse_event_id
 from bridge.errors import ClientGone, Revoked, SlowConsumer, Throttled
@@ -19,9 +21,11 @@ from connectors.base import EARLIEST
 from gateway.access import Admitted
 from gateway.catchup import CatchUp
 from gateway.hub import Entry, GapNotice, Hub, Subscriber
+from gateway.logs import unbound
 from gateway.runtime import Runtime
 from pipelines.topic import masked_for
 
+log = logging.getLogger("streambridge.stream")
 HUB_START_SECONDS = 5.0  # how long a catch-up waits for a new hub to know its position
 
 
@@ -58,6 +62,9 @@ class StreamSession:
         }
         self._single_out = next(iter(self._out.values())) if len(self._out) == 1 else None
         self._latency = metrics.latency
+        self.sent = 0  # events written, and the id of the last (where the client resumes)
+        self.last_id: str | None = None
+        self.ended: BaseException | None = None
 
     async def __aenter__(self) -> Self:
         """Count the connection (may raise TooManyConnections) and attach to the hubs."""
@@ -69,7 +76,8 @@ class StreamSession:
             after = parse_event_id(self.resume_from)
             scopes = self.admitted.grant.scopes
             for match in self.admitted.topics:
-                hub = self.runtime.hub(match, masked=masked_for(match.topic, scopes))
+                # A hub outlives this stream and serves others: its lines name no client.
+                hub = unbound(self.runtime.hub, match, masked=masked_for(match.topic, scopes))
                 name = match.name if self.admitted.multi else None
                 self._hubs.append(hub)
                 if not self.admitted.multi and await self._catch_up.begin(hub, match, after):
@@ -91,6 +99,7 @@ class StreamSession:
             )
         )
         self._schedule_ping()
+        log.info("stream opened", extra={"protocol": self.protocol, "event_id": self.resume_from})
         return self
 
     async def __aexit__(
@@ -106,10 +115,22 @@ class StreamSession:
             hub.detach(self.subscriber)
         self.runtime.connections.close(self.admitted.key, self.subscriber)
         self.runtime.metrics.connections.labels(self.protocol).dec()
+        reason = self.ended or exc
+        log.info(
+            "stream ended",
+            extra={
+                "protocol": self.protocol,
+                "ending": type(reason).__name__ if reason is not None else "closed",
+                "detail": str(reason) if reason is not None else None,
+                "events": self.sent,
+                "event_id": self.last_id,
+            },
+        )
 
     def _end(self, reason: BaseException) -> BaseException:
         """Count why the stream ends, before its last words are written (no race with
         a client that reads them and looks at /metrics)."""
+        self.ended = reason
         metrics, api = self.runtime.metrics, self.admitted.api
         if isinstance(reason, Revoked):
             metrics.revoked.labels(api.name, api.version).inc()
@@ -185,6 +206,8 @@ class StreamSession:
         """Count what was written, per topic; observe the oldest item's latency."""
         if not items:
             return
+        self.sent += len(items)
+        self.last_id = items[-1][0].id
         if self._single_out is not None:
             self._single_out.inc(len(items))
         else:
@@ -228,14 +251,11 @@ class CutOnOverflow:
         return ours
 
 
-def watch_disconnect(receive: Callable[[], object], subscriber: Subscriber) -> asyncio.Task[None]:
-    """Close the subscriber when the client hangs up (uvicorn ignores sends after that)."""
-
-    async def watch() -> None:
-        while True:
-            message = await receive()  # type: ignore[misc]
-            if message.get("type") in ("http.disconnect", "websocket.disconnect"):
-                subscriber.close(ClientGone("client disconnected"))
-                return
-
-    return asyncio.create_task(watch(), name="disconnect-watch")
+async def watch_disconnect(receive: Receive, subscriber: Subscriber) -> None:
+    """Close the subscriber when the client hangs up (uvicorn ignores sends after that).
+    A transport runs it in the request's task group, beside its writer."""
+    while True:
+        message = await receive()
+        if message["type"] in ("http.disconnect", "websocket.disconnect"):
+            subscriber.close(ClientGone("client disconnected"))
+            return

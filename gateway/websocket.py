@@ -10,50 +10,35 @@ reach this module. Refusals before the upgrade are the same HTTP answers as SSE 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from bridge.errors import (
-    AccessDenied,
-    ClientGone,
-    ProtocolClose,
-    Revoked,
-    ShuttingDown,
-    SlowConsumer,
-    Throttled,
-)
+from bridge.errors import AccessDenied, BridgeError, ClientGone, ProtocolClose
 from bridge.event import Event, decode_payload
-from gateway.access import Admitted, admit, query_params
-from gateway.errors import (
-    INTERNAL_ERROR,
-    POLICY_VIOLATION,
-    TRY_AGAIN_LATER,
-    close_code,
-    denial_response,
-    denial_status,
-)
+from gateway.access import Admitted, admit, query_params, refused
+from gateway.errors import INTERNAL_ERROR, POLICY_VIOLATION, Ending, ending
 from gateway.hub import Entry
 from gateway.runtime import Runtime
 from gateway.sse import start_at
 from gateway.stream import CutOnOverflow, StreamSession
 
 log = logging.getLogger("streambridge.websocket")
-GOING_AWAY = 1001
 
 
-async def deny(websocket: WebSocket, error: AccessDenied) -> None:
+async def deny(runtime: Runtime, websocket: WebSocket, error: AccessDenied) -> None:
     """Refuse the handshake with the HTTP answer, where the server supports it."""
+    refusal = refused(runtime, error)
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(denial_response(error, instance=websocket.url.path))
+        await websocket.send_denial_response(refusal.response(instance=websocket.url.path))
     else:
-        await websocket.close(code=close_code(error), reason=error.detail[:120])
+        final = ending(error)
+        await websocket.close(code=final.ws_code, reason=final.ws_reason)
 
 
 async def serve_websocket(
-    runtime: Runtime, scope: Any, receive: Any, send: Any, headers: dict[str, str]
+    runtime: Runtime, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
 ) -> None:
     websocket = WebSocket(scope, receive, send)
     try:
@@ -65,74 +50,55 @@ async def serve_websocket(
             protocol="websocket",
         )
         topic = admitted.topics[0].topic
-        start = start_at(query_params(scope))
         session = StreamSession(
             runtime,
             admitted,
             "websocket",
-            start=start or None,
+            start=start_at(query_params(scope)) or None,
             subscribe=topic.mode in ("subscribe", "both"),
         )
-        await session.__aenter__()
+        async with session:
+            await websocket.accept()
+            await _serve(runtime, websocket, session, admitted)
     except AccessDenied as exc:
-        runtime.metrics.rejected.labels(str(denial_status(exc))).inc()
-        await deny(websocket, exc)
+        if websocket.application_state is not WebSocketState.CONNECTING:
+            raise  # only a refusal before the upgrade is answered so
+        await deny(runtime, websocket, exc)
+
+
+async def _serve(
+    runtime: Runtime, websocket: WebSocket, session: StreamSession, admitted: Admitted
+) -> None:
+    """Write and read until the stream ends, then close with the ending's code."""
+    cut = CutOnOverflow(session)
+    async with asyncio.TaskGroup() as tasks:
+        reader = tasks.create_task(
+            _read(runtime, websocket, session, admitted), name="websocket-reader"
+        )
+        try:
+            final = await _write(websocket, session, cut)
+        finally:
+            reader.cancel()
+    if final is None:
         return
+    cut.writing = True
     try:
-        await websocket.accept()
-        cut = CutOnOverflow(session)
-        ending = await _run(runtime, websocket, session, admitted, cut)
-        if ending is not None:
-            cut.writing = True
-            try:
-                await websocket.close(code=ending[0], reason=ending[1])
-            except asyncio.CancelledError:
-                if not cut.confirm():
-                    raise
-            except (RuntimeError, OSError, WebSocketDisconnect):
-                pass  # the client is gone already (it closed first): nothing left to tell it
-    finally:
-        await session.__aexit__(None, None, None)
+        await websocket.close(code=final.ws_code, reason=final.ws_reason)
+    except asyncio.CancelledError:
+        if not cut.confirm():
+            raise
+    except (RuntimeError, OSError, WebSocketDisconnect):
+        pass  # the client is gone already (it closed first): nothing left to tell it
 
 
-async def _run(
-    runtime: Runtime,
-    websocket: WebSocket,
-    session: StreamSession,
-    admitted: Admitted,
-    cut: CutOnOverflow,
-) -> tuple[int, str] | None:
-    reader = asyncio.create_task(_read(runtime, websocket, session, admitted))
-    try:
-        return await _write(websocket, session, cut)
-    finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-
-
-async def _write(
-    websocket: WebSocket, session: StreamSession, cut: CutOnOverflow
-) -> tuple[int, str] | None:
-    """Send frames until the stream ends; the close code and reason, None when cut off."""
+async def _write(websocket: WebSocket, session: StreamSession, cut: CutOnOverflow) -> Ending | None:
+    """Send frames until the stream ends; how it ends, None when cut off."""
     send = websocket.send
     while True:
         try:
             batch = await session.next_batch()
-        except Throttled:
-            return POLICY_VIOLATION, "throttled"
-        except Revoked as exc:
-            return POLICY_VIOLATION, exc.detail[:120]
-        except SlowConsumer:
-            return TRY_AGAIN_LATER, "slow consumer"
-        except ShuttingDown as exc:
-            return GOING_AWAY, str(exc)[:120]
-        except ProtocolClose as exc:
-            return exc.code, exc.reason
-        except ClientGone:
-            return 1000, ""
-        except AccessDenied as exc:
-            return close_code(exc), exc.detail[:120]
+        except BridgeError as exc:
+            return ending(exc)
         delivered: list[tuple[Entry, str | None]] = []
         for item in batch:
             if isinstance(item, tuple):
@@ -179,7 +145,7 @@ async def _read(
         except Exception as exc:  # any broker client error: the client must hear of it
             # CONTRACT §6 / issue 4: a publish the broker did not confirm is never dropped
             # silently; the client gets close 1011 and knows the last frame did not land.
-            log.warning("publish to %s failed: %s", match.channel, exc)
+            log.warning("publish failed", extra={"channel": match.channel, "error": str(exc)})
             session.subscriber.close(ProtocolClose(INTERNAL_ERROR, "publish failed"))
             return
         counter.inc()

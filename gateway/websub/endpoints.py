@@ -26,8 +26,8 @@ from bridge.errors import (
 from bridge.event import Event, decode_payload
 from bridge.lifecycle import VISIBLE_STATES
 from bridge.wire.websub import link_header, parse_hub_request, verify_hub_signature
-from gateway.access import admit, authenticate, bearer_token, query_params
-from gateway.errors import denial_response, denial_status, problem
+from gateway.access import admit, authenticate, bearer_token, query_params, refused
+from gateway.errors import answer, problem
 from gateway.runtime import Runtime
 from gateway.websub.verify import Pending, verify
 
@@ -83,8 +83,7 @@ async def serve_websub(
             allow = {"Allow": "GET, HEAD, POST"}
             response = problem(405, "topics answer GET and POST", instance=path, headers=allow)
     except AccessDenied as exc:
-        runtime.metrics.rejected.labels(str(denial_status(exc))).inc()
-        response = denial_response(exc, instance=path)
+        response = refused(runtime, exc).response(instance=path)
     except _TooLarge:
         response = problem(413, "the request body is too large", instance=path)
     await response(scope, receive, send)
@@ -113,7 +112,7 @@ async def _hub(
     try:
         request = parse_hub_request(pairs)
     except HubRequestError as exc:
-        return problem(400, exc.detail, instance=path)
+        return answer(exc).response(instance=path)
     name = topic_name(entry, request.topic)
     if name is None:
         return problem(400, "hub.topic is not a topic URL of this API", instance=path)
@@ -133,7 +132,7 @@ async def _hub(
     try:
         await service.guard.target(request.callback)
     except CallbackRefused as exc:
-        return problem(400, f"hub.callback refused: {exc.detail}", instance=path)
+        return answer(exc).response(instance=path)
     service.spawn(verify(service, Pending(request, match, grant.client_id)))
     return empty(202)
 
