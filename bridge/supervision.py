@@ -140,12 +140,14 @@ class Supervisor:
                     child.streak += 1
                     child.last_error = f"{type(exc).__name__}: {exc}"
                     log.error(
-                        "task %s failed (%d in a row)%s",
-                        child.name,
-                        child.streak,
-                        f"; restarting in {delay:.1f}s" if child.restart else "",
+                        "task failed",
                         exc_info=exc,
-                        extra={"task": child.name, "owner": self.owner},
+                        extra={
+                            "task": child.name,
+                            "owner": self.owner,
+                            "failures_in_a_row": child.streak,
+                            "restart_in": round(delay, 3) if child.restart else None,
+                        },
                     )
                     if self._on_failure is not None:
                         self._on_failure(child.name)
