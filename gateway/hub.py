@@ -13,15 +13,14 @@ import asyncio
 import itertools
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 
 from bridge.config import Replay
 from bridge.cursor import EventId, event_id
-from bridge.errors import PipelineError
 from bridge.event import Event, payload_text
 from connectors.base import EARLIEST, Connector, Gap, Replaying
+from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.queueing import Entry, GapNotice, Item, Subscriber, Wake
 from pipelines import Pipeline
 
@@ -36,34 +35,31 @@ class Hub:
         *,
         connector: Connector,
         channel: str,
-        pipeline: Pipeline,
+        new_pipeline: Callable[[], Pipeline],
         replay: Replay,
         epoch: str,
         sequence: Iterator[int],
-        on_event_in: Callable[[], None] | None = None,
-        on_expression_error: Callable[[int, PipelineError, Event], None],
-        new_pipeline: Callable[[], Pipeline] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        """``new_pipeline`` makes the topic's pipeline: one for the hub, a fresh one for
+        each client catching up on its own."""
         self.connector = connector
         self.channel = channel
-        self.pipeline = pipeline
-        # A fresh pipeline of the same steps, for one client catching up on its own.
         self.new_pipeline = new_pipeline
+        self.pipeline = new_pipeline()
         self.replay = replay
         self.epoch = epoch
         self._sequence = sequence
+        self._clock = clock
         # Every topic reading through this hub counts what it reads (events_in per topic).
         self.event_in_counters: dict[tuple[str, ...], Callable[[], None]] = {}
-        if on_event_in is not None:
-            self.event_in_counters[()] = on_event_in
-        self._on_expression_error = on_expression_error
         self.log: deque[Entry] = deque()
         self.evicted_upto = 0  # sequence of the newest entry no longer in the log
         # The connector position of the last event read: a restarted run (broker outage)
         # continues from there, so nothing the broker still holds is lost or repeated.
         self.cursor: str | None = None
         self.subscribers: dict[Subscriber, str | None] = {}
-        self.idle_since = time.monotonic()
+        self.idle_since = clock.monotonic()
         # Set once the hub knows its position in the channel (``cursor``), so a client
         # catching up knows where the live part begins.
         self.started = asyncio.Event()
@@ -87,7 +83,7 @@ class Hub:
                     self.cursor = item.cursor
                 for count in self.event_in_counters.values():
                     count()
-                for output in self.pipeline.feed(item, time.time()):
+                for output in self.pipeline.feed(item, self._clock.time()):
                     self.emit(output)
                 if flusher is None and self.pipeline.next_deadline() is not None:
                     flusher = asyncio.create_task(self._flush_windows())
@@ -99,9 +95,9 @@ class Hub:
     async def _flush_windows(self) -> None:
         while True:
             deadline = self.pipeline.next_deadline()
-            delay = 0.05 if deadline is None else max(0.0, deadline - time.time())
+            delay = 0.05 if deadline is None else max(0.0, deadline - self._clock.time())
             await asyncio.sleep(delay)
-            for output in self.pipeline.flush(time.time()):
+            for output in self.pipeline.flush(self._clock.time()):
                 self.emit(output)
 
     def _last_sequence(self) -> int:
@@ -109,14 +105,14 @@ class Hub:
 
     def emit(self, event: Event) -> None:
         sequence = next(self._sequence)
-        now = time.time()
+        now = self._clock.time()
         cursor = event.cursor
         entry = Entry(
             event_id(self.epoch, sequence, cursor),
             sequence,
             now,
             payload_text(event.data),
-            time.perf_counter(),
+            self._clock.perf_counter(),
             cursor,
             event.name,
         )
@@ -152,7 +148,7 @@ class Hub:
 
         Runs without awaiting, so no event can fall between the backlog and live ones.
         """
-        self._trim(time.time())
+        self._trim(self._clock.time())
         if raw_after is not None:
             backlog = self.backlog(after, by_cursor=topic is None)
             if backlog is None:
@@ -176,7 +172,7 @@ class Hub:
         from this channel (a single-topic stream); cursors of two channels may be equal."""
         if after is None:
             return None
-        self._trim(time.time())
+        self._trim(self._clock.time())
         if after.epoch == self.epoch and after.sequence >= self.evicted_upto:
             return [e for e in self.log if e.sequence > after.sequence]
         if by_cursor and after.cursor is not None:  # another run's or gateway's id
@@ -199,9 +195,9 @@ class Hub:
         return Entry(
             event_id(None, 0, event.cursor),
             0,
-            time.time(),
+            self._clock.time(),
             payload_text(event.data),
-            time.perf_counter(),
+            self._clock.perf_counter(),
             event.cursor,
             event.name,
         )
@@ -209,7 +205,7 @@ class Hub:
     def detach(self, subscriber: Subscriber) -> None:
         self.subscribers.pop(subscriber, None)
         if not self.subscribers:
-            self.idle_since = time.monotonic()
+            self.idle_since = self._clock.monotonic()
 
 
 class HubSet:

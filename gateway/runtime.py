@@ -260,12 +260,10 @@ class Runtime:
             return Hub(
                 connector=self.connectors[api.broker],
                 channel=match.channel,
-                pipeline=topic_pipeline(topic, on_error, masked=masked),
                 new_pipeline=lambda: topic_pipeline(topic, on_error, masked=masked),
                 replay=api.replay,
                 epoch=self.epoch,
                 sequence=self.hubs.sequence,
-                on_expression_error=on_error,
             )
 
         hub = self.hubs.get(self.hub_key(match, masked), factory)
