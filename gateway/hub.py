@@ -15,18 +15,34 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from bridge.config import Replay
 from bridge.cursor import EventId, event_id
 from bridge.event import Event, payload_text
-from connectors.base import EARLIEST, Connector, Gap, Replaying
+from connectors.base import EARLIEST, Connector, Gap, Replaying, Snapshotting
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.queueing import Entry, GapNotice, Item, Subscriber, Wake
 from pipelines import Pipeline
 
-__all__ = ["Entry", "GapNotice", "Hub", "HubSet", "Item", "Subscriber", "Wake"]
+__all__ = ["Entry", "GapNotice", "Handover", "Hub", "HubSet", "Item", "Subscriber", "Wake"]
 
 log = logging.getLogger("streambridge.hub")
+HUB_START_SECONDS = 5.0  # how long a catch-up waits for a new hub to know its position
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """What a client catching up on its own gets from the hub, once (``Hub.join``)."""
+
+    connector: Replaying
+    channel: str
+    replay: Replay
+    snapshot: bool  # the table's rows first (the connector is Snapshotting)
+    begin: str  # the replay begins after this cursor (or EARLIEST)
+    until: str | None  # the held live outputs begin after this cursor
+    pipeline: Pipeline  # a fresh copy of the topic's: the hub's own is in use
+    clock: Clock
 
 
 class Hub:
@@ -181,25 +197,44 @@ class Hub:
                     return list(itertools.islice(self.log, index + 1, None))
         return None
 
-    def attach_held(
-        self, subscriber: Subscriber, event_name: str | None, *, spill: bool
-    ) -> str | None:
-        """Attach (again) with live outputs held back; the cursor where they begin
-        (exclusive)."""
-        subscriber.hold(spill=spill)
-        self.subscribers[subscriber] = event_name
-        return self.cursor
+    async def join(
+        self, subscriber: Subscriber, after: EventId | None, *, snapshot: bool = False
+    ) -> Handover | None:
+        """Hand a client over for a replay from the broker of its own (CONTRACT §5, §7b).
 
-    def catch_up_entry(self, event: Event) -> Entry:
-        """An output replayed for one client: its id is only its cursor (no hub part)."""
-        return Entry(
-            event_id(None, 0, event.cursor),
-            0,
-            self._clock.time(),
-            payload_text(event.data),
-            self._clock.perf_counter(),
-            event.cursor,
-            event.name,
+        The client is attached with live outputs held back (``Subscriber.hold``); the
+        replay ends where they begin. ``after``: the resume id, None to start with the
+        oldest retained event (or, ``snapshot``, with the table's rows). None, with
+        nothing attached, when the log serves ``after`` itself or holds the API's whole
+        replay window (``after`` is older), when the connector cannot replay (snapshot),
+        or when a new hub does not know its position within ``HUB_START_SECONDS``.
+        """
+        connector = self.connector
+        if not isinstance(connector, Replaying):
+            return None
+        if snapshot:
+            if not isinstance(connector, Snapshotting):
+                return None
+        elif after is not None and (
+            self.backlog(after) is not None or len(self.log) >= self.replay.max_events
+        ):
+            return None
+        try:
+            await asyncio.wait_for(self.started.wait(), HUB_START_SECONDS)
+        except TimeoutError:
+            return None
+        subscriber.hold(spill=not snapshot)
+        self.subscribers[subscriber] = None
+        begin = after.cursor if after is not None and after.cursor else EARLIEST
+        return Handover(
+            connector,
+            self.channel,
+            self.replay,
+            snapshot,
+            begin,
+            self.cursor,
+            self.new_pipeline(),
+            self._clock,
         )
 
     def detach(self, subscriber: Subscriber) -> None:

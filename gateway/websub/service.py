@@ -30,6 +30,7 @@ from bridge.errors import BridgeError
 from bridge.store.records import WebSubRecord
 from bridge.store.webhooks import WebhookStore
 from bridge.wire.websub import link_header
+from gateway.catchup import CatchUp
 from gateway.hub import GapNotice, Hub, Subscriber, Wake
 from gateway.websub.breaker import Breakers
 from gateway.websub.client import CallbackClient
@@ -39,7 +40,6 @@ from gateway.websub.upkeep import housekeeping, lead
 from gateway.websub.worker import run_worker
 
 if TYPE_CHECKING:
-    from gateway.catchup import CatchUp
     from gateway.runtime import Runtime
 
 log = logging.getLogger("streambridge.websub")
@@ -65,7 +65,6 @@ class Feed:
     # Resuming after ``last_id`` (a restart, a new leader): attaching, and the replay
     # from the broker when the hub's log has not got it (gateway/catchup.py).
     resuming: asyncio.Task[None] | None = None
-    catch_up: CatchUp | None = None
 
 
 class WebSubService:
@@ -167,11 +166,12 @@ class WebSubService:
         feed.worker = asyncio.create_task(run_worker(self, feed), name=f"webhooks {record.id}")
 
     async def _resume(self, feed: Feed) -> None:
-        from gateway.catchup import CatchUp  # (it imports the runtime, which imports us)
-
+        """Attach after ``last_id``, from the hub's log or else by a replay of the feed's
+        own from the broker, run in this task."""
         after = parse_event_id(feed.last_id)
-        feed.catch_up = CatchUp(feed.subscriber, feed.last_id, None)
-        if not await feed.catch_up.begin(feed.hub, feed.match, after):
+        catch_up = CatchUp(feed.subscriber, feed.last_id, None)
+        handover = await catch_up.join(feed.hub, feed.match, after)
+        if handover is None:
             feed.hub.attach(
                 feed.subscriber,
                 after=after,
@@ -179,6 +179,8 @@ class WebSubService:
                 event_name=None,
                 topic=None,
             )
+        else:
+            await catch_up.replay(handover)
 
     def deactivate(self, id: str, *, from_worker: bool = False) -> None:
         feed = self.feeds.pop(id, None)
@@ -186,8 +188,6 @@ class WebSubService:
             return
         if feed.resuming is not None:
             feed.resuming.cancel()
-        if feed.catch_up is not None and feed.catch_up.task is not None:
-            feed.catch_up.task.cancel()
         feed.hub.detach(feed.subscriber)
         self.runtime.metrics.connections.labels("websub").dec()
         if feed.worker is not None and not from_worker:
@@ -264,8 +264,8 @@ class WebSubService:
                 self._reattach(feed)
 
     def _reattach(self, feed: Feed) -> None:
-        if feed.catch_up is not None and feed.catch_up.task is not None:
-            feed.catch_up.task.cancel()  # it fed the subscriber that overflowed
+        if feed.resuming is not None:
+            feed.resuming.cancel()  # its replay fed the subscriber that overflowed
         feed.hub.detach(feed.subscriber)
         subscriber = Subscriber(FEED_QUEUE)
         subscriber.wake = self._intake_wake
