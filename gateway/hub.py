@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import random
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from bridge.config import Replay
 from bridge.cursor import EventId, event_id
 from bridge.event import Event, payload_text
+from bridge.supervision import Supervisor
 from connectors.base import EARLIEST, Connector, Gap, Replaying, Snapshotting
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.queueing import Entry, GapNotice, Item, Subscriber, Wake
@@ -82,13 +82,24 @@ class Hub:
 
     # --- producing ----------------------------------------------------------------------
     async def run(self) -> None:
-        """Read the channel until cancelled; windows are flushed on their deadlines."""
-        # Started once a window holds an event: an empty window has no deadline yet.
-        flusher: asyncio.Task[None] | None = None
+        """Read the channel until cancelled; windows are flushed on their deadlines by a
+        task scoped to this run. A failure (a broker outage) ends the run: its owner
+        starts it again, and it goes on from ``cursor``."""
         if self.cursor is None and isinstance(self.connector, Replaying):
             # None: the channel holds nothing yet, so everything from now on counts.
             self.cursor = await self.connector.position(self.channel) or EARLIEST
         self.started.set()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                await self._read(tasks)
+        except ExceptionGroup as group:  # the reader's or the flusher's failure, as itself
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    async def _read(self, tasks: asyncio.TaskGroup) -> None:
+        # Started once a window holds an event: an empty window has no deadline yet.
+        flusher: asyncio.Task[None] | None = None
         try:
             async for item in self.connector.subscribe(self.channel, self.cursor):
                 if isinstance(item, Gap):
@@ -102,11 +113,10 @@ class Hub:
                 for output in self.pipeline.feed(item, self._clock.time()):
                     self.emit(output)
                 if flusher is None and self.pipeline.next_deadline() is not None:
-                    flusher = asyncio.create_task(self._flush_windows())
+                    flusher = tasks.create_task(self._flush_windows(), name="window-flush")
         finally:
             if flusher is not None:
                 flusher.cancel()
-                await asyncio.gather(flusher, return_exceptions=True)
 
     async def _flush_windows(self) -> None:
         while True:
@@ -244,45 +254,43 @@ class Hub:
 
 
 class HubSet:
-    """Owns every hub and its task; a failed hub is logged and restarted with backoff."""
+    """Every hub, each run as a task under the gateway's supervisor: a failed hub (a
+    broker outage) is logged, counted and restarted with backoff; its clients stay
+    connected and go on from the hub's cursor when the broker is back."""
 
-    def __init__(self, epoch: str) -> None:
+    def __init__(self, epoch: str, supervisor: Supervisor) -> None:
         self.epoch = epoch
         self.sequence = itertools.count(1)
         self.hubs: dict[tuple[str, str, str], Hub] = {}
-        self._tasks: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self._supervisor = supervisor
+        self._names: dict[tuple[str, str, str], str] = {}
+        self._numbers = itertools.count(1)
+        # Called with the broker's name when a hub fails (streambridge_broker_reconnects).
         self.on_restart: Callable[[str], None] = lambda broker: None
 
     def get(self, key: tuple[str, str, str], factory: Callable[[], Hub]) -> Hub:
         hub = self.hubs.get(key)
         if hub is None:
             hub = self.hubs[key] = factory()
-            self._tasks[key] = asyncio.create_task(self._supervise(key, hub), name=f"hub {key[1]}")
-        return hub
+            broker, channel, _ = key
+            name = self._names[key] = f"hub:{broker}/{channel}#{next(self._numbers)}"
 
-    async def _supervise(self, key: tuple[str, str, str], hub: Hub) -> None:
-        """Restart a failed hub with exponential backoff and full jitter; its clients stay
-        connected and go on from the hub's cursor when the broker is back."""
-        for attempt in itertools.count():
-            try:
-                await hub.run()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                delay = random.uniform(0, min(30.0, 0.5 * 2 ** min(attempt, 6)))  # noqa: S311
-                log.warning(
-                    "hub for %s:%s failed (%s); restarting in %.1fs", key[0], key[1], exc, delay
-                )
-                self.on_restart(key[0])
-                await asyncio.sleep(delay)
+            async def run() -> None:
+                try:
+                    await hub.run()
+                except Exception:
+                    self.on_restart(broker)
+                    raise  # to the supervisor: logged, counted, restarted
+
+            self._supervisor.spawn(name, run)
+        return hub
 
     async def reap_one(self, key: tuple[str, str, str]) -> None:
         self.hubs.pop(key, None)
-        task = self._tasks.pop(key, None)
+        name = self._names.pop(key, None)
+        task = None if name is None else self._supervisor.cancel(name)
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait([task])
 
     async def aclose(self) -> None:
         for key in list(self.hubs):

@@ -15,6 +15,7 @@ from bridge.config import Replay
 from bridge.cursor import parse_event_id
 from bridge.errors import PipelineError
 from bridge.event import Event, decode_payload
+from bridge.supervision import Supervisor
 from bridge.wire.sse import ParsedEvent, decode_stream
 from gateway import hub as hub_module
 from gateway import queueing
@@ -388,29 +389,30 @@ class FlakyConnector:
 async def test_a_restarted_hub_continues_from_its_cursor_without_loss_or_repeat() -> None:
     events = [Event("c", {"n": n}, cursor=str(n)) for n in range(6)]
     connector = FlakyConnector(events, fail_after=3)
-    hubs = hub_module.HubSet("abc")
     restarts: list[str] = []
-    hubs.on_restart = restarts.append
-    hub = hubs.get(
-        ("broker", "c", "[]"),
-        lambda: Hub(
-            connector=connector,  # type: ignore[arg-type]
-            channel="c",
-            new_pipeline=lambda: build_pipeline([], lambda *_: None),
-            replay=Replay(),
-            epoch="abc",
-            sequence=hubs.sequence,
-        ),
-    )
-    subscriber = Subscriber(100)
-    hub.attach(subscriber, after=None, raw_after=None, event_name=None, topic=None)
+    async with Supervisor("test", first_delay=0.01) as supervisor:
+        hubs = hub_module.HubSet("abc", supervisor)
+        hubs.on_restart = restarts.append
+        hub = hubs.get(
+            ("broker", "c", "[]"),
+            lambda: Hub(
+                connector=connector,  # type: ignore[arg-type]
+                channel="c",
+                new_pipeline=lambda: build_pipeline([], lambda *_: None),
+                replay=Replay(),
+                epoch="abc",
+                sequence=hubs.sequence,
+            ),
+        )
+        subscriber = Subscriber(100)
+        hub.attach(subscriber, after=None, raw_after=None, event_name=None, topic=None)
 
-    async def all_six() -> None:
-        while len(subscriber.queue) < 6:
-            await asyncio.sleep(0.01)
+        async def all_six() -> None:
+            while len(subscriber.queue) < 6:
+                await asyncio.sleep(0.01)
 
-    await asyncio.wait_for(all_six(), 5.0)
-    await hubs.aclose()
+        await asyncio.wait_for(all_six(), 5.0)
+        await hubs.aclose()
     payloads = [
         json.loads(item[0].payload)["n"] for item in subscriber.queue if isinstance(item, tuple)
     ]
