@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from types import TracebackType
-from typing import Self
+from contextlib import asynccontextmanager
 
 from bridge.catalog import TopicMatch
 from bridge.config import WindowStep
 from bridge.cursor import SNAPSHOT_ID, EventId
 from bridge.errors import Interrupted
 from bridge.event import Event
+from bridge.supervision import Supervisor
 from connectors.base import EARLIEST, Gap, Snapshotting
 from gateway.hub import Entry, GapNotice, Handover, Hub, Subscriber
 
@@ -31,32 +31,24 @@ class CatchUp:
     """At most one per single-topic stream.
 
     ``join`` and ``replay`` run a catch-up in the caller's task; ``begin`` runs the replay
-    in a task of its own, scoped to the ``async with`` block (a TaskGroup).
+    in a task of its own, which lives no longer than the ``scope()`` block.
     """
 
     def __init__(self, subscriber: Subscriber, resume_from: str | None, start: str | None) -> None:
         self.subscriber = subscriber
         self.resume_from = resume_from
         self.start = start
-        self._tasks: asyncio.TaskGroup | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: Supervisor | None = None
 
-    async def __aenter__(self) -> Self:
-        self._tasks = asyncio.TaskGroup()
-        await self._tasks.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        tasks, self._tasks = self._tasks, None
-        assert tasks is not None
-        if self._task is not None:
-            self._task.cancel()
-        await tasks.__aexit__(exc_type, exc, tb)
+    @asynccontextmanager
+    async def scope(self) -> AsyncIterator[None]:
+        """Where ``begin`` may run the replay; leaving it cancels the replay."""
+        async with Supervisor("catch-up") as tasks:
+            self._tasks = tasks
+            try:
+                yield
+            finally:
+                self._tasks = None
 
     async def begin(self, hub: Hub, match: TopicMatch, after: EventId | None) -> bool:
         """Join the hub and replay in a task; False (nothing attached) when the hub's log
@@ -65,10 +57,8 @@ class CatchUp:
         if handover is None:
             return False
         if self._tasks is None:
-            raise RuntimeError("CatchUp.begin outside its async with block")
-        self._task = self._tasks.create_task(
-            self.replay(handover), name=f"catch-up {match.channel}"
-        )
+            raise RuntimeError("CatchUp.begin outside its scope()")
+        self._tasks.spawn(f"catch-up:{match.channel}", lambda: self.replay(handover), restart=False)
         return True
 
     def _snapshot(self, match: TopicMatch) -> bool:

@@ -68,7 +68,7 @@ class StreamSession:
         )
         self.runtime.metrics.connections.labels(self.protocol).inc()
         if self.subscribe:
-            await self._scope.enter_async_context(self._catch_up)
+            await self._scope.enter_async_context(self._catch_up.scope())
             after = parse_event_id(self.resume_from)
             scopes = self.admitted.grant.scopes
             for match in self.admitted.topics:
