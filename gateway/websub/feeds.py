@@ -157,10 +157,12 @@ class Feeds:
         await self._store.delete_subscription(feed.id)
 
     async def _ended_by_worker(self, feed: Feed, reason: str) -> None:
-        """As ``end``, from the feed's own worker, which then returns by itself."""
+        """As ``end``, from the feed's own worker, which then returns by itself. The
+        record goes first: until then a sync only updates the feed, it cannot start a
+        second worker beside this one."""
         log.info("websub subscription %s ended: %s", feed.id, reason)
-        self._stop(feed.id)
         await self._store.delete_subscription(feed.id)
+        self._stop(feed.id)
 
     def requeued(self, id: str) -> None:
         feed = self._feeds.get(id)
