@@ -9,7 +9,8 @@ strategy. A task that returns is done. Cancellation is never caught: leaving the
 failure is swallowed by ``gather(return_exceptions=True)``.
 
 ``failing()`` names the tasks that failed ``failing_after`` times in a row without a
-healthy run between, so ``/readyz`` can say which part of the gateway keeps failing.
+healthy run between, so ``/readyz`` can say which part of the gateway keeps failing; a
+task whose current run has lasted ``HEALTHY_AFTER`` is healthy again.
 
 Only asyncio is used here, so connectors and the gateway share this one implementation.
 """
@@ -40,6 +41,7 @@ class _Child:
     streak: int = 0  # failures in a row
     restarts: int = 0
     last_error: str = ""
+    started: float | None = None  # when the current run began; None between runs
 
 
 class Supervisor:
@@ -117,8 +119,12 @@ class Supervisor:
 
     def failing(self) -> dict[str, str]:
         """Tasks that failed ``failing_after`` times in a row, with their last error."""
+        now = self._clock()
         return {
-            c.name: c.last_error for c in self._children.values() if c.streak >= self._failing_after
+            c.name: c.last_error
+            for c in self._children.values()
+            if c.streak >= self._failing_after
+            and (c.started is None or now - c.started < HEALTHY_AFTER)
         }
 
     def restarts(self, name: str) -> int:
@@ -129,12 +135,13 @@ class Supervisor:
         delay = self._first_delay
         try:
             while True:
-                started = self._clock()
+                started = child.started = self._clock()
                 try:
                     await child.run()
                     child.streak = 0
                     return
                 except Exception as exc:  # the supervisor's job: log, count, restart
+                    child.started = None
                     if self._clock() - started >= HEALTHY_AFTER:
                         child.streak, delay = 0, self._first_delay
                     child.streak += 1

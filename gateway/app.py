@@ -26,9 +26,9 @@ from gateway.management import router as management_router
 from gateway.oauth import router as oauth_router
 from gateway.runtime import Runtime
 from gateway.sse import resume_id, serve_sse, start_at
+from gateway.webhooks import router as webhooks_router
 from gateway.websocket import serve_websocket
-from gateway.websub.admin import router as webhooks_router
-from gateway.websub.endpoints import serve_websub
+from gateway.websub_endpoints import serve_websub
 
 
 class Gateway:

@@ -12,22 +12,37 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import random
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from bridge.config import Replay
 from bridge.cursor import EventId, event_id
-from bridge.errors import PipelineError
 from bridge.event import Event, payload_text
-from connectors.base import EARLIEST, Connector, Gap, Replaying
+from bridge.supervision import Supervisor
+from connectors.base import EARLIEST, Connector, Gap, Replaying, Snapshotting
+from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.queueing import Entry, GapNotice, Item, Subscriber, Wake
 from pipelines import Pipeline
 
-__all__ = ["Entry", "GapNotice", "Hub", "HubSet", "Item", "Subscriber", "Wake"]
+__all__ = ["Entry", "GapNotice", "Handover", "Hub", "HubSet", "Item", "Subscriber", "Wake"]
 
 log = logging.getLogger("streambridge.hub")
+HUB_START_SECONDS = 5.0  # how long a catch-up waits for a new hub to know its position
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """What a client catching up on its own gets from the hub, once (``Hub.join``)."""
+
+    connector: Replaying
+    channel: str
+    replay: Replay
+    snapshot: bool  # the table's rows first (the connector is Snapshotting)
+    begin: str  # the replay begins after this cursor (or EARLIEST)
+    until: str | None  # the held live outputs begin after this cursor
+    pipeline: Pipeline  # a fresh copy of the topic's: the hub's own is in use
+    clock: Clock
 
 
 class Hub:
@@ -36,47 +51,55 @@ class Hub:
         *,
         connector: Connector,
         channel: str,
-        pipeline: Pipeline,
+        new_pipeline: Callable[[], Pipeline],
         replay: Replay,
         epoch: str,
         sequence: Iterator[int],
-        on_event_in: Callable[[], None] | None = None,
-        on_expression_error: Callable[[int, PipelineError, Event], None],
-        new_pipeline: Callable[[], Pipeline] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        """``new_pipeline`` makes the topic's pipeline: one for the hub, a fresh one for
+        each client catching up on its own."""
         self.connector = connector
         self.channel = channel
-        self.pipeline = pipeline
-        # A fresh pipeline of the same steps, for one client catching up on its own.
         self.new_pipeline = new_pipeline
+        self.pipeline = new_pipeline()
         self.replay = replay
         self.epoch = epoch
         self._sequence = sequence
+        self._clock = clock
         # Every topic reading through this hub counts what it reads (events_in per topic).
         self.event_in_counters: dict[tuple[str, ...], Callable[[], None]] = {}
-        if on_event_in is not None:
-            self.event_in_counters[()] = on_event_in
-        self._on_expression_error = on_expression_error
         self.log: deque[Entry] = deque()
         self.evicted_upto = 0  # sequence of the newest entry no longer in the log
         # The connector position of the last event read: a restarted run (broker outage)
         # continues from there, so nothing the broker still holds is lost or repeated.
         self.cursor: str | None = None
         self.subscribers: dict[Subscriber, str | None] = {}
-        self.idle_since = time.monotonic()
+        self.idle_since = clock.monotonic()
         # Set once the hub knows its position in the channel (``cursor``), so a client
         # catching up knows where the live part begins.
         self.started = asyncio.Event()
 
     # --- producing ----------------------------------------------------------------------
     async def run(self) -> None:
-        """Read the channel until cancelled; windows are flushed on their deadlines."""
-        # Started once a window holds an event: an empty window has no deadline yet.
-        flusher: asyncio.Task[None] | None = None
+        """Read the channel until cancelled; windows are flushed on their deadlines by a
+        task scoped to this run. A failure (a broker outage) ends the run: its owner
+        starts it again, and it goes on from ``cursor``."""
         if self.cursor is None and isinstance(self.connector, Replaying):
             # None: the channel holds nothing yet, so everything from now on counts.
             self.cursor = await self.connector.position(self.channel) or EARLIEST
         self.started.set()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                await self._read(tasks)
+        except ExceptionGroup as group:  # the reader's or the flusher's failure, as itself
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    async def _read(self, tasks: asyncio.TaskGroup) -> None:
+        # Started once a window holds an event: an empty window has no deadline yet.
+        flusher: asyncio.Task[None] | None = None
         try:
             async for item in self.connector.subscribe(self.channel, self.cursor):
                 if isinstance(item, Gap):
@@ -87,21 +110,20 @@ class Hub:
                     self.cursor = item.cursor
                 for count in self.event_in_counters.values():
                     count()
-                for output in self.pipeline.feed(item, time.time()):
+                for output in self.pipeline.feed(item, self._clock.time()):
                     self.emit(output)
                 if flusher is None and self.pipeline.next_deadline() is not None:
-                    flusher = asyncio.create_task(self._flush_windows())
+                    flusher = tasks.create_task(self._flush_windows(), name="window-flush")
         finally:
             if flusher is not None:
                 flusher.cancel()
-                await asyncio.gather(flusher, return_exceptions=True)
 
     async def _flush_windows(self) -> None:
         while True:
             deadline = self.pipeline.next_deadline()
-            delay = 0.05 if deadline is None else max(0.0, deadline - time.time())
+            delay = 0.05 if deadline is None else max(0.0, deadline - self._clock.time())
             await asyncio.sleep(delay)
-            for output in self.pipeline.flush(time.time()):
+            for output in self.pipeline.flush(self._clock.time()):
                 self.emit(output)
 
     def _last_sequence(self) -> int:
@@ -109,14 +131,14 @@ class Hub:
 
     def emit(self, event: Event) -> None:
         sequence = next(self._sequence)
-        now = time.time()
+        now = self._clock.time()
         cursor = event.cursor
         entry = Entry(
             event_id(self.epoch, sequence, cursor),
             sequence,
             now,
             payload_text(event.data),
-            time.perf_counter(),
+            self._clock.perf_counter(),
             cursor,
             event.name,
         )
@@ -152,7 +174,7 @@ class Hub:
 
         Runs without awaiting, so no event can fall between the backlog and live ones.
         """
-        self._trim(time.time())
+        self._trim(self._clock.time())
         if raw_after is not None:
             backlog = self.backlog(after, by_cursor=topic is None)
             if backlog is None:
@@ -176,7 +198,7 @@ class Hub:
         from this channel (a single-topic stream); cursors of two channels may be equal."""
         if after is None:
             return None
-        self._trim(time.time())
+        self._trim(self._clock.time())
         if after.epoch == self.epoch and after.sequence >= self.evicted_upto:
             return [e for e in self.log if e.sequence > after.sequence]
         if by_cursor and after.cursor is not None:  # another run's or gateway's id
@@ -185,73 +207,90 @@ class Hub:
                     return list(itertools.islice(self.log, index + 1, None))
         return None
 
-    def attach_held(
-        self, subscriber: Subscriber, event_name: str | None, *, spill: bool
-    ) -> str | None:
-        """Attach (again) with live outputs held back; the cursor where they begin
-        (exclusive)."""
-        subscriber.hold(spill=spill)
-        self.subscribers[subscriber] = event_name
-        return self.cursor
+    async def join(
+        self, subscriber: Subscriber, after: EventId | None, *, snapshot: bool = False
+    ) -> Handover | None:
+        """Hand a client over for a replay from the broker of its own (CONTRACT §5, §7b).
 
-    def catch_up_entry(self, event: Event) -> Entry:
-        """An output replayed for one client: its id is only its cursor (no hub part)."""
-        return Entry(
-            event_id(None, 0, event.cursor),
-            0,
-            time.time(),
-            payload_text(event.data),
-            time.perf_counter(),
-            event.cursor,
-            event.name,
+        The client is attached with live outputs held back (``Subscriber.hold``); the
+        replay ends where they begin. ``after``: the resume id, None to start with the
+        oldest retained event (or, ``snapshot``, with the table's rows). None, with
+        nothing attached, when the log serves ``after`` itself or holds the API's whole
+        replay window (``after`` is older), when the connector cannot replay (snapshot),
+        or when a new hub does not know its position within ``HUB_START_SECONDS``.
+        """
+        connector = self.connector
+        if not isinstance(connector, Replaying):
+            return None
+        if snapshot:
+            if not isinstance(connector, Snapshotting):
+                return None
+        elif after is not None and (
+            self.backlog(after) is not None or len(self.log) >= self.replay.max_events
+        ):
+            return None
+        try:
+            await asyncio.wait_for(self.started.wait(), HUB_START_SECONDS)
+        except TimeoutError:
+            return None
+        subscriber.hold(spill=not snapshot)
+        self.subscribers[subscriber] = None
+        begin = after.cursor if after is not None and after.cursor else EARLIEST
+        return Handover(
+            connector,
+            self.channel,
+            self.replay,
+            snapshot,
+            begin,
+            self.cursor,
+            self.new_pipeline(),
+            self._clock,
         )
 
     def detach(self, subscriber: Subscriber) -> None:
         self.subscribers.pop(subscriber, None)
         if not self.subscribers:
-            self.idle_since = time.monotonic()
+            self.idle_since = self._clock.monotonic()
 
 
 class HubSet:
-    """Owns every hub and its task; a failed hub is logged and restarted with backoff."""
+    """Every hub, each run as a task under the gateway's supervisor: a failed hub (a
+    broker outage) is logged, counted and restarted with backoff; its clients stay
+    connected and go on from the hub's cursor when the broker is back."""
 
-    def __init__(self, epoch: str) -> None:
+    def __init__(self, epoch: str, supervisor: Supervisor) -> None:
         self.epoch = epoch
         self.sequence = itertools.count(1)
         self.hubs: dict[tuple[str, str, str], Hub] = {}
-        self._tasks: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self._supervisor = supervisor
+        self._names: dict[tuple[str, str, str], str] = {}
+        self._numbers = itertools.count(1)
+        # Called with the broker's name when a hub fails (streambridge_broker_reconnects).
         self.on_restart: Callable[[str], None] = lambda broker: None
 
     def get(self, key: tuple[str, str, str], factory: Callable[[], Hub]) -> Hub:
         hub = self.hubs.get(key)
         if hub is None:
             hub = self.hubs[key] = factory()
-            self._tasks[key] = asyncio.create_task(self._supervise(key, hub), name=f"hub {key[1]}")
-        return hub
+            broker, channel, _ = key
+            name = self._names[key] = f"hub:{broker}/{channel}#{next(self._numbers)}"
 
-    async def _supervise(self, key: tuple[str, str, str], hub: Hub) -> None:
-        """Restart a failed hub with exponential backoff and full jitter; its clients stay
-        connected and go on from the hub's cursor when the broker is back."""
-        for attempt in itertools.count():
-            try:
-                await hub.run()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                delay = random.uniform(0, min(30.0, 0.5 * 2 ** min(attempt, 6)))  # noqa: S311
-                log.warning(
-                    "hub for %s:%s failed (%s); restarting in %.1fs", key[0], key[1], exc, delay
-                )
-                self.on_restart(key[0])
-                await asyncio.sleep(delay)
+            async def run() -> None:
+                try:
+                    await hub.run()
+                except Exception:
+                    self.on_restart(broker)
+                    raise  # to the supervisor: logged, counted, restarted
+
+            self._supervisor.spawn(name, run)
+        return hub
 
     async def reap_one(self, key: tuple[str, str, str]) -> None:
         self.hubs.pop(key, None)
-        task = self._tasks.pop(key, None)
+        name = self._names.pop(key, None)
+        task = None if name is None else self._supervisor.cancel(name)
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait([task])
 
     async def aclose(self) -> None:
         for key in list(self.hubs):

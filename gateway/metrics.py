@@ -142,6 +142,11 @@ class Metrics(Collector):
             "Broker subscriptions restarted after a failure",
             ["broker"],
         )
+        self.task_restarts = counter(
+            "streambridge_task_restarts",
+            "Background tasks that failed and were restarted, by kind of task",
+            ["task"],
+        )
         self.latency = Histogram(
             "streambridge_delivery_latency_seconds",
             "From event in the hub to written to a client",

@@ -12,7 +12,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bridge.cursor import event_id
+from bridge.event import Event, payload_text
 from bridge.wire.sse import encode_event
+from gateway.clock import Clock
 
 
 @dataclass(slots=True, eq=False)
@@ -27,6 +30,20 @@ class Entry:
     cursor: str | None = None  # the connector cursor of the event it came from
     event: str | None = None  # an event name of its own (a CDC delete when unwrapped)
     _frames: dict[str | None, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def replayed(cls, event: Event, clock: Clock) -> Entry:
+        """An output replayed from the broker for one client: its id is only its cursor
+        (no hub part), so a resume from it is read from the broker too."""
+        return cls(
+            event_id(None, 0, event.cursor),
+            0,
+            clock.time(),
+            payload_text(event.data),
+            clock.perf_counter(),
+            event.cursor,
+            event.name,
+        )
 
     def sse(self, event_name: str | None) -> bytes:
         frame = self._frames.get(event_name)
@@ -100,7 +117,8 @@ class Subscriber:
     While the client catches up from the broker (``hold``), live outputs wait in ``held``
     (bounded the same way) and join the queue on ``release``. When ``held`` overflows and
     the catch-up can read further from the broker (``spill``), the held part is dropped
-    and ``spilled`` set: the catch-up then reads those events from the broker too.
+    and ``spilled`` set: the catch-up then reads those events from the broker too, up to
+    ``spilled_upto``, the cursor of the last output dropped.
     """
 
     __slots__ = (
@@ -113,6 +131,7 @@ class Subscriber:
         "queue",
         "spill",
         "spilled",
+        "spilled_upto",
         "wake",
     )
 
@@ -122,6 +141,7 @@ class Subscriber:
         self.held: deque[Item] | None = None
         self.spill = False
         self.spilled = False
+        self.spilled_upto: str | None = None
         self.drained: asyncio.Event | None = None  # set when the writer takes a batch
         self.wake = Wake()
         self.overflowed = False
@@ -139,18 +159,24 @@ class Subscriber:
                 self.wake.set()
                 return
         elif self.spilled:
-            return  # the catch-up reads these from the broker
+            self._spilled(item)  # the catch-up reads these from the broker
+            return
         elif len(held) < self.limit:
             held.append(item)
             return
         elif self.spill:
             self.spilled = True
             held.clear()
+            self._spilled(item)
             return
         self.overflowed = True
         if self.on_overflow is not None:
             self.on_overflow()
         self.wake.set()
+
+    def _spilled(self, item: Item) -> None:
+        if not isinstance(item, GapNotice) and item[0].cursor is not None:
+            self.spilled_upto = item[0].cursor
 
     async def wait_for_room(self) -> None:
         """For a catch-up filling the queue: until the writer next takes a batch."""
@@ -167,6 +193,7 @@ class Subscriber:
         self.held = deque()
         self.spill = spill
         self.spilled = False
+        self.spilled_upto = None
 
     def release(self, keep: Callable[[Entry], bool] | None = None) -> None:
         """Live outputs held during a catch-up join the queue (those ``keep`` accepts)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import json
 import logging
 import time
@@ -27,6 +28,7 @@ from bridge.event import Event
 from bridge.lifecycle import VISIBLE_STATES
 from bridge.secrets import hash_secret
 from bridge.store import Snapshot, Store
+from bridge.supervision import Supervisor
 from connectors import Connector, connector_for
 from gateway.auth import TokenAuthority
 from gateway.connections import Connections
@@ -48,7 +50,9 @@ class Runtime:
         self.metrics = Metrics()
         self.connections = Connections()
         self.epoch = new_epoch()
-        self.hubs = HubSet(self.epoch)
+        # Every long-lived task of the gateway; the WebSub service has its own.
+        self.supervisor = Supervisor("gateway", on_failure=self._task_failed)
+        self.hubs = HubSet(self.epoch, self.supervisor)
         self._hub_restarts: dict[str, int] = {}
         self.hubs.on_restart = self._count_hub_restart
         self.metrics.before_collect.append(self._collect_reconnects)
@@ -82,21 +86,32 @@ class Runtime:
                     data_dir=data_dir,
                 )
                 self.connectors[name] = await stack.enter_async_context(connector)
+            await stack.enter_async_context(self.supervisor)  # left after hubs and WebSub
             stack.push_async_callback(self.hubs.aclose)
             self._start_eager_hubs()
-            self.websub = await stack.enter_async_context(WebSubService(self))
-            tasks = [
-                asyncio.create_task(self._housekeeping(), name="housekeeping"),
-                asyncio.create_task(self._watch_store(), name="store-watch"),
-            ]
-            tasks += [asyncio.create_task(self._supervised(job)) for job in self.background]
+            self.websub = await stack.enter_async_context(
+                WebSubService(
+                    store=self.store.webhooks,
+                    settings=self.config.websub,
+                    public_url=self.config.gateway.public_url,
+                    topics=self,
+                    metrics=self.metrics,
+                    on_task_failure=self._task_failed,
+                )
+            )
+            own = ["housekeeping", "store-watch"]
+            self.supervisor.spawn("housekeeping", self._housekeeping)
+            self.supervisor.spawn("store-watch", self._watch_store)
+            for index, job in enumerate(self.background):
+                own.append(f"background:{index}-{getattr(job, '__name__', 'job')}")
+                self.supervisor.spawn(own[-1], functools.partial(job, self))
             try:
                 yield
             finally:
                 self.begin_shutdown()
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                stopping = [task for name in own if (task := self.supervisor.cancel(name))]
+                if stopping:
+                    await asyncio.wait(stopping)
 
     def _claim_data_dir(self, stack: AsyncExitStack) -> Path | None:
         """Lock ``gateway.data_dir`` for this process when a broker keeps logs there: two
@@ -168,25 +183,27 @@ class Runtime:
                 )
 
     async def _watch_store(self) -> None:
+        """Apply another gateway's change to the store; an unreachable store is logged
+        here (and reported by /readyz), any other failure goes to the supervisor."""
+        assert self.store is not None
         while True:
             await asyncio.sleep(STORE_POLL_SECONDS)
             try:
-                assert self.store is not None
                 if await self.store.revision() != self.catalog.revision:
                     await self.refresh()
             except (BridgeError, OSError) as exc:
                 log.warning("state store unreachable: %s", exc)
 
-    async def _supervised(self, job: Callable[[Runtime], Awaitable[None]]) -> None:
-        while True:
-            try:
-                await job(self)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("background task %s failed; restarting in 1s", job)
-                await asyncio.sleep(1.0)
+    # --- supervision -------------------------------------------------------------------------
+    def _task_failed(self, name: str) -> None:
+        self.metrics.task_restarts.labels(task_kind(name)).inc()
+
+    def failing_tasks(self) -> dict[str, str]:
+        """Tasks that keep failing, with their last error: the gateway's and WebSub's."""
+        failing = self.supervisor.failing()
+        if self.websub is not None:
+            failing.update(self.websub.failing())
+        return failing
 
     def begin_shutdown(self) -> None:
         if not self.stopping:
@@ -261,12 +278,10 @@ class Runtime:
             return Hub(
                 connector=self.connectors[api.broker],
                 channel=match.channel,
-                pipeline=topic_pipeline(topic, on_error, masked=masked),
                 new_pipeline=lambda: topic_pipeline(topic, on_error, masked=masked),
                 replay=api.replay,
                 epoch=self.epoch,
                 sequence=self.hubs.sequence,
-                on_expression_error=on_error,
             )
 
         hub = self.hubs.get(self.hub_key(match, masked), factory)
@@ -276,10 +291,21 @@ class Runtime:
 
     # --- readiness ---------------------------------------------------------------------------
     async def readiness(self) -> dict[str, bool]:
+        """The state store, every broker, and ``task:<name>`` for each task that keeps
+        failing. A hub's failures are its broker's: ``broker:<name>`` reports them."""
         checks: dict[str, bool] = {"state": self.store is not None and await self.store.ping()}
         for name, connector in self.connectors.items():
             try:
                 checks[f"broker:{name}"] = await asyncio.wait_for(connector.ready(), 2.0)
             except (TimeoutError, BridgeError, OSError):
                 checks[f"broker:{name}"] = False
+        for name in self.failing_tasks():
+            if task_kind(name) != "hub":
+                checks[f"task:{name}"] = False
         return checks
+
+
+def task_kind(name: str) -> str:
+    """``hub:kafka/orders#3`` → ``hub``: the label of ``streambridge_task_restarts``, so
+    that per-hub and per-subscription tasks do not each make a series."""
+    return name.partition(":")[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Self
 
@@ -47,6 +48,7 @@ class StreamSession:
         self.start = start  # EARLIEST: a new stream begins with what is retained
         self.subscriber = Subscriber(runtime.config.gateway.client_queue)
         self._catch_up = CatchUp(self.subscriber, resume_from, start)
+        self._scope = AsyncExitStack()  # the catch-up's task lives as long as the stream
         self.subscribe = subscribe
         self.ping_due = False
         self._hubs: list[Hub] = []
@@ -73,6 +75,7 @@ class StreamSession:
         )
         self.runtime.metrics.connections.labels(self.protocol).inc()
         if self.subscribe:
+            await self._scope.enter_async_context(self._catch_up.scope())
             after = parse_event_id(self.resume_from)
             scopes = self.admitted.grant.scopes
             for match in self.admitted.topics:
@@ -110,7 +113,7 @@ class StreamSession:
     ) -> None:
         for timer in self._timers:
             timer.cancel()
-        await self._catch_up.aclose()
+        await self._scope.aclose()
         for hub in self._hubs:
             hub.detach(self.subscriber)
         self.runtime.connections.close(self.admitted.key, self.subscriber)

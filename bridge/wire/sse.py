@@ -38,10 +38,6 @@ def encode_retry(milliseconds: int) -> bytes:
     return f"retry: {milliseconds}\n\n".encode()
 
 
-def encode_comment(text: str) -> bytes:
-    return "".join(f": {line}\n" for line in _LINE_BREAK.split(text)).encode() + b"\n"
-
-
 @dataclass(frozen=True, slots=True)
 class ParsedEvent:
     data: str

@@ -62,6 +62,3 @@ class Breakers:
         if breaker is None:
             breaker = self._by_host[host] = Breaker(self.threshold, self.cooldown)
         return breaker
-
-    def open_hosts(self) -> list[str]:
-        return [host for host, b in self._by_host.items() if b.state != "closed"]

@@ -1,95 +1,117 @@
-"""Upkeep of the WebSub service, once a second: the delivery lease between gateways
-sharing a store, the store's subscriptions as feeds on the leader, and the end of
-subscriptions whose lease expired or whose access was revoked (with a ``hub.mode=denied``
-notice for the latter, WebSub §5.2)."""
+"""Upkeep of the WebSub hub, once a second: the delivery lease between gateways sharing a
+store, the store's subscriptions as feeds on the leader, and the end of subscriptions
+whose lease expired or whose access was revoked (with a ``hub.mode=denied`` notice for
+the latter, WebSub §5.2).
+
+Gateways sharing one state store take turns through a lease in the store: only the
+leader attaches feeds and delivers; the others take hub requests, verify and store
+subscriptions, and the leader picks them up from the store within a second. When the
+leader stops renewing (a crash), another gateway takes over its pending deliveries.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+import uuid
 
 from bridge.errors import BridgeError
 from bridge.lifecycle import VISIBLE_STATES
-from gateway.websub.verify import deny
-
-if TYPE_CHECKING:
-    from gateway.websub.service import WebSubService
+from bridge.store.webhooks import WebhookStore
+from gateway.websub.feeds import Feeds
+from gateway.websub.verify import Verifier
 
 log = logging.getLogger("streambridge.websub")
 HOUSEKEEPING_SECONDS = 1.0
 
 
-async def housekeeping(service: WebSubService) -> None:
-    lease = service.settings.leader_lease
-    renewed = time.monotonic()
-    while True:
-        await asyncio.sleep(HOUSEKEEPING_SECONDS)
-        try:
-            if time.monotonic() - renewed >= lease / 3:
-                await lead(service)
-                renewed = time.monotonic()
-            if service.leading:
-                await sync(service)
-                await end_stale(service)
-        except BridgeError as exc:
-            log.warning("websub housekeeping failed: %s", exc)
-            if service.leading and time.monotonic() - renewed > lease:
-                # The lease could not be renewed and has run out: another gateway may
-                # deliver now, so this one stops rather than deliver the same events.
-                step_down(service)
+class Upkeep:
+    def __init__(
+        self,
+        *,
+        store: WebhookStore,
+        lease: float,
+        feeds: Feeds,
+        verifier: Verifier,
+    ) -> None:
+        self._store = store
+        self._lease = lease
+        self._feeds = feeds
+        self._verifier = verifier
+        self.owner = uuid.uuid4().hex  # this gateway, in the store's lease
+        self.leading = False
+        self._renewed = 0.0
 
+    async def run(self) -> None:
+        """Until cancelled; store errors are logged and retried (other failures go to
+        the supervisor)."""
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            try:
+                if time.monotonic() - self._renewed >= self._lease / 3:
+                    await self.lead()
+                if self.leading:
+                    await self.sync()
+                    await self.end_stale()
+            except BridgeError as exc:
+                log.warning("websub housekeeping failed: %s", exc)
+                if self.leading and time.monotonic() - self._renewed > self._lease:
+                    # The lease could not be renewed and has run out: another gateway may
+                    # deliver now, so this one stops rather than deliver the same events.
+                    self.step_down()
 
-async def lead(service: WebSubService) -> None:
-    """Take or renew the delivery lease; start or stop delivering accordingly."""
-    leading = await service.store.claim_leadership(service.owner, service.settings.leader_lease)
-    if leading and not service.leading:
-        log.info("this gateway delivers webhooks now")
-        service.leading = True
-        await sync(service)
-    elif not leading and service.leading:
-        step_down(service)
+    async def lead(self) -> None:
+        """Take or renew the delivery lease; start or stop delivering accordingly."""
+        leading = await self._store.claim_leadership(self.owner, self._lease)
+        self._renewed = time.monotonic()
+        if leading and not self.leading:
+            log.info("this gateway delivers webhooks now")
+            self.leading = True
+            await self.sync()
+        elif not leading and self.leading:
+            self.step_down()
 
+    def step_down(self) -> None:
+        log.warning("this gateway no longer holds the webhook delivery lease; stopping here")
+        self.leading = False
+        self._feeds.stop_all()
 
-def step_down(service: WebSubService) -> None:
-    log.warning("this gateway no longer holds the webhook delivery lease; stopping here")
-    service.leading = False
-    for id in list(service.feeds):
-        service.deactivate(id)
+    async def release(self) -> None:
+        """At shutdown: the next gateway need not wait for the lease to run out."""
+        if self.leading:
+            await self._store.release_leadership(self.owner)
 
+    async def sync(self) -> None:
+        """The store's subscriptions as feeds: new ones (verified on any gateway) start,
+        renewed ones update, removed ones stop."""
+        now = time.time()
+        stored = {record.id: record for record in await self._store.subscriptions()}
+        for id in [id for id in self._feeds.ids() if id not in stored]:
+            self._feeds.deactivate(id)
+        for record in stored.values():
+            if record.expires_at <= now:
+                await self._store.delete_subscription(record.id)
+                self._feeds.deactivate(record.id)
+            else:
+                self._feeds.activate(record)
 
-async def sync(service: WebSubService) -> None:
-    """The store's subscriptions as feeds: new ones (verified on any gateway) start,
-    renewed ones update, removed ones stop."""
-    now = time.time()
-    stored = {record.id: record for record in await service.store.subscriptions()}
-    for id in [id for id in service.feeds if id not in stored]:
-        service.deactivate(id)
-    for record in stored.values():
-        if record.expires_at <= now:
-            await service.store.delete_subscription(record.id)
-            service.deactivate(record.id)
-        else:
-            service.activate(record)
-
-
-async def end_stale(service: WebSubService) -> None:
-    """Expired leases; subscriptions whose API or application subscription is gone."""
-    now = time.time()
-    catalog = service.runtime.catalog
-    for feed in list(service.feeds.values()):
-        record = feed.record
-        api = catalog.api(record.api, record.version)
-        access = catalog.subscriptions.get((record.client_id, record.api, record.version))
-        reason = None
-        if record.expires_at <= now:
-            reason = "the lease expired"
-        elif api is None or api.state not in VISIBLE_STATES:
-            reason = "the API was retired"
-        elif access is None or access.blocked:
-            reason = "the application's subscription was removed or blocked"
-        if reason is not None:
-            await service.end(feed, reason)
-            if record.expires_at > now:  # revoked, not expired: tell the subscriber
-                service.spawn(deny(service, record.callback, service.urls(feed.match)[1], reason))
+    async def end_stale(self) -> None:
+        """Expired leases; subscriptions whose API or application subscription is gone."""
+        now = time.time()
+        catalog = self._feeds.topics.catalog
+        for feed in self._feeds:
+            record = feed.record
+            api = catalog.api(record.api, record.version)
+            access = catalog.subscriptions.get((record.client_id, record.api, record.version))
+            reason = None
+            if record.expires_at <= now:
+                reason = "the lease expired"
+            elif api is None or api.state not in VISIBLE_STATES:
+                reason = "the API was retired"
+            elif access is None or access.blocked:
+                reason = "the application's subscription was removed or blocked"
+            if reason is not None:
+                await self._feeds.end(feed, reason)
+                if record.expires_at > now:  # revoked, not expired: tell the subscriber
+                    self._verifier.tell_denied(record.callback, feed.match, reason)

@@ -6,19 +6,26 @@ meanwhile, gets ``hub.mode=denied`` with a ``hub.reason``. Otherwise the hub sen
 random single-use ``hub.challenge``; only a 2xx answer whose body is exactly that
 challenge makes the (un)subscription happen. A callback the SSRF guard refuses gets no
 request at all, not even the denial.
+
+Each verification and each denial is a task of its own under the WebSub supervisor
+(not restarted: the subscriber asks again).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from bridge.catalog import TopicMatch
+from bridge.config import WebSubSettings
 from bridge.errors import BridgeError, CallbackError, CallbackRefused
 from bridge.store.records import WebSubRecord
+from bridge.store.webhooks import WebhookStore
+from bridge.supervision import Supervisor
 from bridge.wire.websub import (
     HubRequest,
     clamp_lease,
@@ -28,9 +35,9 @@ from bridge.wire.websub import (
     request_target,
     verification_url,
 )
-
-if TYPE_CHECKING:
-    from gateway.websub.service import WebSubService
+from gateway.websub.client import CallbackClient
+from gateway.websub.feed import Topics, topic_urls
+from gateway.websub.guard import CallbackGuard
 
 log = logging.getLogger("streambridge.websub")
 
@@ -44,130 +51,174 @@ class Pending:
     client_id: str
 
 
-async def refusal(service: WebSubService, pending: Pending) -> str | None:
-    """Why policy refuses this subscription now, or None. Subscriptions are counted in
-    the store, so the tier's limit holds whichever gateway took the request."""
-    if pending.request.mode != "subscribe":
-        return None
-    catalog = service.runtime.catalog
-    api = catalog.api(pending.match.api.name, pending.match.api.version)
-    if api is None or api.state not in ("PUBLISHED", "DEPRECATED"):
-        return "the API no longer takes subscriptions"
-    access = catalog.subscriptions.get((pending.client_id, api.name, api.version))
-    if access is None or access.blocked:
-        return "the application's subscription to this API is gone or blocked"
-    limit = catalog.tier(access.tier).max_connections
-    if limit is None:
-        return None
-    now = time.time()
-    taken = sum(
-        1
-        for record in await service.store.subscriptions(api.name)
-        if record.version == api.version
-        and record.client_id == pending.client_id
-        and record.expires_at > now
-        and (record.topic, record.callback) != (pending.match.name, pending.request.callback)
-    )
-    if taken >= limit:
-        return f"the tier {access.tier} allows {limit} subscriptions"
-    return None
+class Verifier:
+    def __init__(
+        self,
+        *,
+        supervisor: Supervisor,
+        client: CallbackClient,
+        guard: CallbackGuard,
+        settings: WebSubSettings,
+        store: WebhookStore,
+        topics: Topics,
+        public_url: str,
+        subscribed: Callable[[WebSubRecord], None],
+        unsubscribed: Callable[[str], None],
+    ) -> None:
+        """``subscribed``/``unsubscribed``: a verified (un)subscription is stored; start
+        or stop delivering it."""
+        self._supervisor = supervisor
+        self._client = client
+        self._guard = guard
+        self._settings = settings
+        self._store = store
+        self._topics = topics
+        self._public_url = public_url
+        self._subscribed = subscribed
+        self._unsubscribed = unsubscribed
+        self._numbers = itertools.count(1)
 
+    def take(self, pending: Pending) -> None:
+        """Verify in a task of its own; every failure is logged, none escapes."""
+        self._supervisor.spawn(
+            f"websub-verify:{next(self._numbers)}", lambda: self.verify(pending), restart=False
+        )
 
-async def verify(service: WebSubService, pending: Pending) -> None:
-    """Run in a task owned by the service; every failure is logged, none escapes."""
-    request, match = pending.request, pending.match
-    _, topic_url = service.urls(match)
-    try:
-        target = await service.guard.target(request.callback)
-    except CallbackRefused as exc:
-        log.warning(
-            "websub %s of %s refused: %s", request.mode, loggable(request.callback), exc.detail
+    def tell_denied(self, callback: str, match: TopicMatch, reason: str) -> None:
+        """Send the denial (WebSub §5.2) in a task of its own."""
+        _, topic_url = topic_urls(self._public_url, match)
+        self._supervisor.spawn(
+            f"websub-deny:{next(self._numbers)}",
+            lambda: self.deny(callback, topic_url, reason),
+            restart=False,
         )
-        return
-    try:
-        reason = await refusal(service, pending)
-    except BridgeError as exc:
-        log.warning("websub %s not checked: %s", loggable(request.callback), exc)
-        return
-    timeout = service.settings.timeout
-    if reason is not None:
-        await deny(service, request.callback, topic_url, reason)
-        return
-    settings = service.settings
-    lease = clamp_lease(
-        request.lease_seconds,
-        settings.default_lease_seconds,
-        settings.min_lease_seconds,
-        settings.max_lease_seconds,
-    )
-    challenge = new_challenge()
-    url = verification_url(
-        request.callback,
-        request.mode,
-        topic_url,
-        challenge,
-        lease if request.mode == "subscribe" else None,
-    )
-    try:
-        answer = await service.client.request(
-            "GET", target.origin, request_target(url), [("Accept", "*/*")], timeout=timeout
+
+    async def refusal(self, pending: Pending) -> str | None:
+        """Why policy refuses this subscription now, or None. Subscriptions are counted
+        in the store, so the tier's limit holds whichever gateway took the request."""
+        if pending.request.mode != "subscribe":
+            return None
+        catalog = self._topics.catalog
+        api = catalog.api(pending.match.api.name, pending.match.api.version)
+        if api is None or api.state not in ("PUBLISHED", "DEPRECATED"):
+            return "the API no longer takes subscriptions"
+        access = catalog.subscriptions.get((pending.client_id, api.name, api.version))
+        if access is None or access.blocked:
+            return "the application's subscription to this API is gone or blocked"
+        limit = catalog.tier(access.tier).max_connections
+        if limit is None:
+            return None
+        now = time.time()
+        taken = sum(
+            1
+            for record in await self._store.subscriptions(api.name)
+            if record.version == api.version
+            and record.client_id == pending.client_id
+            and record.expires_at > now
+            and (record.topic, record.callback) != (pending.match.name, pending.request.callback)
         )
-    except (CallbackError, TimeoutError) as exc:
-        log.info(
-            "websub verification of %s failed: %s", loggable(request.callback), exc or "timeout"
+        if taken >= limit:
+            return f"the tier {access.tier} allows {limit} subscriptions"
+        return None
+
+    async def verify(self, pending: Pending) -> None:
+        request, match = pending.request, pending.match
+        _, topic_url = topic_urls(self._public_url, match)
+        try:
+            target = await self._guard.target(request.callback)
+        except CallbackRefused as exc:
+            log.warning(
+                "websub %s of %s refused: %s", request.mode, loggable(request.callback), exc.detail
+            )
+            return
+        try:
+            reason = await self.refusal(pending)
+        except BridgeError as exc:
+            log.warning("websub %s not checked: %s", loggable(request.callback), exc)
+            return
+        settings = self._settings
+        if reason is not None:
+            await self.deny(request.callback, topic_url, reason)
+            return
+        lease = clamp_lease(
+            request.lease_seconds,
+            settings.default_lease_seconds,
+            settings.min_lease_seconds,
+            settings.max_lease_seconds,
         )
-        return
-    if not 200 <= answer.status < 300 or answer.body != challenge.encode():
-        log.info(
-            "websub %s of %s not verified (status %d, challenge %s)",
+        challenge = new_challenge()
+        url = verification_url(
+            request.callback,
             request.mode,
-            loggable(request.callback),
-            answer.status,
-            "echoed" if answer.body == challenge.encode() else "not echoed",
+            topic_url,
+            challenge,
+            lease if request.mode == "subscribe" else None,
         )
-        return
-    try:
-        await _apply(service, pending, lease)
-    except BridgeError as exc:
-        log.warning("websub %s of %s not stored: %s", request.mode, loggable(request.callback), exc)
+        try:
+            answer = await self._client.request(
+                "GET",
+                target.origin,
+                request_target(url),
+                [("Accept", "*/*")],
+                timeout=settings.timeout,
+            )
+        except (CallbackError, TimeoutError) as exc:
+            log.info(
+                "websub verification of %s failed: %s",
+                loggable(request.callback),
+                exc or "timeout",
+            )
+            return
+        if not 200 <= answer.status < 300 or answer.body != challenge.encode():
+            log.info(
+                "websub %s of %s not verified (status %d, challenge %s)",
+                request.mode,
+                loggable(request.callback),
+                answer.status,
+                "echoed" if answer.body == challenge.encode() else "not echoed",
+            )
+            return
+        try:
+            await self._apply(pending, lease)
+        except BridgeError as exc:
+            log.warning(
+                "websub %s of %s not stored: %s", request.mode, loggable(request.callback), exc
+            )
 
+    async def deny(self, callback: str, topic_url: str, reason: str) -> None:
+        """WebSub §5.2: tell the subscriber its subscription is refused or has ended."""
+        url = denial_url(callback, topic_url, reason)
+        try:
+            target = await self._guard.target(callback)
+            await self._client.request(
+                "GET", target.origin, request_target(url), [], timeout=self._settings.timeout
+            )
+        except (CallbackRefused, CallbackError, TimeoutError) as exc:
+            log.info("websub denial to %s not delivered: %s", loggable(callback), exc or "timeout")
 
-async def deny(service: WebSubService, callback: str, topic_url: str, reason: str) -> None:
-    """WebSub §5.2: tell the subscriber its subscription is refused or has ended."""
-    url = denial_url(callback, topic_url, reason)
-    try:
-        target = await service.guard.target(callback)
-        await service.client.request(
-            "GET", target.origin, request_target(url), [], timeout=service.settings.timeout
+    async def _apply(self, pending: Pending, lease: int) -> None:
+        request, match = pending.request, pending.match
+        api = match.api
+        if request.mode == "unsubscribe":
+            found = await self._store.find_subscription(
+                api.name, api.version, match.name, request.callback
+            )
+            if found is not None:
+                self._unsubscribed(found.id)
+                await self._store.delete_subscription(found.id)
+            return
+        now = time.time()
+        record = WebSubRecord(
+            id=uuid.uuid4().hex,
+            api=api.name,
+            version=api.version,
+            topic=match.name,
+            callback=request.callback,
+            client_id=pending.client_id,
+            secret=request.secret,
+            signature=request.signature,
+            lease_seconds=lease,
+            expires_at=now + lease,
+            created_at=now,
         )
-    except (CallbackRefused, CallbackError, TimeoutError) as exc:
-        log.info("websub denial to %s not delivered: %s", loggable(callback), exc or "timeout")
-
-
-async def _apply(service: WebSubService, pending: Pending, lease: int) -> None:
-    request, match = pending.request, pending.match
-    api = match.api
-    if request.mode == "unsubscribe":
-        found = await service.store.find_subscription(
-            api.name, api.version, match.name, request.callback
-        )
-        if found is not None:
-            service.deactivate(found.id)
-            await service.store.delete_subscription(found.id)
-        return
-    now = time.time()
-    record = WebSubRecord(
-        id=uuid.uuid4().hex,
-        api=api.name,
-        version=api.version,
-        topic=match.name,
-        callback=request.callback,
-        client_id=pending.client_id,
-        secret=request.secret,
-        signature=request.signature,
-        lease_seconds=lease,
-        expires_at=now + lease,
-        created_at=now,
-    )
-    stored = await service.store.upsert_subscription(record)
-    service.activate(stored)
+        self._subscribed(await self._store.upsert_subscription(record))

@@ -15,6 +15,7 @@ from bridge.config import Replay
 from bridge.cursor import parse_event_id
 from bridge.errors import PipelineError
 from bridge.event import Event, decode_payload
+from bridge.supervision import Supervisor
 from bridge.wire.sse import ParsedEvent, decode_stream
 from gateway import hub as hub_module
 from gateway import queueing
@@ -54,26 +55,26 @@ class NoConnector:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """The hub reads ``time.time()`` (entry age) from its module; that module sees this."""
-    clock = Clock()
-    monkeypatch.setattr(hub_module, "time", clock)
-    return clock
+def clock() -> Clock:
+    """The hub reads time (entry age) from the clock it is given: this one."""
+    return Clock()
 
 
 def make_hub(
-    max_events: int = 100, max_age: float = 600.0, sequence: Iterator[int] | None = None
+    clock: Clock,
+    max_events: int = 100,
+    max_age: float = 600.0,
+    sequence: Iterator[int] | None = None,
 ) -> Hub:
     errors = Errors()
     return Hub(
         connector=NoConnector(),
         channel="orders.created",
-        pipeline=build_pipeline([], errors),
+        new_pipeline=lambda: build_pipeline([], errors),
         replay=Replay(max_events=max_events, max_age=max_age),
         epoch="abc",
         sequence=itertools.count(1) if sequence is None else sequence,
-        on_event_in=lambda: None,
-        on_expression_error=errors,
+        clock=clock,
     )
 
 
@@ -114,7 +115,7 @@ def attach(
 
 
 def test_every_subscriber_gets_the_same_entry_and_the_same_bytes(clock: Clock) -> None:
-    hub = make_hub()
+    hub = make_hub(clock)
     subscribers = [Subscriber(10) for _ in range(3)]
     for subscriber in subscribers:
         attach(hub, subscriber, event_name="/created")
@@ -139,7 +140,7 @@ def test_each_event_name_is_encoded_once(clock: Clock, monkeypatch: pytest.Monke
         return real(data, id=id, event=event)
 
     monkeypatch.setattr(queueing, "encode_event", counting)
-    hub = make_hub()
+    hub = make_hub(clock)
     named, plain = Subscriber(10), Subscriber(10)
     attach(hub, named, event_name="/a")
     attach(hub, plain)
@@ -154,7 +155,7 @@ def test_each_event_name_is_encoded_once(clock: Clock, monkeypatch: pytest.Monke
 
 
 def test_ids_carry_epoch_and_increasing_sequence(clock: Clock) -> None:
-    hub = make_hub()
+    hub = make_hub(clock)
     subscriber = Subscriber(10)
     attach(hub, subscriber)
     emit(hub, "a", "b", "c")
@@ -164,7 +165,7 @@ def test_ids_carry_epoch_and_increasing_sequence(clock: Clock) -> None:
 
 
 def test_a_new_stream_without_resume_id_gets_only_new_events(clock: Clock) -> None:
-    hub = make_hub()
+    hub = make_hub(clock)
     emit(hub, 1, 2)
     subscriber = Subscriber(10)
     attach(hub, subscriber)
@@ -175,7 +176,7 @@ def test_a_new_stream_without_resume_id_gets_only_new_events(clock: Clock) -> No
 
 
 def test_detached_subscribers_get_nothing(clock: Clock) -> None:
-    hub = make_hub()
+    hub = make_hub(clock)
     subscriber = Subscriber(10)
     attach(hub, subscriber)
     hub.detach(subscriber)
@@ -187,7 +188,7 @@ def test_detached_subscribers_get_nothing(clock: Clock) -> None:
 
 
 def test_resume_gives_exactly_the_entries_after_the_id(clock: Clock) -> None:
-    hub = make_hub()
+    hub = make_hub(clock)
     emit(hub, 1, 2, 3, 4, 5)
     subscriber = Subscriber(10)
     attach(hub, subscriber, "abc-2")
@@ -198,7 +199,7 @@ def test_resume_gives_exactly_the_entries_after_the_id(clock: Clock) -> None:
 
 
 def test_resume_from_the_newest_id_gets_only_new_ones(clock: Clock) -> None:
-    hub = make_hub()
+    hub = make_hub(clock)
     emit(hub, 1, 2)
     subscriber = Subscriber(10)
     attach(hub, subscriber, "abc-2")
@@ -208,7 +209,7 @@ def test_resume_from_the_newest_id_gets_only_new_ones(clock: Clock) -> None:
 
 
 def test_backlog_uses_the_subscribers_event_name(clock: Clock) -> None:
-    hub = make_hub()
+    hub = make_hub(clock)
     emit(hub, 1, 2)
     subscriber = Subscriber(10)
     attach(hub, subscriber, "abc-1", event_name="/by-region/eu")
@@ -218,7 +219,7 @@ def test_backlog_uses_the_subscribers_event_name(clock: Clock) -> None:
 
 
 def test_resume_older_than_the_log_queues_a_gap_then_the_whole_log(clock: Clock) -> None:
-    hub = make_hub(max_events=3)
+    hub = make_hub(clock, max_events=3)
     emit(hub, 1, 2, 3, 4, 5)  # the log keeps 3, 4, 5
     assert ids(list(hub.log)) == ["abc-3", "abc-4", "abc-5"]
     subscriber = Subscriber(10)
@@ -229,7 +230,7 @@ def test_resume_older_than_the_log_queues_a_gap_then_the_whole_log(clock: Clock)
 
 
 def test_resume_at_the_newest_evicted_id_misses_nothing(clock: Clock) -> None:
-    hub = make_hub(max_events=3)
+    hub = make_hub(clock, max_events=3)
     emit(hub, 1, 2, 3, 4, 5)
     subscriber = Subscriber(10)
     attach(hub, subscriber, "abc-2")  # everything after 2 is still there: no gap
@@ -238,7 +239,7 @@ def test_resume_at_the_newest_evicted_id_misses_nothing(clock: Clock) -> None:
 
 @pytest.mark.parametrize("resume", ["zzz-3", "garbage", "abc-", "ABC-3"])
 def test_a_foreign_or_malformed_id_gets_a_gap(clock: Clock, resume: str) -> None:
-    hub = make_hub()
+    hub = make_hub(clock)
     emit(hub, 1, 2, 3)
     subscriber = Subscriber(10)
     attach(hub, subscriber, resume)
@@ -248,7 +249,7 @@ def test_a_foreign_or_malformed_id_gets_a_gap(clock: Clock, resume: str) -> None
 
 
 def test_gap_on_an_empty_log_names_no_oldest(clock: Clock) -> None:
-    hub = make_hub()
+    hub = make_hub(clock)
     subscriber = Subscriber(10)
     attach(hub, subscriber, "old-7")
     assert list(subscriber.queue) == [GapNotice("old-7", None, None)]
@@ -258,7 +259,7 @@ def test_gap_on_an_empty_log_names_no_oldest(clock: Clock) -> None:
 def test_resume_ids_are_comparable_across_hubs_of_one_sequence(clock: Clock) -> None:
     # A multi-topic stream resumes every hub from one id: the sequence is shared.
     shared = itertools.count(1)
-    a, b = make_hub(sequence=shared), make_hub(sequence=shared)
+    a, b = make_hub(clock, sequence=shared), make_hub(clock, sequence=shared)
     emit(a, 1)
     emit(b, 2)
     emit(a, 3)
@@ -272,14 +273,14 @@ def test_resume_ids_are_comparable_across_hubs_of_one_sequence(clock: Clock) -> 
 
 
 def test_max_events_bounds_the_log(clock: Clock) -> None:
-    hub = make_hub(max_events=2)
+    hub = make_hub(clock, max_events=2)
     emit(hub, 1, 2, 3)
     assert ids(list(hub.log)) == ["abc-2", "abc-3"]
     assert hub.evicted_upto == 1
 
 
 def test_max_age_trims_old_entries(clock: Clock) -> None:
-    hub = make_hub(max_age=60.0)
+    hub = make_hub(clock, max_age=60.0)
     emit(hub, 1)
     clock.now += 30
     emit(hub, 2)
@@ -294,7 +295,7 @@ def test_max_age_trims_old_entries(clock: Clock) -> None:
 
 
 def test_resume_after_age_trimming_gets_a_gap(clock: Clock) -> None:
-    hub = make_hub(max_age=10.0)
+    hub = make_hub(clock, max_age=10.0)
     emit(hub, 1, 2)
     clock.now += 11
     emit(hub, 3)
@@ -309,7 +310,7 @@ def test_resume_after_age_trimming_gets_a_gap(clock: Clock) -> None:
 
 
 def test_a_full_queue_marks_the_subscriber_overflowed(clock: Clock) -> None:
-    hub = make_hub()
+    hub = make_hub(clock)
     slow, fast = Subscriber(2), Subscriber(100)
     attach(hub, slow)
     attach(hub, fast)
@@ -327,7 +328,7 @@ def test_a_full_queue_marks_the_subscriber_overflowed(clock: Clock) -> None:
 
 
 def test_overflow_wakes_the_transport(clock: Clock) -> None:
-    hub = make_hub()
+    hub = make_hub(clock)
     slow = Subscriber(1)
     attach(hub, slow)
     emit(hub, 1)
@@ -355,7 +356,7 @@ def test_subscriber_offer_and_close() -> None:
 
 def test_a_lone_surrogate_in_json_data_does_not_break_encoding(clock: Clock) -> None:
     """JSON may escape a lone surrogate; the frame must still be valid UTF-8 for everyone."""
-    hub = make_hub()
+    hub = make_hub(clock)
     subscriber = Subscriber(10)
     attach(hub, subscriber)
     data = decode_payload(b'{"text":"\\ud800 alone"}')
@@ -388,31 +389,30 @@ class FlakyConnector:
 async def test_a_restarted_hub_continues_from_its_cursor_without_loss_or_repeat() -> None:
     events = [Event("c", {"n": n}, cursor=str(n)) for n in range(6)]
     connector = FlakyConnector(events, fail_after=3)
-    hubs = hub_module.HubSet("abc")
     restarts: list[str] = []
-    hubs.on_restart = restarts.append
-    hub = hubs.get(
-        ("broker", "c", "[]"),
-        lambda: Hub(
-            connector=connector,  # type: ignore[arg-type]
-            channel="c",
-            pipeline=build_pipeline([], lambda *_: None),
-            replay=Replay(),
-            epoch="abc",
-            sequence=hubs.sequence,
-            on_event_in=lambda: None,
-            on_expression_error=lambda *_: None,
-        ),
-    )
-    subscriber = Subscriber(100)
-    hub.attach(subscriber, after=None, raw_after=None, event_name=None, topic=None)
+    async with Supervisor("test", first_delay=0.01) as supervisor:
+        hubs = hub_module.HubSet("abc", supervisor)
+        hubs.on_restart = restarts.append
+        hub = hubs.get(
+            ("broker", "c", "[]"),
+            lambda: Hub(
+                connector=connector,  # type: ignore[arg-type]
+                channel="c",
+                new_pipeline=lambda: build_pipeline([], lambda *_: None),
+                replay=Replay(),
+                epoch="abc",
+                sequence=hubs.sequence,
+            ),
+        )
+        subscriber = Subscriber(100)
+        hub.attach(subscriber, after=None, raw_after=None, event_name=None, topic=None)
 
-    async def all_six() -> None:
-        while len(subscriber.queue) < 6:
-            await asyncio.sleep(0.01)
+        async def all_six() -> None:
+            while len(subscriber.queue) < 6:
+                await asyncio.sleep(0.01)
 
-    await asyncio.wait_for(all_six(), 5.0)
-    await hubs.aclose()
+        await asyncio.wait_for(all_six(), 5.0)
+        await hubs.aclose()
     payloads = [
         json.loads(item[0].payload)["n"] for item in subscriber.queue if isinstance(item, tuple)
     ]

@@ -12,10 +12,14 @@ from bridge.wire.sse import (
     PING,
     ParsedEvent,
     decode_stream,
-    encode_comment,
     encode_event,
     encode_retry,
 )
+
+
+def encode_comment(text: str) -> bytes:
+    """A comment frame (the server sends only ``PING``); the decoder must skip any."""
+    return "".join(f": {line}\n" for line in re.split(r"\r\n|\r|\n", text)).encode() + b"\n"
 
 
 def test_single_line_event_with_id_and_name() -> None:

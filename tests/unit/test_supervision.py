@@ -90,3 +90,26 @@ async def test_spawn_outside_the_block_is_an_error() -> None:
 
     with pytest.raises(RuntimeError):
         sup.spawn("x", nothing)
+
+
+async def test_a_task_that_recovered_is_no_longer_failing() -> None:
+    now = [0.0]
+    healthy = asyncio.Event()
+    count = 0
+
+    async def recovers() -> None:
+        nonlocal count
+        count += 1
+        if count <= 3:
+            raise ValueError("store gone")
+        healthy.set()
+        await asyncio.Event().wait()
+
+    async with Supervisor(
+        "test", first_delay=0.001, max_delay=0.001, failing_after=3, clock=lambda: now[0]
+    ) as sup:
+        sup.spawn("store-watch", recovers)
+        await asyncio.wait_for(healthy.wait(), 5)
+        assert sup.failing() == {"store-watch": "ValueError: store gone"}  # not healthy yet
+        now[0] += 30.0  # the run has lasted HEALTHY_AFTER
+        assert sup.failing() == {}

@@ -10,10 +10,10 @@ topic's ``webhook_secret`` (GitHub's scheme), checked in constant time.
 from __future__ import annotations
 
 import logging
-from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from bridge.catalog import ApiEntry, TopicMatch
 from bridge.errors import (
@@ -29,7 +29,7 @@ from bridge.wire.websub import link_header, parse_hub_request, verify_hub_signat
 from gateway.access import admit, authenticate, bearer_token, query_params, refused
 from gateway.errors import answer, problem
 from gateway.runtime import Runtime
-from gateway.websub.verify import Pending, verify
+from gateway.websub.verify import Pending
 
 log = logging.getLogger("streambridge.websub")
 HUB_BODY_LIMIT = 64 * 1024
@@ -40,7 +40,7 @@ class _TooLarge(Exception):
     pass
 
 
-async def read_body(receive: Any, limit: int) -> bytes:
+async def read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -59,9 +59,9 @@ async def read_body(receive: Any, limit: int) -> bytes:
 
 async def serve_websub(
     runtime: Runtime,
-    scope: Any,
-    receive: Any,
-    send: Any,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
     headers: dict[str, str],
     entry: ApiEntry,
     rest: str,
@@ -99,8 +99,8 @@ def topic_name(entry: ApiEntry, raw: str) -> str | None:
 
 
 async def _hub(
-    runtime: Runtime, scope: Any, receive: Any, headers: dict[str, str], entry: ApiEntry
-) -> Any:
+    runtime: Runtime, scope: Scope, receive: Receive, headers: dict[str, str], entry: ApiEntry
+) -> Response:
     path = scope["path"]
     query = query_params(scope)
     grant = await authenticate(runtime, headers, query)
@@ -133,7 +133,7 @@ async def _hub(
         await service.guard.target(request.callback)
     except CallbackRefused as exc:
         return answer(exc).response(instance=path)
-    service.spawn(verify(service, Pending(request, match, grant.client_id)))
+    service.verify(Pending(request, match, grant.client_id))
     return empty(202)
 
 
@@ -148,8 +148,8 @@ def _links(runtime: Runtime, match: TopicMatch) -> dict[str, str]:
 
 
 async def _discovery(
-    runtime: Runtime, scope: Any, headers: dict[str, str], entry: ApiEntry, rest: str
-) -> Any:
+    runtime: Runtime, scope: Scope, headers: dict[str, str], entry: ApiEntry, rest: str
+) -> Response:
     admitted = await admit(
         runtime, path=scope["path"], headers=headers, query=query_params(scope), protocol="websub"
     )
@@ -158,12 +158,12 @@ async def _discovery(
 
 async def _inbound(
     runtime: Runtime,
-    scope: Any,
-    receive: Any,
+    scope: Scope,
+    receive: Receive,
     headers: dict[str, str],
     entry: ApiEntry,
     rest: str,
-) -> Any:
+) -> Response:
     """A third party's webhook into the topic's backend channel (issue 5 part 5)."""
     path = scope["path"]
     query = query_params(scope)
