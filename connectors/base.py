@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from bridge.config import Broker, MemoryBroker
-from bridge.errors import ConfigError, Problem
 from bridge.event import Event
 
 EARLIEST = "earliest"
@@ -86,40 +83,3 @@ class Snapshotting(Protocol):
     def is_after(self, cursor: str, boundary: str) -> bool:
         """Whether the change at ``cursor`` is not reflected in a snapshot at ``boundary``."""
         ...
-
-
-def connector_for(
-    name: str, settings: Broker, *, retain: int, max_age: float, data_dir: Path | None = None
-) -> Connector:
-    """The connector of a broker; ``data_dir`` holds the durable replay logs of brokers
-    without offsets (None: in memory)."""
-    if isinstance(settings, MemoryBroker):
-        from connectors.memory import MemoryConnector
-
-        return MemoryConnector(name, retain=retain, max_age=max_age)
-    if settings.type == "kafka":
-        from connectors.kafka import KafkaConnector
-
-        return KafkaConnector(name, settings, retain=retain, max_age=max_age)
-    if settings.type == "mqtt":
-        from connectors.mqtt import MqttConnector
-
-        return MqttConnector(name, settings, retain=retain, max_age=max_age, data_dir=data_dir)
-    if settings.type == "amqp":
-        from connectors.amqp import AmqpConnector
-
-        return AmqpConnector(name, settings, retain=retain, max_age=max_age, data_dir=data_dir)
-    if settings.type == "postgres-cdc":
-        from connectors.postgres_cdc import PostgresCdcConnector
-
-        return PostgresCdcConnector(
-            name, settings, retain=retain, max_age=max_age, data_dir=data_dir
-        )
-    raise ConfigError(
-        [
-            Problem(
-                f"brokers.{name}.type",
-                f"broker type {settings.type} is not available in this build yet",
-            )
-        ]
-    )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -60,9 +61,18 @@ def parse_cursor(cursor: str) -> Offsets | None:
 
 
 class KafkaConnector:
-    def __init__(self, name: str, settings: KafkaBroker, *, retain: int, max_age: float) -> None:
-        # retain/max_age size the gateway's replay buffer for brokers that cannot replay;
-        # Kafka replays from its own log, retained by the topic's policy.
+    def __init__(
+        self,
+        name: str,
+        settings: KafkaBroker,
+        *,
+        retain: int,
+        max_age: float,
+        data_dir: Path | None = None,
+    ) -> None:
+        # retain/max_age/data_dir size and keep the gateway's replay logs for brokers that
+        # cannot replay; Kafka replays from its own log, retained by the topic's policy.
+        del data_dir
         self.name = name
         self.settings = settings
         self.retain = retain

@@ -10,16 +10,28 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from bridge.config import MemoryBroker
 from bridge.event import Event
 from connectors.base import Gap
 from connectors.replay import ReplayLog
 
 
 class MemoryConnector:
-    def __init__(self, name: str, *, retain: int = 1000, max_age: float = 600.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: MemoryBroker | None = None,
+        *,
+        retain: int = 1000,
+        max_age: float = 600.0,
+        data_dir: Path | None = None,
+    ) -> None:
+        # Nothing outlives the process here: ``data_dir`` (durable logs) does not apply.
+        del settings, data_dir
         self.name = name
         self.retain = retain
         self.max_age = max_age
