@@ -17,7 +17,7 @@ from connectors.base import Connector
 from connectors.kafka import KafkaConnector
 from connectors.memory import MemoryConnector
 from connectors.mqtt import MqttConnector
-from connectors.postgres_cdc import PostgresCdcConnector
+from connectors.postgres import PostgresCdcConnector
 
 # Called as ``cls(name, settings, retain=..., max_age=..., data_dir=...)``.
 CONNECTORS: dict[str, Callable[..., Connector]] = {

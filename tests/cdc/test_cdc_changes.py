@@ -11,8 +11,8 @@ import pytest
 from bridge.errors import ConnectorError
 from bridge.event import Event
 from connectors.base import EARLIEST
-from connectors.pg_changes import parse_cursor
-from connectors.pg_slot import Slot
+from connectors.postgres.changes import parse_cursor
+from connectors.postgres.slot import Slot
 from tests.cdc.helpers import cdc_connector, closing, new_slot, nothing_more, sql, take_events
 
 TYPES_TABLE = """
