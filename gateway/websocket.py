@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from bridge.errors import (
     AccessDenied,
     ClientGone,
+    ConnectorError,
     ProtocolClose,
     Revoked,
     ShuttingDown,
@@ -176,7 +177,7 @@ async def _read(
         event = Event(match.channel, decode_payload(raw))
         try:
             await connector.publish(match.channel, event)
-        except Exception as exc:  # any broker client error: the client must hear of it
+        except ConnectorError as exc:  # the broker did not take it: the client must hear of it
             # CONTRACT §6 / issue 4: a publish the broker did not confirm is never dropped
             # silently; the client gets close 1011 and knows the last frame did not land.
             log.warning("publish to %s failed: %s", match.channel, exc)
