@@ -23,8 +23,7 @@ from contextlib import AsyncExitStack, contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import (
@@ -45,7 +44,7 @@ from aio_pika.exceptions import (
 from bridge.config import AmqpBroker
 from bridge.errors import ConnectorError
 from bridge.event import Event, decode_payload, payload_text
-from connectors.base import Gap
+from connectors.base import AsyncResource, Gap
 from connectors.replay import ReplayLog, log_path
 
 log = logging.getLogger(__name__)
@@ -115,7 +114,7 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
-class AmqpConnector:
+class AmqpConnector(AsyncResource):
     def __init__(
         self,
         name: str,
@@ -136,7 +135,6 @@ class AmqpConnector:
         self._patterns: dict[str, _Pattern] = {}
         self._published: Counter[str] = Counter()  # confirmed publishes per routing key
         self._declaring = asyncio.Lock()
-        self._stack: AsyncExitStack | None = None
         self.reconnects = 0  # robust-connection reconnects (streambridge_broker_reconnects)
 
     def _count_reconnect(self, *_: object) -> None:
@@ -154,28 +152,15 @@ class AmqpConnector:
                 f"broker {self.name}: {action}: {exc}", retriable=not isinstance(exc, _FINAL)
             ) from exc
 
-    async def __aenter__(self) -> Self:
-        async with AsyncExitStack() as stack:
-            with self._errors("cannot connect"):
-                connection = await aio_pika.connect_robust(self.settings.url)
-                await stack.enter_async_context(connection)
-                connection.reconnect_callbacks.add(self._count_reconnect)
-                publishing = await connection.channel(publisher_confirms=True)
-                self._exchange = await self._declare_exchange(publishing)
-            self._connection = connection
-            stack.callback(self._close_logs)  # before the connection closes
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+    async def _open(self, stack: AsyncExitStack) -> None:
+        with self._errors("cannot connect"):
+            connection = await aio_pika.connect_robust(self.settings.url)
+            await stack.enter_async_context(connection)
+            connection.reconnect_callbacks.add(self._count_reconnect)
+            publishing = await connection.channel(publisher_confirms=True)
+            self._exchange = await self._declare_exchange(publishing)
+        self._connection = connection
+        stack.callback(self._close_logs)  # before the connection closes
 
     def _close_logs(self) -> None:
         for pattern in self._patterns.values():
@@ -315,8 +300,9 @@ class AmqpConnector:
         self, channel: str, from_cursor: str | None = None
     ) -> AsyncIterator[Event | Gap]:
         state = await self._pattern(channel)
-        if from_cursor is None:
-            await self._caught_up(state)
+        # Whatever the start, it is computed over a log that holds this connector's own
+        # confirmed publishes: from a cursor too, evictions they cause are seen as a gap.
+        await self._caught_up(state)
         state.log.trim(time.time())
         after, gap = state.log.start(from_cursor)
         reader = _Reader(after)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -83,3 +84,30 @@ class Snapshotting(Protocol):
     def is_after(self, cursor: str, boundary: str) -> bool:
         """Whether the change at ``cursor`` is not reflected in a snapshot at ``boundary``."""
         ...
+
+
+class AsyncResource:
+    """An async context manager holding what ``_open`` enters on its stack (clients,
+    connections, a supervisor and its tasks) until the context exits, in reverse order.
+    If ``_open`` fails, what it had entered is released at once."""
+
+    _stack: AsyncExitStack | None = None
+
+    async def _open(self, stack: AsyncExitStack) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        async with AsyncExitStack() as stack:
+            await self._open(stack)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()

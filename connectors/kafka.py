@@ -23,8 +23,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -34,7 +33,7 @@ from bridge.config import KafkaBroker
 from bridge.errors import ConnectorError
 from bridge.event import Event, decode_payload, payload_text
 from bridge.supervision import Supervisor
-from connectors.base import EARLIEST, Gap
+from connectors.base import EARLIEST, AsyncResource, Gap
 
 FETCH_MAX_WAIT_MS = 50
 LINK_CHECK_SECONDS = 2.0
@@ -64,7 +63,7 @@ def parse_cursor(cursor: str) -> Offsets | None:
     return offsets
 
 
-class KafkaConnector:
+class KafkaConnector(AsyncResource):
     def __init__(
         self,
         name: str,
@@ -89,7 +88,6 @@ class KafkaConnector:
         # coming back, for /readyz and streambridge_broker_reconnects_total.
         self.reconnects = 0
         self._up = True
-        self._stack: AsyncExitStack | None = None
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
@@ -103,39 +101,26 @@ class KafkaConnector:
                 f"broker {self.name}: {action}: {exc}", retriable=retriable
             ) from exc
 
-    async def __aenter__(self) -> Self:
-        async with AsyncExitStack() as stack:
-            # Idempotence would be preferable, but Tansu 0.6 answers InitProducerId with an
-            # error; acks="all" with a single in-flight request keeps order on retries.
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.bootstrap,
-                acks="all",
-                request_timeout_ms=10_000,
-            )
-            stack.push_async_callback(producer.stop)
-            admin = AIOKafkaAdminClient(
-                bootstrap_servers=self.settings.bootstrap, request_timeout_ms=5_000
-            )
-            stack.push_async_callback(admin.close)
-            with self._errors("cannot connect"):
-                await producer.start()
-                await admin.start()
-            self._producer, self._admin = producer, admin
-            stack.callback(self._forget_clients)
-            supervisor = await stack.enter_async_context(Supervisor(f"kafka {self.name}"))
-            supervisor.spawn(f"kafka-{self.name}-link", self._watch_link)
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+    async def _open(self, stack: AsyncExitStack) -> None:
+        # Idempotence would be preferable, but Tansu 0.6 answers InitProducerId with an
+        # error; acks="all" with a single in-flight request keeps order on retries.
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap,
+            acks="all",
+            request_timeout_ms=10_000,
+        )
+        stack.push_async_callback(producer.stop)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.bootstrap, request_timeout_ms=5_000
+        )
+        stack.push_async_callback(admin.close)
+        with self._errors("cannot connect"):
+            await producer.start()
+            await admin.start()
+        self._producer, self._admin = producer, admin
+        stack.callback(self._forget_clients)
+        supervisor = await stack.enter_async_context(Supervisor(f"kafka {self.name}"))
+        supervisor.spawn(f"kafka-{self.name}-link", self._watch_link)
 
     def _forget_clients(self) -> None:
         self._producer = self._admin = None

@@ -9,18 +9,17 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from bridge.config import MemoryBroker
 from bridge.event import Event
-from connectors.base import Gap
+from connectors.base import AsyncResource, Gap
 from connectors.replay import ReplayLog
 
 
-class MemoryConnector:
+class MemoryConnector(AsyncResource):
     def __init__(
         self,
         name: str,
@@ -38,15 +37,10 @@ class MemoryConnector:
         self._epoch = secrets.token_hex(3)
         self._channels: dict[str, ReplayLog] = {}
 
-    async def __aenter__(self) -> Self:
-        return self
+    async def _open(self, stack: AsyncExitStack) -> None:
+        stack.callback(self._wake_all)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _wake_all(self) -> None:
         for channel in self._channels.values():
             channel.wake_all()
 

@@ -21,8 +21,6 @@ import zlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -35,7 +33,7 @@ from bridge.config import MqttBroker
 from bridge.errors import ConnectorError
 from bridge.event import Event, decode_payload, payload_text
 from bridge.supervision import Supervisor
-from connectors.base import Gap
+from connectors.base import AsyncResource, Gap
 from connectors.replay import ReplayLog, log_path, logged_channels
 
 log = logging.getLogger(__name__)
@@ -90,7 +88,7 @@ class _Filter:
         self.log = log
 
 
-class MqttConnector:
+class MqttConnector(AsyncResource):
     def __init__(
         self,
         name: str,
@@ -112,7 +110,6 @@ class MqttConnector:
         self._connected = asyncio.Event()
         self.reconnects = 0  # connections made after the first (streambridge_broker_reconnects)
         self._connections = 0
-        self._stack: AsyncExitStack | None = None
         self._closed = False
 
     # --- connection ------------------------------------------------------------------------
@@ -164,31 +161,18 @@ class MqttConnector:
             delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** min(failures, 10))
             await asyncio.sleep(delay * _JITTER.uniform(0.5, 1.0))
 
-    async def __aenter__(self) -> Self:
-        async with AsyncExitStack() as stack:
-            self._closed = False
-            # The filters this gateway kept logs for before a restart are watched again
-            # from the first connection: the kept session delivers what it queued meanwhile.
-            for topic_filter in logged_channels(self.data_dir, self.name):
-                self._filter(topic_filter)
-            stack.callback(self._close_logs)
-            supervisor = await stack.enter_async_context(Supervisor(f"mqtt {self.name}"))
-            stack.callback(self._close)  # first of all on the way out
-            supervisor.spawn(f"mqtt-{self.name}", self._run)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._connected.wait(), FIRST_CONNECT)
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+    async def _open(self, stack: AsyncExitStack) -> None:
+        self._closed = False
+        # The filters this gateway kept logs for before a restart are watched again
+        # from the first connection: the kept session delivers what it queued meanwhile.
+        for topic_filter in logged_channels(self.data_dir, self.name):
+            self._filter(topic_filter)
+        stack.callback(self._close_logs)
+        supervisor = await stack.enter_async_context(Supervisor(f"mqtt {self.name}"))
+        stack.callback(self._close)  # first of all on the way out
+        supervisor.spawn(f"mqtt-{self.name}", self._run)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), FIRST_CONNECT)
 
     def _close(self) -> None:
         self._closed = True

@@ -24,8 +24,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import psycopg
 
@@ -33,7 +31,7 @@ from bridge.config import PostgresCdcBroker
 from bridge.errors import ConnectorError
 from bridge.event import Event
 from bridge.supervision import Supervisor
-from connectors.base import EARLIEST, Gap
+from connectors.base import EARLIEST, AsyncResource, Gap
 from connectors.postgres.changes import boundary_cursor
 from connectors.postgres.changes import is_after as _is_after
 from connectors.postgres.logs import ChangeLogs, TableLog, split_channel, with_gaps
@@ -45,7 +43,7 @@ from connectors.postgres.values import SESSION_SETTINGS
 FIRST_CONNECT = 5.0  # seconds __aenter__ waits for the first round (it never fails)
 
 
-class PostgresCdcConnector:
+class PostgresCdcConnector(AsyncResource):
     def __init__(
         self,
         name: str,
@@ -66,32 +64,18 @@ class PostgresCdcConnector:
         )
         self._logs = ChangeLogs(self.slot, retain=retain, max_age=max_age, data_dir=data_dir)
         self._poller = Poller(name, settings.dsn, self.slot, self._logs, self._options)
-        self._stack: AsyncExitStack | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
-        async with AsyncExitStack() as stack:
-            self._logs.load()
-            stack.callback(self._logs.close)
-            supervisor = await stack.enter_async_context(Supervisor(f"postgres-cdc {self.name}"))
-            self._poller.closed = False
-            stack.callback(self._poller.close)  # first of all on the way out
-            supervisor.spawn(f"postgres-cdc-{self.name}", self._poller.run)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poller.first_round(), FIRST_CONNECT)
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+    async def _open(self, stack: AsyncExitStack) -> None:
+        self._logs.load()
+        stack.callback(self._logs.close)
+        supervisor = await stack.enter_async_context(Supervisor(f"postgres-cdc {self.name}"))
+        self._poller.closed = False
+        stack.callback(self._poller.close)  # first of all on the way out
+        supervisor.spawn(f"postgres-cdc-{self.name}", self._poller.run)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._poller.first_round(), FIRST_CONNECT)
 
     async def ready(self) -> bool:
         return self._poller.ready()
