@@ -37,7 +37,7 @@ from connectors.postgres.changes import is_after as _is_after
 from connectors.postgres.logs import ChangeLogs, TableLog, split_channel, with_gaps
 from connectors.postgres.poller import Poller
 from connectors.postgres.slot import slot_name
-from connectors.postgres.snapshot import take_snapshot
+from connectors.postgres.snapshot import SnapshotRows, take_snapshot
 from connectors.postgres.values import SESSION_SETTINGS
 
 FIRST_CONNECT = 5.0  # seconds __aenter__ waits for the first round (it never fails)
@@ -137,7 +137,7 @@ class PostgresCdcConnector(AsyncResource):
         state = await self.watch(channel)
         return state.log.position or EARLIEST
 
-    async def snapshot(self, channel: str) -> tuple[str, AsyncIterator[Event]]:
+    async def snapshot(self, channel: str) -> tuple[str, SnapshotRows]:
         """A boundary cursor and the table's rows as ``op: "r"`` events (cursor None): a
         change is reflected in the rows exactly when ``is_after(its cursor, boundary)`` is
         False. Exhaust the rows or ``aclose()`` them: they hold a connection."""
