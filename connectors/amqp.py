@@ -18,12 +18,12 @@ import logging
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import (
@@ -32,12 +32,19 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import AMQPException
+from aio_pika.exceptions import (
+    AMQPException,
+    AuthenticationError,
+    ChannelInvalidStateError,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+    IncompatibleProtocolError,
+)
 
 from bridge.config import AmqpBroker
 from bridge.errors import ConnectorError
 from bridge.event import Event, decode_payload, payload_text
-from connectors.base import Gap
+from connectors.base import AsyncResource, Gap
 from connectors.replay import ReplayLog, log_path
 
 log = logging.getLogger(__name__)
@@ -80,6 +87,14 @@ class _Pattern:
 
 CATCH_UP_SECONDS = 2.0
 
+# Refusals that a reconnect does not change: credentials, a missing or mismatched exchange.
+_FINAL = (
+    AuthenticationError,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+    IncompatibleProtocolError,
+)
+
 
 def binding_matcher(pattern: str) -> Callable[[str], bool]:
     """AMQP topic-exchange matching: ``*`` is one word, ``#`` zero or more words."""
@@ -99,7 +114,7 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
-class AmqpConnector:
+class AmqpConnector(AsyncResource):
     def __init__(
         self,
         name: str,
@@ -125,28 +140,31 @@ class AmqpConnector:
     def _count_reconnect(self, *_: object) -> None:
         self.reconnects += 1
 
-    async def __aenter__(self) -> Self:
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """aio-pika's errors as ConnectorError: the one place they are mapped. A channel
+        that is closed for the moment (the robust connection is reconnecting) raises a
+        RuntimeError there, not an AMQP error."""
         try:
-            self._connection = await aio_pika.connect_robust(self.settings.url)
-            self._connection.reconnect_callbacks.add(self._count_reconnect)
-            publishing = await self._connection.channel(publisher_confirms=True)
-            self._exchange = await self._declare_exchange(publishing)
-        except (AMQPException, OSError) as exc:
-            if self._connection is not None:
-                await self._connection.close()
-            raise ConnectorError(f"broker {self.name}: cannot connect: {exc}") from exc
-        return self
+            yield
+        except (AMQPException, ChannelInvalidStateError, OSError) as exc:
+            raise ConnectorError(
+                f"broker {self.name}: {action}: {exc}", retriable=not isinstance(exc, _FINAL)
+            ) from exc
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _open(self, stack: AsyncExitStack) -> None:
+        with self._errors("cannot connect"):
+            connection = await aio_pika.connect_robust(self.settings.url)
+            await stack.enter_async_context(connection)
+            connection.reconnect_callbacks.add(self._count_reconnect)
+            publishing = await connection.channel(publisher_confirms=True)
+            self._exchange = await self._declare_exchange(publishing)
+        self._connection = connection
+        stack.callback(self._close_logs)  # before the connection closes
+
+    def _close_logs(self) -> None:
         for pattern in self._patterns.values():
             pattern.log.close()
-        if self._connection is not None:
-            await self._connection.close()
 
     async def ready(self) -> bool:
         connection = self._connection
@@ -178,10 +196,8 @@ class AmqpConnector:
             headers=dict(event.headers),
             timestamp=datetime.fromtimestamp(event.time or time.time(), UTC),
         )
-        try:  # returns once the broker confirmed; a nack raises
+        with self._errors(f"publish to {channel}"):  # once the broker confirmed; a nack raises
             await self._exchange.publish(message, routing_key=channel, mandatory=False)
-        except AMQPException as exc:
-            raise ConnectorError(f"broker {self.name}: publish to {channel}: {exc}") from exc
         self._published[channel] += 1
 
     # --- subscribing ---------------------------------------------------------------------------
@@ -203,7 +219,7 @@ class AmqpConnector:
                 name=pattern,
             )
             state = _Pattern(pattern, log_, self._published)
-            try:
+            with self._errors(f"subscribe {pattern}"):
                 consuming = await self._connected().channel(publisher_confirms=False)
                 await consuming.set_qos(prefetch_count=self.settings.prefetch)
                 exchange = await self._declare_exchange(consuming)
@@ -212,8 +228,6 @@ class AmqpConnector:
                 queue = await consuming.declare_queue("", exclusive=True, auto_delete=True)
                 await queue.bind(exchange, routing_key=pattern)
                 await queue.consume(partial(self._received, state), no_ack=False)
-            except AMQPException as exc:
-                raise ConnectorError(f"broker {self.name}: subscribe {pattern}: {exc}") from exc
             self._patterns[pattern] = state
             return state
 
@@ -240,7 +254,7 @@ class AmqpConnector:
         for message in state.finished():
             try:
                 await message.ack()
-            except (AMQPException, ConnectionError) as exc:
+            except (AMQPException, ChannelInvalidStateError, ConnectionError) as exc:
                 # The channel it came on is gone (reconnect): the broker dropped it with
                 # the exclusive queue, so there is nothing left to acknowledge.
                 log.debug("broker %s: ack not delivered: %s", self.name, exc)
@@ -286,8 +300,9 @@ class AmqpConnector:
         self, channel: str, from_cursor: str | None = None
     ) -> AsyncIterator[Event | Gap]:
         state = await self._pattern(channel)
-        if from_cursor is None:
-            await self._caught_up(state)
+        # Whatever the start, it is computed over a log that holds this connector's own
+        # confirmed publishes: from a cursor too, evictions they cause are seen as a gap.
+        await self._caught_up(state)
         state.log.trim(time.time())
         after, gap = state.log.start(from_cursor)
         reader = _Reader(after)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from bridge.config import Broker, MemoryBroker
-from bridge.errors import ConfigError, Problem
 from bridge.event import Event
 
 EARLIEST = "earliest"
@@ -88,38 +86,28 @@ class Snapshotting(Protocol):
         ...
 
 
-def connector_for(
-    name: str, settings: Broker, *, retain: int, max_age: float, data_dir: Path | None = None
-) -> Connector:
-    """The connector of a broker; ``data_dir`` holds the durable replay logs of brokers
-    without offsets (None: in memory)."""
-    if isinstance(settings, MemoryBroker):
-        from connectors.memory import MemoryConnector
+class AsyncResource:
+    """An async context manager holding what ``_open`` enters on its stack (clients,
+    connections, a supervisor and its tasks) until the context exits, in reverse order.
+    If ``_open`` fails, what it had entered is released at once."""
 
-        return MemoryConnector(name, retain=retain, max_age=max_age)
-    if settings.type == "kafka":
-        from connectors.kafka import KafkaConnector
+    _stack: AsyncExitStack | None = None
 
-        return KafkaConnector(name, settings, retain=retain, max_age=max_age)
-    if settings.type == "mqtt":
-        from connectors.mqtt import MqttConnector
+    async def _open(self, stack: AsyncExitStack) -> None:
+        raise NotImplementedError
 
-        return MqttConnector(name, settings, retain=retain, max_age=max_age, data_dir=data_dir)
-    if settings.type == "amqp":
-        from connectors.amqp import AmqpConnector
+    async def __aenter__(self) -> Self:
+        async with AsyncExitStack() as stack:
+            await self._open(stack)
+            self._stack = stack.pop_all()
+        return self
 
-        return AmqpConnector(name, settings, retain=retain, max_age=max_age, data_dir=data_dir)
-    if settings.type == "postgres-cdc":
-        from connectors.postgres_cdc import PostgresCdcConnector
-
-        return PostgresCdcConnector(
-            name, settings, retain=retain, max_age=max_age, data_dir=data_dir
-        )
-    raise ConfigError(
-        [
-            Problem(
-                f"brokers.{name}.type",
-                f"broker type {settings.type} is not available in this build yet",
-            )
-        ]
-    )
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()

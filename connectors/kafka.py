@@ -20,16 +20,20 @@ to broker auto-creation, which may pick several.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
-from types import TracebackType
-from typing import Any, Self
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, KafkaTimeoutError, for_code
 
 from bridge.config import KafkaBroker
+from bridge.errors import ConnectorError
 from bridge.event import Event, decode_payload, payload_text
-from connectors.base import EARLIEST, Gap
+from bridge.supervision import Supervisor
+from connectors.base import EARLIEST, AsyncResource, Gap
 
 FETCH_MAX_WAIT_MS = 50
 LINK_CHECK_SECONDS = 2.0
@@ -59,10 +63,19 @@ def parse_cursor(cursor: str) -> Offsets | None:
     return offsets
 
 
-class KafkaConnector:
-    def __init__(self, name: str, settings: KafkaBroker, *, retain: int, max_age: float) -> None:
-        # retain/max_age size the gateway's replay buffer for brokers that cannot replay;
-        # Kafka replays from its own log, retained by the topic's policy.
+class KafkaConnector(AsyncResource):
+    def __init__(
+        self,
+        name: str,
+        settings: KafkaBroker,
+        *,
+        retain: int,
+        max_age: float,
+        data_dir: Path | None = None,
+    ) -> None:
+        # retain/max_age/data_dir size and keep the gateway's replay logs for brokers that
+        # cannot replay; Kafka replays from its own log, retained by the topic's policy.
+        del data_dir
         self.name = name
         self.settings = settings
         self.retain = retain
@@ -75,9 +88,20 @@ class KafkaConnector:
         # coming back, for /readyz and streambridge_broker_reconnects_total.
         self.reconnects = 0
         self._up = True
-        self._watch: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Self:
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """aiokafka's errors as ConnectorError: the one place they are mapped."""
+        try:
+            yield
+        except (KafkaError, OSError) as exc:
+            # A timeout talking to the broker is worth retrying, whatever aiokafka says.
+            retriable = isinstance(exc, OSError | KafkaTimeoutError) or exc.retriable
+            raise ConnectorError(
+                f"broker {self.name}: {action}: {exc}", retriable=retriable
+            ) from exc
+
+    async def _open(self, stack: AsyncExitStack) -> None:
         # Idempotence would be preferable, but Tansu 0.6 answers InitProducerId with an
         # error; acks="all" with a single in-flight request keeps order on retries.
         producer = AIOKafkaProducer(
@@ -85,46 +109,32 @@ class KafkaConnector:
             acks="all",
             request_timeout_ms=10_000,
         )
+        stack.push_async_callback(producer.stop)
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self.settings.bootstrap, request_timeout_ms=5_000
         )
-        try:
+        stack.push_async_callback(admin.close)
+        with self._errors("cannot connect"):
             await producer.start()
             await admin.start()
-        except BaseException:
-            await producer.stop()
-            await admin.close()
-            raise
         self._producer, self._admin = producer, admin
-        self._watch = asyncio.create_task(self._watch_link(), name=f"kafka-{self.name}-link")
-        return self
+        stack.callback(self._forget_clients)
+        supervisor = await stack.enter_async_context(Supervisor(f"kafka {self.name}"))
+        supervisor.spawn(f"kafka-{self.name}-link", self._watch_link)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            await asyncio.gather(self._watch, return_exceptions=True)
-        producer, admin = self._producer, self._admin
+    def _forget_clients(self) -> None:
         self._producer = self._admin = None
-        if producer is not None:
-            await producer.stop()
-        if admin is not None:
-            await admin.close()
 
     def _clients(self) -> tuple[AIOKafkaProducer, AIOKafkaAdminClient]:
         if self._producer is None or self._admin is None:
-            raise RuntimeError(f"Kafka connector {self.name} is not open")
+            raise ConnectorError(f"broker {self.name}: used outside its context", retriable=False)
         return self._producer, self._admin
 
     async def ready(self) -> bool:
         _, admin = self._clients()
         try:
             await asyncio.wait_for(admin.describe_cluster(), 1.5)
-        except Exception:
+        except (KafkaError, OSError, TimeoutError):
             up = False
         else:
             up = True
@@ -151,7 +161,10 @@ class KafkaConnector:
             response = await admin.create_topics([NewTopic(topic, 1, 1)])
             for _name, code, *_ in response.topic_errors:
                 if code not in (0, _TOPIC_EXISTS):
-                    raise RuntimeError(f"cannot create Kafka topic {topic}: error {code}")
+                    raise ConnectorError(
+                        f"broker {self.name}: cannot create topic {topic}: error {code}",
+                        retriable=for_code(code).retriable,
+                    )
             self._known.add(topic)
 
     async def _partitions(self, topic: str) -> list[int]:
@@ -162,30 +175,36 @@ class KafkaConnector:
 
     async def publish(self, channel: str, event: Event) -> None:
         producer, _ = self._clients()
-        await self._ensure_topic(channel)
-        sent = await producer.send(
-            channel,
-            value=payload_text(event.data).encode(),
-            key=event.key.encode() if event.key is not None else None,
-            headers=[(k, v.encode()) for k, v in event.headers.items()],
-        )
-        await sent
+        with self._errors(f"publish to {channel}"):
+            await self._ensure_topic(channel)
+            sent = await producer.send(
+                channel,
+                value=payload_text(event.data).encode(),
+                key=event.key.encode() if event.key is not None else None,
+                headers=[(k, v.encode()) for k, v in event.headers.items()],
+            )
+            await sent
 
-    async def _consumer(self, channel: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
-        partitions = await self._partitions(channel)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            # A broker that answers fetches only at max-wait (Tansu does) would add up to
-            # this much latency to every event; 50 ms keeps p50 low at a modest poll cost.
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-        )
-        await consumer.start()
-        tps = [TopicPartition(channel, p) for p in partitions]
-        consumer.assign(tps)
-        return consumer, tps
+    @asynccontextmanager
+    async def _consumer(
+        self, channel: str
+    ) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
+        """A consumer assigned every partition of ``channel``; aiokafka's errors in the
+        block (fetching included) come out as ConnectorError."""
+        with self._errors(f"read {channel}"):
+            partitions = await self._partitions(channel)
+            async with AIOKafkaConsumer(
+                bootstrap_servers=self.settings.bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                # A broker that answers fetches only at max-wait (Tansu does) would add up to
+                # this much latency to every event; 50 ms keeps p50 low at a modest poll cost.
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            ) as consumer:
+                tps = [TopicPartition(channel, p) for p in partitions]
+                consumer.assign(tps)
+                yield consumer, tps
 
     @staticmethod
     async def _bounds(
@@ -197,11 +216,8 @@ class KafkaConnector:
 
     async def position(self, channel: str) -> str:
         """The live end now: what a subscription from this cursor gets is what comes next."""
-        consumer, tps = await self._consumer(channel)
-        try:
+        async with self._consumer(channel) as (consumer, tps):
             _, end = await self._bounds(consumer, tps)
-        finally:
-            await consumer.stop()
         return format_cursor({p: o - 1 for p, o in end.items() if o > 0})
 
     async def subscribe(
@@ -231,8 +247,7 @@ class KafkaConnector:
     async def _read(
         self, channel: str, from_cursor: str | None, until: Offsets | None
     ) -> AsyncIterator[Event | Gap]:
-        consumer, tps = await self._consumer(channel)
-        try:
+        async with self._consumer(channel) as (consumer, tps):
             begin, end = await self._bounds(consumer, tps)
             start, gap = _start(from_cursor, begin, end)
             for tp in tps:
@@ -260,8 +275,6 @@ class KafkaConnector:
                 if last is not None:  # the fetch position passes markers and gaps too
                     for tp in tps:
                         start[tp.partition] = await consumer.position(tp)
-        finally:
-            await consumer.stop()
 
 
 def _start(

@@ -9,32 +9,38 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import replace
-from types import TracebackType
-from typing import Self
+from pathlib import Path
 
+from bridge.config import MemoryBroker
 from bridge.event import Event
-from connectors.base import Gap
+from connectors.base import AsyncResource, Gap
 from connectors.replay import ReplayLog
 
 
-class MemoryConnector:
-    def __init__(self, name: str, *, retain: int = 1000, max_age: float = 600.0) -> None:
+class MemoryConnector(AsyncResource):
+    def __init__(
+        self,
+        name: str,
+        settings: MemoryBroker | None = None,
+        *,
+        retain: int = 1000,
+        max_age: float = 600.0,
+        data_dir: Path | None = None,
+    ) -> None:
+        # Nothing outlives the process here: ``data_dir`` (durable logs) does not apply.
+        del settings, data_dir
         self.name = name
         self.retain = retain
         self.max_age = max_age
         self._epoch = secrets.token_hex(3)
         self._channels: dict[str, ReplayLog] = {}
 
-    async def __aenter__(self) -> Self:
-        return self
+    async def _open(self, stack: AsyncExitStack) -> None:
+        stack.callback(self._wake_all)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _wake_all(self) -> None:
         for channel in self._channels.values():
             channel.wake_all()
 

@@ -19,9 +19,8 @@ import secrets
 import time
 import zlib
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -31,8 +30,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge.config import MqttBroker
+from bridge.errors import ConnectorError
 from bridge.event import Event, decode_payload, payload_text
-from connectors.base import Gap
+from bridge.supervision import Supervisor
+from connectors.base import AsyncResource, Gap
 from connectors.replay import ReplayLog, log_path, logged_channels
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,30 @@ _JITTER = secrets.SystemRandom()  # spreads reconnects of many gateways
 def subscription_identifier(topic_filter: str) -> int:
     """A stable MQTT v5 subscription identifier (1 .. 268,435,455) for a filter."""
     return zlib.crc32(topic_filter.encode()) % 268_435_455 + 1
+
+
+def topic_problem(topic: str, *, wildcards: bool) -> str | None:
+    """Why ``topic`` is not a topic name (``wildcards`` off: to publish to) or a topic
+    filter (on: to subscribe to), or None (MQTT v5 §4.7). The client library checks only
+    some of this, and a broker drops the connection over the rest, which would make every
+    reconnect fail again."""
+    if not topic:
+        return "a topic is at least one character long"
+    if "\0" in topic:
+        return "a topic contains no NUL character"
+    if len(topic.encode()) > 65_535:
+        return "a topic is at most 65,535 bytes long"
+    levels = topic.split("/")
+    if not wildcards:
+        if "+" in topic or "#" in topic:
+            return "a topic to publish to has no wildcards (+, #)"
+        return None
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            return "# stands alone as the last level of a filter"
+        if "+" in level and level != "+":
+            return "+ stands alone as a whole level of a filter"
+    return None
 
 
 def _properties(packet_type: int) -> Properties:
@@ -63,7 +88,7 @@ class _Filter:
         self.log = log
 
 
-class MqttConnector:
+class MqttConnector(AsyncResource):
     def __init__(
         self,
         name: str,
@@ -85,7 +110,6 @@ class MqttConnector:
         self._connected = asyncio.Event()
         self.reconnects = 0  # connections made after the first (streambridge_broker_reconnects)
         self._connections = 0
-        self._runner: asyncio.Task[None] | None = None
         self._closed = False
 
     # --- connection ------------------------------------------------------------------------
@@ -137,29 +161,23 @@ class MqttConnector:
             delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** min(failures, 10))
             await asyncio.sleep(delay * _JITTER.uniform(0.5, 1.0))
 
-    async def __aenter__(self) -> Self:
+    async def _open(self, stack: AsyncExitStack) -> None:
         self._closed = False
-        # The filters this gateway kept logs for before a restart are watched again from
-        # the first connection: the kept session delivers what it queued meanwhile.
+        # The filters this gateway kept logs for before a restart are watched again
+        # from the first connection: the kept session delivers what it queued meanwhile.
         for topic_filter in logged_channels(self.data_dir, self.name):
             self._filter(topic_filter)
-        self._runner = asyncio.create_task(self._run(), name=f"mqtt-{self.name}")
+        stack.callback(self._close_logs)
+        supervisor = await stack.enter_async_context(Supervisor(f"mqtt {self.name}"))
+        stack.callback(self._close)  # first of all on the way out
+        supervisor.spawn(f"mqtt-{self.name}", self._run)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), FIRST_CONNECT)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _close(self) -> None:
         self._closed = True
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
-            self._runner = None
+
+    def _close_logs(self) -> None:
         for state in self._filters.values():
             state.log.close()
 
@@ -177,6 +195,7 @@ class MqttConnector:
     def _filter(self, topic_filter: str) -> _Filter:
         state = self._filters.get(topic_filter)
         if state is None:
+            self._check(topic_filter, wildcards=True)
             state = self._filters[topic_filter] = _Filter(
                 topic_filter,
                 subscription_identifier(topic_filter),
@@ -223,9 +242,15 @@ class MqttConnector:
             except aiomqtt.MqttError:  # the reconnect resubscribes every filter
                 await asyncio.sleep(0.1)
 
+    def _check(self, topic: str, *, wildcards: bool) -> None:
+        problem = topic_problem(topic, wildcards=wildcards)
+        if problem is not None:
+            raise ConnectorError(f"broker {self.name}: {topic!r}: {problem}", retriable=False)
+
     # --- the Connector protocol ------------------------------------------------------------
 
     async def publish(self, channel: str, event: Event) -> None:
+        self._check(channel, wildcards=False)
         text = payload_text(event.data)
         properties = _properties(PacketTypes.PUBLISH)
         if event.headers:

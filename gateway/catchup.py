@@ -10,7 +10,6 @@ another round.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +17,7 @@ from contextlib import asynccontextmanager
 from bridge.catalog import TopicMatch
 from bridge.config import WindowStep
 from bridge.cursor import SNAPSHOT_ID, EventId
-from bridge.errors import Interrupted
+from bridge.errors import ConnectorError, Interrupted
 from bridge.event import Event
 from bridge.supervision import Supervisor
 from connectors.base import EARLIEST, Gap, Snapshotting
@@ -87,11 +86,12 @@ class CatchUp:
                 await self._snapshot_rows(handover)
             else:
                 await self._range(handover)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # any broker error: the client must hear of it
-            log.warning("catch-up of %s for a client failed: %s", channel, exc)
+        except ConnectorError as exc:  # the broker failed: the client must hear of it
+            log.warning("catch-up failed", extra={"channel": channel, "error": str(exc)})
             self.subscriber.close(Interrupted(f"replay of {channel} failed; resume"))
+        except Exception:  # a bug: the client resumes, and the supervisor logs and counts it
+            self.subscriber.close(Interrupted(f"replay of {channel} ended; resume"))
+            raise
 
     async def _snapshot_rows(self, handover: Handover) -> None:
         connector = handover.connector

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from bridge.config import Replay
 from bridge.cursor import EventId, event_id
+from bridge.errors import ConnectorError
 from bridge.event import Event, payload_text
 from bridge.supervision import Supervisor
 from connectors.base import EARLIEST, Connector, Gap, Replaying, Snapshotting
@@ -278,8 +279,8 @@ class HubSet:
             async def run() -> None:
                 try:
                     await hub.run()
-                except Exception:
-                    self.on_restart(broker)
+                except ConnectorError:
+                    self.on_restart(broker)  # a broker reconnect (streambridge_reconnects_total)
                     raise  # to the supervisor: logged, counted, restarted
 
             self._supervisor.spawn(name, run)

@@ -15,7 +15,7 @@ import logging
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from bridge.errors import AccessDenied, BridgeError, ClientGone, ProtocolClose
+from bridge.errors import AccessDenied, BridgeError, ClientGone, ConnectorError, ProtocolClose
 from bridge.event import Event, decode_payload
 from gateway.access import Admitted, admit, query_params, refused
 from gateway.errors import INTERNAL_ERROR, POLICY_VIOLATION, Ending, ending
@@ -142,7 +142,7 @@ async def _read(
         event = Event(match.channel, decode_payload(raw))
         try:
             await connector.publish(match.channel, event)
-        except Exception as exc:  # any broker client error: the client must hear of it
+        except ConnectorError as exc:  # the broker did not take it: the client must hear of it
             # CONTRACT §6 / issue 4: a publish the broker did not confirm is never dropped
             # silently; the client gets close 1011 and knows the last frame did not land.
             log.warning("publish failed", extra={"channel": match.channel, "error": str(exc)})

@@ -20,6 +20,7 @@ from bridge.errors import (
     AccessDenied,
     ApiBlocked,
     CallbackRefused,
+    ConnectorError,
     HubRequestError,
     UnknownResource,
 )
@@ -195,7 +196,7 @@ async def _inbound(
     event = Event(match.channel, decode_payload(body), headers={"content-type": content_type})
     try:
         await runtime.connectors[entry.api.broker].publish(match.channel, event)
-    except Exception as exc:  # any broker client error: the sender must hear of it
+    except ConnectorError as exc:  # the broker did not take it: the sender must hear of it
         log.warning("inbound webhook to %s not published: %s", match.channel, exc)
         return problem(502, "the broker did not take the event", instance=path)
     runtime.metrics.events_published.labels(

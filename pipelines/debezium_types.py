@@ -1,5 +1,5 @@
 """Values of Kafka Connect / Debezium logical types (as Kafka Connect's JsonConverter
-writes them) in the JSON forms of ``connectors/pg_types.py``, so that a Debezium topic and
+writes them) in the JSON forms of ``connectors/postgres/values.py``, so that a Debezium topic and
 the postgres-cdc connector give the same rows:
 
 ======================================================  ======================================

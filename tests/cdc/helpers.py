@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from bridge.config import PostgresCdcBroker
 from bridge.event import Event
 from connectors.base import Gap
-from connectors.postgres_cdc import PostgresCdcConnector
+from connectors.postgres import PostgresCdcConnector
 from tests.store.helpers import POSTGRES_URL, create_postgres_database, drop_postgres_database
 
 DEADLINE = 10.0  # seconds any awaited result may take before the test fails

@@ -20,8 +20,8 @@ from psycopg.types.json import Jsonb
 
 from bridge.event import Event
 from connectors.base import Gap
-from connectors.pg_logs import split_channel
-from connectors.postgres_cdc import PostgresCdcConnector
+from connectors.postgres import PostgresCdcConnector
+from connectors.postgres.logs import split_channel
 from tests.cdc.helpers import cdc_connector, cdc_database
 
 

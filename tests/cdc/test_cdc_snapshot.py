@@ -29,7 +29,7 @@ async def test_rows_and_the_changes_after_the_boundary_are_the_table_exactly(dsn
     async with cdc_connector(dsn, retain=100_000) as connector:
         # What the gateway does: attach to the live feed first, then take the snapshot.
         live_from = await connector.position("items")
-        stop, written = asyncio.Event(), []
+        stop, written = asyncio.Event(), list[int]()
         writer = asyncio.create_task(_writer(dsn, stop, written))
         try:
             async with asyncio.timeout(DEADLINE):

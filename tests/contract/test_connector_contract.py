@@ -91,12 +91,14 @@ def postgres_cdc() -> Connector:
     return TableBroker("postgres-cdc", retain=RETAIN)
 
 
+# The real brokers are marked: ``make unit`` runs the suite against the memory binding
+# only, without any broker; ``make test`` runs every binding.
 BINDINGS = [
     pytest.param(memory, id="memory"),
-    pytest.param(kafka, id="kafka"),
-    pytest.param(mqtt, id="mqtt"),
-    pytest.param(amqp, id="amqp"),
-    pytest.param(postgres_cdc, id="postgres-cdc"),
+    pytest.param(kafka, id="kafka", marks=pytest.mark.broker),
+    pytest.param(mqtt, id="mqtt", marks=pytest.mark.broker),
+    pytest.param(amqp, id="amqp", marks=pytest.mark.broker),
+    pytest.param(postgres_cdc, id="postgres-cdc", marks=pytest.mark.broker),
 ]
 
 

@@ -1,13 +1,16 @@
 """MQTT end to end: a real gateway and Mosquitto (scripts/service-mqtt.sh) with its own
 third-party clients, plus the connector against the broker where the contract suite cannot
-reach (other publishers, wildcards, user properties, a dropped connection)."""
+reach (other publishers, wildcards, user properties, a dropped connection).
+
+MQTT does not tell a publisher when a subscription has begun, so tests that need one to be
+live publish numbered probes until the subscriber has seen one (as tests/contract does),
+or read mosquitto_sub's own report of its SUBACK."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,17 +21,13 @@ import pytest
 
 from bridge.config import MqttBroker
 from bridge.event import Event
-from connectors.base import EARLIEST, Gap
+from connectors.base import Gap
 from connectors.mqtt import MqttConnector
-from tests.e2e.helpers import fetch_token, publisher, room, sse_stream
+from tests.e2e.helpers import eventually, fetch_token, publisher, room, sse_stream
 from tests.e2e.servers import Server, free_port, running_server, state_url
 
 HOST, PORT = "127.0.0.1", 1883
 SECRET = "mqtt-secret-0001"
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("mosquitto_pub") is None, reason="run scripts/service-mqtt.sh first"
-)
 
 
 def mqtt_config(directory: Path) -> dict[str, Any]:
@@ -114,12 +113,17 @@ async def test_a_third_party_publish_reaches_an_sse_client(mqtt_server: Server) 
 async def test_websocket_frames_reach_mosquitto_sub(mqtt_server: Server) -> None:
     token = await fetch_token(mqtt_server.base_url, "home", SECRET)
     r = room()
-    command = ["mosquitto_sub", "-h", HOST, "-p", str(PORT), "-q", "1", "-C", "1", "-W", "5"]
+    # -d: the client reports its protocol traffic, "Subscribed ..." once the SUBACK is in
+    # (line-buffered by stdbuf: mosquitto_sub does not flush a pipe itself).
+    command = ["stdbuf", "-oL", "mosquitto_sub", "-d", "-h", HOST, "-p", str(PORT), "-q", "1"]
     sub = await asyncio.create_subprocess_exec(
-        *command, "-t", f"control/{r}", stdout=asyncio.subprocess.PIPE
+        *command, "-C", "1", "-W", "10", "-t", f"control/{r}", stdout=asyncio.subprocess.PIPE
     )
+    assert sub.stdout is not None
     try:
-        await asyncio.sleep(0.5)  # mosquitto_sub has subscribed (no signal for it)
+        async with asyncio.timeout(10):
+            while not (line := await sub.stdout.readline()).startswith(b"Subscribed"):
+                assert line, "mosquitto_sub ended before it subscribed"
         async with publisher(mqtt_server.ws_url, f"/control/1.0.0/set/{r}", token) as pub:
             await pub.send({"on": True})
             out, _ = await asyncio.wait_for(sub.communicate(), 10)
@@ -127,7 +131,8 @@ async def test_websocket_frames_reach_mosquitto_sub(mqtt_server: Server) -> None
         if sub.returncode is None:
             sub.kill()
             await sub.wait()
-    assert json.loads(out) == {"on": True}
+    (message,) = [line for line in out.decode().splitlines() if not line.startswith("Client ")]
+    assert json.loads(message) == {"on": True}
 
 
 # --- the connector against the broker ---------------------------------------------------------
@@ -146,29 +151,43 @@ async def take(stream: AsyncIterator[Event | Gap], count: int) -> list[Event]:
     return [item for item in items if isinstance(item, Event)]
 
 
+async def probe_until_live(topic: str, *streams: AsyncIterator[Event | Gap]) -> None:
+    """Publish numbered probes to ``topic`` until each stream has yielded one, then take
+    the rest of them from each: what every stream yields next is what is published after
+    this returns (mosquitto delivers in the order it took the messages)."""
+    firsts = [asyncio.ensure_future(anext(stream)) for stream in streams]
+    probes = 0
+    async with asyncio.timeout(10):
+        while not all(first.done() for first in firsts):
+            probes += 1
+            await asyncio.to_thread(mosquitto_pub, topic, str(probes))
+            await asyncio.wait(firsts, timeout=0.3)
+    for stream, first in zip(streams, firsts, strict=True):
+        head = first.result()
+        assert isinstance(head, Event) and head.channel == topic, head
+        rest = await take(stream, probes - head.data)
+        assert [event.data for event in rest] == list(range(head.data + 1, probes + 1))
+
+
 async def test_wildcard_filters_and_user_properties_from_another_client() -> None:
     base = f"e2e/{uuid.uuid4().hex}"
     async with MqttConnector("m", settings(), retain=10, max_age=600.0) as connector:
-        wide = connector.subscribe(f"{base}/#", EARLIEST)
-        narrow = connector.subscribe(f"{base}/+/temp", EARLIEST)
-        # Both subscriptions are established before their first item is awaited.
-        first_wide = asyncio.ensure_future(anext(wide))
-        narrow_task = asyncio.ensure_future(anext(narrow))
-        await asyncio.sleep(0.5)
+        wide = connector.subscribe(f"{base}/#", None)
+        narrow = connector.subscribe(f"{base}/+/temp", None)
+        await probe_until_live(f"{base}/probe/temp", wide, narrow)  # matches both filters
+
         extra = ("-V", "mqttv5", "-D", "publish", "user-property", "trace-id", "t1")
         await asyncio.to_thread(mosquitto_pub, f"{base}/kitchen/temp", '{"t": 21}', *extra)
         await asyncio.to_thread(mosquitto_pub, f"{base}/kitchen/humidity", "55")
-        head = await asyncio.wait_for(first_wide, 10)
-        assert isinstance(head, Event)
-        (second,) = await take(wide, 1)
-        assert [head.channel, second.channel] == [
+        temp, humidity = await take(wide, 2)
+        assert [temp.channel, humidity.channel] == [
             f"{base}/kitchen/temp",
             f"{base}/kitchen/humidity",
         ]
-        assert (head.data, dict(head.headers), head.key) == ({"t": 21}, {"trace-id": "t1"}, None)
-        assert second.data == 55
-        only = await asyncio.wait_for(narrow_task, 10)
-        assert isinstance(only, Event) and only.data == {"t": 21}
+        assert (temp.data, dict(temp.headers), temp.key) == ({"t": 21}, {"trace-id": "t1"}, None)
+        assert humidity.data == 55
+        (only,) = await take(narrow, 1)
+        assert only.data == {"t": 21}
         await wide.aclose()  # type: ignore[attr-defined]
         await narrow.aclose()  # type: ignore[attr-defined]
 
@@ -202,18 +221,16 @@ async def test_messages_published_while_disconnected_arrive_after_the_reconnect(
         async with MqttConnector("m", settings(port), retain=10, max_age=600.0) as connector:
             assert await connector.ready()
             stream = connector.subscribe(topic, None)
-            task = asyncio.ensure_future(anext(stream))
-            await asyncio.sleep(0.5)
-            await asyncio.to_thread(mosquitto_pub, topic, "before")
-            first = await asyncio.wait_for(task, 10)
-            assert isinstance(first, Event) and first.data == "before"
+            await probe_until_live(topic, stream)  # published before the cut
 
             accepting = False
             for writer in writers:
                 writer.close()
-            async with asyncio.timeout(5):
-                while await connector.ready():
-                    await asyncio.sleep(0.05)
+
+            async def down() -> bool:
+                return not await connector.ready()
+
+            await eventually(down, 5, "the connector noticing the cut")
             await asyncio.to_thread(mosquitto_pub, topic, "during-1")
             await asyncio.to_thread(mosquitto_pub, topic, "during-2")
             accepting = True

@@ -1,4 +1,4 @@
-"""Change envelopes (CONTRACT §7b): wal2json decoding and cursors (connectors/pg_changes.py),
+"""Change envelopes (CONTRACT §7b): wal2json decoding and cursors (connectors/postgres/changes.py),
 unwrap, mask and Debezium JSON (pipelines/cdc.py)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from bridge.changes import format_lsn, parse_lsn
 from bridge.errors import PipelineError
-from connectors.pg_changes import (
+from connectors.postgres.changes import (
     Change,
     Commit,
     Decoder,

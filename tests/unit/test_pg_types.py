@@ -1,4 +1,4 @@
-"""The JSON mapping of PostgreSQL column values (connectors/pg_types.py, CONTRACT §7b)."""
+"""The JSON mapping of PostgreSQL column values (connectors/postgres/values.py, CONTRACT §7b)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.pg_types import ArrayLiteralError, base_type, parse_array, to_json
+from connectors.postgres.values import ArrayLiteralError, base_type, parse_array, to_json
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@ table (durable under ``data_dir``, where the logs' headers tell which tables to 
 again after a restart), and the marker a lost replication slot leaves, which readers see
 as a ``Gap``.
 
-A change is stored once: its cursor (``pg_changes.py``) is compared with the newest one
+A change is stored once: its cursor (``changes.py``) is compared with the newest one
 the table's log holds, so re-reading changes the slot was not yet advanced past (after a
 crash or restart) adds nothing.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bridge.event import Event
 from connectors.base import Gap
-from connectors.pg_changes import PREFIX, Change
+from connectors.postgres.changes import PREFIX, Change
 from connectors.replay import ReplayLog, log_path, logged_channels
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from bridge.changes import envelope, format_lsn, parse_lsn
-from connectors.pg_types import to_json
+from connectors.postgres.values import to_json
 
 PREFIX = "pg1:"
 _MAX_LSN = (1 << 64) - 1

@@ -10,7 +10,7 @@ a table before it streams changes. The temporary slot goes away with its connect
 the snapshot is imported.
 
 Column values are read as their types' output functions write them (as wal2json does)
-and mapped by ``connectors/pg_types.py``, so a snapshot row and an insert of the same
+and mapped by ``connectors/postgres/values.py``, so a snapshot row and an insert of the same
 values look the same.
 """
 
@@ -20,14 +20,16 @@ import json
 import secrets
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import Any, Self
 
 import psycopg
 from psycopg import sql
 
 from bridge.changes import envelope, format_lsn, parse_lsn
+from bridge.errors import ConnectorError
 from bridge.event import Event
-from connectors.pg_types import to_json
+from connectors.postgres.values import to_json
 
 FETCH = 500  # rows per round trip of the server-side cursor
 
@@ -49,15 +51,15 @@ def _as_output(column: str) -> sql.Composable:
 
 class SnapshotRows:
     """The rows as ``op: "r"`` events (cursor None), read as they are iterated. Holds a
-    connection until exhausted or ``aclose``d."""
+    connection (in ``resources``) until exhausted, failed or ``aclose``d."""
 
     def __init__(
         self,
-        conn: psycopg.AsyncConnection[Any],
+        resources: AsyncExitStack,
         cursor: psycopg.AsyncServerCursor[Any],
         make_event: Callable[[tuple[Any, ...]], Event],
     ) -> None:
-        self._conn: psycopg.AsyncConnection[Any] | None = conn
+        self._resources: AsyncExitStack | None = resources
         self._cursor = cursor
         self._make_event = make_event
 
@@ -65,22 +67,29 @@ class SnapshotRows:
         return self
 
     async def __anext__(self) -> Event:
-        if self._conn is None:
+        if self._resources is None:
             raise StopAsyncIteration
-        row = await self._cursor.fetchone()
+        try:
+            row = await self._cursor.fetchone()
+        except psycopg.Error as error:
+            await self.aclose()
+            raise ConnectorError(f"snapshot read failed: {error}") from error
         if row is None:
             await self.aclose()
             raise StopAsyncIteration
         return self._make_event(row)
 
     async def aclose(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                if not conn.closed:
-                    await self._cursor.close()
-            finally:
-                await conn.close()  # ends the read-only transaction
+        resources, self._resources = self._resources, None
+        if resources is not None:
+            await resources.aclose()  # ends the read-only transaction
+
+
+async def _close_cursor(
+    conn: psycopg.AsyncConnection[Any], cursor: psycopg.AsyncServerCursor[Any]
+) -> None:
+    if not conn.closed:
+        await cursor.close()
 
 
 async def take_snapshot(
@@ -93,13 +102,14 @@ async def take_snapshot(
     options: str,
 ) -> tuple[int, SnapshotRows]:
     """The consistent point (an LSN) and the rows of ``schema.table`` as of just before it."""
-    replication = await psycopg.AsyncConnection.connect(
-        dsn,
-        replication="database",
-        autocommit=True,
-        cursor_factory=psycopg.AsyncClientCursor,  # the walsender speaks simple queries only
-    )
-    try:
+    async with (
+        AsyncExitStack() as resources,
+        # The walsender speaks simple queries only. Closing it drops the temporary slot;
+        # the snapshot stays imported.
+        await psycopg.AsyncConnection.connect(
+            dsn, replication="database", autocommit=True, cursor_factory=psycopg.AsyncClientCursor
+        ) as replication,
+    ):
         slot = f"streambridge_snapshot_{secrets.token_hex(6)}"
         command = await replication.execute(
             f"CREATE_REPLICATION_SLOT {slot} TEMPORARY LOGICAL wal2json EXPORT_SNAPSHOT"
@@ -108,26 +118,23 @@ async def take_snapshot(
         assert created is not None
         consistent_point, snapshot_name = parse_lsn(created[1]), created[2]
         reader = await psycopg.AsyncConnection.connect(dsn, options=options)
-        try:
-            await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            await reader.execute(
-                sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_name))
-            )
-            name = sql.Identifier(schema, table)
-            described = await reader.execute(_COLUMNS, (name.as_string(reader),))
-            columns = await described.fetchall()
-            cursor = reader.cursor(name="streambridge_snapshot")
-            cursor.itersize = FETCH
-            select = sql.SQL("SELECT {} FROM {}").format(
-                sql.SQL(", ").join(_as_output(c[0]) for c in columns),
-                name,
-            )
-            await cursor.execute(select)
-        except BaseException:
-            await reader.close()
-            raise
-    finally:
-        await replication.close()  # drops the temporary slot; the snapshot stays imported
+        resources.push_async_callback(reader.close)
+        await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        await reader.execute(
+            sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_name))
+        )
+        name = sql.Identifier(schema, table)
+        described = await reader.execute(_COLUMNS, (name.as_string(reader),))
+        columns = await described.fetchall()
+        cursor = reader.cursor(name="streambridge_snapshot")
+        resources.push_async_callback(_close_cursor, reader, cursor)
+        cursor.itersize = FETCH
+        select = sql.SQL("SELECT {} FROM {}").format(
+            sql.SQL(", ").join(_as_output(c[0]) for c in columns),
+            name,
+        )
+        await cursor.execute(select)
+        held = resources.pop_all()  # the rows hold the reader from here on
 
     names = [c[0] for c in columns]
     types = [c[1] for c in columns]
@@ -152,4 +159,4 @@ async def take_snapshot(
             time=taken,
         )
 
-    return consistent_point, SnapshotRows(reader, cursor, make_event)
+    return consistent_point, SnapshotRows(held, cursor, make_event)

@@ -1,0 +1,47 @@
+"""Which connector serves a broker ``type`` (CONTRACT §1 ``brokers``): one table.
+
+Every connector class takes the same arguments, so adding a broker is one module under
+``connectors/`` and one row here. ``base.py`` (the Protocol) imports no connector, so the
+connectors import ``base`` and nothing imports them back but this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from bridge.config import Broker
+from bridge.errors import ConfigError, Problem
+from connectors.amqp import AmqpConnector
+from connectors.base import Connector
+from connectors.kafka import KafkaConnector
+from connectors.memory import MemoryConnector
+from connectors.mqtt import MqttConnector
+from connectors.postgres import PostgresCdcConnector
+
+# Called as ``cls(name, settings, retain=..., max_age=..., data_dir=...)``.
+CONNECTORS: dict[str, Callable[..., Connector]] = {
+    "memory": MemoryConnector,
+    "kafka": KafkaConnector,
+    "mqtt": MqttConnector,
+    "amqp": AmqpConnector,
+    "postgres-cdc": PostgresCdcConnector,
+}
+
+
+def connector_for(
+    name: str, settings: Broker, *, retain: int, max_age: float, data_dir: Path | None = None
+) -> Connector:
+    """The connector of broker ``name``; ``retain``/``max_age`` size the replay logs of
+    brokers without offsets, ``data_dir`` holds them durably (None: in memory)."""
+    connector_class = CONNECTORS.get(settings.type)
+    if connector_class is None:
+        raise ConfigError(
+            [
+                Problem(
+                    f"brokers.{name}.type",
+                    f"broker type {settings.type} is not available in this build yet",
+                )
+            ]
+        )
+    return connector_class(name, settings, retain=retain, max_age=max_age, data_dir=data_dir)
