@@ -257,7 +257,7 @@ class AmqpConnector(AsyncResource):
             except (AMQPException, ChannelInvalidStateError, ConnectionError) as exc:
                 # The channel it came on is gone (reconnect): the broker dropped it with
                 # the exclusive queue, so there is nothing left to acknowledge.
-                log.debug("broker %s: ack not delivered: %s", self.name, exc)
+                log.debug("ack not delivered", extra={"broker": self.name, "error": str(exc)})
 
     async def _caught_up(self, state: _Pattern) -> None:
         """Wait until every message this connector published (and the broker confirmed)

@@ -149,11 +149,13 @@ class MqttConnector(AsyncResource):
                     self._connections += 1
                     self.reconnects = self._connections - 1
                     failures = 0
-                    log.info("mqtt %s: connected", self.name)
+                    log.info("connected", extra={"broker": self.name})
                     async for message in client.messages:
                         self._on_message(message)
             except aiomqtt.MqttError as error:
-                log.warning("mqtt %s: connection lost or refused: %s", self.name, error)
+                log.warning(
+                    "connection lost or refused", extra={"broker": self.name, "error": str(error)}
+                )
             finally:
                 self._connected.clear()
                 self._client = None

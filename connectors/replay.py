@@ -94,7 +94,9 @@ class ReplayLog:
         with path.open(encoding="utf-8") as file:
             header = _parse(file.readline())
             if not header or header.get("format") != _FORMAT or "epoch" not in header:
-                log.warning("replay log %s has no valid header; starting a new one", path)
+                log.warning(
+                    "replay log has no valid header; starting a new one", extra={"path": str(path)}
+                )
                 return
             self.epoch = str(header["epoch"])
             self.last = self.evicted = int(header.get("evicted", 0))
@@ -104,7 +106,10 @@ class ReplayLog:
                     continue
                 sequence = int(record["n"])
                 if sequence != self.last + 1:
-                    log.warning("replay log %s skips from %d to %d", path, self.last, sequence)
+                    log.warning(
+                        "replay log skips",
+                        extra={"path": str(path), "after": self.last, "next": sequence},
+                    )
                     self.buffer.clear()
                     self.stored_at.clear()
                     self.by_cursor.clear()

@@ -192,7 +192,7 @@ class Runtime:
                 if await self.store.revision() != self.catalog.revision:
                     await self.refresh()
             except (BridgeError, OSError) as exc:
-                log.warning("state store unreachable: %s", exc)
+                log.warning("state store unreachable", extra={"error": str(exc)})
 
     # --- supervision -------------------------------------------------------------------------
     def _task_failed(self, name: str) -> None:
@@ -265,13 +265,15 @@ class Runtime:
         def on_error(step: int, error: PipelineError, event: Event) -> None:
             self.metrics.expression_errors.labels(*labels, str(step)).inc()
             log.warning(
-                "%s %s %s: step %d skipped an event of %s: %s",
-                api.name,
-                api.version,
-                topic.name,
-                step,
-                event.channel,
-                error,
+                "a pipeline step skipped an event",
+                extra={
+                    "api": api.name,
+                    "version": api.version,
+                    "topic": topic.name,
+                    "step": step,
+                    "channel": event.channel,
+                    "error": str(error),
+                },
             )
 
         def factory() -> Hub:

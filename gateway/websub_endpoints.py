@@ -197,7 +197,9 @@ async def _inbound(
     try:
         await runtime.connectors[entry.api.broker].publish(match.channel, event)
     except ConnectorError as exc:  # the broker did not take it: the sender must hear of it
-        log.warning("inbound webhook to %s not published: %s", match.channel, exc)
+        log.warning(
+            "inbound webhook not published", extra={"channel": match.channel, "error": str(exc)}
+        )
         return problem(502, "the broker did not take the event", instance=path)
     runtime.metrics.events_published.labels(
         entry.api.name, entry.api.version, match.topic.name

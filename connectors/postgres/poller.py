@@ -101,21 +101,17 @@ class Poller:
                 # wal2json skips such updates and deletes (a warning in the server's log).
                 self._unkeyed.add(qualified)
                 log.warning(
-                    "postgres-cdc %s: table %s has no primary key and no replica identity: "
-                    "its updates and deletes are NOT captured, only inserts; run ALTER TABLE "
-                    "%s REPLICA IDENTITY FULL (or add a primary key)",
-                    self.name,
-                    qualified,
-                    qualified,
+                    "table has no primary key and no replica identity: its updates and "
+                    "deletes are NOT captured, only inserts; run ALTER TABLE <table> REPLICA "
+                    "IDENTITY FULL (or add a primary key)",
+                    extra={"broker": self.name, "table": qualified},
                 )
             return
         if qualified not in self.missing:
             self.missing.add(qualified)
             log.error(
-                "postgres-cdc %s: table %s does not exist in database %s",
-                self.name,
-                qualified,
-                self.database,
+                "table does not exist",
+                extra={"broker": self.name, "table": qualified, "database": self.database},
             )
         raise ConnectorError(
             f"postgres-cdc {self.name}: table {qualified} does not exist in database "
@@ -128,7 +124,9 @@ class Poller:
                 self.missing.discard(qualified)
             elif qualified not in self.missing:
                 self.missing.add(qualified)
-                log.error("postgres-cdc %s: watched table %s was dropped", self.name, qualified)
+                log.error(
+                    "watched table was dropped", extra={"broker": self.name, "table": qualified}
+                )
 
     # --- rounds ---------------------------------------------------------------------------
 
@@ -139,7 +137,7 @@ class Poller:
     def _set_problem(self, problem: str | None) -> None:
         self._problem = problem
         if problem is not None and problem != self._reported:
-            log.error("postgres-cdc %s: %s", self.name, problem)
+            log.error(problem, extra={"broker": self.name})
         self._reported = problem
         self._notify()
 
@@ -223,10 +221,8 @@ class Poller:
             self._set_problem(f"replication slot {self.slot_name} was lost ({lost}); recreating it")
         self._confirmed = await slot.create()
         log.info(
-            "postgres-cdc %s: created replication slot %s at %s",
-            self.name,
-            self.slot_name,
-            format_lsn(self._confirmed),
+            "created replication slot",
+            extra={"broker": self.name, "slot": self.slot_name, "lsn": format_lsn(self._confirmed)},
         )
         if lost is not None:
             self.logs.mark_lost(boundary_cursor(self._confirmed), lost, time.time())

@@ -38,7 +38,10 @@ class Completions:
             try:
                 await self.flush()
             except BridgeError as exc:
-                log.warning("webhook completion write failed (%s); retrying in 1s", exc)
+                log.warning(
+                    "webhook completion write failed; retrying",
+                    extra={"error": str(exc), "retry_in": RETRY_SECONDS},
+                )
                 await asyncio.sleep(RETRY_SECONDS)
                 self._wake.set()
 

@@ -69,7 +69,9 @@ class Feeds:
         entry = catalog.resolve(api.base_path + record.topic) if api else None
         match = entry[0].topic(record.topic) if entry else None
         if api is None or api.state not in VISIBLE_STATES or match is None:
-            log.warning("websub subscription %s names a topic that is gone", record.id)
+            log.warning(
+                "websub subscription names a topic that is gone", extra={"subscription": record.id}
+            )
             return
         parts = urlsplit(record.callback)
         host = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
@@ -152,7 +154,7 @@ class Feeds:
 
     async def end(self, feed: Feed, reason: str) -> None:
         """The subscription is over (lease, 410, unsubscribe, revoked): stop and forget it."""
-        log.info("websub subscription %s ended: %s", feed.id, reason)
+        log.info("websub subscription ended", extra={"subscription": feed.id, "reason": reason})
         self.deactivate(feed.id)
         await self._store.delete_subscription(feed.id)
 
@@ -160,7 +162,7 @@ class Feeds:
         """As ``end``, from the feed's own worker, which then returns by itself. The
         record goes first: until then a sync only updates the feed, it cannot start a
         second worker beside this one."""
-        log.info("websub subscription %s ended: %s", feed.id, reason)
+        log.info("websub subscription ended", extra={"subscription": feed.id, "reason": reason})
         await self._store.delete_subscription(feed.id)
         self._stop(feed.id)
 

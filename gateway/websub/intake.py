@@ -38,7 +38,10 @@ class Intake:
             try:
                 await self.write(feeds)
             except BridgeError as exc:
-                log.warning("webhook queue write failed (%s); retrying in 1s", exc)
+                log.warning(
+                    "webhook queue write failed; retrying",
+                    extra={"error": str(exc), "retry_in": RETRY_SECONDS},
+                )
                 await asyncio.sleep(RETRY_SECONDS)
 
     async def write(self, feeds: Feeds) -> None:
@@ -53,7 +56,10 @@ class Intake:
             record = feed.record
             for item in list(queue)[:count]:
                 if isinstance(item, GapNotice):
-                    log.warning("websub subscription %s lost events (replay log gap)", record.id)
+                    log.warning(
+                        "websub subscription lost events (replay log gap)",
+                        extra={"subscription": record.id},
+                    )
                     continue
                 entry = item[0]
                 last = entry.id

@@ -55,7 +55,7 @@ class Upkeep:
                     await self.sync()
                     await self.end_stale()
             except BridgeError as exc:
-                log.warning("websub housekeeping failed: %s", exc)
+                log.warning("websub housekeeping failed", extra={"error": str(exc)})
                 if self.leading and time.monotonic() - self._renewed > self._lease:
                     # The lease could not be renewed and has run out: another gateway may
                     # deliver now, so this one stops rather than deliver the same events.

@@ -128,13 +128,21 @@ class Verifier:
             target = await self._guard.target(request.callback)
         except CallbackRefused as exc:
             log.warning(
-                "websub %s of %s refused: %s", request.mode, loggable(request.callback), exc.detail
+                "websub request refused",
+                extra={
+                    "mode": request.mode,
+                    "callback": loggable(request.callback),
+                    "error": exc.detail,
+                },
             )
             return
         try:
             reason = await self.refusal(pending)
         except BridgeError as exc:
-            log.warning("websub %s not checked: %s", loggable(request.callback), exc)
+            log.warning(
+                "websub request not checked",
+                extra={"callback": loggable(request.callback), "error": str(exc)},
+            )
             return
         settings = self._settings
         if reason is not None:
@@ -164,25 +172,31 @@ class Verifier:
             )
         except (CallbackError, TimeoutError) as exc:
             log.info(
-                "websub verification of %s failed: %s",
-                loggable(request.callback),
-                exc or "timeout",
+                "websub verification failed",
+                extra={"callback": loggable(request.callback), "error": str(exc) or "timeout"},
             )
             return
         if not 200 <= answer.status < 300 or answer.body != challenge.encode():
             log.info(
-                "websub %s of %s not verified (status %d, challenge %s)",
-                request.mode,
-                loggable(request.callback),
-                answer.status,
-                "echoed" if answer.body == challenge.encode() else "not echoed",
+                "websub request not verified",
+                extra={
+                    "mode": request.mode,
+                    "callback": loggable(request.callback),
+                    "status": answer.status,
+                    "challenge": "echoed" if answer.body == challenge.encode() else "not echoed",
+                },
             )
             return
         try:
             await self._apply(pending, lease)
         except BridgeError as exc:
             log.warning(
-                "websub %s of %s not stored: %s", request.mode, loggable(request.callback), exc
+                "websub request not stored",
+                extra={
+                    "mode": request.mode,
+                    "callback": loggable(request.callback),
+                    "error": str(exc),
+                },
             )
 
     async def deny(self, callback: str, topic_url: str, reason: str) -> None:
@@ -194,7 +208,10 @@ class Verifier:
                 "GET", target.origin, request_target(url), [], timeout=self._settings.timeout
             )
         except (CallbackRefused, CallbackError, TimeoutError) as exc:
-            log.info("websub denial to %s not delivered: %s", loggable(callback), exc or "timeout")
+            log.info(
+                "websub denial not delivered",
+                extra={"callback": loggable(callback), "error": str(exc) or "timeout"},
+            )
 
     async def _apply(self, pending: Pending, lease: int) -> None:
         request, match = pending.request, pending.match

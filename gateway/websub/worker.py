@@ -92,7 +92,14 @@ class Worker:
                 await self._drain()
                 return
             except BridgeError as exc:
-                log.warning("webhook worker of %s: %s; retrying in 1s", self._feed.id, exc)
+                log.warning(
+                    "webhook worker store error; retrying",
+                    extra={
+                        "subscription": self._feed.id,
+                        "error": str(exc),
+                        "retry_in": STORE_RETRY,
+                    },
+                )
                 await asyncio.sleep(STORE_RETRY)
 
     async def _drain(self) -> None:
@@ -175,20 +182,25 @@ class Worker:
                 await workers.store.kill(row.seq, attempts, error)
                 metrics.webhook_dead_letters.labels(*labels).inc()
                 log.warning(
-                    "webhook %s to subscription %s dead-lettered after %d attempts: %s",
-                    row.webhook_id,
-                    feed.id,
-                    attempts,
-                    error,
+                    "webhook dead-lettered",
+                    extra={
+                        "subscription": feed.id,
+                        "event_id": row.webhook_id,
+                        "attempts": attempts,
+                        "error": error,
+                    },
                 )
                 return False
             delay = retry_delay(attempts, workers.retry.first_delay, workers.retry.max_delay)
             log.info(
-                "webhook %s attempt %d failed (%s); retrying in %.1fs",
-                row.webhook_id,
-                attempts,
-                error,
-                delay,
+                "webhook attempt failed; retrying",
+                extra={
+                    "subscription": feed.id,
+                    "event_id": row.webhook_id,
+                    "attempts": attempts,
+                    "error": error,
+                    "retry_in": round(delay, 3),
+                },
             )
             due = time.time() + delay
             await workers.store.reschedule(row.seq, attempts, due, error)

@@ -164,7 +164,7 @@ async def test_a_missing_table_makes_readyz_503_until_it_exists(
 
             body = await eventually(unready, what="/readyz 503")
             assert body["checks"]["broker:db"] is False
-            assert "public.later does not exist" in server.stderr()
+            assert "table does not exist broker=db table=public.later" in server.stderr()
 
             await sql(dsn, "CREATE TABLE later (id int PRIMARY KEY)")
 
