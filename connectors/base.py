@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from bridge.event import Event
+from bridge.supervision import Supervisor
 
 EARLIEST = "earliest"
 
@@ -23,6 +24,7 @@ class Gap:
 
 class Connector(Protocol):
     name: str
+    on_task_failure: Callable[[str], None] | None
 
     async def __aenter__(self) -> Self: ...
 
@@ -92,9 +94,16 @@ class AsyncResource:
     If ``_open`` fails, what it had entered is released at once."""
 
     _stack: AsyncExitStack | None = None
+    # Told of each failure of a task this resource supervises (the gateway counts them in
+    # streambridge_task_restarts_total); set by connectors.registry.connector_for.
+    on_task_failure: Callable[[str], None] | None = None
 
     async def _open(self, stack: AsyncExitStack) -> None:
         raise NotImplementedError
+
+    async def _supervisor(self, stack: AsyncExitStack, owner: str) -> Supervisor:
+        """A supervisor for this resource's background tasks, ended with the resource."""
+        return await stack.enter_async_context(Supervisor(owner, on_failure=self.on_task_failure))
 
     async def __aenter__(self) -> Self:
         async with AsyncExitStack() as stack:

@@ -32,7 +32,6 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError, for_code
 from bridge.config import KafkaBroker
 from bridge.errors import ConnectorError
 from bridge.event import Event, decode_payload, payload_text
-from bridge.supervision import Supervisor
 from connectors.base import EARLIEST, AsyncResource, Gap
 
 FETCH_MAX_WAIT_MS = 50
@@ -119,7 +118,7 @@ class KafkaConnector(AsyncResource):
             await admin.start()
         self._producer, self._admin = producer, admin
         stack.callback(self._forget_clients)
-        supervisor = await stack.enter_async_context(Supervisor(f"kafka {self.name}"))
+        supervisor = await self._supervisor(stack, f"kafka {self.name}")
         supervisor.spawn(f"kafka-{self.name}-link", self._watch_link)
 
     def _forget_clients(self) -> None:

@@ -32,7 +32,6 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from bridge.config import MqttBroker
 from bridge.errors import ConnectorError
 from bridge.event import Event, decode_payload, payload_text
-from bridge.supervision import Supervisor
 from connectors.base import AsyncResource, Gap
 from connectors.replay import ReplayLog, log_path, logged_channels
 
@@ -170,7 +169,7 @@ class MqttConnector(AsyncResource):
         for topic_filter in logged_channels(self.data_dir, self.name):
             self._filter(topic_filter)
         stack.callback(self._close_logs)
-        supervisor = await stack.enter_async_context(Supervisor(f"mqtt {self.name}"))
+        supervisor = await self._supervisor(stack, f"mqtt {self.name}")
         stack.callback(self._close)  # first of all on the way out
         supervisor.spawn(f"mqtt-{self.name}", self._run)
         with contextlib.suppress(TimeoutError):

@@ -30,10 +30,17 @@ CONNECTORS: dict[str, Callable[..., Connector]] = {
 
 
 def connector_for(
-    name: str, settings: Broker, *, retain: int, max_age: float, data_dir: Path | None = None
+    name: str,
+    settings: Broker,
+    *,
+    retain: int,
+    max_age: float,
+    data_dir: Path | None = None,
+    on_task_failure: Callable[[str], None] | None = None,
 ) -> Connector:
     """The connector of broker ``name``; ``retain``/``max_age`` size the replay logs of
-    brokers without offsets, ``data_dir`` holds them durably (None: in memory)."""
+    brokers without offsets, ``data_dir`` holds them durably (None: in memory);
+    ``on_task_failure`` is told of each failure of the connector's background tasks."""
     connector_class = CONNECTORS.get(settings.type)
     if connector_class is None:
         raise ConfigError(
@@ -44,4 +51,6 @@ def connector_for(
                 )
             ]
         )
-    return connector_class(name, settings, retain=retain, max_age=max_age, data_dir=data_dir)
+    connector = connector_class(name, settings, retain=retain, max_age=max_age, data_dir=data_dir)
+    connector.on_task_failure = on_task_failure
+    return connector

@@ -11,7 +11,7 @@ another round.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from bridge.catalog import TopicMatch
@@ -33,16 +33,24 @@ class CatchUp:
     in a task of its own, which lives no longer than the ``scope()`` block.
     """
 
-    def __init__(self, subscriber: Subscriber, resume_from: str | None, start: str | None) -> None:
+    def __init__(
+        self,
+        subscriber: Subscriber,
+        resume_from: str | None,
+        start: str | None,
+        *,
+        on_task_failure: Callable[[str], None] | None = None,
+    ) -> None:
         self.subscriber = subscriber
         self.resume_from = resume_from
         self.start = start
+        self._on_task_failure = on_task_failure
         self._tasks: Supervisor | None = None
 
     @asynccontextmanager
     async def scope(self) -> AsyncIterator[None]:
         """Where ``begin`` may run the replay; leaving it cancels the replay."""
-        async with Supervisor("catch-up") as tasks:
+        async with Supervisor("catch-up", on_failure=self._on_task_failure) as tasks:
             self._tasks = tasks
             try:
                 yield

@@ -51,7 +51,7 @@ class Runtime:
         self.connections = Connections()
         self.epoch = new_epoch()
         # Every long-lived task of the gateway; the WebSub service has its own.
-        self.supervisor = Supervisor("gateway", on_failure=self._task_failed)
+        self.supervisor = Supervisor("gateway", on_failure=self.task_failed)
         self.hubs = HubSet(self.epoch, self.supervisor)
         self._hub_restarts: dict[str, int] = {}
         self.hubs.on_restart = self._count_hub_restart
@@ -84,6 +84,7 @@ class Runtime:
                     retain=retain,
                     max_age=max_age,
                     data_dir=data_dir,
+                    on_task_failure=self.task_failed,
                 )
                 self.connectors[name] = await stack.enter_async_context(connector)
             await stack.enter_async_context(self.supervisor)  # left after hubs and WebSub
@@ -96,7 +97,7 @@ class Runtime:
                     public_url=self.config.gateway.public_url,
                     topics=self,
                     metrics=self.metrics,
-                    on_task_failure=self._task_failed,
+                    on_task_failure=self.task_failed,
                 )
             )
             own = ["housekeeping", "store-watch"]
@@ -195,7 +196,7 @@ class Runtime:
                 log.warning("state store unreachable", extra={"error": str(exc)})
 
     # --- supervision -------------------------------------------------------------------------
-    def _task_failed(self, name: str) -> None:
+    def task_failed(self, name: str) -> None:
         self.metrics.task_restarts.labels(task_kind(name)).inc()
 
     def failing_tasks(self) -> dict[str, str]:

@@ -47,7 +47,9 @@ class StreamSession:
         self.resume_from = resume_from
         self.start = start  # EARLIEST: a new stream begins with what is retained
         self.subscriber = Subscriber(runtime.config.gateway.client_queue)
-        self._catch_up = CatchUp(self.subscriber, resume_from, start)
+        self._catch_up = CatchUp(
+            self.subscriber, resume_from, start, on_task_failure=runtime.task_failed
+        )
         self._scope = AsyncExitStack()  # the catch-up's task lives as long as the stream
         self.subscribe = subscribe
         self.ping_due = False

@@ -30,7 +30,6 @@ import psycopg
 from bridge.config import PostgresCdcBroker
 from bridge.errors import ConnectorError
 from bridge.event import Event
-from bridge.supervision import Supervisor
 from connectors.base import EARLIEST, AsyncResource, Gap
 from connectors.postgres.changes import boundary_cursor
 from connectors.postgres.changes import is_after as _is_after
@@ -70,7 +69,7 @@ class PostgresCdcConnector(AsyncResource):
     async def _open(self, stack: AsyncExitStack) -> None:
         self._logs.load()
         stack.callback(self._logs.close)
-        supervisor = await stack.enter_async_context(Supervisor(f"postgres-cdc {self.name}"))
+        supervisor = await self._supervisor(stack, f"postgres-cdc {self.name}")
         self._poller.closed = False
         stack.callback(self._poller.close)  # first of all on the way out
         supervisor.spawn(f"postgres-cdc-{self.name}", self._poller.run)
