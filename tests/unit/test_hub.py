@@ -13,7 +13,7 @@ import pytest
 
 from bridge.config import Replay
 from bridge.cursor import parse_event_id
-from bridge.errors import PipelineError
+from bridge.errors import ConnectorError, PipelineError
 from bridge.event import Event, decode_payload
 from bridge.supervision import Supervisor
 from bridge.wire.sse import ParsedEvent, decode_stream
@@ -381,7 +381,7 @@ class FlakyConnector:
         start = 0 if from_cursor is None else int(from_cursor) + 1
         for index in range(start, len(self.events)):
             if len(self.started_from) == 1 and index == self.fail_after:
-                raise ConnectionError("broker went away")
+                raise ConnectorError("broker went away")
             yield self.events[index]
         await asyncio.Event().wait()  # then live, nothing more
 
