@@ -154,7 +154,7 @@ def verify_token(token: str, trusted: Mapping[str, TrustedKeys]) -> Grant:
         scopes = frozenset(s for s in scope if isinstance(s, str))
     else:
         scopes = frozenset()
-    generation = claims.get("sbg")
+    generation, key_type, subject = claims.get("sbg"), claims.get("key_type"), claims.get("sub")
     return Grant(
         client_id,
         scopes,
@@ -162,4 +162,6 @@ def verify_token(token: str, trusted: Mapping[str, TrustedKeys]) -> Grant:
         source.issuer,
         claims.get("jti"),
         generation if isinstance(generation, int) else None,
+        key_type if isinstance(key_type, str) else None,
+        subject if isinstance(subject, str) else None,
     )

@@ -149,13 +149,19 @@ def router(runtime: Runtime) -> APIRouter:
     @api.post("/apis/import", status_code=201)
     async def import_api(
         request: Request,
-        broker: str = Query(),
+        broker: str | None = Query(default=None),
+        endpoint: str | None = Query(default=None, description="the server to front (§13)"),
         protocol: Literal["sse", "websocket", "websub"] | None = Query(default=None),
         name: str | None = Query(default=None),
         context: str | None = Query(default=None),
     ) -> JSONResponse:
         document = import_document(
-            await request.body(), broker=broker, protocol=protocol, name=name, context=context
+            await request.body(),
+            broker=broker,
+            endpoint=endpoint,
+            protocol=protocol,
+            name=name,
+            context=context,
         )
         validate_api(runtime, document)
         await store().create_api(document)

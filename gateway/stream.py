@@ -80,7 +80,12 @@ class StreamSession:
             scopes = self.admitted.grant.scopes
             for match in self.admitted.topics:
                 # A hub outlives this stream and serves others: its lines name no client.
-                hub = unbound(self.runtime.hub, match, masked=masked_for(match.topic, scopes))
+                hub = unbound(
+                    self.runtime.hub,
+                    match,
+                    masked=masked_for(match.topic, scopes),
+                    target=self.admitted.target,
+                )
                 name = match.name if self.admitted.multi else None
                 self._hubs.append(hub)
                 if not self.admitted.multi and await self._catch_up.begin(hub, match, after):

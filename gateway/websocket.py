@@ -122,7 +122,7 @@ async def _read(
     runtime: Runtime, websocket: WebSocket, session: StreamSession, admitted: Admitted
 ) -> None:
     match = admitted.topics[0]
-    connector = runtime.connectors[admitted.api.broker]
+    connector = runtime.source(admitted.api)
     counter = runtime.metrics.events_published.labels(
         admitted.api.name, admitted.api.version, match.topic.name
     )

@@ -1,0 +1,147 @@
+"""An SSE API fronting an existing SSE server (CONTRACT §13): one shared upstream
+connection per URL, reconnects with Last-Event-ID, resume through the upstream across a
+gateway restart, ``event: gap`` when the upstream has no ids, URL mapping, and nothing
+of the client's token upstream."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.e2e.endpoint_setup import SECRET, TICKS, endpoint_config
+from tests.e2e.helpers import fetch_token, get, sse_stream
+from tests.e2e.servers import running_server
+from tests.e2e.upstreams import SseOrigin, sse_origin
+
+UPSTREAM_TICKS = "/stream/ticks"
+
+
+def config(tmp_path: Path, origin: SseOrigin) -> dict[str, object]:
+    return endpoint_config(tmp_path, sse_url=origin.url, ws_url="ws://127.0.0.1:9")
+
+
+async def test_every_client_shares_one_upstream_connection_and_ids_carry_upstream_ids(
+    tmp_path: Path,
+) -> None:
+    async with sse_origin() as origin:
+        with running_server(tmp_path, config(tmp_path, origin)) as server:
+            token = await fetch_token(server.base_url, "app", SECRET)
+            async with (
+                sse_stream(server.base_url, TICKS, token) as first,
+                sse_stream(server.base_url, TICKS, token) as second,
+                sse_stream(server.base_url, TICKS, token) as third,
+            ):
+                await origin.wait_for_connections(UPSTREAM_TICKS, 1)
+                origin.publish(UPSTREAM_TICKS, json.dumps({"tick": 1}))
+                origin.publish(UPSTREAM_TICKS, "plain text")
+                for stream in (first, second, third):
+                    events = await stream.events(2)
+                    assert [e.data for e in events] == ['{"tick":1}', "plain text"]
+                    assert [e.id.rsplit(".", 1)[1] for e in events if e.id] == ["1", "2"]
+                assert origin.open_connections(UPSTREAM_TICKS) == 1, "one upstream connection"
+                ticks = [r for r in origin.requests if r.path == UPSTREAM_TICKS]
+                assert len(ticks) == 1
+                metrics = (await get(server.base_url, "/metrics")).text
+                assert 'streambridge_upstream_connections{api="Clock/1.0.0"} 1.0' in metrics
+            for request in origin.requests:  # the client's token never goes upstream
+                assert "authorization" not in request.headers
+                assert all(token not in value for value in request.headers.values())
+                assert token not in request.path
+
+
+async def test_url_mapping_fills_path_parameters(tmp_path: Path) -> None:
+    async with sse_origin() as origin:
+        with running_server(tmp_path, config(tmp_path, origin)) as server:
+            token = await fetch_token(server.base_url, "app", SECRET)
+            async with sse_stream(server.base_url, "/clock/1.0.0/rooms/blue-7", token) as blue:
+                await origin.wait_for_connections("/rooms/blue-7/events", 1)
+                origin.publish("/rooms/red/events", "not for blue")
+                origin.publish("/rooms/blue-7/events", "for blue")
+                (event,) = await blue.events(1)
+                assert event.data == "for blue"
+
+
+async def test_an_upstream_drop_is_reconnected_with_last_event_id_without_loss(
+    tmp_path: Path,
+) -> None:
+    async with sse_origin(retry_ms=100) as origin:
+        with running_server(tmp_path, config(tmp_path, origin)) as server:
+            token = await fetch_token(server.base_url, "app", SECRET)
+            async with sse_stream(server.base_url, TICKS, token) as stream:
+                await origin.wait_for_connections(UPSTREAM_TICKS, 1)
+                origin.publish(UPSTREAM_TICKS, "a")
+                origin.publish(UPSTREAM_TICKS, "b")
+                assert [e.data for e in await stream.events(2)] == ["a", "b"]
+                origin.drop()
+                # Published while the gateway is not connected: it asks for them again.
+                origin.publish(UPSTREAM_TICKS, "c")
+                origin.publish(UPSTREAM_TICKS, "d")
+                await origin.wait_for_connections(UPSTREAM_TICKS, 1)
+                origin.publish(UPSTREAM_TICKS, "e")
+                assert [e.data for e in await stream.events(3)] == ["c", "d", "e"]
+            again = [r for r in origin.requests if r.path == UPSTREAM_TICKS][-1]
+            assert again.headers.get("last-event-id") == "2"
+
+
+async def test_an_upstream_without_ids_gives_a_gap_after_a_drop(tmp_path: Path) -> None:
+    async with sse_origin(ids=False, retry_ms=100) as origin:
+        with running_server(tmp_path, config(tmp_path, origin)) as server:
+            token = await fetch_token(server.base_url, "app", SECRET)
+            async with sse_stream(server.base_url, TICKS, token) as stream:
+                await origin.wait_for_connections(UPSTREAM_TICKS, 1)
+                origin.publish(UPSTREAM_TICKS, "a")
+                assert [e.data for e in await stream.events(1)] == ["a"]
+                origin.drop()
+                origin.publish(UPSTREAM_TICKS, "lost")  # no id: cannot be asked for again
+                gap = await stream.next_event(10)
+                assert gap is not None and gap.event == "gap", "never a silent skip"
+                await origin.wait_for_connections(UPSTREAM_TICKS, 1)
+                origin.publish(UPSTREAM_TICKS, "b")
+                assert [e.data for e in await stream.events(1)] == ["b"]
+
+
+async def test_resume_across_a_gateway_restart_reads_the_upstream_from_the_id(
+    tmp_path: Path,
+) -> None:
+    async with sse_origin() as origin:
+        settings = config(tmp_path, origin)
+        with running_server(tmp_path, settings) as server:
+            token = await fetch_token(server.base_url, "app", SECRET)
+            async with sse_stream(server.base_url, TICKS, token) as stream:
+                await origin.wait_for_connections(UPSTREAM_TICKS, 1)
+                for n in (1, 2, 3):
+                    origin.publish(UPSTREAM_TICKS, str(n))
+                seen = await stream.events(3)
+        for n in (4, 5):  # while no gateway runs
+            origin.publish(UPSTREAM_TICKS, str(n))
+        with running_server(tmp_path, settings) as server:
+            token = await fetch_token(server.base_url, "app", SECRET)
+            async with sse_stream(server.base_url, TICKS, token) as fresh:
+                await origin.wait_for_connections(UPSTREAM_TICKS, 1)
+                origin.publish(UPSTREAM_TICKS, "6")
+                assert [e.data for e in await fresh.events(1)] == ["6"], "the hub is live"
+            headers = {"Last-Event-ID": seen[1].id or ""}
+            async with sse_stream(server.base_url, TICKS, token, headers=headers) as resumed:
+                assert [e.data for e in await resumed.events(4)] == ["3", "4", "5", "6"]
+                origin.publish(UPSTREAM_TICKS, "7")
+                assert [e.data for e in await resumed.events(1)] == ["7"], "then live"
+
+
+async def test_an_upstream_answering_no_stream_is_retried_and_clients_keep_heartbeats(
+    tmp_path: Path,
+) -> None:
+    async with sse_origin(answer=(500, "text/html")) as origin:
+        settings = config(tmp_path, origin)
+        settings["gateway"]["heartbeat"] = "1s"  # type: ignore[index]
+        settings["apis"][0]["endpoint"]["suspend"] = {"after_failures": 100, "for": "1s"}  # type: ignore[index]
+        with running_server(tmp_path, settings) as server:
+            token = await fetch_token(server.base_url, "app", SECRET)
+            async with sse_stream(server.base_url, TICKS, token) as stream:
+                while sum(r.path == UPSTREAM_TICKS for r in origin.requests) < 3:
+                    block = await stream.next_block(10)  # heartbeats meanwhile
+                    assert block is not None
+                assert "500" in server.stderr(), "the status is logged"
+                origin.answer = (200, "text/event-stream")
+                await origin.wait_for_connections(UPSTREAM_TICKS, 1, timeout=40)
+                origin.publish(UPSTREAM_TICKS, "at last")
+                assert [e.data for e in await stream.events(1, timeout=10)] == ["at last"]
