@@ -210,6 +210,15 @@ class StreamSession:
             if batch or self.ping_due:
                 return batch
 
+    def spend(self, now: float) -> None:
+        """Count one frame a proxy relays against the tier's events_per_minute; raise
+        Throttled (counted) once they are spent (CONTRACT §13)."""
+        if self._window is not None:
+            try:
+                self._window.acquire(now)
+            except Throttled as exc:
+                raise self._end(exc) from None
+
     def delivered(self, items: list[tuple[Entry, str | None]]) -> None:
         """Count what was written, per topic; observe the oldest item's latency."""
         if not items:

@@ -20,6 +20,7 @@ from bridge.event import Event, decode_payload
 from gateway.access import Admitted, admit, query_params, refused
 from gateway.errors import INTERNAL_ERROR, POLICY_VIOLATION, Ending, ending
 from gateway.hub import Entry
+from gateway.proxy import serve_proxy
 from gateway.runtime import Runtime
 from gateway.sse import start_at
 from gateway.stream import CutOnOverflow, StreamSession
@@ -49,6 +50,9 @@ async def serve_websocket(
             query=query_params(scope),
             protocol="websocket",
         )
+        if admitted.api.endpoint is not None:  # a 1:1 proxy to the API's server (§13)
+            await serve_proxy(runtime, websocket, admitted, headers)
+            return
         topic = admitted.topics[0].topic
         session = StreamSession(
             runtime,

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from bridge.wire.sse import encode_event
 
@@ -136,8 +137,9 @@ async def sse_origin(**options: object) -> AsyncIterator[SseOrigin]:
 class EchoOrigin:
     """A ``websockets`` echo server: every frame back as it came (text or binary).
 
-    ``/close/<code>`` closes with that code after echoing the first frame; subprotocols
-    ``chat.v1`` and ``chat.v2`` are offered."""
+    After echoing the first frame, ``/close/<code>`` closes with that code, ``/crash``
+    drops the TCP connection, ``/big`` sends a 5000-byte frame. Subprotocols ``chat.v1``
+    and ``chat.v2`` are offered."""
 
     requests: list[Request] = field(default_factory=list)
     port: int = 0
@@ -153,10 +155,23 @@ class EchoOrigin:
         with contextlib.suppress(ConnectionClosed):
             async for message in connection:
                 await connection.send(message)
+                if request.path == "/crash":
+                    connection.transport.abort()
+                    return
+                if request.path == "/big":
+                    await connection.send("x" * 5000)
                 if request.path.startswith("/close/"):
                     code = int(request.path.rsplit("/", 1)[1])
                     await connection.close(code, "upstream says bye")
                     return
+
+
+OFFERED = ("chat.v1", "chat.v2")
+
+
+def _select(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    """The first subprotocol offered that we speak; none offered (or known): none."""
+    return next((p for p in offered if p in OFFERED), None)
 
 
 def _plain(headers: Headers) -> dict[str, str]:
@@ -164,13 +179,8 @@ def _plain(headers: Headers) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def echo_origin() -> AsyncIterator[EchoOrigin]:
+async def echo_origin(port: int = 0) -> AsyncIterator[EchoOrigin]:
     origin = EchoOrigin()
-    async with serve(
-        origin.handler,
-        "127.0.0.1",
-        0,
-        subprotocols=["chat.v1", "chat.v2"],  # type: ignore[list-item]
-    ) as server:
+    async with serve(origin.handler, "127.0.0.1", port, select_subprotocol=_select) as server:
         origin.port = next(iter(server.sockets)).getsockname()[1]
         yield origin
