@@ -16,6 +16,7 @@ from bridge.catalog import ApiEntry, TopicMatch
 from bridge.config import Api, Target, Tier
 from bridge.errors import AccessDenied, NoSandbox, Unauthenticated, UnknownResource
 from bridge.policy import Grant, SubscriptionState, authorize
+from bridge.sandbox import keys_record_id
 from gateway.errors import Answer, answer
 from gateway.logs import bind
 from gateway.runtime import Runtime
@@ -88,7 +89,7 @@ def _current_keys(runtime: Runtime, grant: Grant) -> bool:
     assert runtime.authority is not None
     if grant.issuer != runtime.authority.issuer.issuer:
         return True
-    app = runtime.catalog.applications.get(grant.client_id)
+    app = runtime.catalog.applications.get(keys_record_id(grant.client_id, grant.key_type))
     return app is not None and grant.generation == app.generation
 
 

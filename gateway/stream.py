@@ -70,8 +70,12 @@ class StreamSession:
 
     async def __aenter__(self) -> Self:
         """Count the connection (may raise TooManyConnections) and attach to the hubs."""
+        grant = self.admitted.grant
+        # Regenerated keys end the streams of tokens issued before; sandbox keys have a
+        # generation of their own, which the application's does not say (§13).
+        generation = grant.generation if grant.key_type is None else None
         self.runtime.connections.open(
-            self.admitted.key, self.admitted.tier, self.subscriber, self.admitted.grant.generation
+            self.admitted.key, self.admitted.tier, self.subscriber, generation
         )
         self.runtime.metrics.connections.labels(self.protocol).inc()
         if self.subscribe:

@@ -21,11 +21,10 @@ import httpx
 
 from bridge.config import Api, Target
 from bridge.errors import EndpointSuspended, NoSandbox
+from bridge.sandbox import SANDBOX
 from connectors.sse_endpoint import SseEndpointConnector
 from gateway.metrics import Metrics
 from gateway.websub.breaker import Breaker
-
-SANDBOX = "SANDBOX"
 
 
 def target_of(key_type: str | None) -> Target:

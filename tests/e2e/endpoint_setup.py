@@ -10,6 +10,7 @@ from typing import Any
 from tests.e2e.servers import state_url
 
 SECRET = "endpoint-secret-01"
+ADMIN = "endpoint-admin-token-0123456789"
 TICKS = "/clock/1.0.0/ticks"
 
 
@@ -35,6 +36,7 @@ def endpoint_config(
             "public_url": "http://127.0.0.1:8080",
             "state": state_url(directory),
             "max_message_bytes": 4096,
+            "admin_token": ADMIN,
         },
         "tiers": {"Plan": tier or {}},
         "apis": [
