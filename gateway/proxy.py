@@ -51,14 +51,14 @@ def passes_through(code: int | None) -> bool:
 
 
 def identity_headers(
-    runtime: Runtime, grant: Grant, client_host: str | None, forwarded: str | None
+    grant: Grant, own_issuer: str, client_host: str | None, forwarded: str | None
 ) -> dict[str, str]:
-    """Who is calling, for the upstream: never the client's token (CONTRACT §13)."""
+    """Who is calling, for the upstream: never the client's token (CONTRACT §13). The
+    ``sub`` of an external IdP's token says which user; ours would only repeat the client."""
     headers = {"X-Streambridge-Application": grant.client_id}
     if client_host:
         headers["X-Forwarded-For"] = f"{forwarded}, {client_host}" if forwarded else client_host
-    assert runtime.authority is not None
-    if grant.issuer != runtime.authority.issuer.issuer and grant.subject:
+    if grant.issuer != own_issuer and grant.subject:
         headers["X-Streambridge-Subject"] = grant.subject
     return headers
 
@@ -89,8 +89,12 @@ async def serve_proxy(
     breaker.wait(time.time())  # past a suspension: this connect is the probe
     url = runtime.upstreams.url(api, target).rstrip("/") + match.channel
     client = websocket.client
+    assert runtime.authority is not None
     identity = identity_headers(
-        runtime, admitted.grant, client.host if client else None, headers.get("x-forwarded-for")
+        admitted.grant,
+        runtime.authority.issuer.issuer,
+        client.host if client else None,
+        headers.get("x-forwarded-for"),
     )
     # Counted first (max_connections, revocation, expiry), as every stream is.
     async with StreamSession(runtime, admitted, "websocket", subscribe=False) as session:

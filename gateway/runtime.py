@@ -267,6 +267,9 @@ class Runtime:
             "unwrap": topic.unwrap,
             "mask": topic.mask.model_dump(mode="json") if masked and topic.mask else None,
         }
+        endpoint = match.api.endpoint
+        if endpoint is not None:  # a changed endpoint is another upstream connection
+            shape["endpoint"] = endpoint.model_dump(mode="json")
         source = source_name(match.api, target)
         return (source, match.channel, json.dumps(shape, sort_keys=True))
 

@@ -92,7 +92,7 @@ class Upstreams:
     def sse(self, api: Api, target: Target) -> SseEndpointConnector:
         assert api.endpoint is not None and self._client is not None
         url = self.url(api, target)
-        settings = f"{url} {api.endpoint.connect_timeout}"
+        settings = api.endpoint.model_dump_json()
         known = self._sse.get((api_label(api), target))
         if known is not None and known[0] == settings:
             return known[1]

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
+
 from tests.e2e.endpoint_setup import SECRET, TICKS, endpoint_config
-from tests.e2e.helpers import fetch_token, get, sse_stream
-from tests.e2e.servers import running_server
+from tests.e2e.helpers import eventually, fetch_token, get, metric, metrics_text, sse_stream
+from tests.e2e.servers import free_port, running_server
 from tests.e2e.upstreams import SseOrigin, sse_origin
 
 UPSTREAM_TICKS = "/stream/ticks"
@@ -145,3 +147,55 @@ async def test_an_upstream_answering_no_stream_is_retried_and_clients_keep_heart
                 await origin.wait_for_connections(UPSTREAM_TICKS, 1, timeout=40)
                 origin.publish(UPSTREAM_TICKS, "at last")
                 assert [e.data for e in await stream.events(1, timeout=10)] == ["at last"]
+
+
+async def test_open_clients_keep_their_stream_across_a_short_upstream_outage(
+    tmp_path: Path,
+) -> None:
+    async with sse_origin(retry_ms=100) as origin:
+        port = origin.port
+        with running_server(tmp_path, config(tmp_path, origin)) as server:
+            token = await fetch_token(server.base_url, "app", SECRET)
+            async with sse_stream(server.base_url, TICKS, token) as stream:
+                await origin.wait_for_connections(UPSTREAM_TICKS, 1)
+                origin.publish(UPSTREAM_TICKS, "before")
+                assert [e.data for e in await stream.events(1)] == ["before"]
+                await origin.stop()  # not listening: connects fail for a while
+                origin.publish(UPSTREAM_TICKS, "during")
+                await origin.start(port)
+                await origin.wait_for_connections(UPSTREAM_TICKS, 1)
+                origin.publish(UPSTREAM_TICKS, "after")
+                assert [e.data for e in await stream.events(2)] == ["during", "after"]
+
+
+async def test_an_endpoint_failing_in_a_row_is_suspended_then_probed(tmp_path: Path) -> None:
+    origin = SseOrigin()
+    origin.port = free_port()  # nothing listens there yet
+    settings = config(tmp_path, origin)
+    settings["apis"][0]["endpoint"]["suspend"] = {"after_failures": 2, "for": "3s"}  # type: ignore[index]
+    with running_server(tmp_path, settings) as server:
+        token = await fetch_token(server.base_url, "app", SECRET)
+
+        async def refused() -> httpx.Response | None:
+            response = await get(server.base_url, TICKS, token)
+            return response if response.status_code == 503 else None
+
+        # The eager hub's connects fail; after two the endpoint is suspended.
+        response = await eventually(refused, what="the endpoint suspended")
+        assert response.json()["code"] == "endpoint_suspended"
+        assert 1 <= int(response.headers["Retry-After"]) <= 3
+        ready = await get(server.base_url, "/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["endpoint:Clock/1.0.0"] is False
+        text = await metrics_text(server.base_url)
+        assert metric(text, "streambridge_endpoint_suspended", api="Clock/1.0.0") == 1.0
+        await origin.start()
+        try:
+            # After the period the hub probes the endpoint and connects.
+            await origin.wait_for_connections(UPSTREAM_TICKS, 1, timeout=10)
+            async with sse_stream(server.base_url, TICKS, token) as stream:
+                origin.publish(UPSTREAM_TICKS, "back")
+                assert [e.data for e in await stream.events(1)] == ["back"]
+            assert (await get(server.base_url, "/readyz")).status_code == 200
+        finally:
+            await origin.stop()
