@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from bridge.config import Config, load_config, parse_config
@@ -75,21 +75,28 @@ def serve(path: str | None, host: str, port: int) -> int:
     import secrets
 
     from gateway.demo import demo_config, demo_instructions, produce
+    from gateway.demo_upstreams import DemoUpstreams
     from gateway.logs import configure
+    from gateway.runtime import Runtime
     from gateway.server import build_server
 
     configure()
     demo_secret: str | None = None
+    background: list[Callable[[Runtime], Awaitable[None]]] = []
     admin_token = secrets.token_urlsafe(24)
     try:
         if path:
             config: Config = load_config(path)
         else:
             demo_secret = secrets.token_urlsafe(18)
-            raw = demo_config(demo_secret, admin_token)
+            upstreams = DemoUpstreams()  # listening already: the gateway's connects wait
+            raw = demo_config(
+                demo_secret, admin_token, clock_url=upstreams.clock_url, echo_url=upstreams.echo_url
+            )
             raw["gateway"]["public_url"] = f"http://{host}:{port}"
             config = parse_config(raw)
-        server = build_server(config, host, port, background=[produce] if demo_secret else [])
+            background.extend([produce, upstreams.serve])
+        server = build_server(config, host, port, background=background)
     except ConfigError as exc:
         return _report(exc)
     if demo_secret is not None:
