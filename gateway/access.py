@@ -14,7 +14,13 @@ from urllib.parse import parse_qsl
 
 from bridge.catalog import ApiEntry, TopicMatch
 from bridge.config import Api, Target, Tier
-from bridge.errors import AccessDenied, NoSandbox, Unauthenticated, UnknownResource
+from bridge.errors import (
+    AccessDenied,
+    NoSandbox,
+    Unauthenticated,
+    UnknownResource,
+    UpstreamUnavailable,
+)
 from bridge.policy import Grant, SubscriptionState, authorize
 from bridge.sandbox import keys_record_id
 from gateway.errors import Answer, answer
@@ -185,9 +191,11 @@ def _bind_request(
     )
 
 
-def refused(runtime: Runtime, error: AccessDenied) -> Answer:
-    """Count and log a data-plane refusal (CONTRACT §4); the answer to send."""
+def refused(runtime: Runtime, error: AccessDenied | UpstreamUnavailable) -> Answer:
+    """Count and log a data-plane refusal (CONTRACT §4, §13: an unreachable upstream);
+    the answer to send."""
     refusal = answer(error)
     runtime.metrics.rejected.labels(str(refusal.status)).inc()
-    log.info("refused", extra={"status": refusal.status, "detail": error.detail})
+    detail = error.detail if isinstance(error, AccessDenied) else str(error)
+    log.info("refused", extra={"status": refusal.status, "detail": detail})
     return refusal

@@ -35,7 +35,6 @@ from gateway.errors import (
     NORMAL_CLOSURE,
     POLICY_VIOLATION,
     Ending,
-    answer,
     close_reason,
     ending,
 )
@@ -68,21 +67,11 @@ def offered_subprotocols(headers: Mapping[str, str]) -> list[Subprotocol]:
     return [Subprotocol(p.strip()) for p in offered.split(",") if p.strip()]
 
 
-async def refuse(runtime: Runtime, websocket: WebSocket, error: BridgeError) -> None:
-    """The handshake's HTTP answer (502 for an unreachable upstream), where supported."""
-    refusal = answer(error)
-    runtime.metrics.rejected.labels(str(refusal.status)).inc()
-    log.info("refused", extra={"status": refusal.status, "detail": str(error)})
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(refusal.response(instance=websocket.url.path))
-    else:
-        final = ending(error)
-        await websocket.close(code=final.ws_code, reason=final.ws_reason)
-
-
 async def serve_proxy(
     runtime: Runtime, websocket: WebSocket, admitted: Admitted, headers: Mapping[str, str]
 ) -> None:
+    """Proxy one client; before the upgrade raises what refuses it (EndpointSuspended,
+    TooManyConnections, UpstreamUnavailable: 502), answered by the caller."""
     api, match, target = admitted.api, admitted.topics[0], admitted.target
     assert api.endpoint is not None
     breaker = runtime.upstreams.admit(api, target)
@@ -112,9 +101,8 @@ async def serve_proxy(
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             breaker.failed(time.time())
             log.warning("upstream unreachable", extra={"url": url, "error": repr(exc)})
-            failure = UpstreamUnavailable(f"the upstream endpoint failed: {exc}")
-            await refuse(runtime, websocket, failure)
-            return
+            # Before the upgrade: the handshake is answered 502 (gateway/websocket.py).
+            raise UpstreamUnavailable(f"the upstream endpoint failed: {exc}") from exc
         breaker.succeeded()
         gauge = runtime.metrics.upstream_connections.labels(f"{api.name}/{api.version}")
         gauge.inc()

@@ -15,7 +15,14 @@ import logging
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from bridge.errors import AccessDenied, BridgeError, ClientGone, ConnectorError, ProtocolClose
+from bridge.errors import (
+    AccessDenied,
+    BridgeError,
+    ClientGone,
+    ConnectorError,
+    ProtocolClose,
+    UpstreamUnavailable,
+)
 from bridge.event import Event, decode_payload
 from gateway.access import Admitted, admit, query_params, refused
 from gateway.errors import INTERNAL_ERROR, POLICY_VIOLATION, Ending, ending
@@ -28,7 +35,9 @@ from gateway.stream import CutOnOverflow, StreamSession
 log = logging.getLogger("streambridge.websocket")
 
 
-async def deny(runtime: Runtime, websocket: WebSocket, error: AccessDenied) -> None:
+async def deny(
+    runtime: Runtime, websocket: WebSocket, error: AccessDenied | UpstreamUnavailable
+) -> None:
     """Refuse the handshake with the HTTP answer, where the server supports it."""
     refusal = refused(runtime, error)
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
@@ -64,7 +73,7 @@ async def serve_websocket(
         async with session:
             await websocket.accept()
             await _serve(runtime, websocket, session, admitted)
-    except AccessDenied as exc:
+    except (AccessDenied, UpstreamUnavailable) as exc:
         if websocket.application_state is not WebSocketState.CONNECTING:
             raise  # only a refusal before the upgrade is answered so
         await deny(runtime, websocket, exc)
