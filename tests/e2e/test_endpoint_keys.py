@@ -75,3 +75,40 @@ async def test_sandbox_keys_on_an_api_without_a_sandbox_get_403(tmp_path: Path) 
             response = await ws_refusal(server.ws_url, CHAT, token)
             assert response.status_code == 403
             assert production.requests == [], "no upstream attempt"
+
+
+async def test_the_management_api_takes_and_gives_endpoint_apis_in_the_config_shape(
+    tmp_path: Path,
+) -> None:
+    async with echo_origin() as production:
+        settings = endpoint_config(tmp_path, sse_url="http://127.0.0.1:9", ws_url=production.url)
+        with running_server(tmp_path, settings) as server:
+            headers = {"Authorization": f"Bearer {ADMIN}"}
+            async with httpx.AsyncClient(base_url=server.base_url, headers=headers) as admin:
+                echo = (await admin.get("/api/v1/apis/Echo/1.0.0")).json()
+                assert echo["endpoint"]["production"] == production.url
+                assert echo["endpoint"]["suspend"] == {"after_failures": 3, "for": "30s"}
+                assert "broker" not in echo
+                assert echo["topics"][0]["url_mapping"] == "/echo"
+                copy = {**echo, "name": "Echo2", "context": "/echo2", "state": "CREATED"}
+                created = await admin.post("/api/v1/apis", json=copy)
+                assert created.status_code == 201, created.text
+                assert (await admin.get("/api/v1/apis/Echo2/1.0.0")).json() == {
+                    **copy,
+                    "state": "CREATED",
+                }
+                bad = {**copy, "name": "Echo3", "context": "/echo3"}
+                bad["endpoint"] = {**copy["endpoint"], "production": "http://127.0.0.1:1"}
+                refused = await admin.post("/api/v1/apis", json=bad)
+                assert refused.status_code == 422
+                assert "endpoint.production" in refused.text
+                imported = await admin.post(
+                    "/api/v1/apis/import",
+                    params={"endpoint": production.url, "name": "Echo4", "context": "/echo4"},
+                    content=(await admin.get("/api/v1/apis/Echo/1.0.0/asyncapi")).content,
+                )
+                assert imported.status_code == 201, imported.text
+                assert imported.json()["endpoint"]["production"] == production.url
+                assert [t["url_mapping"] for t in imported.json()["topics"]] == [
+                    t["url_mapping"] for t in echo["topics"]
+                ]
