@@ -5,6 +5,8 @@ identity headers upstream and never the client's token."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +155,17 @@ async def test_an_unreachable_upstream_answers_502_then_is_suspended_then_probed
             assert (await get(server.base_url, "/readyz")).status_code == 200
             text = await metrics_text(server.base_url)
             assert metric(text, "streambridge_endpoint_suspended", api="Echo/1.0.0") == 0.0
+
+
+async def test_connect_timeout_bounds_a_connect_to_a_silent_upstream(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the TCP handshake completes; no HTTP answer ever comes
+        url = f"ws://127.0.0.1:{silent.getsockname()[1]}"
+        settings = endpoint_config(tmp_path, sse_url="http://127.0.0.1:9", ws_url=url)
+        with running_server(tmp_path, settings) as server:
+            token = await fetch_token(server.base_url, "app", SECRET)
+            started = time.monotonic()
+            response = await ws_refusal(server.ws_url, CHAT, token)
+            assert response.status_code == 502
+            assert 1.5 <= time.monotonic() - started < 4.5, "connect_timeout is 2s"
