@@ -188,9 +188,13 @@ class SseEndpointConnector(AsyncResource):
         """The upstream's events after ``from_cursor`` up to ``until_cursor`` (the hub's
         live part begins after it), read on a connection of their own. A Gap when the
         upstream gives no ids or does not reach ``until_cursor`` within bounds."""
-        if until_cursor in (None, EARLIEST):
-            return  # the hub has read nothing yet: the live part is all there is
         if from_cursor == EARLIEST:  # an upstream has no "from its beginning"
+            yield Gap(from_cursor, None)
+            return
+        if until_cursor in (None, EARLIEST):
+            # The hub has read nothing since it connected (a gateway just started): where
+            # its live part begins among the upstream's ids is unknown, so what came
+            # between the client's id and it cannot be told apart. Say so.
             yield Gap(from_cursor, None)
             return
         count = 0

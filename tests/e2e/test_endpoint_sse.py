@@ -118,8 +118,14 @@ async def test_resume_across_a_gateway_restart_reads_the_upstream_from_the_id(
             origin.publish(UPSTREAM_TICKS, str(n))
         with running_server(tmp_path, settings) as server:
             token = await fetch_token(server.base_url, "app", SECRET)
+            await origin.wait_for_connections(UPSTREAM_TICKS, 1)
+            # Before the new hub has read an id it cannot tell where its live part
+            # begins among the upstream's ids: the client hears of a gap, not silence.
+            early_id = {"Last-Event-ID": seen[2].id or ""}
+            async with sse_stream(server.base_url, TICKS, token, headers=early_id) as early:
+                gap = await early.next_event()
+                assert gap is not None and gap.event == "gap"
             async with sse_stream(server.base_url, TICKS, token) as fresh:
-                await origin.wait_for_connections(UPSTREAM_TICKS, 1)
                 origin.publish(UPSTREAM_TICKS, "6")
                 assert [e.data for e in await fresh.events(1)] == ["6"], "the hub is live"
             headers = {"Last-Event-ID": seen[1].id or ""}
