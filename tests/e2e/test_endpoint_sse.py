@@ -51,7 +51,7 @@ async def test_every_client_shares_one_upstream_connection_and_ids_carry_upstrea
                 assert token not in request.path
 
 
-async def test_url_mapping_fills_path_parameters(tmp_path: Path) -> None:
+async def test_url_mapping_fills_path_parameters_and_topics_combine(tmp_path: Path) -> None:
     async with sse_origin() as origin:
         with running_server(tmp_path, config(tmp_path, origin)) as server:
             token = await fetch_token(server.base_url, "app", SECRET)
@@ -61,6 +61,13 @@ async def test_url_mapping_fills_path_parameters(tmp_path: Path) -> None:
                 origin.publish("/rooms/blue-7/events", "for blue")
                 (event,) = await blue.events(1)
                 assert event.data == "for blue"
+            both = [("topic", "/ticks"), ("topic", "/rooms/red")]
+            async with sse_stream(server.base_url, "/clock/1.0.0", token, params=both) as multi:
+                await origin.wait_for_connections("/rooms/red/events", 1)
+                origin.publish("/rooms/red/events", "red")
+                origin.publish(UPSTREAM_TICKS, "tick")
+                events = {(e.event, e.data) for e in await multi.events(2)}
+                assert events == {("/rooms/red", "red"), ("/ticks", "tick")}
 
 
 async def test_an_upstream_drop_is_reconnected_with_last_event_id_without_loss(
