@@ -12,6 +12,7 @@ from typing import Any
 
 from tests.e2e.endpoint_setup import SECRET, endpoint_config
 from tests.e2e.helpers import (
+    eventually,
     fetch_token,
     frames_until_closed,
     get,
@@ -21,7 +22,7 @@ from tests.e2e.helpers import (
     ws_refusal,
 )
 from tests.e2e.servers import free_port, running_server
-from tests.e2e.upstreams import EchoOrigin, echo_origin
+from tests.e2e.upstreams import FLOOD_FRAMES, EchoOrigin, echo_origin
 
 CHAT = "/echo/1.0.0/chat"
 
@@ -169,3 +170,26 @@ async def test_connect_timeout_bounds_a_connect_to_a_silent_upstream(tmp_path: P
             response = await ws_refusal(server.ws_url, CHAT, token)
             assert response.status_code == 502
             assert 1.5 <= time.monotonic() - started < 4.5, "connect_timeout is 2s"
+
+
+async def test_a_client_that_does_not_read_pauses_the_upstream(tmp_path: Path) -> None:
+    """Back-pressure: the gateway reads the upstream only as fast as the client reads."""
+    async with echo_origin() as echo:
+        settings = config(tmp_path, echo)
+        settings["apis"][1]["topics"].append({"name": "/flood", "mode": "both"})
+        with running_server(tmp_path, settings) as server:
+            token = await fetch_token(server.base_url, "app", SECRET)
+            async with ws_connect(server.ws_url, "/echo/1.0.0/flood", token, max_queue=4) as ws:
+                await eventually(lambda: _positive(echo.flooded), what="the flood starting")
+                paused_at = -1
+                while paused_at != echo.flooded:  # until the upstream cannot send more
+                    paused_at = echo.flooded
+                    await asyncio.sleep(0.5)
+                assert paused_at < FLOOD_FRAMES / 2, "the upstream was paused"
+                for _ in range(FLOOD_FRAMES):  # nothing lost once the client reads
+                    assert len(await asyncio.wait_for(ws.recv(), 5)) == 4000
+            assert echo.flooded == FLOOD_FRAMES
+
+
+async def _positive(value: int) -> bool:
+    return value > 0

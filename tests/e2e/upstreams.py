@@ -138,21 +138,31 @@ class EchoOrigin:
     """A ``websockets`` echo server: every frame back as it came (text or binary).
 
     After echoing the first frame, ``/close/<code>`` closes with that code, ``/crash``
-    drops the TCP connection, ``/big`` sends a 5000-byte frame. Subprotocols ``chat.v1``
-    and ``chat.v2`` are offered."""
+    drops the TCP connection, ``/big`` sends a 5000-byte frame. ``/flood`` sends
+    FLOOD_FRAMES frames at once. Subprotocols ``chat.v1`` and ``chat.v2`` are offered."""
 
     requests: list[Request] = field(default_factory=list)
     port: int = 0
+    flooded: int = 0  # frames /flood has sent so far
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
+
+    async def _flood(self, connection: ServerConnection) -> None:
+        """FLOOD_FRAMES frames as fast as the connection takes them."""
+        frame = "f" * 4000
+        for _ in range(FLOOD_FRAMES):
+            await connection.send(frame)  # waits while the peer's buffers are full
+            self.flooded += 1
 
     async def handler(self, connection: ServerConnection) -> None:
         request = connection.request
         assert request is not None
         self.requests.append(Request(request.path, _plain(request.headers)))
         with contextlib.suppress(ConnectionClosed):
+            if request.path == "/flood":
+                await self._flood(connection)
             async for message in connection:
                 await connection.send(message)
                 if request.path == "/crash":
@@ -167,6 +177,7 @@ class EchoOrigin:
 
 
 OFFERED = ("chat.v1", "chat.v2")
+FLOOD_FRAMES = 10_000
 
 
 def _select(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
