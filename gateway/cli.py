@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         "import", help="print the config YAML (an apis[] item) for an AsyncAPI 2.x/3.x file"
     )
     imported.add_argument("file")
-    imported.add_argument("--broker", default="main", help="broker name for the API (main)")
+    source = imported.add_mutually_exclusive_group()
+    source.add_argument("--broker", help="broker name for the API (default: main)")
+    source.add_argument("--endpoint", help="or the URL of the server the API fronts")
     imported.add_argument("--protocol", choices=("sse", "websocket", "websub"))
     imported.add_argument("--name")
     imported.add_argument("--context")
@@ -128,15 +130,25 @@ def asyncapi_export(path: str, name: str, version: str | None, fmt: str) -> int:
 
 
 def asyncapi_import(
-    path: str, broker: str, protocol: str | None, name: str | None, context: str | None
+    path: str,
+    source: tuple[str | None, str | None],
+    protocol: str | None,
+    name: str | None,
+    context: str | None,
 ) -> int:
+    """``source``: (broker, endpoint), one of the two set."""
     import yaml
 
     from bridge.asyncapi import AsyncApiError, import_document
 
     try:
         api = import_document(
-            Path(path).read_bytes(), broker=broker, protocol=protocol, name=name, context=context
+            Path(path).read_bytes(),
+            broker=source[0],
+            endpoint=source[1],
+            protocol=protocol,
+            name=name,
+            context=context,
         )
     except OSError as exc:
         print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
@@ -159,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "asyncapi":
         if args.asyncapi_command == "export":
             return asyncapi_export(args.config, args.api, args.version, args.format)
-        return asyncapi_import(args.file, args.broker, args.protocol, args.name, args.context)
+        source = (None if args.endpoint else args.broker or "main", args.endpoint)
+        return asyncapi_import(args.file, source, args.protocol, args.name, args.context)
     return serve(args.config, args.host, args.port)
 
 

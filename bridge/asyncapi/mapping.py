@@ -84,11 +84,14 @@ def import_document(
             topic.pop("exported", None)
     else:
         exported_endpoint = info.get("x-streambridge-endpoint")
-        raw["endpoint"] = {**(exported_endpoint if isinstance(exported_endpoint, dict) else {})}
-        raw["endpoint"]["production"] = endpoint
-        for topic in topics:  # an endpoint API maps URLs: the exported channel is one
+        fronted = isinstance(exported_endpoint, dict)  # exported by an endpoint API
+        settings = exported_endpoint if isinstance(exported_endpoint, dict) else {}
+        raw["endpoint"] = {**settings, "production": endpoint}
+        for topic in topics:
+            # An endpoint API's exported channel is its url_mapping; a broker's channel
+            # names no URL, so the topic name is the mapping (the default).
             mapping = topic.pop("channel")
-            if topic.pop("exported", False):
+            if topic.pop("exported", False) and fronted:
                 topic["url_mapping"] = mapping
     if isinstance(info.get("description"), str):
         raw["description"] = info["description"]

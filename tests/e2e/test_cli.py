@@ -290,3 +290,34 @@ def test_asyncapi_import_of_a_broken_file_exits_2(tmp_path: Path) -> None:
     result = run_cli("asyncapi", "import", str(bad))
     assert result.returncode == 2
     assert "bad.yaml" in result.stderr
+
+
+def test_asyncapi_import_with_an_endpoint_prints_an_api_check_accepts(tmp_path: Path) -> None:
+    """CONTRACT §13: ``--endpoint URL`` instead of ``--broker``."""
+    import yaml
+
+    path = write_config(tmp_path, VALID)
+    exported = run_cli("asyncapi", "export", "--config", str(path), "--api", "Orders")
+    document = tmp_path / "orders.json"
+    document.write_text(exported.stdout, encoding="utf-8")
+    result = run_cli(
+        "asyncapi",
+        "import",
+        str(document),
+        "--endpoint",
+        "http://127.0.0.1:8081",
+        "--protocol",
+        "sse",
+        "--name",
+        "Fronted",
+        "--context",
+        "/fronted",
+    )
+    assert result.returncode == 0, result.stderr
+    imported = yaml.safe_load(result.stdout)["apis"][0]
+    assert imported["endpoint"]["production"] == "http://127.0.0.1:8081"
+    assert "broker" not in imported
+    merged = copy.deepcopy(VALID)
+    merged["apis"].append(imported)
+    checked = run_cli("check", "--config", str(write_config(tmp_path, merged, "merged.yaml")))
+    assert checked.returncode == 0, checked.stderr
