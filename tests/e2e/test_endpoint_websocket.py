@@ -48,6 +48,8 @@ async def test_each_client_has_its_own_upstream_connection_and_identity(tmp_path
                 await bob.send("only bob")
                 assert await asyncio.wait_for(bob.recv(), 5) == "only bob"
                 assert len(echo.requests) == 2, "one upstream connection per client"
+                text = await metrics_text(server.base_url)
+                assert metric(text, "streambridge_upstream_connections", api="Echo/1.0.0") == 2
         for request in echo.requests:
             assert request.path == "/echo"
             assert request.headers["x-streambridge-application"] == "app"
