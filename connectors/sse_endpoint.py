@@ -163,7 +163,8 @@ class SseEndpointConnector(AsyncResource):
                                 yield event
                     finally:
                         self._connections.dec()
-                        retry = (decoder.retry or 0) / 1000
+                        if decoder.retry is not None:  # kept until another says else
+                            retry = decoder.retry / 1000
                 log.info("upstream stream ended", extra={"url": self.url(channel)})
             except UpstreamUnavailable as exc:  # logged with the status it answered
                 self._gate.failed(time.time())

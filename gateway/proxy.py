@@ -38,6 +38,7 @@ from gateway.errors import (
     close_reason,
     ending,
 )
+from gateway.metrics import Value
 from gateway.runtime import Runtime
 from gateway.stream import StreamSession
 
@@ -109,7 +110,10 @@ async def serve_proxy(
         try:
             async with upstream:
                 await websocket.accept(subprotocol=upstream.subprotocol)
-                final = await _relay(websocket, upstream, session, match.topic.mode)
+                published = runtime.metrics.events_published.labels(
+                    api.name, api.version, match.topic.name
+                )
+                final = await _relay(websocket, upstream, session, match.topic.mode, published)
                 if final is not None:
                     code = final.ws_code if passes_through(final.ws_code) else NORMAL_CLOSURE
                     await upstream.close(code)
@@ -121,14 +125,18 @@ async def serve_proxy(
 
 
 async def _relay(
-    websocket: WebSocket, upstream: ClientConnection, session: StreamSession, mode: str
+    websocket: WebSocket,
+    upstream: ClientConnection,
+    session: StreamSession,
+    mode: str,
+    published: Value,
 ) -> Ending | None:
     """Frames both ways until one side ends or the stream must (revoked, expired,
     throttled, shutting down); how the client's side ends, None when it left."""
     async with asyncio.TaskGroup() as tasks:
         runs = [
             tasks.create_task(_downstream(websocket, upstream, session), name="proxy-down"),
-            tasks.create_task(_upstream(websocket, upstream, mode), name="proxy-up"),
+            tasks.create_task(_upstream(websocket, upstream, mode, published), name="proxy-up"),
             tasks.create_task(_watch(session), name="proxy-watch"),
         ]
         done, _ = await asyncio.wait(runs, return_when=asyncio.FIRST_COMPLETED)
@@ -153,6 +161,7 @@ async def _downstream(
                     await websocket.send_bytes(message)
             except (WebSocketDisconnect, OSError, RuntimeError):
                 return None
+            session.relayed()
     except ConnectionClosed as exc:
         return _upstream_ending(exc)
     code = upstream.close_code
@@ -170,7 +179,9 @@ def _upstream_ending(exc: ConnectionClosed) -> Ending:
     return Ending(BAD_GATEWAY, "the upstream endpoint failed")
 
 
-async def _upstream(websocket: WebSocket, upstream: ClientConnection, mode: str) -> Ending | None:
+async def _upstream(
+    websocket: WebSocket, upstream: ClientConnection, mode: str, published: Value
+) -> Ending | None:
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
@@ -184,6 +195,7 @@ async def _upstream(websocket: WebSocket, upstream: ClientConnection, mode: str)
             await upstream.send(text if text is not None else (data or b""))
         except ConnectionClosed as exc:
             return _upstream_ending(exc)
+        published.inc()
 
 
 async def _watch(session: StreamSession) -> Ending | None:

@@ -223,6 +223,12 @@ class StreamSession:
             except Throttled as exc:
                 raise self._end(exc) from None
 
+    def relayed(self) -> None:
+        """Count one frame a proxy wrote to the client (events out)."""
+        self.sent += 1
+        if self._single_out is not None:
+            self._single_out.inc()
+
     def delivered(self, items: list[tuple[Entry, str | None]]) -> None:
         """Count what was written, per topic; observe the oldest item's latency."""
         if not items:
