@@ -3,6 +3,7 @@
     BridgeError
     ├── ConfigError            invalid configuration; carries every problem with its field path
     ├── ConnectorError         a broker failed; ``retriable`` says whether a reconnect may help
+    │   └── UpstreamUnavailable an upstream endpoint failed or refused (§13)   502 / 1014
     ├── PipelineError          an expression or operator failed on one event
     └── AccessDenied           a data-plane request was refused (CONTRACT §4), in table order:
         ├── Unauthenticated    no, invalid or expired token                  401 / 1008
@@ -12,6 +13,8 @@
         ├── InsufficientScope  token lacks a topic's scope                   403 / 1008
         ├── ApiBlocked         API in state BLOCKED                          503 / 1013
         ├── TooManyConnections tier max_connections reached                  429 / 1013
+        ├── EndpointSuspended  the upstream endpoint is suspended (§13)       503 / 1013
+        ├── NoSandbox          a sandbox key on an API without a sandbox      403 / 1008
         ├── Throttled          tier events_per_minute spent on open stream   event/1008
         └── Revoked            token expired or subscription gone on stream  event/1008
     ├── StoreError             the state store failed (unreachable, broken schema, bad URL)
@@ -65,6 +68,11 @@ class ConnectorError(BridgeError):
         super().__init__(message)
 
 
+class UpstreamUnavailable(ConnectorError):
+    """An API's upstream endpoint (CONTRACT §13) could not be reached, timed out, or
+    answered something else than a stream."""
+
+
 class PipelineError(BridgeError):
     """An expression failed on one event; the event is skipped, the stream goes on."""
 
@@ -109,6 +117,19 @@ class TooManyConnections(AccessDenied):
     def __init__(self, detail: str, *, retry_after: int) -> None:
         self.retry_after = retry_after
         super().__init__(detail)
+
+
+class EndpointSuspended(AccessDenied):
+    """CONTRACT §13: the endpoint failed ``after_failures`` times in a row; no attempt
+    is made until ``retry_after`` seconds have passed."""
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(detail)
+
+
+class NoSandbox(AccessDenied):
+    """CONTRACT §13: a sandbox key on an API that has no sandbox endpoint."""
 
 
 class Throttled(AccessDenied):

@@ -35,6 +35,8 @@ class Grant:
     issuer: str
     token_id: str | None = None
     generation: int | None = None  # the application's key generation (claim "sbg")
+    key_type: str | None = None  # "SANDBOX" for an application's sandbox keys (§13)
+    subject: str | None = None  # the token's ``sub``
 
 
 @dataclass(frozen=True, slots=True)

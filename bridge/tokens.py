@@ -75,8 +75,15 @@ class TokenIssuer:
         self.audience = audience
         self.ttl = ttl
 
-    def issue(self, client_id: str, scopes: frozenset[str], now: float, generation: int = 1) -> str:
-        claims = {
+    def issue(
+        self,
+        client_id: str,
+        scopes: frozenset[str],
+        now: float,
+        generation: int = 1,
+        key_type: str | None = None,
+    ) -> str:
+        claims: dict[str, Any] = {
             "sbg": generation,
             "iss": self.issuer,
             "sub": client_id,
@@ -88,6 +95,8 @@ class TokenIssuer:
             "jti": secrets.token_urlsafe(16),
             "scope": " ".join(sorted(scopes)),
         }
+        if key_type is not None:  # SANDBOX keys (CONTRACT §13)
+            claims["key_type"] = key_type
         return jwt.encode(
             claims,
             self.key.private_key,
@@ -154,7 +163,7 @@ def verify_token(token: str, trusted: Mapping[str, TrustedKeys]) -> Grant:
         scopes = frozenset(s for s in scope if isinstance(s, str))
     else:
         scopes = frozenset()
-    generation = claims.get("sbg")
+    generation, key_type, subject = claims.get("sbg"), claims.get("key_type"), claims.get("sub")
     return Grant(
         client_id,
         scopes,
@@ -162,4 +171,6 @@ def verify_token(token: str, trusted: Mapping[str, TrustedKeys]) -> Grant:
         source.issuer,
         claims.get("jti"),
         generation if isinstance(generation, int) else None,
+        key_type if isinstance(key_type, str) else None,
+        subject if isinstance(subject, str) else None,
     )

@@ -13,12 +13,20 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from bridge.catalog import ApiEntry, TopicMatch
-from bridge.config import Api, Tier
-from bridge.errors import AccessDenied, Unauthenticated, UnknownResource
+from bridge.config import Api, Target, Tier
+from bridge.errors import (
+    AccessDenied,
+    NoSandbox,
+    Unauthenticated,
+    UnknownResource,
+    UpstreamUnavailable,
+)
 from bridge.policy import Grant, SubscriptionState, authorize
+from bridge.sandbox import keys_record_id
 from gateway.errors import Answer, answer
 from gateway.logs import bind
 from gateway.runtime import Runtime
+from gateway.upstreams import target_of
 
 log = logging.getLogger("streambridge.access")
 
@@ -35,6 +43,11 @@ class Admitted:
     @property
     def key(self) -> tuple[str, str, str]:
         return self.subscription.key
+
+    @property
+    def target(self) -> Target:
+        """The endpoint the key reaches on an endpoint API (CONTRACT §13)."""
+        return target_of(self.grant.key_type)
 
 
 def query_params(scope: Mapping[str, object]) -> list[tuple[str, str]]:
@@ -82,7 +95,7 @@ def _current_keys(runtime: Runtime, grant: Grant) -> bool:
     assert runtime.authority is not None
     if grant.issuer != runtime.authority.issuer.issuer:
         return True
-    app = runtime.catalog.applications.get(grant.client_id)
+    app = runtime.catalog.applications.get(keys_record_id(grant.client_id, grant.key_type))
     return app is not None and grant.generation == app.generation
 
 
@@ -156,6 +169,11 @@ async def admit(
         required_scopes={scope for match in topics for scope in match.topic.scopes},
     )
     assert grant is not None and api is not None and subscription is not None
+    target = target_of(grant.key_type)
+    if api.endpoint is not None:
+        runtime.upstreams.admit(api, target)  # NoSandbox, EndpointSuspended (§13)
+    elif target == "sandbox":
+        raise NoSandbox("this API has no sandbox endpoint; use a production key")
     tier = runtime.catalog.tier(subscription.tier)
     return Admitted(grant, api, topics, subscription, tier, multi)
 
@@ -168,14 +186,16 @@ def _bind_request(
         client_id=grant.client_id if grant else None,
         api=api.name if api else None,
         version=api.version if api else None,
-        broker=api.broker if api else None,
+        broker=api.source if api else None,
         topic=(names if multi else names[0]) if names else None,
     )
 
 
-def refused(runtime: Runtime, error: AccessDenied) -> Answer:
-    """Count and log a data-plane refusal (CONTRACT §4); the answer to send."""
+def refused(runtime: Runtime, error: AccessDenied | UpstreamUnavailable) -> Answer:
+    """Count and log a data-plane refusal (CONTRACT §4, §13: an unreachable upstream);
+    the answer to send."""
     refusal = answer(error)
     runtime.metrics.rejected.labels(str(refusal.status)).inc()
-    log.info("refused", extra={"status": refusal.status, "detail": error.detail})
+    detail = error.detail if isinstance(error, AccessDenied) else str(error)
+    log.info("refused", extra={"status": refusal.status, "detail": detail})
     return refusal

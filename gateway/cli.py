@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from bridge.config import Config, load_config, parse_config
@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         "import", help="print the config YAML (an apis[] item) for an AsyncAPI 2.x/3.x file"
     )
     imported.add_argument("file")
-    imported.add_argument("--broker", default="main", help="broker name for the API (main)")
+    source = imported.add_mutually_exclusive_group()
+    source.add_argument("--broker", help="broker name for the API (default: main)")
+    source.add_argument("--endpoint", help="or the URL of the server the API fronts")
     imported.add_argument("--protocol", choices=("sse", "websocket", "websub"))
     imported.add_argument("--name")
     imported.add_argument("--context")
@@ -75,21 +77,28 @@ def serve(path: str | None, host: str, port: int) -> int:
     import secrets
 
     from gateway.demo import demo_config, demo_instructions, produce
+    from gateway.demo_upstreams import DemoUpstreams
     from gateway.logs import configure
+    from gateway.runtime import Runtime
     from gateway.server import build_server
 
     configure()
     demo_secret: str | None = None
+    background: list[Callable[[Runtime], Awaitable[None]]] = []
     admin_token = secrets.token_urlsafe(24)
     try:
         if path:
             config: Config = load_config(path)
         else:
             demo_secret = secrets.token_urlsafe(18)
-            raw = demo_config(demo_secret, admin_token)
+            upstreams = DemoUpstreams()  # listening already: the gateway's connects wait
+            raw = demo_config(
+                demo_secret, admin_token, clock_url=upstreams.clock_url, echo_url=upstreams.echo_url
+            )
             raw["gateway"]["public_url"] = f"http://{host}:{port}"
             config = parse_config(raw)
-        server = build_server(config, host, port, background=[produce] if demo_secret else [])
+            background.extend([produce, upstreams.serve])
+        server = build_server(config, host, port, background=background)
     except ConfigError as exc:
         return _report(exc)
     if demo_secret is not None:
@@ -121,15 +130,25 @@ def asyncapi_export(path: str, name: str, version: str | None, fmt: str) -> int:
 
 
 def asyncapi_import(
-    path: str, broker: str, protocol: str | None, name: str | None, context: str | None
+    path: str,
+    source: tuple[str | None, str | None],
+    protocol: str | None,
+    name: str | None,
+    context: str | None,
 ) -> int:
+    """``source``: (broker, endpoint), one of the two set."""
     import yaml
 
     from bridge.asyncapi import AsyncApiError, import_document
 
     try:
         api = import_document(
-            Path(path).read_bytes(), broker=broker, protocol=protocol, name=name, context=context
+            Path(path).read_bytes(),
+            broker=source[0],
+            endpoint=source[1],
+            protocol=protocol,
+            name=name,
+            context=context,
         )
     except OSError as exc:
         print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
@@ -152,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "asyncapi":
         if args.asyncapi_command == "export":
             return asyncapi_export(args.config, args.api, args.version, args.format)
-        return asyncapi_import(args.file, args.broker, args.protocol, args.name, args.context)
+        source = (None if args.endpoint else args.broker or "main", args.endpoint)
+        return asyncapi_import(args.file, source, args.protocol, args.name, args.context)
     return serve(args.config, args.host, args.port)
 
 

@@ -4,7 +4,8 @@ Its config and instructions, and the producer of ticker prices and chat announce
 
 A memory broker, one SSE API (ticker prices, with a filtered and a windowed topic), one
 WebSocket API (chat rooms: publish and subscribe), one WebSub API (big price moves as
-webhooks), one application with a fresh secret. The demo runs on loopback for local
+webhooks), two APIs fronting in-process servers (an SSE clock, a WebSocket echo: CONTRACT
+§13), one application with a fresh secret. The demo runs on loopback for local
 development, so webhooks may go to a receiver on this machine
 (``websub.allow_private_callbacks``).
 """
@@ -23,7 +24,15 @@ from gateway.runtime import Runtime
 DEMO_CLIENT_ID = "demo"
 
 
-def demo_config(secret: str | None = None, admin_token: str | None = None) -> dict[str, Any]:
+def demo_config(
+    secret: str | None = None,
+    admin_token: str | None = None,
+    *,
+    clock_url: str = "http://127.0.0.1:8081",
+    echo_url: str = "ws://127.0.0.1:8082",
+) -> dict[str, Any]:
+    """``clock_url``/``echo_url``: the in-process servers the Clock and Echo APIs front
+    (gateway/demo_upstreams.py)."""
     return {
         "gateway": {
             "state": "sqlite:///.state/demo.db",
@@ -122,6 +131,7 @@ def demo_config(secret: str | None = None, admin_token: str | None = None) -> di
                     },
                 ],
             },
+            *endpoint_apis(clock_url, echo_url),
         ],
         "applications": [
             {
@@ -132,10 +142,44 @@ def demo_config(secret: str | None = None, admin_token: str | None = None) -> di
                     {"api": "Ticker", "version": "1.0.0", "tier": "Gold"},
                     {"api": "Chat", "version": "1.0.0", "tier": "Gold"},
                     {"api": "Alerts", "version": "1.0.0", "tier": "Gold"},
+                    {"api": "Clock", "version": "1.0.0", "tier": "Gold"},
+                    {"api": "Echo", "version": "1.0.0", "tier": "Gold"},
                 ],
             },
         ],
     }
+
+
+def endpoint_apis(clock_url: str, echo_url: str) -> list[dict[str, Any]]:
+    """Two APIs fronting existing servers instead of a broker (CONTRACT §13)."""
+    suspend = {"after_failures": 5, "for": "10s"}
+    return [
+        {
+            "name": "Clock",
+            "version": "1.0.0",
+            "context": "/clock",
+            "protocol": "sse",
+            "endpoint": {"production": clock_url, "connect_timeout": "5s", "suspend": suspend},
+            "tiers": ["Gold"],
+            "topics": [{"name": "/ticks", "url_mapping": "/sse", "scopes": ["clock:read"]}],
+        },
+        {
+            "name": "Echo",
+            "version": "1.0.0",
+            "context": "/echo",
+            "protocol": "websocket",
+            "endpoint": {
+                "production": echo_url,
+                "sandbox": echo_url,
+                "connect_timeout": "5s",
+                "suspend": suspend,
+            },
+            "tiers": ["Gold"],
+            "topics": [
+                {"name": "/chat", "mode": "both", "url_mapping": "/", "scopes": ["echo:rw"]}
+            ],
+        },
+    ]
 
 
 def demo_instructions(base_url: str, secret: str, admin_token: str) -> str:
@@ -158,6 +202,10 @@ Server-Sent Events:
 WebSocket (type a line to publish it to the room):
   websocat "{ws_base}/chat/1.0.0/rooms/lobby?access_token=$TOKEN"
   python3 -m websockets "{ws_base}/chat/1.0.0/rooms/lobby?access_token=$TOKEN"
+
+Fronting existing servers (an SSE clock and a WebSocket echo server, run in-process):
+  curl -N -H "Authorization: Bearer $TOKEN" {base_url}/clock/1.0.0/ticks
+  python3 -m websockets "{ws_base}/echo/1.0.0/chat?access_token=$TOKEN"
 
 WebSub (webhooks; the callback must answer GET with the hub.challenge it is sent):
   curl -i -H "Authorization: Bearer $TOKEN" {base_url}/alerts/1.0.0/hub \\

@@ -19,6 +19,8 @@ The map, most specific class first (``—``: never the answer to a request)::
     InsufficientScope    403   insufficient_scope    -                          1008
     ApiBlocked           503   api_blocked           -                          1013
     TooManyConnections   429   too_many_connections  -                          1013
+    EndpointSuspended    503   endpoint_suspended    -                          1013
+    NoSandbox            403   no_sandbox            -                          1008
     Throttled            429   throttled             event: throttled           1008 "throttled"
     Revoked              401   revoked               event: revoked             1008
     AccessDenied (other) 403                         event: revoked             1008
@@ -30,6 +32,7 @@ The map, most specific class first (``—``: never the answer to a request)::
     HubRequestError      400                         end                        1011
     CallbackRefused      400                         end                        1011
     CallbackError        502                         end                        1011
+    UpstreamUnavailable  502   bad_gateway           end                        1014
     ConnectorError       502                         end                        1011
     PipelineError        500                         end                        1011
     ShuttingDown         503                         end (the client retries)   1001
@@ -64,9 +67,11 @@ from bridge.errors import (
     ConfigError,
     Conflict,
     ConnectorError,
+    EndpointSuspended,
     HubRequestError,
     IllegalTransition,
     InsufficientScope,
+    NoSandbox,
     NotFound,
     NotSubscribed,
     PipelineError,
@@ -80,6 +85,7 @@ from bridge.errors import (
     TooManyConnections,
     Unauthenticated,
     UnknownResource,
+    UpstreamUnavailable,
     WrongProtocol,
 )
 from bridge.wire.sse import encode_event
@@ -91,6 +97,7 @@ POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
+BAD_GATEWAY = 1014
 MAX_REASON_BYTES = 123  # a close frame's payload is at most 125 bytes, 2 of them the code
 
 # (status, problem code) for each class; the lookup walks the class's MRO, so a class
@@ -103,6 +110,8 @@ _STATUS: dict[type[BridgeError], tuple[int, str | None]] = {
     InsufficientScope: (403, "insufficient_scope"),
     ApiBlocked: (503, "api_blocked"),
     TooManyConnections: (429, "too_many_connections"),
+    EndpointSuspended: (503, "endpoint_suspended"),
+    NoSandbox: (403, "no_sandbox"),
     Throttled: (429, "throttled"),
     Revoked: (401, "revoked"),
     AccessDenied: (403, None),
@@ -115,6 +124,7 @@ _STATUS: dict[type[BridgeError], tuple[int, str | None]] = {
     HubRequestError: (400, None),
     CallbackRefused: (400, None),
     CallbackError: (502, None),
+    UpstreamUnavailable: (502, "bad_gateway"),
     ConnectorError: (502, None),
     PipelineError: (500, None),
     StreamEnded: (503, None),
@@ -211,7 +221,7 @@ def answer(error: BridgeError) -> Answer:
             f'Bearer realm="streambridge", error="insufficient_scope", '
             f'scope="{" ".join(sorted(error.required))}"'
         )
-    elif isinstance(error, TooManyConnections | Throttled):
+    elif isinstance(error, TooManyConnections | Throttled | EndpointSuspended):
         headers["Retry-After"] = str(error.retry_after)
     elif isinstance(error, WrongProtocol) and error.expected == "websocket":
         headers["Upgrade"] = "websocket"
@@ -253,7 +263,8 @@ def ending(error: BridgeError) -> Ending:
             POLICY_VIOLATION, "throttled", "throttled", {"retry_after": error.retry_after}
         )
     if isinstance(error, AccessDenied):  # revoked, or access lost some other way
-        code = TRY_AGAIN_LATER if isinstance(error, ApiBlocked | TooManyConnections) else None
+        later = ApiBlocked | TooManyConnections | EndpointSuspended
+        code = TRY_AGAIN_LATER if isinstance(error, later) else None
         return Ending(
             code or POLICY_VIOLATION,
             close_reason(error.detail),
@@ -268,4 +279,6 @@ def ending(error: BridgeError) -> Ending:
         return Ending(NORMAL_CLOSURE)
     if isinstance(error, ProtocolClose):
         return Ending(error.code, close_reason(error.reason))
+    if isinstance(error, UpstreamUnavailable):
+        return Ending(BAD_GATEWAY, close_reason(str(error)))
     return Ending(INTERNAL_ERROR, "internal error")

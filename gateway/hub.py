@@ -104,8 +104,12 @@ class Hub:
         try:
             async for item in self.connector.subscribe(self.channel, self.cursor):
                 if isinstance(item, Gap):
-                    # The broker lost events we never saw: ids before now are not resumable.
+                    # The broker lost events we never saw: ids before now are not resumable,
+                    # and open streams hear of it (CONTRACT §5, §13: never a silent skip).
+                    last = self.log[-1].id if self.log else item.requested
                     self.evicted_upto = self._last_sequence()
+                    for subscriber, name in self.subscribers.items():
+                        subscriber.offer(GapNotice(last, None, name))
                     continue
                 if item.cursor is not None:
                     self.cursor = item.cursor

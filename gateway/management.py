@@ -21,6 +21,7 @@ from bridge.asyncapi import export_document, import_document, to_yaml
 from bridge.config import Api, Config, Tier, semantic_problems
 from bridge.errors import ConfigError, Problem
 from bridge.lifecycle import transition
+from bridge.sandbox import SANDBOX, owner_of, sandbox_client_id
 from bridge.secrets import hash_secret, new_secret
 from bridge.store import ApplicationRecord, NotFound, SubscriptionRecord
 from gateway.runtime import Runtime
@@ -149,13 +150,19 @@ def router(runtime: Runtime) -> APIRouter:
     @api.post("/apis/import", status_code=201)
     async def import_api(
         request: Request,
-        broker: str = Query(),
+        broker: str | None = Query(default=None),
+        endpoint: str | None = Query(default=None, description="the server to front (§13)"),
         protocol: Literal["sse", "websocket", "websub"] | None = Query(default=None),
         name: str | None = Query(default=None),
         context: str | None = Query(default=None),
     ) -> JSONResponse:
         document = import_document(
-            await request.body(), broker=broker, protocol=protocol, name=name, context=context
+            await request.body(),
+            broker=broker,
+            endpoint=endpoint,
+            protocol=protocol,
+            name=name,
+            context=context,
         )
         validate_api(runtime, document)
         await store().create_api(document)
@@ -220,10 +227,13 @@ def router(runtime: Runtime) -> APIRouter:
     # --- applications ----------------------------------------------------------------------
     @api.get("/applications")
     async def list_applications() -> list[dict[str, Any]]:
-        return [application_json(a) for a in runtime.catalog.applications.values()]
+        apps = runtime.catalog.applications.values()
+        return [application_json(a) for a in apps if owner_of(a.client_id) is None]
 
     @api.post("/applications", status_code=201)
     async def create_application(body: ApplicationIn) -> JSONResponse:
+        if body.client_id is not None and owner_of(body.client_id) is not None:
+            raise ConfigError([Problem("body.client_id", "~sandbox names sandbox keys")])
         secret = new_secret()
         record = ApplicationRecord(
             body.client_id or secrets.token_urlsafe(12),
@@ -242,18 +252,35 @@ def router(runtime: Runtime) -> APIRouter:
         return application_json(found)
 
     @api.post("/applications/{client_id}/keys")
-    async def regenerate_keys(client_id: str) -> dict[str, Any]:
-        """A new secret; every token issued before is refused and its streams end."""
+    async def regenerate_keys(
+        client_id: str,
+        key_type: Literal["production", "sandbox"] = Query(default="production", alias="type"),
+    ) -> dict[str, Any]:
+        """A new secret; every token issued before is refused and its streams end.
+        ``?type=sandbox``: the application's sandbox keys, made on first use (§13)."""
         secret = new_secret()
-        record = await store().set_application_secret(
-            client_id, await asyncio.to_thread(hash_secret, secret)
-        )
+        secret_hash = await asyncio.to_thread(hash_secret, secret)
+        if key_type == "sandbox":
+            owner = runtime.catalog.applications.get(client_id)
+            if owner is None or owner_of(client_id) is not None:
+                raise NotFound(f"no application {client_id}")
+            sandbox = sandbox_client_id(client_id)
+            if sandbox in runtime.catalog.applications:
+                record = await store().set_application_secret(sandbox, secret_hash)
+            else:
+                record = ApplicationRecord(sandbox, f"{owner.name} (sandbox)", secret_hash)
+                await store().create_application(record)
+            await changed()
+            return {**application_json(record, secret), "key_type": SANDBOX}
+        record = await store().set_application_secret(client_id, secret_hash)
         await changed()
         return application_json(record, secret)
 
     @api.delete("/applications/{client_id}", status_code=204)
     async def delete_application(client_id: str) -> Response:
         await store().delete_application(client_id)
+        if sandbox_client_id(client_id) in runtime.catalog.applications:
+            await store().delete_application(sandbox_client_id(client_id))
         await changed()
         return Response(status_code=204)
 

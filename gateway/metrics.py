@@ -142,6 +142,16 @@ class Metrics(Collector):
             "Broker subscriptions restarted after a failure",
             ["broker"],
         )
+        self.upstream_connections = gauge(
+            "streambridge_upstream_connections",
+            "Open connections to upstream endpoints (CONTRACT §13)",
+            ["api"],
+        )
+        self.endpoint_suspended = gauge(
+            "streambridge_endpoint_suspended",
+            "1 while an API's upstream endpoint is suspended after failures",
+            ["api"],
+        )
         self.task_restarts = counter(
             "streambridge_task_restarts",
             "Background tasks that failed and were restarted, by kind of task",

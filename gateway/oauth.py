@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from bridge.policy import grant_scopes
+from bridge.sandbox import SANDBOX, owner_of
 from gateway.runtime import Runtime
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -79,6 +80,9 @@ def router(runtime: Runtime) -> APIRouter:
                 400, "unsupported_grant_type", "only grant_type=client_credentials is supported"
             )
         requested = form["scope"].split() if form.get("scope", "").strip() else None
+        owner = owner_of(client_id)  # sandbox keys act for their application (§13)
+        key_type = None if owner is None else SANDBOX
+        client_id = owner or client_id
         try:
             available = runtime.catalog.available_scopes(client_id)
             if requested is not None:  # a mask is lifted only for a token that asks
@@ -88,7 +92,9 @@ def router(runtime: Runtime) -> APIRouter:
             return oauth_error(400, "invalid_scope", str(exc))
         assert runtime.authority is not None
         issuer = runtime.authority.issuer
-        access_token = issuer.issue(client_id, scopes, time.time(), application.generation)
+        access_token = issuer.issue(
+            client_id, scopes, time.time(), application.generation, key_type
+        )
         return JSONResponse(
             {
                 "access_token": access_token,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.catalog import Catalog, TopicMatch
-from bridge.config import Config
+from bridge.config import Api, Config, Target
 from bridge.cursor import new_epoch
 from bridge.errors import BridgeError, ConfigError, PipelineError, Problem, Revoked, ShuttingDown
 from bridge.event import Event
@@ -34,6 +34,7 @@ from gateway.auth import TokenAuthority
 from gateway.connections import Connections
 from gateway.hub import Hub, HubSet
 from gateway.metrics import Metrics
+from gateway.upstreams import Upstreams, source_name
 from gateway.websub.service import WebSubService
 from pipelines.topic import topic_pipeline
 
@@ -57,6 +58,7 @@ class Runtime:
         self.hubs.on_restart = self._count_hub_restart
         self.metrics.before_collect.append(self._collect_reconnects)
         self.connectors: dict[str, Connector] = {}
+        self.upstreams = Upstreams(self.metrics)  # endpoint APIs' servers (CONTRACT §13)
         self.authority: TokenAuthority | None = None
         self.store: Store | None = None
         self.websub: WebSubService | None = None
@@ -87,6 +89,7 @@ class Runtime:
                     on_task_failure=self.task_failed,
                 )
                 self.connectors[name] = await stack.enter_async_context(connector)
+            await stack.enter_async_context(self.upstreams)
             await stack.enter_async_context(self.supervisor)  # left after hubs and WebSub
             stack.push_async_callback(self.hubs.aclose)
             self._start_eager_hubs()
@@ -223,6 +226,8 @@ class Runtime:
         for api in self.catalog.apis():
             if api.state not in VISIBLE_STATES or api.protocol == "websub":
                 continue
+            if api.endpoint is not None and api.protocol != "sse":
+                continue  # a WebSocket endpoint is proxied per client, without a hub
             for topic in api.topics:
                 if topic.mode != "publish" and "{" not in topic.name:
                     match = TopicMatch(api, topic, topic.name, topic.channel)
@@ -243,8 +248,17 @@ class Runtime:
                     await self.hubs.reap_one(key)
 
     # --- hubs ------------------------------------------------------------------------------
+    def source(self, api: Api, target: Target = "production") -> Connector:
+        """What the API's topics read: its broker's connector, or its SSE endpoint's."""
+        if api.endpoint is not None:
+            return self.upstreams.sse(api, target)
+        assert api.broker is not None
+        return self.connectors[api.broker]
+
     @staticmethod
-    def hub_key(match: TopicMatch, masked: bool = False) -> tuple[str, str, str]:
+    def hub_key(
+        match: TopicMatch, masked: bool = False, target: Target = "production"
+    ) -> tuple[str, str, str]:
         """Topics share a hub when they read the same channel the same way."""
         topic = match.topic
         shape = {
@@ -254,11 +268,16 @@ class Runtime:
             "unwrap": topic.unwrap,
             "mask": topic.mask.model_dump(mode="json") if masked and topic.mask else None,
         }
-        return (match.api.broker, match.channel, json.dumps(shape, sort_keys=True))
+        endpoint = match.api.endpoint
+        if endpoint is not None:  # a changed endpoint is another upstream connection
+            shape["endpoint"] = endpoint.model_dump(mode="json")
+        source = source_name(match.api, target)
+        return (source, match.channel, json.dumps(shape, sort_keys=True))
 
-    def hub(self, match: TopicMatch, *, masked: bool = False) -> Hub:
+    def hub(self, match: TopicMatch, *, masked: bool = False, target: Target = "production") -> Hub:
         """The hub of a topic; ``masked``: the variant with the topic's masked columns
-        as null, for clients without its ``mask.unless_scope``."""
+        as null, for clients without its ``mask.unless_scope``; ``target``: the endpoint
+        a key reaches (CONTRACT §13)."""
         api, topic = match.api, match.topic
         labels = (api.name, api.version, topic.name)
         events_in = self.metrics.events_in.labels(*labels)
@@ -279,7 +298,7 @@ class Runtime:
 
         def factory() -> Hub:
             return Hub(
-                connector=self.connectors[api.broker],
+                connector=self.source(api, target),
                 channel=match.channel,
                 new_pipeline=lambda: topic_pipeline(topic, on_error, masked=masked),
                 replay=api.replay,
@@ -287,7 +306,7 @@ class Runtime:
                 sequence=self.hubs.sequence,
             )
 
-        hub = self.hubs.get(self.hub_key(match, masked), factory)
+        hub = self.hubs.get(self.hub_key(match, masked, target), factory)
         # Another topic (of this or another API) sharing the hub counts its events too.
         hub.event_in_counters.setdefault(labels, events_in.inc)
         return hub
@@ -305,6 +324,8 @@ class Runtime:
         for name in self.failing_tasks():
             if task_kind(name) != "hub":
                 checks[f"task:{name}"] = False
+        for name in self.upstreams.suspended():
+            checks[name] = False
         return checks
 
 

@@ -72,8 +72,12 @@ class StreamSession:
 
     async def __aenter__(self) -> Self:
         """Count the connection (may raise TooManyConnections) and attach to the hubs."""
+        grant = self.admitted.grant
+        # Regenerated keys end the streams of tokens issued before; sandbox keys have a
+        # generation of their own, which the application's does not say (§13).
+        generation = grant.generation if grant.key_type is None else None
         self.runtime.connections.open(
-            self.admitted.key, self.admitted.tier, self.subscriber, self.admitted.grant.generation
+            self.admitted.key, self.admitted.tier, self.subscriber, generation
         )
         self.runtime.metrics.connections.labels(self.protocol).inc()
         if self.subscribe:
@@ -82,7 +86,12 @@ class StreamSession:
             scopes = self.admitted.grant.scopes
             for match in self.admitted.topics:
                 # A hub outlives this stream and serves others: its lines name no client.
-                hub = unbound(self.runtime.hub, match, masked=masked_for(match.topic, scopes))
+                hub = unbound(
+                    self.runtime.hub,
+                    match,
+                    masked=masked_for(match.topic, scopes),
+                    target=self.admitted.target,
+                )
                 name = match.name if self.admitted.multi else None
                 self._hubs.append(hub)
                 if not self.admitted.multi and await self._catch_up.begin(hub, match, after):
@@ -206,6 +215,21 @@ class StreamSession:
                 batch.append(queue.popleft())
             if batch or self.ping_due:
                 return batch
+
+    def spend(self, now: float) -> None:
+        """Count one frame a proxy relays against the tier's events_per_minute; raise
+        Throttled (counted) once they are spent (CONTRACT §13)."""
+        if self._window is not None:
+            try:
+                self._window.acquire(now)
+            except Throttled as exc:
+                raise self._end(exc) from None
+
+    def relayed(self) -> None:
+        """Count one frame a proxy wrote to the client (events out)."""
+        self.sent += 1
+        if self._single_out is not None:
+            self._single_out.inc()
 
     def delivered(self, items: list[tuple[Entry, str | None]]) -> None:
         """Count what was written, per topic; observe the oldest item's latency."""

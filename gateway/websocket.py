@@ -15,11 +15,19 @@ import logging
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from bridge.errors import AccessDenied, BridgeError, ClientGone, ConnectorError, ProtocolClose
+from bridge.errors import (
+    AccessDenied,
+    BridgeError,
+    ClientGone,
+    ConnectorError,
+    ProtocolClose,
+    UpstreamUnavailable,
+)
 from bridge.event import Event, decode_payload
 from gateway.access import Admitted, admit, query_params, refused
 from gateway.errors import INTERNAL_ERROR, POLICY_VIOLATION, Ending, ending
 from gateway.hub import Entry
+from gateway.proxy import serve_proxy
 from gateway.runtime import Runtime
 from gateway.sse import start_at
 from gateway.stream import CutOnOverflow, StreamSession
@@ -27,7 +35,9 @@ from gateway.stream import CutOnOverflow, StreamSession
 log = logging.getLogger("streambridge.websocket")
 
 
-async def deny(runtime: Runtime, websocket: WebSocket, error: AccessDenied) -> None:
+async def deny(
+    runtime: Runtime, websocket: WebSocket, error: AccessDenied | UpstreamUnavailable
+) -> None:
     """Refuse the handshake with the HTTP answer, where the server supports it."""
     refusal = refused(runtime, error)
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
@@ -49,6 +59,9 @@ async def serve_websocket(
             query=query_params(scope),
             protocol="websocket",
         )
+        if admitted.api.endpoint is not None:  # a 1:1 proxy to the API's server (§13)
+            await serve_proxy(runtime, websocket, admitted, headers)
+            return
         topic = admitted.topics[0].topic
         session = StreamSession(
             runtime,
@@ -60,7 +73,7 @@ async def serve_websocket(
         async with session:
             await websocket.accept()
             await _serve(runtime, websocket, session, admitted)
-    except AccessDenied as exc:
+    except (AccessDenied, UpstreamUnavailable) as exc:
         if websocket.application_state is not WebSocketState.CONNECTING:
             raise  # only a refusal before the upgrade is answered so
         await deny(runtime, websocket, exc)
@@ -122,7 +135,7 @@ async def _read(
     runtime: Runtime, websocket: WebSocket, session: StreamSession, admitted: Admitted
 ) -> None:
     match = admitted.topics[0]
-    connector = runtime.connectors[admitted.api.broker]
+    connector = runtime.source(admitted.api)
     counter = runtime.metrics.events_published.labels(
         admitted.api.name, admitted.api.version, match.topic.name
     )

@@ -195,7 +195,7 @@ async def _inbound(
     content_type = headers.get("content-type", "application/octet-stream")
     event = Event(match.channel, decode_payload(body), headers={"content-type": content_type})
     try:
-        await runtime.connectors[entry.api.broker].publish(match.channel, event)
+        await runtime.source(entry.api).publish(match.channel, event)
     except ConnectorError as exc:  # the broker did not take it: the sender must hear of it
         log.warning(
             "inbound webhook not published", extra={"channel": match.channel, "error": str(exc)}

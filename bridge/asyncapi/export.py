@@ -51,6 +51,8 @@ def export_document(api: Api, *, public_url: str) -> dict[str, Any]:
     if api.description:
         info["description"] = api.description
     info["x-streambridge-api"] = {"context": api.context, "protocol": api.protocol}
+    if api.endpoint is not None:  # the server the API fronts (CONTRACT §13)
+        info["x-streambridge-endpoint"] = api.endpoint.model_dump(mode="json", exclude_none=True)
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     for key, topic in zip(keys, api.topics, strict=True):

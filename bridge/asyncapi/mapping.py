@@ -17,7 +17,7 @@ from bridge.asyncapi.document import (
     _v3_channels,
     parse_text,
 )
-from bridge.config import Api, Config, MemoryBroker, semantic_problems
+from bridge.config import Api, Broker, Config, MemoryBroker, semantic_problems
 from bridge.errors import AsyncApiError
 
 # --- import: mapping onto an API ------------------------------------------------------------
@@ -26,12 +26,16 @@ from bridge.errors import AsyncApiError
 def import_document(
     text: str | bytes,
     *,
-    broker: str,
+    broker: str | None = None,
+    endpoint: str | None = None,
     protocol: str | None = None,
     name: str | None = None,
     context: str | None = None,
 ) -> Api:
-    """A CREATED API from an AsyncAPI 2.x or 3.x document (CONTRACT §8)."""
+    """A CREATED API from an AsyncAPI 2.x or 3.x document (CONTRACT §8), reading
+    ``broker`` or fronting the server at ``endpoint`` (CONTRACT §13)."""
+    if (broker is None) == (endpoint is None):
+        raise AsyncApiError("endpoint", "name a broker or an endpoint (one of the two)")
     doc = _Document(parse_text(text))
     version = doc.raw.get("asyncapi")
     if version is None:
@@ -66,15 +70,29 @@ def import_document(
         if isinstance(c, str)
     ]
     topics = [_topic(item, mode, bases) for item, mode in zip(found, modes, strict=True)]
-    raw = {
+    raw: dict[str, Any] = {
         "name": title,
         "version": api_version,
         "context": context,
         "protocol": protocol,
-        "broker": broker,
         "state": "CREATED",
         "topics": topics,
     }
+    if broker is not None:
+        raw["broker"] = broker
+        for topic in topics:
+            topic.pop("exported", None)
+    else:
+        exported_endpoint = info.get("x-streambridge-endpoint")
+        fronted = isinstance(exported_endpoint, dict)  # exported by an endpoint API
+        settings = exported_endpoint if isinstance(exported_endpoint, dict) else {}
+        raw["endpoint"] = {**settings, "production": endpoint}
+        for topic in topics:
+            # An endpoint API's exported channel is its url_mapping; a broker's channel
+            # names no URL, so the topic name is the mapping (the default).
+            mapping = topic.pop("channel")
+            if topic.pop("exported", False) and fronted:
+                topic["url_mapping"] = mapping
     if isinstance(info.get("description"), str):
         raw["description"] = info["description"]
     return _validated(raw, found)
@@ -100,7 +118,10 @@ def _validated(raw: dict[str, Any], found: list[_Found]) -> Api:
             field = str(loc[2]) if len(loc) > 2 else ""
             at = found[loc[1]].where + {"name": ".address", "scopes": ".security"}.get(field, "")
         raise AsyncApiError(at, error["msg"].removeprefix("Value error, ")) from exc
-    config = Config(apis=[api], brokers={api.broker: MemoryBroker(type="memory")})
+    brokers: dict[str, Broker] = {}
+    if api.broker is not None:
+        brokers[api.broker] = MemoryBroker(type="memory")
+    config = Config(apis=[api], brokers=brokers)
     for problem in semantic_problems(config):
         path = problem.path.removeprefix("apis[0].")
         topic = re.match(r"topics\[(\d+)\]", path)
@@ -122,11 +143,14 @@ def _topic(item: _Found, mode: str, bases: list[str]) -> dict[str, Any]:
             break
     name, renames = topic_name(address, f"{item.where}.address")
     channel = item.channel.get("x-streambridge-channel")
+    exported = isinstance(channel, str)
     if not isinstance(channel, str):
         channel = item.address.lstrip("/")
         for old, new in renames.items():
             channel = channel.replace(f"{{{old}}}", f"{{{new}}}")
     topic: dict[str, Any] = {"name": name, "mode": mode, "channel": channel, "scopes": item.scopes}
+    if exported:
+        topic["exported"] = True  # read by an endpoint import: the url_mapping it had
     if item.content_type:
         topic["content_type"] = item.content_type
     if isinstance(item.channel.get("description"), str):

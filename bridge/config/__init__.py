@@ -5,6 +5,7 @@
     brokers       one model per broker type, discriminated on ``type``
     applications  tiers and seeded applications
     steps         pipeline steps, discriminated by their one key
+    endpoints     an API's upstream SSE/WebSocket server, instead of a broker (§13)
     apis          APIs and their topics
     document      Config, the whole document
     checks        what spans fields: references, duplicates, protocol and mode
@@ -35,6 +36,7 @@ from bridge.config.brokers import (
 )
 from bridge.config.checks import RESERVED_PREFIXES, cross_field_problems, semantic_problems
 from bridge.config.document import Config
+from bridge.config.endpoints import Endpoint, Suspension, Target, endpoint_url_problem
 from bridge.config.fields import CelExpression, Duration, Strict
 from bridge.config.loading import expand_env, format_path, load_config, parse_config
 from bridge.config.settings import (
@@ -74,6 +76,7 @@ __all__ = [
     "DedupeSpec",
     "DedupeStep",
     "Duration",
+    "Endpoint",
     "FilterStep",
     "GatewaySettings",
     "KafkaBroker",
@@ -89,6 +92,8 @@ __all__ = [
     "Step",
     "Strict",
     "SubscriptionSeed",
+    "Suspension",
+    "Target",
     "Tier",
     "Topic",
     "TrustedIssuer",
@@ -98,6 +103,7 @@ __all__ = [
     "base_path",
     "cross_field_problems",
     "default_data_dir",
+    "endpoint_url_problem",
     "expand_env",
     "format_path",
     "load_config",

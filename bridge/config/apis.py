@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.config.endpoints import Endpoint
 from bridge.config.fields import Duration, Strict
 from bridge.config.steps import Step
 from bridge.paths import path_parameters
@@ -39,7 +40,10 @@ class Mask(Strict):
 class Topic(Strict):
     name: str
     mode: Literal["subscribe", "publish", "both"] = "subscribe"
-    channel: str
+    # A broker API's backend channel. On an endpoint API (CONTRACT §13) it is derived:
+    # the url_mapping (default: the topic name), appended to the endpoint URL.
+    channel: str = ""
+    url_mapping: str | None = None
     scopes: list[str] = []
     pipeline: list[Step] = []
     description: str | None = None
@@ -90,12 +94,20 @@ class Topic(Strict):
                 raise ValueError(f"invalid scope {scope!r} (RFC 6749 §3.3)")
         return value
 
+    @field_validator("url_mapping")
+    @classmethod
+    def _url_mapping(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"/[A-Za-z0-9_.~!$&'()*+,;=:@%/{}-]*", value):
+            raise ValueError("must be a URL path such as /echo or /rooms/{room}")
+        return value
+
     @model_validator(mode="after")
     def _channel_parameters(self) -> Topic:
+        field = "url_mapping" if self.url_mapping is not None else "channel"
         missing = path_parameters(self.channel) - path_parameters(self.name)
         if missing:
             raise ValueError(
-                f"channel uses {{{', '.join(sorted(missing))}}} "
+                f"{field} uses {{{', '.join(sorted(missing))}}} "
                 "which the topic name does not declare"
             )
         return self
@@ -114,12 +126,31 @@ class Api(Strict):
     version: str = Field(min_length=1, pattern=f"^{VERSION.pattern}$")
     context: str
     protocol: Literal["sse", "websocket", "websub"] = "sse"
-    broker: str
+    broker: str | None = None
+    endpoint: Endpoint | None = None  # instead of a broker (CONTRACT §13)
     tiers: list[str] = []
     state: ApiState = "PUBLISHED"
     description: str | None = None
     replay: Replay = Replay()
     topics: list[Topic] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _endpoint_channels(cls, data: Any) -> Any:
+        """An endpoint API's topics read the channel their url_mapping names."""
+        if not isinstance(data, dict) or data.get("endpoint") is None:
+            return data
+        topics = data.get("topics")
+        if not isinstance(topics, list):
+            return data
+        derived: list[Any] = []
+        for topic in topics:
+            if isinstance(topic, dict):
+                topic = {**topic, "channel": topic.get("url_mapping") or topic.get("name")}
+            elif isinstance(topic, Topic):
+                topic = topic.model_copy(update={"channel": topic.url_mapping or topic.name})
+            derived.append(topic)
+        return {**data, "topics": derived}
 
     @field_validator("context")
     @classmethod
@@ -132,6 +163,13 @@ class Api(Strict):
     def base_path(self) -> str:
         """CONTRACT §3: the URL path of the API, under which its topics are."""
         return base_path(self.context, self.version)
+
+    @property
+    def source(self) -> str:
+        """What its topics read from: the broker's name, or ``endpoint:<name>/<version>``."""
+        if self.broker is not None:
+            return self.broker
+        return f"endpoint:{self.name}/{self.version}"
 
 
 def stored_document(api: Api) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from bridge.config.apis import CONTEXT, VERSION, Api, Topic, base_path
 from bridge.config.document import Config
+from bridge.config.endpoints import endpoint_url_problem
 from bridge.errors import Problem
 
 RESERVED_PREFIXES = (
@@ -45,6 +46,7 @@ def cross_field_problems(tree: Tree) -> list[Problem]:
     problems: list[Problem] = []
     for i, api in apis:
         problems += _reference_problems(f"apis[{i}]", api, brokers, tiers)
+        problems += _source_problems(f"apis[{i}]", api)
         problems += _topic_problems(f"apis[{i}]", _text(api, "protocol", Api), api.get("topics"))
     problems += _duplicate_problems(apis)
     problems += _application_problems(tree.get("applications"), apis, tiers)
@@ -65,6 +67,42 @@ def _reference_problems(
     base = _base_path(api)
     if base is not None and base.startswith(RESERVED_PREFIXES):
         problems.append(Problem(f"{at}.context", f"{base} is reserved for the gateway itself"))
+    return problems
+
+
+def _source_problems(at: str, api: Tree) -> list[Problem]:
+    """CONTRACT §13: a broker or an endpoint, not both; endpoint URLs of the protocol."""
+    has_broker, endpoint = api.get("broker") is not None, api.get("endpoint")
+    protocol = _text(api, "protocol", Api)
+    if has_broker and endpoint is not None:
+        return [Problem(f"{at}.endpoint", "an API has a broker or an endpoint, not both")]
+    if not has_broker and endpoint is None:
+        return [Problem(f"{at}.broker", "an API needs a broker or an endpoint")]
+    problems: list[Problem] = []
+    topics = list(_mappings(api.get("topics")))
+    if endpoint is None:
+        for k, topic in topics:
+            if topic.get("url_mapping") is not None:
+                problems.append(
+                    Problem(f"{at}.topics[{k}].url_mapping", "only an endpoint API maps URLs")
+                )
+            if not topic.get("channel"):
+                problems.append(Problem(f"{at}.topics[{k}].channel", "Field required"))
+        return problems
+    if protocol == "websub":
+        problems.append(Problem(f"{at}.endpoint", "a websub API reads a broker"))
+    if isinstance(endpoint, Mapping):
+        for target in ("production", "sandbox"):
+            url = _text(endpoint, target)
+            problem = None if url is None else endpoint_url_problem(url, protocol)
+            if problem is not None:
+                problems.append(Problem(f"{at}.endpoint.{target}", problem))
+    if protocol == "websocket":
+        for k, topic in topics:
+            if topic.get("pipeline"):
+                problems.append(
+                    Problem(f"{at}.topics[{k}].pipeline", "a WebSocket proxy passes frames as sent")
+                )
     return problems
 
 

@@ -46,36 +46,68 @@ class ParsedEvent:
     retry: int | None = None
 
 
-def decode_stream(text: str) -> list[ParsedEvent]:
-    """The WHATWG event-stream interpretation, for tests and clients written in Python.
+class SseDecoder:
+    """The WHATWG event-stream interpretation, fed in chunks as they arrive (an upstream
+    SSE server, CONTRACT §13) or all at once (``decode_stream``).
 
     Comments and empty events are dropped; a field without a colon has an empty value;
-    one leading space after the colon is removed.
+    one leading space after the colon is removed. ``retry`` keeps the last reconnection
+    time the stream asked for, also from a block without data.
     """
-    events: list[ParsedEvent] = []
-    data: list[str] = []
-    last_id: str | None = None
-    event: str | None = None
-    retry: int | None = None
-    saw_id = False
-    for line in _LINE_BREAK.split(text):
+
+    __slots__ = ("_buffer", "_data", "_event", "_id", "_retry", "_saw_id", "retry")
+
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._data: list[str] = []
+        self._id: str | None = None
+        self._event: str | None = None
+        self._retry: int | None = None
+        self._saw_id = False
+        self.retry: int | None = None
+
+    def feed(self, text: str) -> list[ParsedEvent]:
+        """The events completed by ``text``; a partial line waits for the next chunk."""
+        buffer = self._buffer + text
+        # A CR at the very end may be the first half of a CRLF split across chunks.
+        held = buffer.endswith("\r")
+        lines = _LINE_BREAK.split(buffer[:-1] if held else buffer)
+        self._buffer = lines.pop() + ("\r" if held else "")
+        events: list[ParsedEvent] = []
+        for line in lines:
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _line(self, line: str) -> ParsedEvent | None:
         if line == "":
-            if data:
-                events.append(
-                    ParsedEvent("\n".join(data), last_id if saw_id else None, event, retry)
+            event = None
+            if self._data:
+                event = ParsedEvent(
+                    "\n".join(self._data),
+                    self._id if self._saw_id else None,
+                    self._event,
+                    self._retry,
                 )
-            data, event, retry, saw_id = [], None, None, False
-            continue
+            self._data, self._event, self._retry, self._saw_id = [], None, None, False
+            return event
         if line.startswith(":"):
-            continue
+            return None
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if name == "data":
-            data.append(value)
+            self._data.append(value)
         elif name == "event":
-            event = value
+            self._event = value
         elif name == "id" and "\0" not in value:
-            last_id, saw_id = value, True
+            self._id, self._saw_id = value, True
         elif name == "retry" and value.isdigit():
-            retry = int(value)
-    return events
+            self._retry = self.retry = int(value)
+        return None
+
+
+def decode_stream(text: str) -> list[ParsedEvent]:
+    """The WHATWG event-stream interpretation of a whole stream, for tests and clients
+    written in Python (``SseDecoder``, fed once)."""
+    return SseDecoder().feed(text)  # an event cut off at the end is discarded (WHATWG)

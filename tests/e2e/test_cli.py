@@ -254,13 +254,26 @@ def test_asyncapi_export_of_unknown_api_exits_2(tmp_path: Path) -> None:
     assert "Nope" in result.stderr
 
 
-def test_asyncapi_import_prints_config_that_check_accepts(tmp_path: Path) -> None:
-    import yaml
-
+def exported_orders(tmp_path: Path) -> Path:
+    """The Orders API of VALID as an AsyncAPI document file."""
     path = write_config(tmp_path, VALID)
     exported = run_cli("asyncapi", "export", "--config", str(path), "--api", "Orders")
     document = tmp_path / "orders.json"
     document.write_text(exported.stdout, encoding="utf-8")
+    return document
+
+
+def assert_check_accepts(tmp_path: Path, api: dict[str, Any]) -> None:
+    merged = copy.deepcopy(VALID)
+    merged["apis"].append(api)
+    checked = run_cli("check", "--config", str(write_config(tmp_path, merged, "merged.yaml")))
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_asyncapi_import_prints_config_that_check_accepts(tmp_path: Path) -> None:
+    import yaml
+
+    document = exported_orders(tmp_path)
     result = run_cli(
         "asyncapi",
         "import",
@@ -278,10 +291,7 @@ def test_asyncapi_import_prints_config_that_check_accepts(tmp_path: Path) -> Non
     assert sorted(t["name"] for t in imported["topics"]) == sorted(
         t["name"] for t in original["topics"]
     )
-    merged = copy.deepcopy(VALID)
-    merged["apis"].append(imported)
-    checked = run_cli("check", "--config", str(write_config(tmp_path, merged, "merged.yaml")))
-    assert checked.returncode == 0, checked.stderr
+    assert_check_accepts(tmp_path, imported)
 
 
 def test_asyncapi_import_of_a_broken_file_exits_2(tmp_path: Path) -> None:
@@ -290,3 +300,28 @@ def test_asyncapi_import_of_a_broken_file_exits_2(tmp_path: Path) -> None:
     result = run_cli("asyncapi", "import", str(bad))
     assert result.returncode == 2
     assert "bad.yaml" in result.stderr
+
+
+def test_asyncapi_import_with_an_endpoint_prints_an_api_check_accepts(tmp_path: Path) -> None:
+    """CONTRACT §13: ``--endpoint URL`` instead of ``--broker``."""
+    import yaml
+
+    document = exported_orders(tmp_path)
+    result = run_cli(
+        "asyncapi",
+        "import",
+        str(document),
+        "--endpoint",
+        "http://127.0.0.1:8081",
+        "--protocol",
+        "sse",
+        "--name",
+        "Fronted",
+        "--context",
+        "/fronted",
+    )
+    assert result.returncode == 0, result.stderr
+    imported = yaml.safe_load(result.stdout)["apis"][0]
+    assert imported["endpoint"]["production"] == "http://127.0.0.1:8081"
+    assert "broker" not in imported
+    assert_check_accepts(tmp_path, imported)

@@ -114,3 +114,28 @@ async def test_printed_websub_command_subscribes(demo: Server, receiver: Receive
 
     (check,) = await eventually(verified, what="the demo hub's verification request")
     assert check.query["hub.topic"].endswith("/alerts/1.0.0/big-moves")
+
+
+async def test_printed_endpoint_commands_front_the_clock_and_echo_servers(demo: Server) -> None:
+    """CONTRACT §13 in the demo: the Clock API fronts an in-process SSE server, the Echo
+    API a WebSocket echo server, each as printed."""
+    lines = await instructions(demo)
+    clock = next(line.strip() for line in lines if line.rstrip().endswith("/clock/1.0.0/ticks"))
+    script = f"set -e\n{token_command(lines)}\ntimeout 3 {clock}\n"
+    code, out, err = await bash(script, demo.directory)
+    assert code == 124, f"the stream should run until timeout stops it: {code} {err}"
+    ticks = decode_stream(out)
+    assert ticks, f"no ticks in {out[:500]!r} ({err})"
+    assert all(t.id and "unix" in json.loads(t.data) for t in ticks)
+    assert ticks[0].id and ticks[0].id.rsplit(".", 1)[1] == str(json.loads(ticks[0].data)["unix"])
+
+    echo_line = next(line.strip() for line in lines if "/echo/1.0.0/chat" in line)
+    url_argument = echo_line.removeprefix("python3 -m websockets").strip()
+    code, url, err = await bash(
+        f"{token_command(lines)}\nprintf '%s' {url_argument}\n", demo.directory
+    )
+    assert code == 0, err
+    base, _, path = url.partition(f":{demo.port}")
+    async with ws_connect(f"{base}:{demo.port}", path) as ws:
+        await ws.send("hello, echo")
+        assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "hello, echo"

@@ -30,6 +30,9 @@ SAMPLES: dict[type[BridgeError], BridgeError] = {
     ),
     errors.ApiBlocked: errors.ApiBlocked("the API is blocked"),
     errors.TooManyConnections: errors.TooManyConnections("tier limit", retry_after=5),
+    errors.EndpointSuspended: errors.EndpointSuspended("upstream suspended", retry_after=9),
+    errors.NoSandbox: errors.NoSandbox("this API has no sandbox endpoint"),
+    errors.UpstreamUnavailable: errors.UpstreamUnavailable("ws://127.0.0.1:9 refused"),
     errors.Throttled: errors.Throttled("events per minute spent", retry_after=7),
     errors.Revoked: errors.Revoked("the subscription was blocked"),
     errors.StoreError: errors.StoreError("state store failed"),
@@ -58,6 +61,8 @@ EXPECTED: dict[type[BridgeError], tuple[int, str | None, int, str]] = {
     errors.InsufficientScope: (403, "insufficient_scope", 1008, "revoked"),
     errors.ApiBlocked: (503, "api_blocked", 1013, "revoked"),
     errors.TooManyConnections: (429, "too_many_connections", 1013, "revoked"),
+    errors.EndpointSuspended: (503, "endpoint_suspended", 1013, "revoked"),
+    errors.NoSandbox: (403, "no_sandbox", 1008, "revoked"),
     errors.Throttled: (429, "throttled", 1008, "throttled"),
     errors.Revoked: (401, "revoked", 1008, "revoked"),
     errors.AccessDenied: (403, None, 1008, "revoked"),
@@ -72,6 +77,7 @@ EXPECTED: dict[type[BridgeError], tuple[int, str | None, int, str]] = {
     errors.CallbackRefused: (400, None, 1011, "end"),
     errors.CallbackError: (502, None, 1011, "end"),
     errors.ConnectorError: (502, None, 1011, "end"),
+    errors.UpstreamUnavailable: (502, "bad_gateway", 1014, "end"),  # CONTRACT §13
     errors.PipelineError: (500, None, 1011, "end"),
     errors.BridgeError: (500, None, 1011, "end"),
     # CONTRACT §5, §6: how open streams end

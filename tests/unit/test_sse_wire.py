@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from bridge.wire.sse import (
     PING,
     ParsedEvent,
+    SseDecoder,
     decode_stream,
     encode_event,
     encode_retry,
@@ -145,3 +146,23 @@ def test_roundtrip_of_a_stream_interleaved_with_comments(
     assert decode_stream(stream.decode("utf-8")) == [
         ParsedEvent(_BREAKS.sub("\n", data), event_id) for data, event_id in events
     ]
+
+
+@given(st.lists(st.text(max_size=40), max_size=8), st.data())
+def test_decoder_fed_in_any_chunks_reads_what_a_whole_stream_reads(
+    payloads: list[str], data: st.DataObject
+) -> None:
+    """An upstream's bytes arrive in arbitrary pieces (CONTRACT §13): a CRLF, a field or
+    an event split across chunks reads the same as the whole stream."""
+    stream = "retry: 250\r\n" + "".join(
+        encode_event(p, id=f"u{i}").decode().replace("\n", "\r\n") for i, p in enumerate(payloads)
+    )
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    decoder = SseDecoder()
+    events = []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        events += decoder.feed(stream[start:end])
+    assert events == decode_stream(stream)
+    lines = [p.replace("\r\n", "\n").replace("\r", "\n") for p in payloads]
+    assert [e.data for e in events] == lines
+    assert decoder.retry == 250
