@@ -1,8 +1,9 @@
 """The ASGI application: data-plane topic URLs on a lean path, the rest through FastAPI.
 
 Any path outside the gateway's own prefixes is a data-plane request, so the §4 order
-holds for unknown APIs too (401 before 404). Each data-plane request gets a
-``connection`` id bound to its log lines; admission binds the client and the API.
+holds for unknown APIs too (401 before 404). CORS (§4b) wraps both planes. Each
+data-plane request gets a ``connection`` id bound to its log lines; admission binds the
+client and the API.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from bridge.config import RESERVED_PREFIXES, Config, format_path
 from bridge.errors import AccessDenied, BridgeError, ConfigError, Problem
 from gateway.access import admit, query_params, refused
+from gateway.cors import Cors
 from gateway.errors import answer, problem
 from gateway.logs import fields_scope
 from gateway.management import router as management_router
@@ -37,8 +39,12 @@ class Gateway:
     def __init__(self, runtime: Runtime, control: FastAPI) -> None:
         self.runtime = runtime
         self.control = control
+        self._cors = Cors(self._dispatch, runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._cors(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and not scope["path"].startswith(
             RESERVED_PREFIXES
         ):

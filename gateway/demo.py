@@ -28,6 +28,7 @@ def demo_config(secret: str | None = None, admin_token: str | None = None) -> di
         "gateway": {
             "state": "sqlite:///.state/demo.db",
             "admin_token": admin_token or secrets.token_urlsafe(24),
+            "cors": {"allow_origins": ["*"]},  # any local web app may try the demo (§4b)
         },
         "websub": {"allow_private_callbacks": True},  # local development only
         "brokers": {"demo": {"type": "memory"}},

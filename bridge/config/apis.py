@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from bridge.config.fields import Duration, Strict
+from bridge.config.settings import CorsSettings
 from bridge.config.steps import Step
 from bridge.paths import path_parameters
 
@@ -119,6 +120,7 @@ class Api(Strict):
     state: ApiState = "PUBLISHED"
     description: str | None = None
     replay: Replay = Replay()
+    cors: CorsSettings | None = None  # replaces gateway.cors on this API's URLs (§4b)
     topics: list[Topic] = Field(min_length=1)
 
     @field_validator("context")

@@ -9,10 +9,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bridge.wire.sse import decode_stream
-from tests.e2e.helpers import TIMEOUT, eventually, ws_connect
+from tests.e2e.helpers import HTTP_TIMEOUT, TIMEOUT, eventually, ws_connect
 from tests.e2e.receiver import Delivery, Receiver
 from tests.e2e.servers import Server, running_server
 
@@ -114,3 +115,23 @@ async def test_printed_websub_command_subscribes(demo: Server, receiver: Receive
 
     (check,) = await eventually(verified, what="the demo hub's verification request")
     assert check.query["hub.topic"].endswith("/alerts/1.0.0/big-moves")
+
+
+async def test_demo_allows_every_origin(demo: Server) -> None:
+    """A web app on any local port can try the demo (CONTRACT §4b)."""
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
+        answer = await client.options(
+            f"{demo.base_url}/ticker/1.0.0/prices",
+            headers={
+                "Origin": "http://127.0.0.1:5173",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        refused = await client.get(
+            f"{demo.base_url}/ticker/1.0.0/prices", headers={"Origin": "http://localhost:3000"}
+        )
+    assert answer.status_code == 204
+    assert answer.headers["access-control-allow-origin"] == "*"
+    assert refused.status_code == 401
+    assert refused.headers["access-control-allow-origin"] == "*"
