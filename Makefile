@@ -33,10 +33,12 @@ typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy bridge pipelines connectors gateway
 
 # Real services the tests use, installed when missing and started when not listening,
-# on loopback only; and the official AsyncAPI parser (npm) the export tests feed.
+# on loopback only; the official AsyncAPI parser (npm) the export tests feed; and Debian's
+# chromium, which the browser tests drive through Playwright.
 services:
 	bash scripts/services.sh
 	bash scripts/npm-deps.sh
+	bash scripts/browser.sh
 
 # Coverage includes the gateway processes the tests start ([tool.coverage.run] in
 # pyproject.toml); their data files are combined. The report shows the 15 least covered
