@@ -26,6 +26,7 @@ from gateway.errors import answer, problem
 from gateway.logs import fields_scope
 from gateway.management import router as management_router
 from gateway.oauth import router as oauth_router
+from gateway.portal import router as portal_router
 from gateway.runtime import Runtime
 from gateway.sse import resume_id, serve_sse, start_at
 from gateway.webhooks import router as webhooks_router
@@ -98,6 +99,7 @@ def create_app(config: Config) -> Gateway:
     control.include_router(oauth_router(runtime))
     control.include_router(management_router(runtime))
     control.include_router(webhooks_router(runtime))
+    control.include_router(portal_router(runtime, control))
 
     @control.exception_handler(BridgeError)
     async def bridge_problem(request: Request, exc: BridgeError) -> Response:

@@ -74,13 +74,14 @@ def check(path: str) -> int:
 def serve(path: str | None, host: str, port: int) -> int:
     import secrets
 
-    from gateway.demo import demo_config, demo_instructions, produce
+    from gateway.demo import demo_config, demo_instructions, demo_jobs
     from gateway.logs import configure
     from gateway.server import build_server
 
     configure()
     demo_secret: str | None = None
     admin_token = secrets.token_urlsafe(24)
+    developer_password = secrets.token_urlsafe(9)
     try:
         if path:
             config: Config = load_config(path)
@@ -89,11 +90,13 @@ def serve(path: str | None, host: str, port: int) -> int:
             raw = demo_config(demo_secret, admin_token)
             raw["gateway"]["public_url"] = f"http://{host}:{port}"
             config = parse_config(raw)
-        server = build_server(config, host, port, background=[produce] if demo_secret else [])
+        jobs = demo_jobs(developer_password) if demo_secret else []
+        server = build_server(config, host, port, background=jobs)
     except ConfigError as exc:
         return _report(exc)
     if demo_secret is not None:
-        print(demo_instructions(f"http://{host}:{port}", demo_secret, admin_token), flush=True)
+        base = f"http://{host}:{port}"
+        print(demo_instructions(base, demo_secret, admin_token, developer_password), flush=True)
     server.run()
     return 0 if server.started else 1
 

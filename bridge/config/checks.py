@@ -28,6 +28,7 @@ RESERVED_PREFIXES = (
     "/docs",
     "/openapi.json",
     "/redoc",
+    "/portal",
 )
 
 Tree = Mapping[str, Any]

@@ -138,3 +138,9 @@ class WebSubSettings(Strict):
                 "needs min_lease_seconds <= default_lease_seconds <= max_lease_seconds"
             )
         return self
+
+
+class PortalSettings(Strict):
+    """CONTRACT §12: whether developers may create their own accounts at /portal/."""
+
+    self_signup: bool = False
