@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: run test lint typecheck services unit e2e bench clean
+.PHONY: run test lint typecheck services unit e2e bench screenshots clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
@@ -57,6 +57,12 @@ unit: $(VENV)/.installed-dev
 
 e2e: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest tests/e2e
+
+# The README's pictures of the portal, taken by the browser tests from the embedded demo.
+screenshots: $(VENV)/.installed-dev
+	bash scripts/browser.sh
+	STREAMBRIDGE_SCREENSHOTS=docs/img $(BIN)/python -m pytest tests/browser/test_portal.py \
+	  -k "catalogue or newcomer or publisher_console"
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/fanout.py

@@ -94,17 +94,22 @@ def router(
 
     @api.get("/stats")
     async def stats(request: Request) -> dict[str, Any]:
-        """Per API: events delivered so far and open connections (the page derives rates)."""
+        """Per API: events read and delivered so far, open connections (the page derives
+        the rates from two polls)."""
         await sessions.require(request, "publisher")
-        delivered: dict[str, float] = defaultdict(float)
+        read: dict[tuple[str, str], float] = defaultdict(float)
+        for (name, version, *_), value in runtime.metrics.events_in.children.items():
+            read[(name, version)] += value.value
+        delivered: dict[tuple[str, str], float] = defaultdict(float)
         for (name, version, *_), value in runtime.metrics.events_out.children.items():
-            delivered[f"{name} {version}"] += value.value
+            delivered[(name, version)] += value.value
         connections = runtime.connections.open_by_api()
         return {
             "at": time.time(),
             "apis": {
                 f"{a.name} {a.version}": {
-                    "events_out": delivered.get(f"{a.name} {a.version}", 0.0),
+                    "events_in": read.get((a.name, a.version), 0.0),
+                    "events_out": delivered.get((a.name, a.version), 0.0),
                     "connections": connections.get((a.name, a.version), 0),
                 }
                 for a in runtime.catalog.apis()

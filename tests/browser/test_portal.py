@@ -19,7 +19,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.e2e.helpers import HTTP_TIMEOUT, eventually
+from tests.e2e.helpers import HTTP_TIMEOUT, eventually, fetch_token, sse_stream
 from tests.e2e.servers import Server, running_server
 
 STREAMBRIDGE = Path(sys.executable).parent / "streambridge"
@@ -27,10 +27,9 @@ WAIT_MS = 15_000
 
 
 class Demo:
-    def __init__(self, server: Server, password: str, admin_token: str) -> None:
+    def __init__(self, server: Server, printed: tuple[str, str, str]) -> None:
         self.server = server
-        self.password = password
-        self.admin_token = admin_token
+        self.password, self.admin_token, self.client_secret = printed
         self.portal = f"{server.base_url}/portal/"
 
 
@@ -43,14 +42,19 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture
 async def demo(demo_server: Server) -> Demo:
-    async def printed() -> tuple[str, str] | None:
+    async def printed() -> tuple[str, str, str] | None:
         text = demo_server.stdout()
-        account = re.search(r"developer account: newcomer / (\S+)", text)
-        admin = re.search(r"admin token: (\S+)", text)
-        return (account.group(1), admin.group(1)) if account and admin else None
+        found = [
+            re.search(pattern, text)
+            for pattern in (
+                r"developer account: newcomer / (\S+)",
+                r"admin token: (\S+)",
+                r"client_secret:\s+(\S+)",
+            )
+        ]
+        return tuple(m.group(1) for m in found) if all(found) else None  # type: ignore[union-attr,return-value]
 
-    password, admin_token = await eventually(printed, what="the demo's printed accounts")
-    return Demo(demo_server, password, admin_token)
+    return Demo(demo_server, await eventually(printed, what="the demo's printed accounts"))
 
 
 @pytest.fixture(scope="session")
@@ -285,20 +289,23 @@ async def test_the_publisher_console(page: Page, demo: Demo, screenshots: Path) 
     for action in ("Publish", "Deprecate", "Retire", "Block"):
         await expect(ticker.get_by_role("button", name=action, exact=True)).to_be_visible()
     await expect(ticker.get_by_role("img", name="Live chart of Ticker 1.0.0")).to_be_visible()
-    await expect(ticker).to_contain_text("events/s")
-
-    document = page.get_by_label("AsyncAPI document")
-    await document.fill(BAD_ASYNCAPI)
-    await page.get_by_role("button", name="Import AsyncAPI").click()
-    await expect(page.get_by_role("alert")).to_contain_text("AsyncAPI")
-    await document.fill(GOOD_ASYNCAPI)
-    await page.get_by_role("button", name="Import AsyncAPI").click()
-    quotes = apis.get_by_role("row", name="Quotes 2.0.0")
-    await expect(quotes).to_contain_text("CREATED")
-    await quotes.get_by_role("button", name="Publish", exact=True).click()
-    await expect(apis.get_by_role("row", name="Quotes 2.0.0")).to_contain_text("PUBLISHED")
-    await expect(page.get_by_text("Dead letters", exact=True)).to_be_visible()
-    await page.screenshot(path=str(screenshots / "console.png"), full_page=True)
+    token = await fetch_token(demo.server.base_url, "demo", demo.client_secret)
+    async with sse_stream(demo.server.base_url, "/ticker/1.0.0/prices", token) as stream:
+        await stream.events(3, timeout=10)
+        await expect(ticker).to_contain_text("1 connections", timeout=WAIT_MS)
+        await expect(ticker).to_contain_text(re.compile(r"[1-9][0-9.]* out"), timeout=WAIT_MS)
+        document = page.get_by_label("AsyncAPI document")
+        await document.fill(BAD_ASYNCAPI)
+        await page.get_by_role("button", name="Import AsyncAPI").click()
+        await expect(page.get_by_role("alert")).to_contain_text("AsyncAPI")
+        await document.fill(GOOD_ASYNCAPI)
+        await page.get_by_role("button", name="Import AsyncAPI").click()
+        quotes = apis.get_by_role("row", name="Quotes 2.0.0")
+        await expect(quotes).to_contain_text("CREATED")
+        await quotes.get_by_role("button", name="Publish", exact=True).click()
+        await expect(apis.get_by_role("row", name="Quotes 2.0.0")).to_contain_text("PUBLISHED")
+        await expect(page.get_by_text("Dead letters", exact=True)).to_be_visible()
+        await page.screenshot(path=str(screenshots / "console.png"), full_page=True)
 
 
 async def test_oversized_import_is_refused_with_413(page: Page, demo: Demo) -> None:

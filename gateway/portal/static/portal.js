@@ -13,7 +13,7 @@ function h(tag, attrs, ...children) {
     else if (value === true) node.setAttribute(key, "");
     else node.setAttribute(key, value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -38,7 +38,7 @@ function select(label, options, attrs) {
 
 function show(...nodes) {
   const view = document.getElementById("view");
-  view.replaceChildren(...nodes);
+  view.replaceChildren(...nodes.flat(Infinity).filter((n) => n !== null && n !== undefined && n !== false));
   const heading = view.querySelector("h1");
   if (heading) document.title = heading.textContent + " · Streambridge";
 }
@@ -368,7 +368,7 @@ function tryIt(api, topic) {
   const connect = h("button", { type: "button" }, "Connect");
   const stop = h("button", { type: "button", onclick: () => { stopLive(); status.textContent = "stopped"; } }, "Stop");
   panel.replaceChildren(h("h2", {}, "Try it: " + topic.name), url, h("p", {}, connect, " ", stop),
-    status, publishes ? h("div", { class: "publish" }, message, send) : null, events);
+    status, h("div", { class: "publish", hidden: !publishes }, message, send), events);
 
   function add(id, data, kind) {
     const item = h("li", { class: kind || "" }, kind ? h("strong", {}, kind + " ") : null,
@@ -488,6 +488,8 @@ async function consoleView() {
     h("h2", {}, "APIs"),
     h("table", { "aria-label": "APIs" }, h("thead", {}, h("tr", {}, ["API", "Protocol", "State", "Lifecycle", "Live"].map((t) => h("th", {}, t)))),
       h("tbody", {}, apiRows)),
+    h("p", { class: "legend" }, "Charts, last minute: ", h("span", { class: "in" }, "events/s read"), " · ",
+      h("span", { class: "out" }, "events/s delivered"), " · ", h("span", { class: "conn" }, "open connections")),
     importForm(),
     h("h2", {}, "Subscriptions"),
     h("table", { "aria-label": "Subscriptions" }, h("thead", {}, h("tr", {}, ["Application", "API", "Tier", "State", ""].map((t) => h("th", {}, t)))),
@@ -534,11 +536,23 @@ async function poll() {
   for (const [key, figures] of Object.entries(stats.apis)) {
     const history = (state.chart[key] = state.chart[key] || []);
     const last = history[history.length - 1];
-    const rate = last ? Math.max(0, (figures.events_out - last.total) / Math.max(0.001, stats.at - last.at)) : 0;
-    history.push({ at: stats.at, total: figures.events_out, rate, connections: figures.connections });
+    const span = last ? Math.max(0.001, stats.at - last.at) : 1;
+    const perSecond = (now, before) => (last ? Math.max(0, (now - before) / span) : 0);
+    history.push({
+      at: stats.at,
+      in: figures.events_in,
+      out: figures.events_out,
+      inRate: perSecond(figures.events_in, last ? last.in : 0),
+      outRate: perSecond(figures.events_out, last ? last.out : 0),
+      connections: figures.connections,
+    });
     while (history.length > 60) history.shift();
+    const now = history[history.length - 1];
     const label = document.querySelector(`[data-figures="${CSS.escape(key)}"]`);
-    if (label) label.textContent = `${rate.toFixed(1)} events/s · ${figures.connections} connections`;
+    if (label) {
+      label.textContent = `${now.inRate.toFixed(1)} events/s in · ${now.outRate.toFixed(1)} out · ` +
+        `${figures.connections} connections`;
+    }
     const canvas = document.querySelector(`canvas[data-api="${CSS.escape(key)}"]`);
     if (canvas) draw(canvas, history);
   }
@@ -548,7 +562,7 @@ function draw(canvas, history) {
   const g = canvas.getContext("2d");
   const { width, height } = canvas;
   g.clearRect(0, 0, width, height);
-  const top = Math.max(1, ...history.map((p) => p.rate), ...history.map((p) => p.connections));
+  const top = Math.max(1, ...history.map((p) => Math.max(p.inRate, p.outRate, p.connections)));
   const line = (value, colour) => {
     g.strokeStyle = colour;
     g.beginPath();
@@ -560,7 +574,8 @@ function draw(canvas, history) {
     });
     g.stroke();
   };
-  line((p) => p.rate, "#1f6feb");
+  line((p) => p.inRate, "#8250df");
+  line((p) => p.outRate, "#1f6feb");
   line((p) => p.connections, "#d97706");
 }
 
