@@ -19,16 +19,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from playwright.async_api import Browser, Page, expect
 
-from tests.e2e.helpers import fetch_token
-from tests.e2e.servers import Server, free_port, running_server, state_url
+from tests.e2e.helpers import KAFKA, fetch_token, kafka_producer
+from tests.e2e.servers import Server, application_to_all, free_port, running_server, state_url
 from tests.e2e.test_mqtt_e2e import mosquitto_pub
 
 SECRET = "browser-secret-0001"
-KAFKA = "127.0.0.1:9092"
 MQTT = "mqtt://127.0.0.1:1883"
 DEADLINE_MS = 20_000
 
@@ -68,16 +66,7 @@ def browser_config(directory: Path, origin: str, tag: str) -> dict[str, Any]:
         },
         "tiers": {"Gold": {}},
         "apis": apis,
-        "applications": [
-            {
-                "name": "web",
-                "client_id": "web",
-                "client_secret": SECRET,
-                "subscriptions": [
-                    {"api": a["name"], "version": "1.0.0", "tier": "Gold"} for a in apis
-                ],
-            }
-        ],
+        "applications": [application_to_all("web", SECRET, apis, "Gold")],
     }
 
 
@@ -148,7 +137,7 @@ async def until_numbers(page: Page, wanted: list[int]) -> None:
             await asyncio.sleep(0.05)  # polling interval, not synchronisation
 
 
-async def reconnects_and_resumes(page: Page, gateway: Gateway, send: Send) -> None:
+async def reconnects_and_resumes(page: Page, send: Send, gateway: Gateway) -> None:
     """1-3 before a restart, 4-5 while the gateway is down, 6 after: each exactly once."""
     await expect(page.get_by_role("status")).to_have_text("open", timeout=DEADLINE_MS)
     await live(page, send)
@@ -169,9 +158,8 @@ async def reconnects_and_resumes(page: Page, gateway: Gateway, send: Send) -> No
     assert all(ids) and len(set(ids)) == len(ids), ids
 
 
-async def test_a_page_on_another_origin_reads_sse_with_access_token(
-    browser: Browser, gateway: Gateway, web_app: str
-) -> None:
+async def mqtt_page(browser: Browser, gateway: Gateway, web_app: str) -> tuple[Page, Send]:
+    """A page reading an MQTT topic of its own, and how to publish to that topic."""
     room = uuid.uuid4().hex[:12]
     page = await browser.new_page()
     await page.goto(page_url(web_app, "sse.html", gateway, f"/mqtt/1.0.0/t/{room}"))
@@ -179,6 +167,13 @@ async def test_a_page_on_another_origin_reads_sse_with_access_token(
     async def send(payload: Any) -> None:
         await asyncio.to_thread(mosquitto_pub, f"browser/{room}", json.dumps(payload))
 
+    return page, send
+
+
+async def test_a_page_on_another_origin_reads_sse_with_access_token(
+    browser: Browser, gateway: Gateway, web_app: str
+) -> None:
+    page, send = await mqtt_page(browser, gateway, web_app)
     await expect(page.get_by_role("status")).to_have_text("open", timeout=DEADLINE_MS)
     await live(page, send)
     await send({"n": 1})
@@ -192,28 +187,11 @@ async def test_a_page_on_another_origin_reads_sse_with_access_token(
 async def test_mqtt_stream_resumes_through_a_gateway_restart(
     browser: Browser, gateway: Gateway, web_app: str
 ) -> None:
-    room = uuid.uuid4().hex[:12]
-    page = await browser.new_page()
-    await page.goto(page_url(web_app, "sse.html", gateway, f"/mqtt/1.0.0/t/{room}"))
-
-    async def send(payload: Any) -> None:
-        await asyncio.to_thread(mosquitto_pub, f"browser/{room}", json.dumps(payload))
-
-    await reconnects_and_resumes(page, gateway, send)
-
-
-@pytest.fixture
-async def producer() -> AsyncIterator[AIOKafkaProducer]:
-    client = AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all")
-    await client.start()
-    try:
-        yield client
-    finally:
-        await client.stop()
+    await reconnects_and_resumes(*await mqtt_page(browser, gateway, web_app), gateway)
 
 
 async def test_kafka_stream_resumes_through_a_gateway_restart(
-    browser: Browser, gateway: Gateway, web_app: str, producer: AIOKafkaProducer
+    browser: Browser, gateway: Gateway, web_app: str
 ) -> None:
     room = uuid.uuid4().hex[:12]
     admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
@@ -225,10 +203,13 @@ async def test_kafka_stream_resumes_through_a_gateway_restart(
     page = await browser.new_page()
     await page.goto(page_url(web_app, "sse.html", gateway, f"/kafka/1.0.0/t/{room}"))
 
-    async def send(payload: Any) -> None:
-        await producer.send_and_wait(f"browser-{room}", json.dumps(payload).encode(), partition=0)
+    async with kafka_producer() as producer:
 
-    await reconnects_and_resumes(page, gateway, send)
+        async def send(payload: Any) -> None:
+            data = json.dumps(payload).encode()
+            await producer.send_and_wait(f"browser-{room}", data, partition=0)
+
+        await reconnects_and_resumes(page, send, gateway)
 
 
 async def test_a_websocket_page_publishes_and_receives(

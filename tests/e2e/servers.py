@@ -182,6 +182,18 @@ def running_server(
 # --- the shared configuration -----------------------------------------------------------
 
 
+def application_to_all(
+    client_id: str, secret: str, apis: list[dict[str, Any]], tier: str
+) -> dict[str, Any]:
+    """A config application subscribed to every API of ``apis`` with ``tier``."""
+    return {
+        "name": client_id,
+        "client_id": client_id,
+        "client_secret": secret,
+        "subscriptions": [{"api": a["name"], "version": a["version"], "tier": tier} for a in apis],
+    }
+
+
 def main_config(directory: Path) -> dict[str, Any]:
     """One gateway for most tests; each test uses fresh channels through path parameters."""
     state_apis = []

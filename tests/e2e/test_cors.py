@@ -15,7 +15,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from tests.e2e.helpers import HTTP_TIMEOUT, assert_problem, fetch_token, get, room, ws_connect
-from tests.e2e.servers import Server, running_server, state_url
+from tests.e2e.servers import Server, application_to_all, running_server, state_url
 
 APP = "http://app.example:5173"
 OTHER = "http://other.example"
@@ -49,16 +49,7 @@ def cors_config(directory: Path) -> dict[str, Any]:
         "brokers": {"mem": {"type": "memory"}},
         "tiers": {"Free": {}},
         "apis": apis,
-        "applications": [
-            {
-                "name": "web",
-                "client_id": "web",
-                "client_secret": SECRET,
-                "subscriptions": [
-                    {"api": a["name"], "version": "1.0.0", "tier": "Free"} for a in apis
-                ],
-            }
-        ],
+        "applications": [application_to_all("web", SECRET, apis, "Free")],
     }
 
 
