@@ -316,3 +316,24 @@ async def test_oversized_import_is_refused_with_413(page: Page, demo: Demo) -> N
     await page.get_by_label("AsyncAPI document").fill("x" * 1_100_000)
     await page.get_by_role("button", name="Import AsyncAPI").click()
     await expect(page.get_by_role("alert")).to_contain_text("limited to")
+
+
+async def test_try_it_shows_a_revoked_stream_as_such(page: Page, demo: Demo) -> None:
+    await sign_up(page, demo, username())
+    client_id = await create_application(page, "revoked app")
+    await open_api(page, "Ticker 1.0.0")
+    await subscribe_and_get_token(page, "revoked app")
+    await page.get_by_role("button", name="Try it /prices", exact=True).click()
+    events = page.get_by_role("list", name="Events")
+    await expect(events.get_by_role("listitem").first).to_be_visible(timeout=WAIT_MS)
+    admin = {"Authorization": f"Bearer {demo.admin_token}"}
+    async with httpx.AsyncClient(
+        base_url=demo.server.base_url, headers=admin, timeout=HTTP_TIMEOUT
+    ) as client:
+        (subscription,) = (
+            await client.get("/api/v1/subscriptions", params={"application": client_id})
+        ).json()
+        blocked = await client.post(f"/api/v1/subscriptions/{subscription['id']}/block")
+        assert blocked.status_code == 200
+    await expect(events.get_by_role("listitem").first).to_contain_text("revoked", timeout=WAIT_MS)
+    await expect(page.get_by_text("closed (revoked)", exact=True)).to_be_visible()

@@ -409,7 +409,10 @@ function tryIt(api, topic) {
       for (const signal of ["throttled", "revoked", "gap", "lag"]) {
         source.addEventListener(signal, (event) => {
           add(event.lastEventId, event.data, signal);
-          if (signal === "throttled" || signal === "revoked") source.close();
+          if (signal === "throttled" || signal === "revoked") {
+            source.close(); // the gateway ended the stream; reconnecting would be refused
+            status.textContent = `closed (${signal})`;
+          }
         });
       }
       source.onerror = () => (status.textContent =
