@@ -67,7 +67,7 @@ class Cors:
         gateway = tuple(self.runtime.config.gateway.cors.allow_origins)
         if path in OWN_URLS:
             return gateway
-        if path.startswith(RESERVED_PREFIXES) or path.startswith("/portal"):
+        if path.startswith(RESERVED_PREFIXES):  # the management API and the portal too
             return None
         resolved = self.runtime.catalog.resolve(path)
         if resolved is not None and resolved[0].api.cors is not None:

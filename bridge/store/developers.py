@@ -90,8 +90,10 @@ class DeveloperStore(Aggregate):
             return list((await conn.scalars(query)).all())
 
     # --- sessions ------------------------------------------------------------------------
-    async def open_session(self, session_id: str, session: PortalSession) -> None:
+    async def open_session(self, session_id: str, session: PortalSession, now: float) -> None:
+        """Store a new session; expired ones of anybody go at the same time."""
         async with self._db.transaction(write=True) as conn:
+            await conn.execute(delete(portal_sessions).where(portal_sessions.c.expires_at <= now))
             await conn.execute(
                 insert(portal_sessions).values(
                     id=session_id,

@@ -47,8 +47,9 @@ class Sessions:
     async def open(self, response: Response, username: str | None) -> PortalSession:
         assert self.runtime.store is not None
         cookie = secrets.token_urlsafe(32)
-        session = PortalSession(username, secrets.token_urlsafe(24), self.clock() + SESSION_SECONDS)
-        await self.runtime.store.open_session(session_id(cookie), session)
+        now = self.clock()
+        session = PortalSession(username, secrets.token_urlsafe(24), now + SESSION_SECONDS)
+        await self.runtime.store.open_session(session_id(cookie), session, now)
         response.set_cookie(
             COOKIE,
             cookie,

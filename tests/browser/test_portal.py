@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, FilePayload, Page, expect
 
 from tests.e2e.helpers import HTTP_TIMEOUT, eventually, fetch_token, sse_stream
 from tests.e2e.servers import Server, running_server
@@ -302,6 +302,14 @@ async def test_the_publisher_console(page: Page, demo: Demo, screenshots: Path) 
         await page.get_by_role("button", name="Import AsyncAPI").click()
         quotes = apis.get_by_role("row", name="Quotes 2.0.0")
         await expect(quotes).to_contain_text("CREATED")
+        upload: FilePayload = {
+            "name": "filed.yaml",
+            "mimeType": "application/yaml",
+            "buffer": GOOD_ASYNCAPI.replace("Quotes", "Filed").encode(),
+        }
+        await page.get_by_label("AsyncAPI file").set_input_files(files=upload)
+        await page.get_by_role("button", name="Import AsyncAPI").click()
+        await expect(apis.get_by_role("row", name="Filed 2.0.0")).to_contain_text("CREATED")
         await quotes.get_by_role("button", name="Publish", exact=True).click()
         await expect(apis.get_by_role("row", name="Quotes 2.0.0")).to_contain_text("PUBLISHED")
         await expect(page.get_by_text("Dead letters", exact=True)).to_be_visible()

@@ -61,6 +61,8 @@ async def test_demo_prints_credentials_and_commands(demo: Server) -> None:
     lines = await instructions(demo)
     text = "\n".join(lines)
     assert "client_id: demo" in text
+    assert f"Developer portal: http://127.0.0.1:{demo.port}/portal/" in text
+    assert "developer account: newcomer / " in text
     assert f"http://127.0.0.1:{demo.port}" in text
     assert (demo.directory / ".state").is_dir()
 

@@ -37,8 +37,10 @@ async def test_ownership_and_sessions_end_with_their_developer(store: Store) -> 
     await store.own_application("ada", "app-ada")
     assert await store.applications_of("ada") == ["app-ada"]
     assert await store.applications_of("grace") == []
-    await store.open_session("s-dev", PortalSession("ada", "csrf-1", expires_at=100.0))
-    await store.open_session("s-pub", PortalSession(None, "csrf-2", expires_at=100.0))
+    await store.open_session("s-old", PortalSession("ada", "csrf-0", expires_at=5.0), now=1.0)
+    await store.open_session("s-dev", PortalSession("ada", "csrf-1", expires_at=100.0), now=10.0)
+    await store.open_session("s-pub", PortalSession(None, "csrf-2", expires_at=100.0), now=10.0)
+    assert await store.session("s-old", now=1.0) is None, "expired sessions go as others open"
     found = await store.session("s-dev", now=50.0)
     assert found == PortalSession("ada", "csrf-1", 100.0) and not found.publisher
     assert await store.session("s-dev", now=100.0) is None, "expired"
