@@ -28,6 +28,9 @@ from gateway.runtime import Runtime
 METHODS = ("GET", "HEAD", "POST")
 HEADERS = ("Authorization", "Content-Type", "Last-Event-ID")
 MAX_AGE = 600
+# Beyond the safelisted response headers, what a page needs to read: when to retry a 429,
+# the WebSub discovery links, and the challenge of a 401.
+EXPOSED = ("Retry-After", "Link", "WWW-Authenticate")
 OWN_URLS = ("/oauth2/token", "/.well-known/jwks.json")
 _BODY_HEADERS = ("content-length", "content-type")
 
@@ -42,6 +45,7 @@ class _Policy(CORSMiddleware):
             allow_methods=METHODS,
             allow_headers=HEADERS,
             allow_credentials=False,
+            expose_headers=EXPOSED,
             max_age=MAX_AGE,
         )
 

@@ -97,6 +97,8 @@ async def test_error_answers_carry_the_origin_so_the_page_can_read_them(
     unauthenticated = await get(base, f"/shared/1.0.0/t/{room()}", "not-a-jwt", Origin=APP)
     assert_problem(unauthenticated, 401)
     assert_allowed(unauthenticated, APP)
+    exposed = unauthenticated.headers["access-control-expose-headers"].lower()
+    assert {"retry-after", "link", "www-authenticate"} <= {h.strip() for h in exposed.split(",")}
     token = await fetch_token(base, "web", SECRET)
     unknown = await get(base, "/nothing/1.0.0/t/x", token, Origin=APP)
     assert_problem(unknown, 404)
