@@ -17,6 +17,7 @@ import httpx
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from bridge.lifecycle import allowed_actions
 from gateway.management import admin_dependency
 from gateway.portal.sessions import Sessions, SignInLimiter
 from gateway.runtime import Runtime
@@ -111,6 +112,7 @@ def router(
                     "events_in": read.get((a.name, a.version), 0.0),
                     "events_out": delivered.get((a.name, a.version), 0.0),
                     "connections": connections.get((a.name, a.version), 0),
+                    "actions": allowed_actions(a.state),
                 }
                 for a in runtime.catalog.apis()
             },

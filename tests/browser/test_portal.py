@@ -302,6 +302,7 @@ async def test_the_publisher_console(page: Page, demo: Demo, screenshots: Path) 
         await page.get_by_role("button", name="Import AsyncAPI").click()
         quotes = apis.get_by_role("row", name="Quotes 2.0.0")
         await expect(quotes).to_contain_text("CREATED")
+        await expect(quotes.get_by_role("button", name="Deprecate")).to_be_disabled()
         upload: FilePayload = {
             "name": "filed.yaml",
             "mimeType": "application/yaml",

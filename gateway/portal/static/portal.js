@@ -468,7 +468,7 @@ async function consoleView() {
       h("th", { scope: "row" }, `${api.name} ${api.version}`),
       h("td", {}, api.protocol || "sse"),
       h("td", {}, api.state || "PUBLISHED"),
-      h("td", {}, ACTIONS.map(([action, text]) => h("button", { type: "button",
+      h("td", {}, ACTIONS.map(([action, text]) => h("button", { type: "button", "data-action": action,
         onclick: guard(async () => { await call("POST", path, { action }); await consoleView();
           notice(`${api.name} ${api.version}: ${action} done.`); }) }, text))),
       h("td", {}, h("canvas", { width: 240, height: 48, "data-api": `${api.name} ${api.version}`,
@@ -558,6 +558,11 @@ async function poll() {
     }
     const canvas = document.querySelector(`canvas[data-api="${CSS.escape(key)}"]`);
     if (canvas) draw(canvas, history);
+    // Only the lifecycle actions that lead somewhere from the API's state are enabled.
+    const row = canvas && canvas.closest("tr");
+    for (const button of row ? row.querySelectorAll("button[data-action]") : []) {
+      button.disabled = !figures.actions.includes(button.dataset.action);
+    }
   }
 }
 
