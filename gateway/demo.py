@@ -44,6 +44,8 @@ def demo_config(secret: str | None = None, admin_token: str | None = None) -> di
             {
                 "name": "Ticker",
                 "version": "1.0.0",
+                "description": "Live stock prices over Server-Sent Events: every tick, one"
+                " symbol, big moves only, or 10-second statistics.",
                 "context": "/ticker",
                 "protocol": "sse",
                 "broker": "demo",
@@ -89,6 +91,7 @@ def demo_config(secret: str | None = None, admin_token: str | None = None) -> di
             {
                 "name": "Chat",
                 "version": "1.0.0",
+                "description": "Chat rooms over WebSocket: publish to a room and read it.",
                 "context": "/chat",
                 "protocol": "websocket",
                 "broker": "demo",
@@ -111,6 +114,7 @@ def demo_config(secret: str | None = None, admin_token: str | None = None) -> di
             {
                 "name": "Alerts",
                 "version": "1.0.0",
+                "description": "Big price moves delivered as webhooks (WebSub).",
                 "context": "/alerts",
                 "protocol": "websub",
                 "broker": "demo",

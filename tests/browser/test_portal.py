@@ -133,7 +133,9 @@ async def test_sign_up_then_the_catalogue_and_an_api_page(
     apis = page.get_by_role("list", name="APIs")
     for title in ("Ticker 1.0.0", "Chat 1.0.0", "Alerts 1.0.0"):
         await expect(apis.get_by_role("link", name=title)).to_be_visible()
-    await page.screenshot(path=str(screenshots / "catalogue.png"))
+    await page.screenshot(
+        path=str(screenshots / "catalogue.png"), clip={"x": 0, "y": 0, "width": 1200, "height": 320}
+    )
     await open_api(page, "Ticker 1.0.0")
     topics = page.get_by_role("table", name="Topics")
     prices = topics.get_by_role("row").filter(has_text="/prices").first
