@@ -29,6 +29,8 @@ PAGE_HEADERS = {
 }
 ASSETS = {
     "portal.js": "text/javascript",
+    "developer.js": "text/javascript",
+    "console.js": "text/javascript",
     "portal.css": "text/css",
     "LICENSE.txt": "text/plain",
 }
