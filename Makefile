@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: run test lint typecheck services unit e2e bench clean
+.PHONY: run test lint typecheck services unit e2e bench screenshots clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
@@ -33,10 +33,12 @@ typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy bridge pipelines connectors gateway
 
 # Real services the tests use, installed when missing and started when not listening,
-# on loopback only; and the official AsyncAPI parser (npm) the export tests feed.
+# on loopback only; the official AsyncAPI parser (npm) the export tests feed; and Debian's
+# chromium, which the browser tests drive through Playwright.
 services:
 	bash scripts/services.sh
 	bash scripts/npm-deps.sh
+	bash scripts/browser.sh
 
 # Coverage includes the gateway processes the tests start ([tool.coverage.run] in
 # pyproject.toml); their data files are combined. The report shows the 15 least covered
@@ -55,6 +57,12 @@ unit: $(VENV)/.installed-dev
 
 e2e: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest tests/e2e
+
+# The README's pictures of the portal, taken by the browser tests from the embedded demo.
+screenshots: $(VENV)/.installed-dev
+	bash scripts/browser.sh
+	STREAMBRIDGE_SCREENSHOTS=docs/img $(BIN)/python -m pytest tests/browser/test_portal.py \
+	  -k "catalogue or newcomer or publisher_console"
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/fanout.py

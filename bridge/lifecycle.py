@@ -33,12 +33,16 @@ _TRANSITIONS: dict[tuple[str, str], str] = {
 }
 
 
+def allowed_actions(state: str) -> list[str]:
+    """The actions that lead somewhere from ``state``, in ACTIONS order."""
+    return [a for a in ACTIONS if (state, a) in _TRANSITIONS]
+
+
 def transition(state: str, action: str) -> str:
     """The state after ``action``, or IllegalTransition (409 at the management API)."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
     target = _TRANSITIONS.get((state, action))
     if target is None:
-        allowed = sorted(a for (s, a) in _TRANSITIONS if s == state)
-        raise IllegalTransition(state, action, allowed=allowed)
+        raise IllegalTransition(state, action, allowed=sorted(allowed_actions(state)))
     return target

@@ -1,8 +1,9 @@
 """The ASGI application: data-plane topic URLs on a lean path, the rest through FastAPI.
 
 Any path outside the gateway's own prefixes is a data-plane request, so the §4 order
-holds for unknown APIs too (401 before 404). Each data-plane request gets a
-``connection`` id bound to its log lines; admission binds the client and the API.
+holds for unknown APIs too (401 before 404). CORS (§4b) wraps both planes. Each
+data-plane request gets a ``connection`` id bound to its log lines; admission binds the
+client and the API.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from starlette.types import Receive, Scope, Send
 from bridge.config import RESERVED_PREFIXES, Config, format_path
 from bridge.errors import AccessDenied, BridgeError, ConfigError, Problem
 from gateway.access import admit, query_params, refused
+from gateway.cors import Cors
 from gateway.errors import answer, problem
 from gateway.logs import fields_scope
 from gateway.management import router as management_router
 from gateway.oauth import router as oauth_router
+from gateway.portal import router as portal_router
 from gateway.runtime import Runtime
 from gateway.sse import resume_id, serve_sse, start_at
 from gateway.webhooks import router as webhooks_router
@@ -37,8 +40,12 @@ class Gateway:
     def __init__(self, runtime: Runtime, control: FastAPI) -> None:
         self.runtime = runtime
         self.control = control
+        self._cors = Cors(self._dispatch, runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._cors(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and not scope["path"].startswith(
             RESERVED_PREFIXES
         ):
@@ -92,6 +99,7 @@ def create_app(config: Config) -> Gateway:
     control.include_router(oauth_router(runtime))
     control.include_router(management_router(runtime))
     control.include_router(webhooks_router(runtime))
+    control.include_router(portal_router(runtime, control))
 
     @control.exception_handler(BridgeError)
     async def bridge_problem(request: Request, exc: BridgeError) -> Response:

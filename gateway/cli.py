@@ -76,7 +76,7 @@ def check(path: str) -> int:
 def serve(path: str | None, host: str, port: int) -> int:
     import secrets
 
-    from gateway.demo import demo_config, demo_instructions, produce
+    from gateway.demo import demo_config, demo_instructions, demo_jobs
     from gateway.demo_upstreams import DemoUpstreams
     from gateway.logs import configure
     from gateway.runtime import Runtime
@@ -86,6 +86,7 @@ def serve(path: str | None, host: str, port: int) -> int:
     demo_secret: str | None = None
     background: list[Callable[[Runtime], Awaitable[None]]] = []
     admin_token = secrets.token_urlsafe(24)
+    developer_password = secrets.token_urlsafe(9)
     try:
         if path:
             config: Config = load_config(path)
@@ -97,12 +98,13 @@ def serve(path: str | None, host: str, port: int) -> int:
             )
             raw["gateway"]["public_url"] = f"http://{host}:{port}"
             config = parse_config(raw)
-            background.extend([produce, upstreams.serve])
+            background.extend([*demo_jobs(developer_password), upstreams.serve])
         server = build_server(config, host, port, background=background)
     except ConfigError as exc:
         return _report(exc)
     if demo_secret is not None:
-        print(demo_instructions(f"http://{host}:{port}", demo_secret, admin_token), flush=True)
+        base = f"http://{host}:{port}"
+        print(demo_instructions(base, demo_secret, admin_token, developer_password), flush=True)
     server.run()
     return 0 if server.started else 1
 

@@ -37,6 +37,13 @@ class Connections:
             if not live:
                 del self._live[key]
 
+    def open_by_api(self) -> dict[tuple[str, str], int]:
+        """Open streams per (API name, version), for the publisher console's chart."""
+        counts: dict[tuple[str, str], int] = {}
+        for (_, name, version), streams in self._live.items():
+            counts[(name, version)] = counts.get((name, version), 0) + len(streams)
+        return counts
+
     def prune_windows(self, now: float) -> None:
         """Forget windows with nothing in the last minute (a reconnect never resets one)."""
         for key in [k for k, w in self._windows.items() if w.is_empty(now)]:

@@ -16,12 +16,15 @@ import asyncio
 import random
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bridge.event import Event
+from bridge.secrets import hash_secret
 from gateway.runtime import Runtime
 
 DEMO_CLIENT_ID = "demo"
+DEMO_DEVELOPER = "newcomer"
 
 
 def demo_config(
@@ -37,8 +40,10 @@ def demo_config(
         "gateway": {
             "state": "sqlite:///.state/demo.db",
             "admin_token": admin_token or secrets.token_urlsafe(24),
+            "cors": {"allow_origins": ["*"]},  # any local web app may try the demo (§4b)
         },
         "websub": {"allow_private_callbacks": True},  # local development only
+        "portal": {"self_signup": True},
         "brokers": {"demo": {"type": "memory"}},
         "tiers": {
             "Gold": {"events_per_minute": 6000, "max_connections": 20},
@@ -48,6 +53,8 @@ def demo_config(
             {
                 "name": "Ticker",
                 "version": "1.0.0",
+                "description": "Live stock prices over Server-Sent Events: every tick, one"
+                " symbol, big moves only, or 10-second statistics.",
                 "context": "/ticker",
                 "protocol": "sse",
                 "broker": "demo",
@@ -93,6 +100,7 @@ def demo_config(
             {
                 "name": "Chat",
                 "version": "1.0.0",
+                "description": "Chat rooms over WebSocket: publish to a room and read it.",
                 "context": "/chat",
                 "protocol": "websocket",
                 "broker": "demo",
@@ -115,6 +123,7 @@ def demo_config(
             {
                 "name": "Alerts",
                 "version": "1.0.0",
+                "description": "Big price moves delivered as webhooks (WebSub).",
                 "context": "/alerts",
                 "protocol": "websub",
                 "broker": "demo",
@@ -182,12 +191,20 @@ def endpoint_apis(clock_url: str, echo_url: str) -> list[dict[str, Any]]:
     ]
 
 
-def demo_instructions(base_url: str, secret: str, admin_token: str) -> str:
+def demo_instructions(
+    base_url: str, secret: str, admin_token: str, developer_password: str = ""
+) -> str:
     ws_base = base_url.replace("http://", "ws://").replace("https://", "wss://")
     return f"""
 Streambridge embedded demo is running at {base_url}
   application client_id: {DEMO_CLIENT_ID}
   client_secret:         {secret}   (new at every start)
+
+Developer portal: {base_url}/portal/
+  developer account: {DEMO_DEVELOPER} / {developer_password}   (new password at every start)
+  Sign in, create an application, open Ticker 1.0.0, Subscribe (Gold), Generate token,
+  and press "Try it" on /prices.
+  publisher console: "Publisher sign-in" there, admin token: {admin_token}
 
 Get a token:
   TOKEN=$(curl -s -u {DEMO_CLIENT_ID}:{secret} -d grant_type=client_credentials \\
@@ -219,6 +236,18 @@ Management API (admin token new at every start; OpenAPI at {base_url}/docs):
 
 
 SYMBOLS = {"ACME": 120.0, "GLOBEX": 48.0, "INITECH": 9.5}
+
+
+def demo_jobs(developer_password: str) -> list[Callable[[Runtime], Awaitable[None]]]:
+    """The demo's background work: its developer account, then the producer."""
+
+    async def account_then_produce(runtime: Runtime) -> None:
+        assert runtime.store is not None
+        password_hash = await asyncio.to_thread(hash_secret, developer_password)
+        await runtime.store.set_password(DEMO_DEVELOPER, password_hash, time.time())
+        await produce(runtime)
+
+    return [account_then_produce]
 
 
 async def produce(runtime: Runtime, interval: float = 0.5) -> None:

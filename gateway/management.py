@@ -110,6 +110,55 @@ def validate_api(runtime: Runtime, api: Api) -> None:
         raise ConfigError(problems)
 
 
+async def new_application(
+    runtime: Runtime, name: str, client_id: str | None = None
+) -> tuple[ApplicationRecord, str]:
+    """A new application and its secret, shown once (here and in the portal)."""
+    assert runtime.store is not None
+    if client_id is not None and owner_of(client_id) is not None:
+        raise ConfigError([Problem("body.client_id", "~sandbox names sandbox keys")])
+    secret = new_secret()
+    record = ApplicationRecord(
+        client_id or secrets.token_urlsafe(12), name, await asyncio.to_thread(hash_secret, secret)
+    )
+    await runtime.store.create_application(record)
+    await runtime.refresh()
+    return record, secret
+
+
+async def new_subscription(runtime: Runtime, body: SubscriptionIn) -> SubscriptionRecord:
+    """CONTRACT §8: a known application, API and offered tier; PUBLISHED APIs only."""
+    assert runtime.store is not None
+    target = runtime.catalog.api(body.api, body.version)
+    problems = []
+    if body.application not in runtime.catalog.applications:
+        problems.append(Problem("body.application", f"no application {body.application}"))
+    if target is None:
+        problems.append(Problem("body.api", f"no API {body.api} {body.version}"))
+    if body.tier not in runtime.catalog.tiers:
+        problems.append(Problem("body.tier", f"unknown tier {body.tier!r}"))
+    elif target is not None and target.tiers and body.tier not in target.tiers:
+        problems.append(
+            Problem(
+                "body.tier", f"tier {body.tier} is not offered by {target.name} {target.version}"
+            )
+        )
+    if problems:
+        raise ConfigError(problems)
+    assert target is not None
+    if target.state != "PUBLISHED":
+        raise HTTPException(
+            409,
+            f"new subscriptions are accepted only for PUBLISHED APIs; "
+            f"{target.name} {target.version} is {target.state}",
+        )
+    record = await runtime.store.create_subscription(
+        body.application, body.api, body.version, body.tier
+    )
+    await runtime.refresh()
+    return record
+
+
 def router(runtime: Runtime) -> APIRouter:
     api = APIRouter(prefix="/api/v1", dependencies=[admin_dependency(runtime)], tags=["management"])
 
@@ -232,16 +281,7 @@ def router(runtime: Runtime) -> APIRouter:
 
     @api.post("/applications", status_code=201)
     async def create_application(body: ApplicationIn) -> JSONResponse:
-        if body.client_id is not None and owner_of(body.client_id) is not None:
-            raise ConfigError([Problem("body.client_id", "~sandbox names sandbox keys")])
-        secret = new_secret()
-        record = ApplicationRecord(
-            body.client_id or secrets.token_urlsafe(12),
-            body.name,
-            await asyncio.to_thread(hash_secret, secret),
-        )
-        await store().create_application(record)
-        await changed()
+        record, secret = await new_application(runtime, body.name, body.client_id)
         return JSONResponse(application_json(record, secret), status_code=201)
 
     @api.get("/applications/{client_id}")
@@ -295,34 +335,7 @@ def router(runtime: Runtime) -> APIRouter:
 
     @api.post("/subscriptions", status_code=201)
     async def create_subscription(body: SubscriptionIn) -> JSONResponse:
-        target = runtime.catalog.api(body.api, body.version)
-        problems = []
-        if body.application not in runtime.catalog.applications:
-            problems.append(Problem("body.application", f"no application {body.application}"))
-        if target is None:
-            problems.append(Problem("body.api", f"no API {body.api} {body.version}"))
-        if body.tier not in runtime.catalog.tiers:
-            problems.append(Problem("body.tier", f"unknown tier {body.tier!r}"))
-        elif target is not None and target.tiers and body.tier not in target.tiers:
-            problems.append(
-                Problem(
-                    "body.tier",
-                    f"tier {body.tier} is not offered by {target.name} {target.version}",
-                )
-            )
-        if problems:
-            raise ConfigError(problems)
-        assert target is not None
-        if target.state != "PUBLISHED":
-            raise HTTPException(
-                409,
-                f"new subscriptions are accepted only for PUBLISHED APIs; "
-                f"{target.name} {target.version} is {target.state}",
-            )
-        record = await store().create_subscription(
-            body.application, body.api, body.version, body.tier
-        )
-        await changed()
+        record = await new_subscription(runtime, body)
         return JSONResponse(subscription_json(record), status_code=201)
 
     def _subscription(id: str) -> SubscriptionRecord:

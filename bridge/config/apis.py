@@ -17,6 +17,7 @@ from pydantic import (
 
 from bridge.config.endpoints import Endpoint
 from bridge.config.fields import Duration, Strict
+from bridge.config.settings import CorsSettings
 from bridge.config.steps import Step
 from bridge.paths import path_parameters
 
@@ -132,6 +133,7 @@ class Api(Strict):
     state: ApiState = "PUBLISHED"
     description: str | None = None
     replay: Replay = Replay()
+    cors: CorsSettings | None = None  # replaces gateway.cors on this API's URLs (§4b)
     topics: list[Topic] = Field(min_length=1)
 
     @model_validator(mode="before")

@@ -29,6 +29,7 @@ RESERVED_PREFIXES = (
     "/docs",
     "/openapi.json",
     "/redoc",
+    "/portal",
 )
 
 Tree = Mapping[str, Any]

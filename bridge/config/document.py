@@ -6,13 +6,19 @@ from bridge.config.apis import Api
 from bridge.config.applications import Application, Tier
 from bridge.config.brokers import Broker
 from bridge.config.fields import Strict
-from bridge.config.settings import AuthSettings, GatewaySettings, WebSubSettings
+from bridge.config.settings import (
+    AuthSettings,
+    GatewaySettings,
+    PortalSettings,
+    WebSubSettings,
+)
 
 
 class Config(Strict):
     gateway: GatewaySettings = GatewaySettings()
     auth: AuthSettings = AuthSettings()
     websub: WebSubSettings = WebSubSettings()
+    portal: PortalSettings = PortalSettings()
     brokers: dict[str, Broker] = {}
     tiers: dict[str, Tier] = {}
     apis: list[Api] = []

@@ -33,6 +33,25 @@ def default_data_dir(state: str, environ: Mapping[str, str]) -> Path:
     return base / "streambridge"
 
 
+ORIGIN = re.compile(r"^https?://[^/\s?#]+/?$")
+
+
+class CorsSettings(Strict):
+    """CONTRACT §4b: the web origins that may read the gateway's answers (``*``: every one)."""
+
+    allow_origins: list[str] = []
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        bad = [origin for origin in value if origin != "*" and not ORIGIN.match(origin)]
+        if bad:
+            raise ValueError(
+                f"origins are scheme://host[:port] without a path, or *; not {', '.join(bad)}"
+            )
+        return [origin.rstrip("/") for origin in value]
+
+
 class GatewaySettings(Strict):
     public_url: str = "http://127.0.0.1:8080"
     state: str = "sqlite:///streambridge.db"
@@ -40,6 +59,7 @@ class GatewaySettings(Strict):
     max_message_bytes: PositiveInt = 1_048_576
     heartbeat: Duration = 15.0
     client_queue: PositiveInt = 1024
+    cors: CorsSettings = CorsSettings()
     # Local files of this gateway: the durable replay logs of MQTT, AMQP and CDC channels.
     # Relative paths are relative to the working directory; unset, see data_path.
     data_dir: str | None = None
@@ -118,3 +138,9 @@ class WebSubSettings(Strict):
                 "needs min_lease_seconds <= default_lease_seconds <= max_lease_seconds"
             )
         return self
+
+
+class PortalSettings(Strict):
+    """CONTRACT §12: whether developers may create their own accounts at /portal/."""
+
+    self_signup: bool = False

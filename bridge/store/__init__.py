@@ -2,6 +2,7 @@
 shared by every gateway on one database. See :mod:`bridge.store.store`."""
 
 from bridge.errors import Conflict, NotFound, StoreError
+from bridge.store.developers import PortalSession
 from bridge.store.records import ApplicationRecord, Snapshot, SubscriptionRecord
 from bridge.store.store import Store
 
@@ -9,6 +10,7 @@ __all__ = [
     "ApplicationRecord",
     "Conflict",
     "NotFound",
+    "PortalSession",
     "Snapshot",
     "Store",
     "StoreError",

@@ -166,6 +166,48 @@ webhook_deliveries = Table(
     sqlite_autoincrement=True,
 )
 
+# Developer portal (CONTRACT §12): accounts (password hashes only), which applications
+# each developer owns, and the portal's sessions (publishers: ``username`` NULL). The id of
+# a session is the sha256 of its cookie, so a leaked table opens no session.
+developers = Table(
+    "sb_developers",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("password_hash", String, nullable=False),  # bridge.secrets.hash_secret output
+    Column("created_at", Float, nullable=False),
+)
+
+developer_applications = Table(
+    "sb_developer_applications",
+    metadata,
+    Column(
+        "client_id",
+        String,
+        ForeignKey(applications.c.client_id, ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "username",
+        String(64),
+        ForeignKey(developers.c.username, ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Index(None, "username"),
+)
+
+portal_sessions = Table(
+    "sb_portal_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column(
+        "username",
+        String(64),
+        ForeignKey(developers.c.username, ondelete="CASCADE"),
+    ),
+    Column("csrf", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
 
 def new_subscription_id() -> str:
     """Subscription ids are made by the store: random, so they reveal nothing and never

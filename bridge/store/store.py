@@ -28,6 +28,7 @@ from bridge.errors import StoreError
 from bridge.store import seeding
 from bridge.store.apis import ApiStore, api_from
 from bridge.store.applications import ApplicationStore
+from bridge.store.developers import DeveloperStore
 from bridge.store.engine import Database, engine_url
 from bridge.store.queries import bump, from_row, revision
 from bridge.store.records import ApplicationRecord, Snapshot, SubscriptionRecord
@@ -41,7 +42,7 @@ PING_TIMEOUT: Final = 2.0
 _SEED_LOCK: Final = 0x7362_0002
 
 
-class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore):
+class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore, DeveloperStore):
     """The aggregates over one database; an async context manager: entering creates the
     engine and migrates the schema.
 

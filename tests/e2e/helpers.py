@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -32,6 +33,22 @@ def room() -> str:
 
 def bearer(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+# --- Kafka (the brokers scripts/services.sh starts) ------------------------------------------
+
+KAFKA = "127.0.0.1:9092"
+
+
+@asynccontextmanager
+async def kafka_producer() -> AsyncIterator[AIOKafkaProducer]:
+    """A third-party producer for the Kafka tests, waiting for every replica's ack."""
+    client = AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all")
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.stop()
 
 
 # --- OAuth2 -------------------------------------------------------------------------------

@@ -141,10 +141,14 @@ def running_server(
     via_env: bool = False,
     command: list[str] | None = None,
     env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[Server]:
-    """Start a gateway with ``config`` (None: the embedded demo), yield it once healthy."""
+    """Start a gateway with ``config`` (None: the embedded demo), yield it once healthy.
+
+    ``port``: the same port again, for a restart under clients that reconnect to it.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     args = command or [sys.executable, "-m", "gateway.cli", "serve"]
     args = [*args, "--port", str(port)]
@@ -176,6 +180,18 @@ def running_server(
 
 
 # --- the shared configuration -----------------------------------------------------------
+
+
+def application_to_all(
+    client_id: str, secret: str, apis: list[dict[str, Any]], tier: str
+) -> dict[str, Any]:
+    """A config application subscribed to every API of ``apis`` with ``tier``."""
+    return {
+        "name": client_id,
+        "client_id": client_id,
+        "client_secret": secret,
+        "subscriptions": [{"api": a["name"], "version": a["version"], "tier": tier} for a in apis],
+    }
 
 
 def main_config(directory: Path) -> dict[str, Any]:

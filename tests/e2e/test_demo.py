@@ -9,10 +9,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bridge.wire.sse import decode_stream
-from tests.e2e.helpers import TIMEOUT, eventually, ws_connect
+from tests.e2e.helpers import HTTP_TIMEOUT, TIMEOUT, eventually, ws_connect
 from tests.e2e.receiver import Delivery, Receiver
 from tests.e2e.servers import Server, running_server
 
@@ -60,6 +61,8 @@ async def test_demo_prints_credentials_and_commands(demo: Server) -> None:
     lines = await instructions(demo)
     text = "\n".join(lines)
     assert "client_id: demo" in text
+    assert f"Developer portal: http://127.0.0.1:{demo.port}/portal/" in text
+    assert "developer account: newcomer / " in text
     assert f"http://127.0.0.1:{demo.port}" in text
     assert (demo.directory / ".state").is_dir()
 
@@ -139,3 +142,23 @@ async def test_printed_endpoint_commands_front_the_clock_and_echo_servers(demo: 
     async with ws_connect(f"{base}:{demo.port}", path) as ws:
         await ws.send("hello, echo")
         assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "hello, echo"
+
+
+async def test_demo_allows_every_origin(demo: Server) -> None:
+    """A web app on any local port can try the demo (CONTRACT §4b)."""
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
+        answer = await client.options(
+            f"{demo.base_url}/ticker/1.0.0/prices",
+            headers={
+                "Origin": "http://127.0.0.1:5173",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        refused = await client.get(
+            f"{demo.base_url}/ticker/1.0.0/prices", headers={"Origin": "http://localhost:3000"}
+        )
+    assert answer.status_code == 204
+    assert answer.headers["access-control-allow-origin"] == "*"
+    assert refused.status_code == 401
+    assert refused.headers["access-control-allow-origin"] == "*"

@@ -21,12 +21,20 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.e2e.helpers import ParsedEvent, fetch_token, payloads, publisher, sse_stream
+from tests.e2e.helpers import (
+    KAFKA,
+    ParsedEvent,
+    fetch_token,
+    kafka_producer,
+    payloads,
+    publisher,
+    sse_stream,
+)
 from tests.e2e.servers import Server, running_server, state_url
 from tests.e2e.test_mqtt_e2e import mosquitto_pub
 
 SECRET = "resume-secret-0001"
-KAFKA = "127.0.0.1:9092"
+
 MQTT = "mqtt://127.0.0.1:1883"
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -96,12 +104,8 @@ async def first_live(server: Server, token: str, send: Any) -> None:
 
 @pytest.fixture
 async def producer() -> AsyncIterator[AIOKafkaProducer]:
-    client = AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all")
-    await client.start()
-    try:
+    async with kafka_producer() as client:
         yield client
-    finally:
-        await client.stop()
 
 
 async def test_kafka_ids_resume_exactly_after_a_gateway_restart(

@@ -600,3 +600,25 @@ def test_the_data_path_is_data_dir_when_set_else_the_default(
     assert Config().gateway.data_path == Path("streambridge-data")  # beside streambridge.db
     chosen = {"gateway": {"state": "postgresql://sb@db/sb", "data_dir": "/var/lib/sb"}}
     assert parse_config(chosen, {}).gateway.data_path == Path("/var/lib/sb")
+
+
+# --- CORS (§4b) ---------------------------------------------------------------------------
+
+
+def test_cors_origins_of_the_gateway_and_of_an_api(raw: dict[str, Any]) -> None:
+    raw["gateway"]["cors"] = {"allow_origins": ["http://127.0.0.1:5173/", "https://app.example"]}
+    raw["apis"][0]["cors"] = {"allow_origins": ["*"]}
+    config = parse_config(raw, ENV)
+    assert config.gateway.cors.allow_origins == ["http://127.0.0.1:5173", "https://app.example"]
+    assert config.apis[0].cors is not None
+    assert config.apis[0].cors.allow_origins == ["*"]
+    assert parse_config(None, {}).gateway.cors.allow_origins == []
+
+
+def test_every_bad_cors_origin_is_named(raw: dict[str, Any]) -> None:
+    raw["gateway"]["cors"] = {"allow_origins": ["app.example", "http://a.example/path"]}
+    raw["apis"][0]["cors"] = {"allow_origins": ["ftp://x"]}
+    problems = problems_of(raw)
+    paths = [p.path for p in problems]
+    assert paths == ["gateway.cors.allow_origins", "apis[0].cors.allow_origins"]
+    assert "app.example, http://a.example/path" in problems[0].message
