@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from bridge.config import RESERVED_PREFIXES, Config, format_path
 from bridge.errors import AccessDenied, BridgeError, ConfigError, Problem
 from gateway.access import admit, query_params, refused
+from gateway.edge import BodyLimit
 from gateway.errors import answer, problem
 from gateway.logs import fields_scope
 from gateway.management import router as management_router
@@ -37,8 +38,12 @@ class Gateway:
     def __init__(self, runtime: Runtime, control: FastAPI) -> None:
         self.runtime = runtime
         self.control = control
+        self._bounded = BodyLimit(self._dispatch, runtime.config.gateway.limits.max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._bounded(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and not scope["path"].startswith(
             RESERVED_PREFIXES
         ):

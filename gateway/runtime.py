@@ -33,7 +33,7 @@ from connectors import Connector, connector_for
 from gateway.auth import TokenAuthority
 from gateway.connections import Connections
 from gateway.hub import Hub, HubSet
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, open_files
 from gateway.websub.service import WebSubService
 from pipelines.topic import topic_pipeline
 
@@ -56,6 +56,7 @@ class Runtime:
         self._hub_restarts: dict[str, int] = {}
         self.hubs.on_restart = self._count_hub_restart
         self.metrics.before_collect.append(self._collect_reconnects)
+        self.metrics.before_collect.append(self._collect_resources)
         self.connectors: dict[str, Connector] = {}
         self.authority: TokenAuthority | None = None
         self.store: Store | None = None
@@ -139,6 +140,10 @@ class Runtime:
         for name, connector in self.connectors.items():
             total = getattr(connector, "reconnects", 0) + self._hub_restarts.get(name, 0)
             self.metrics.reconnects.labels(name).value = float(total)
+
+    def _collect_resources(self) -> None:
+        self.metrics.open_hubs.labels().value = float(len(self.hubs.hubs))
+        self.metrics.open_files.labels().value = float(open_files())
 
     # --- catalogue changes ---------------------------------------------------------------
     async def refresh(self) -> None:
@@ -233,13 +238,18 @@ class Runtime:
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
             self.connections.prune_windows(time.time())
-            for key, hub in list(self.hubs.hubs.items()):
-                if (
-                    key not in self._eager
-                    and not hub.subscribers
-                    and time.monotonic() - hub.idle_since > hub.replay.max_age
-                ):
-                    await self.hubs.reap_one(key)
+            await self.close_idle_hubs()
+
+    async def close_idle_hubs(self) -> None:
+        """Hubs idle for their ``replay.max_age`` close; past ``limits.max_idle_hubs``
+        idle ones, the least recently used close early (CONTRACT §4c)."""
+        idle = [(key, hub) for key, hub in self.hubs.idle() if key not in self._eager]
+        surplus = len(idle) - self.config.gateway.limits.max_idle_hubs
+        now = time.monotonic()
+        for index, (key, hub) in enumerate(idle):
+            expired = index < surplus or now - hub.idle_since > hub.replay.max_age
+            if expired and not hub.subscribers:  # none came back while another closed
+                await self.hubs.reap_one(key)
 
     # --- hubs ------------------------------------------------------------------------------
     @staticmethod

@@ -40,6 +40,7 @@ from bridge.config.loading import expand_env, format_path, load_config, parse_co
 from bridge.config.settings import (
     AuthSettings,
     GatewaySettings,
+    Limits,
     RetrySettings,
     TrustedIssuer,
     WebSubSettings,
@@ -77,6 +78,7 @@ __all__ = [
     "FilterStep",
     "GatewaySettings",
     "KafkaBroker",
+    "Limits",
     "MapStep",
     "Mask",
     "MemoryBroker",
