@@ -369,7 +369,7 @@ def logged_channels(data_dir: Path | None, broker: str) -> list[str]:
     directory = data_dir / "replay" / _safe(broker)
     names = []
     for path in sorted(directory.glob("*.jsonl")) if directory.is_dir() else []:
-        with path.open(encoding="utf-8") as file:
+        with path.open("rb") as file:  # the header line only; a bad one names nothing
             header = _parse(file.readline())
         if header and isinstance(header.get("name"), str):
             names.append(header["name"])
