@@ -1,4 +1,10 @@
-"""CEL expressions (package ``common-expression-language``), compiled once at load."""
+"""CEL expressions (package ``common-expression-language``), compiled once at load.
+
+Limits come first (CONTRACT §4c): the binding's parser panics on deep nesting (a Rust
+panic surfaces as ``PanicException``, a BaseException), so length, nesting depth and
+comprehension nesting are checked on the source before it is compiled, and a panic that
+still happens is caught as the error of its expression, at load and per event.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,81 @@ import cel
 from bridge.errors import PipelineError
 
 AGGREGATES = ("count", "sum", "avg", "min", "max")
+MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})  # comprehensions
+_OPENERS = {"(": ")", "[": "]", "{": "}"}
+
+
+@dataclass(frozen=True, slots=True)
+class CelLimits:
+    """``gateway.limits`` for expressions (CONTRACT §4c)."""
+
+    max_length: int = 4096
+    max_depth: int = 32
+    max_comprehensions: int = 2  # nested inside one another
+
+
+DEFAULT_LIMITS = CelLimits()
+
+
+def limit_problem(source: str, limits: CelLimits = DEFAULT_LIMITS) -> str | None:
+    """Why ``source`` is past the limits, or None. Brackets inside string literals do
+    not count; a ``.map(``/``.all(``... opens a comprehension."""
+    if len(source) > limits.max_length:
+        return f"longer than {limits.max_length} characters"
+    closers: list[tuple[str, bool]] = []  # the bracket to close, whether a comprehension
+    index, length = 0, len(source)
+    while index < length:
+        char = source[index]
+        if char in "'\"":
+            index = _string_end(source, index)
+            continue
+        if char in _OPENERS:
+            macro = char == "(" and _macro_before(source, index)
+            closers.append((_OPENERS[char], macro))
+            if len(closers) > limits.max_depth:
+                return f"nested deeper than {limits.max_depth} brackets"
+            if sum(1 for _, m in closers if m) > limits.max_comprehensions:
+                return f"more than {limits.max_comprehensions} comprehensions inside one another"
+        elif closers and char == closers[-1][0]:
+            closers.pop()
+        index += 1
+    return None
+
+
+def _string_end(source: str, start: int) -> int:
+    """The index after the string literal opening at ``start`` (triple quotes too)."""
+    quote = source[start]
+    delimiter = quote * 3 if source.startswith(quote * 3, start) else quote
+    index = start + len(delimiter)
+    while index < len(source):
+        if source[index] == "\\":
+            index += 2
+            continue
+        if source.startswith(delimiter, index):
+            return index + len(delimiter)
+        index += 1
+    return index
+
+
+def _macro_before(source: str, paren: int) -> bool:
+    """Whether the ``(`` at ``paren`` follows ``.<macro>``."""
+    end = paren
+    while end > 0 and source[end - 1].isspace():
+        end -= 1
+    start = end
+    while start > 0 and (source[start - 1].isalnum() or source[start - 1] == "_"):
+        start -= 1
+    before = start
+    while before > 0 and source[before - 1].isspace():
+        before -= 1
+    return source[start:end] in MACROS and before > 0 and source[before - 1] == "."
+
+
+def _is_panic(error: BaseException) -> bool:
+    """A Rust panic of the binding (``pyo3_runtime.PanicException``, not importable)."""
+    return type(error).__name__ == "PanicException"
+
+
 _PARSER_ERROR = re.compile(r"<input>:(\d+):(\d+): ([^\n|]*)")
 _AGGREGATE = re.compile(r"^\s*(count|sum|avg|min|max)\s*\((.*)\)\s*$", re.DOTALL)
 
@@ -24,19 +105,29 @@ class Expression:
         """Evaluate; any failure becomes a PipelineError naming the expression."""
         try:
             return self.program.execute(activation)
-        except (
-            Exception
-        ) as exc:  # the CEL runtime raises KeyError/TypeError/ValueError/RuntimeError
+        except Exception as exc:  # the runtime raises KeyError/TypeError/ValueError/...
             raise PipelineError(f"{self.source!r}: {exc}") from exc
+        except BaseException as exc:
+            if not _is_panic(exc):
+                raise
+            raise PipelineError(f"{self.source!r}: the evaluator failed: {exc}") from None
 
 
-def compile_expression(source: str) -> Expression:
-    """Compile or raise ValueError with the parser's message (first line)."""
+def compile_expression(source: str, limits: CelLimits | None = DEFAULT_LIMITS) -> Expression:
+    """Compile or raise ValueError with the parser's message (first line). ``limits``
+    None: the source was checked when the config was loaded (its own limits)."""
     if not source.strip():
         raise ValueError("empty expression")
+    problem = None if limits is None else limit_problem(source, limits)
+    if problem is not None:
+        raise ValueError(
+            f"expression {source[:60]!r}{'...' if len(source) > 60 else ''}: {problem}"
+        )
     try:
         return Expression(source, cel.compile(source))
-    except Exception as exc:  # cel raises ValueError, sometimes RuntimeError
+    except BaseException as exc:  # ValueError, sometimes RuntimeError; a panic
+        if not isinstance(exc, Exception) and not _is_panic(exc):
+            raise
         text = str(exc)
         found = _PARSER_ERROR.search(text)
         detail = (

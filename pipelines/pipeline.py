@@ -88,16 +88,16 @@ class Pipeline:
 
 def _operator(step: Step) -> Operator:
     if isinstance(step, FilterStep):
-        return _EachEvent(filter_events(compile_expression(step.filter)))
+        return _EachEvent(filter_events(compile_expression(step.filter, limits=None)))
     if isinstance(step, MapStep):
-        return _EachEvent(map_events(compile_expression(step.map)))
+        return _EachEvent(map_events(compile_expression(step.map, limits=None)))
     if isinstance(step, WindowStep):
         return Window.from_spec(step.window)
     if isinstance(step, DedupeStep):
-        return Dedupe(compile_expression(step.dedupe.key), step.dedupe.within)
+        return Dedupe(compile_expression(step.dedupe.key, limits=None), step.dedupe.within)
     if isinstance(step, SampleStep):
         spec = step.sample
-        group_by = None if spec.group_by is None else compile_expression(spec.group_by)
+        group_by = None if spec.group_by is None else compile_expression(spec.group_by, limits=None)
         return Sample(spec.max, spec.per, group_by)
     raise TypeError(f"unknown pipeline step {step!r}")
 
