@@ -98,6 +98,7 @@ class Runtime:
                     topics=self,
                     metrics=self.metrics,
                     on_task_failure=self._task_failed,
+                    max_pending=self.config.gateway.limits.max_pending_verifications,
                 )
             )
             own = ["housekeeping", "store-watch"]
