@@ -14,6 +14,7 @@ import uvicorn
 from bridge.config import Config
 from gateway.app import create_app
 from gateway.edge import bounded_protocol
+from gateway.logs import access_log_enabled
 from gateway.runtime import Runtime
 
 
@@ -69,7 +70,7 @@ def build_server(
         ws_ping_timeout=20.0,
         ws_per_message_deflate=False,
         lifespan="on",
-        access_log=False,
+        access_log=access_log_enabled(),  # redacted like every log (gateway/logs.py)
         log_config=None,
         timeout_graceful_shutdown=5,
         server_header=False,
