@@ -26,6 +26,7 @@ from bridge.cursor import new_epoch
 from bridge.errors import BridgeError, ConfigError, PipelineError, Problem, Revoked, ShuttingDown
 from bridge.event import Event
 from bridge.lifecycle import VISIBLE_STATES
+from bridge.policy import FailedAttempts
 from bridge.secrets import hash_secret
 from bridge.store import Snapshot, Store
 from bridge.supervision import Supervisor
@@ -49,6 +50,8 @@ class Runtime:
         self.catalog = Catalog(Snapshot(revision=-1))  # until the store is open
         self.metrics = Metrics()
         self.connections = Connections()
+        # Failed POST /oauth2/token per client id or address (CONTRACT §4c).
+        self.token_attempts = FailedAttempts(config.gateway.limits.token_attempts_per_minute)
         self.epoch = new_epoch()
         # Every long-lived task of the gateway; the WebSub service has its own.
         self.supervisor = Supervisor("gateway", on_failure=self._task_failed)
