@@ -14,6 +14,7 @@ from typing import Any
 
 import cel
 
+from bridge.cost import affordable_values, values_within
 from bridge.errors import PipelineError
 
 AGGREGATES = ("count", "sum", "avg", "min", "max")
@@ -34,11 +35,22 @@ DEFAULT_LIMITS = CelLimits()
 
 
 def limit_problem(source: str, limits: CelLimits = DEFAULT_LIMITS) -> str | None:
-    """Why ``source`` is past the limits, or None. Brackets inside string literals do
-    not count; a ``.map(``/``.all(``... opens a comprehension."""
+    """Why ``source`` is past the limits, or None."""
     if len(source) > limits.max_length:
         return f"longer than {limits.max_length} characters"
+    depth, comprehensions = nesting(source, stop_at=limits.max_depth)
+    if depth > limits.max_depth:
+        return f"nested deeper than {limits.max_depth} brackets"
+    if comprehensions > limits.max_comprehensions:
+        return f"more than {limits.max_comprehensions} comprehensions inside one another"
+    return None
+
+
+def nesting(source: str, stop_at: int | None = None) -> tuple[int, int]:
+    """How deep brackets and comprehensions (``.map(``, ``.all(``...) nest in ``source``;
+    brackets inside string literals do not count. Stops once brackets pass ``stop_at``."""
     closers: list[tuple[str, bool]] = []  # the bracket to close, whether a comprehension
+    depth = comprehensions = 0
     index, length = 0, len(source)
     while index < length:
         char = source[index]
@@ -48,14 +60,14 @@ def limit_problem(source: str, limits: CelLimits = DEFAULT_LIMITS) -> str | None
         if char in _OPENERS:
             macro = char == "(" and _macro_before(source, index)
             closers.append((_OPENERS[char], macro))
-            if len(closers) > limits.max_depth:
-                return f"nested deeper than {limits.max_depth} brackets"
-            if sum(1 for _, m in closers if m) > limits.max_comprehensions:
-                return f"more than {limits.max_comprehensions} comprehensions inside one another"
+            depth = max(depth, len(closers))
+            comprehensions = max(comprehensions, sum(1 for _, m in closers if m))
+            if stop_at is not None and depth > stop_at:
+                break
         elif closers and char == closers[-1][0]:
             closers.pop()
         index += 1
-    return None
+    return depth, comprehensions
 
 
 def _string_end(source: str, start: int) -> int:
@@ -100,9 +112,14 @@ _AGGREGATE = re.compile(r"^\s*(count|sum|avg|min|max)\s*\((.*)\)\s*$", re.DOTALL
 class Expression:
     source: str
     program: Any
+    comprehensions: int = 0  # how deep comprehensions nest in it
+    budget: float | None = None  # seconds an evaluation may cost (bridge.cost)
 
     def evaluate(self, activation: dict[str, Any]) -> Any:
-        """Evaluate; any failure becomes a PipelineError naming the expression."""
+        """Evaluate; any failure becomes a PipelineError naming the expression, and so
+        does an event too big for a comprehension within the budget (bridge.cost)."""
+        if self.comprehensions and self.budget is not None:
+            self._afford(activation)
         try:
             return self.program.execute(activation)
         except Exception as exc:  # the runtime raises KeyError/TypeError/ValueError/...
@@ -112,10 +129,24 @@ class Expression:
                 raise
             raise PipelineError(f"{self.source!r}: the evaluator failed: {exc}") from None
 
+    def _afford(self, activation: dict[str, Any]) -> None:
+        assert self.budget is not None
+        limit = affordable_values(self.budget, self.comprehensions)
+        # Literal lists in the source are iterated too: at most one item per comma.
+        held = values_within(activation, limit) + self.source.count(",")
+        if held > limit:
+            raise PipelineError(
+                f"{self.source!r}: skipped, the event holds more than {limit} values, "
+                f"too many to evaluate within the step budget of {self.budget * 1000:g}ms"
+            )
 
-def compile_expression(source: str, limits: CelLimits | None = DEFAULT_LIMITS) -> Expression:
+
+def compile_expression(
+    source: str, limits: CelLimits | None = DEFAULT_LIMITS, *, budget: float | None = None
+) -> Expression:
     """Compile or raise ValueError with the parser's message (first line). ``limits``
-    None: the source was checked when the config was loaded (its own limits)."""
+    None: the source was checked when the config was loaded (its own limits).
+    ``budget``: seconds one evaluation may cost (None: unbounded, for checks at load)."""
     if not source.strip():
         raise ValueError("empty expression")
     problem = None if limits is None else limit_problem(source, limits)
@@ -124,7 +155,7 @@ def compile_expression(source: str, limits: CelLimits | None = DEFAULT_LIMITS) -
             f"expression {source[:60]!r}{'...' if len(source) > 60 else ''}: {problem}"
         )
     try:
-        return Expression(source, cel.compile(source))
+        program = cel.compile(source)
     except BaseException as exc:  # ValueError, sometimes RuntimeError; a panic
         if not isinstance(exc, Exception) and not _is_panic(exc):
             raise
@@ -136,6 +167,7 @@ def compile_expression(source: str, limits: CelLimits | None = DEFAULT_LIMITS) -
             else (text.splitlines()[0] if text else type(exc).__name__)
         )
         raise ValueError(f"invalid CEL expression {source!r}: {detail}") from exc
+    return Expression(source, program, nesting(source)[1], budget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +176,7 @@ class AggregateSpec:
     argument: Expression | None
 
 
-def compile_aggregate(source: str) -> AggregateSpec:
+def compile_aggregate(source: str, *, budget: float | None = None) -> AggregateSpec:
     """``count()``, ``sum(x)``, ``avg(x)``, ``min(x)``, ``max(x)`` with x a CEL expression."""
     match = _AGGREGATE.match(source)
     if not match:
@@ -156,4 +188,4 @@ def compile_aggregate(source: str) -> AggregateSpec:
         return AggregateSpec(function, None)
     if not argument:
         raise ValueError(f"{function}() needs an expression, e.g. {function}(data.amount)")
-    return AggregateSpec(function, compile_expression(argument))
+    return AggregateSpec(function, compile_expression(argument, budget=budget))

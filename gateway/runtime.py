@@ -288,11 +288,13 @@ class Runtime:
                 error,
             )
 
+        budget = self.config.gateway.limits.step_budget
+
         def factory() -> Hub:
             return Hub(
                 connector=self.connectors[api.broker],
                 channel=match.channel,
-                new_pipeline=lambda: topic_pipeline(topic, on_error, masked=masked),
+                new_pipeline=lambda: topic_pipeline(topic, on_error, masked=masked, budget=budget),
                 replay=api.replay,
                 epoch=self.epoch,
                 sequence=self.hubs.sequence,
