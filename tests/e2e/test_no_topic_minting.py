@@ -1,0 +1,87 @@
+"""Subscribing never creates a broker topic (CONTRACT §4c, issue 12 R3): a reader of a
+Kafka topic that does not exist yet (a path parameter names it) leaves it uncreated,
+keeps its stream open with heartbeats, and reads the topic from its first record once a
+producer creates it. Real Kafka protocol (Tansu), real gateway process.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tests.e2e.helpers import fetch_token, payloads, sse_stream
+from tests.e2e.servers import running_server, state_url
+
+KAFKA = "127.0.0.1:9092"
+SECRET = "minting-secret-01"
+
+
+def config(directory: Path) -> dict[str, Any]:
+    return {
+        "gateway": {"state": state_url(directory), "heartbeat": "1s"},
+        "brokers": {"k": {"type": "kafka", "bootstrap": KAFKA}},
+        "tiers": {"Free": {}},
+        "apis": [
+            {
+                "name": "Rooms",
+                "version": "1",
+                "context": "/rooms",
+                "broker": "k",
+                "topics": [{"name": "/t/{x}", "channel": "minting.{x}"}],
+            }
+        ],
+        "applications": [
+            {
+                "name": "app",
+                "client_id": "app",
+                "client_secret": SECRET,
+                "subscriptions": [{"api": "Rooms", "version": "1", "tier": "Free"}],
+            }
+        ],
+    }
+
+
+async def topics() -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    await admin.start()
+    try:
+        return await admin.list_topics()
+    finally:
+        await admin.close()
+
+
+async def test_a_reader_waits_for_a_missing_topic_without_creating_it(tmp_path: Path) -> None:
+    x = uuid.uuid4().hex[:12]
+    channel = f"minting.{x}"
+    with running_server(tmp_path, config(tmp_path)) as server:
+        token = await fetch_token(server.base_url, "app", SECRET)
+        async with sse_stream(server.base_url, f"/rooms/1/t/{x}", token) as stream:
+            heartbeats = 0
+            while heartbeats < 3:  # the stream stays open while it waits
+                block = await stream.next_block(5)
+                assert block is not None
+                heartbeats += block.startswith(":")
+            assert channel not in await topics()
+
+            admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic(channel, 1, 1)])
+            finally:
+                await admin.close()
+            producer = AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all")
+            await producer.start()
+            try:
+                await producer.send_and_wait(channel, json.dumps({"first": True}).encode())
+                await producer.send_and_wait(channel, json.dumps({"second": True}).encode())
+            finally:
+                await producer.stop()
+            assert payloads(await stream.events(2, timeout=15)) == [
+                {"first": True},
+                {"second": True},
+            ]
