@@ -50,7 +50,7 @@ async def topics() -> list[str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
     await admin.start()
     try:
-        return await admin.list_topics()
+        return list(await admin.list_topics())
     finally:
         await admin.close()
 
