@@ -29,16 +29,17 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
-from harness.gateway import Gateway
+from harness.gateway import TIER, Gateway, api
 from harness.machine import describe, rss_kb
 from harness.report import Latency
 from websockets.asyncio.client import connect
@@ -49,28 +50,16 @@ SETTLE_SECONDS = 15.0
 
 
 def config(gateway: Gateway) -> dict[str, Any]:
-    def api(name: str, protocol: str, topics: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "name": name,
-            "version": "1",
-            "context": f"/{name.lower()}",
-            "protocol": protocol,
-            "broker": "mem",
-            "topics": topics,
-        }
-
+    slow = api("Slow", "sse", "soak.slow", topic="/t")
+    slow["topics"][0]["pipeline"] = [{"filter": QUADRATIC}]
     apis = [
-        api("Ordinary", "sse", [{"name": "/t", "channel": "soak.ordinary"}]),
-        api("In", "websocket", [{"name": "/{ns}", "mode": "publish", "channel": "soak.{ns}"}]),
-        api("Rooms", "sse", [{"name": "/room/{r}", "channel": "soak.room.{r}"}]),
-        api(
-            "Slow",
-            "sse",
-            [{"name": "/t", "channel": "soak.slow", "pipeline": [{"filter": QUADRATIC}]}],
-        ),
-        api("Hooks", "websub", [{"name": "/t", "channel": "soak.hooks"}]),
+        api("Ordinary", "sse", "soak.ordinary", topic="/t"),
+        api("In", "websocket", "soak.{ns}", topic="/{ns}", mode="publish"),
+        api("Rooms", "sse", "soak.room.{r}", topic="/room/{r}"),
+        slow,
+        api("Hooks", "websub", "soak.hooks", topic="/t"),
     ]
-    subscriptions = [{"api": a["name"], "version": "1", "tier": "Free"} for a in apis]
+    subscriptions = [{"api": a["name"], "version": "1", "tier": TIER} for a in apis]
     return {
         "gateway": {
             "public_url": gateway.url(""),
@@ -78,8 +67,8 @@ def config(gateway: Gateway) -> dict[str, Any]:
             "admin_token": "soak-admin-token-0123456789",
         },
         "websub": {"allow_private_callbacks": True, "timeout": "5s"},
-        "brokers": {"mem": {"type": "memory"}},
-        "tiers": {"Free": {}},
+        "brokers": {"bench": {"type": "memory"}},
+        "tiers": {TIER: {}},
         "apis": apis,
         "applications": [
             {
@@ -169,45 +158,36 @@ async def token_guessing(gateway: Gateway, stop: asyncio.Event) -> None:
         await forever(one, stop)
 
 
-@contextlib.asynccontextmanager
-async def tarpit() -> AsyncIterator[int]:
-    held: set[asyncio.StreamWriter] = set()
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.add(writer)
-        with contextlib.suppress(ConnectionError):
-            await reader.read()
-        held.discard(writer)
-        writer.close()
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    try:
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        for writer in list(held):
-            writer.close()
-        server.close()
+@contextlib.contextmanager
+def tarpit() -> Iterator[int]:
+    """A listening socket that never accepts: connections complete in the kernel's
+    backlog and are never answered. Yields its port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4096)
+        yield int(listener.getsockname()[1])
 
 
 async def tarpit_callbacks(gateway: Gateway, token: str, stop: asyncio.Event) -> None:
-    async with tarpit() as port, httpx.AsyncClient(base_url=gateway.url(""), timeout=10) as client:
-        number = 0
+    number = 0
+    with tarpit() as port:
+        async with httpx.AsyncClient(base_url=gateway.url(""), timeout=10) as client:
 
-        async def one() -> None:
-            nonlocal number
-            number += 1
-            await client.post(
-                "/hooks/1/hub",
-                data={
-                    "hub.mode": "subscribe",
-                    "hub.topic": gateway.url("/hooks/1/t"),
-                    "hub.callback": f"http://127.0.0.1:{port}/cb/{number}",
-                },
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            await asyncio.sleep(0.5)
+            async def one() -> None:
+                nonlocal number
+                number += 1
+                await client.post(
+                    "/hooks/1/hub",
+                    data={
+                        "hub.mode": "subscribe",
+                        "hub.topic": gateway.url("/hooks/1/t"),
+                        "hub.callback": f"http://127.0.0.1:{port}/cb/{number}",
+                    },
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                await asyncio.sleep(0.5)
 
-        await forever(one, stop)
+            await forever(one, stop)
 
 
 async def slow_cel(gateway: Gateway, token: str, stop: asyncio.Event) -> None:
