@@ -65,6 +65,10 @@ def parse_cursor(cursor: str) -> Offsets | None:
 
 
 class KafkaConnector(AsyncResource):
+    # Kafka replays from its own log: an idle hub need not keep reading to keep resume
+    # exact, so the gateway closes it soon (gateway/runtime.py).
+    keeps_history = True
+
     def __init__(
         self,
         name: str,

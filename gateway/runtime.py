@@ -41,6 +41,7 @@ from pipelines.topic import topic_pipeline
 log = logging.getLogger("streambridge.runtime")
 DURABLE_LOG_BROKERS = ("mqtt", "amqp", "postgres-cdc")  # keep files in gateway.data_dir
 HOUSEKEEPING_SECONDS = 5.0
+KEPT_HISTORY_IDLE_SECONDS = 10.0  # an idle hub on Kafka: quick reconnects still share it
 STORE_POLL_SECONDS = 1.0  # how soon another gateway's change to the store applies here
 
 
@@ -246,12 +247,17 @@ class Runtime:
 
     async def close_idle_hubs(self) -> None:
         """Hubs idle for their ``replay.max_age`` close; past ``limits.max_idle_hubs``
-        idle ones, the least recently used close early (CONTRACT §4c)."""
+        idle ones, the least recently used close early (CONTRACT §4c). A hub on a broker
+        that keeps its own history (Kafka) closes after ``KEPT_HISTORY_IDLE_SECONDS``:
+        a resume reads the broker again, exactly, and its consumer's sockets go now."""
         idle = [(key, hub) for key, hub in self.hubs.idle() if key not in self._eager]
         surplus = len(idle) - self.config.gateway.limits.max_idle_hubs
         now = time.monotonic()
         for index, (key, hub) in enumerate(idle):
-            expired = index < surplus or now - hub.idle_since > hub.replay.max_age
+            keep = hub.replay.max_age
+            if getattr(hub.connector, "keeps_history", False):
+                keep = min(keep, KEPT_HISTORY_IDLE_SECONDS)
+            expired = index < surplus or now - hub.idle_since > keep
             if expired and not hub.subscribers:  # none came back while another closed
                 await self.hubs.reap_one(key)
 

@@ -7,6 +7,7 @@ producer creates it. Real Kafka protocol (Tansu), real gateway process.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.e2e.helpers import fetch_token, payloads, sse_stream
+from tests.e2e.helpers import eventually, fetch_token, metric, metrics_text, payloads, sse_stream
 from tests.e2e.servers import running_server, state_url
 
 KAFKA = "127.0.0.1:9092"
@@ -85,3 +86,35 @@ async def test_a_reader_waits_for_a_missing_topic_without_creating_it(tmp_path: 
                 {"first": True},
                 {"second": True},
             ]
+
+
+async def test_a_closed_kafka_stream_gives_back_its_sockets(tmp_path: Path) -> None:
+    """Kafka keeps its own history: idle hubs close soon and their consumers' sockets
+    with them, and a resume later still reads the broker exactly."""
+    names = [f"{uuid.uuid4().hex[:10]}" for _ in range(10)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(f"minting.{x}", 1, 1) for x in names])
+    finally:
+        await admin.close()
+    with running_server(tmp_path, config(tmp_path)) as server:
+        token = await fetch_token(server.base_url, "app", SECRET)
+        pid = server.process.pid
+        before = len(os.listdir(f"/proc/{pid}/fd"))
+        params = [("topic", f"/t/{x}") for x in names]
+        async with sse_stream(server.base_url, "/rooms/1", token, params=params) as stream:
+
+            async def all_open() -> bool:
+                text = await metrics_text(server.base_url)
+                return metric(text, "streambridge_open_hubs") == len(names)
+
+            await eventually(all_open, 20, "a hub per topic")
+            assert await stream.next_block(5) is not None
+            during = len(os.listdir(f"/proc/{pid}/fd"))
+
+        async def given_back() -> bool:
+            return len(os.listdir(f"/proc/{pid}/fd")) <= before + 2  # + keep-alive sockets
+
+        await eventually(given_back, 30, "the consumers' sockets closed")
+        assert during > before + 2
