@@ -21,6 +21,7 @@ import asyncio
 import json
 from http import HTTPStatus
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -111,8 +112,9 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.transport.is_closing():
-                self._await_headers()  # of the next request on this connection
+            # The next request's headers, unless they came already (pipelined: it runs).
+            if not self.transport.is_closing() and self.cycle.response_complete:
+                self._await_headers()
 
     return BoundedHttpProtocol
 
@@ -154,7 +156,12 @@ class _BoundedCycle:
         self.cut = False  # the body went over: the application's answer is not sent
 
     async def run(self, app: ASGIApp) -> None:
-        await app(self.scope, self.receive, self.send)
+        try:
+            await app(self.scope, self.receive, self.send)
+        except ClientDisconnect:
+            if not self.cut:
+                raise
+            # The disconnect we told the application of, after our 413: nothing broke.
 
     async def receive(self) -> Message:
         if self.cut:
