@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from pipelines.topic import topic_pipeline
 log = logging.getLogger("streambridge.runtime")
 DURABLE_LOG_BROKERS = ("mqtt", "amqp", "postgres-cdc")  # keep files in gateway.data_dir
 HOUSEKEEPING_SECONDS = 5.0
+SECRET_CHECK_THREADS = 2
 KEPT_HISTORY_IDLE_SECONDS = 10.0  # an idle hub on Kafka: quick reconnects still share it
 STORE_POLL_SECONDS = 1.0  # how soon another gateway's change to the store applies here
 
@@ -53,6 +55,10 @@ class Runtime:
         self.connections = Connections()
         # Failed POST /oauth2/token per client id or address (CONTRACT §4c).
         self.token_attempts = FailedAttempts(config.gateway.limits.token_attempts_per_minute)
+        # Client secrets are checked (scrypt: 16 MiB, tens of ms each) on threads of their
+        # own: guessing cannot take the loop's default executor, and glibc keeps an arena
+        # per thread that ran one, so few threads bound the memory it leaves behind.
+        self.secret_checks = ThreadPoolExecutor(SECRET_CHECK_THREADS, "secret-check")
         self.epoch = new_epoch()
         # Every long-lived task of the gateway; the WebSub service has its own.
         self.supervisor = Supervisor("gateway", on_failure=self._task_failed)
@@ -111,6 +117,7 @@ class Runtime:
             for index, job in enumerate(self.background):
                 own.append(f"background:{index}-{getattr(job, '__name__', 'job')}")
                 self.supervisor.spawn(own[-1], functools.partial(job, self))
+            stack.callback(self.secret_checks.shutdown, wait=False, cancel_futures=True)
             try:
                 yield
             finally:
