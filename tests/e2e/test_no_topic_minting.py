@@ -6,9 +6,11 @@ producer creates it. Real Kafka protocol (Tansu), real gateway process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +49,24 @@ def config(directory: Path) -> dict[str, Any]:
     }
 
 
-async def topics() -> list[str]:
+@contextlib.asynccontextmanager
+async def kafka_admin() -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
     await admin.start()
     try:
-        return list(await admin.list_topics())
+        yield admin
     finally:
         await admin.close()
+
+
+async def topics() -> list[str]:
+    async with kafka_admin() as admin:
+        return list(await admin.list_topics())
+
+
+async def create(*names: str) -> None:
+    async with kafka_admin() as admin:
+        await admin.create_topics([NewTopic(name, 1, 1) for name in names])
 
 
 async def test_a_reader_waits_for_a_missing_topic_without_creating_it(tmp_path: Path) -> None:
@@ -69,12 +82,7 @@ async def test_a_reader_waits_for_a_missing_topic_without_creating_it(tmp_path: 
                 heartbeats += block.startswith(":")
             assert channel not in await topics()
 
-            admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-            await admin.start()
-            try:
-                await admin.create_topics([NewTopic(channel, 1, 1)])
-            finally:
-                await admin.close()
+            await create(channel)
             producer = AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all")
             await producer.start()
             try:
@@ -92,12 +100,7 @@ async def test_a_closed_kafka_stream_gives_back_its_sockets(tmp_path: Path) -> N
     """Kafka keeps its own history: idle hubs close soon and their consumers' sockets
     with them, and a resume later still reads the broker exactly."""
     names = [f"{uuid.uuid4().hex[:10]}" for _ in range(10)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(f"minting.{x}", 1, 1) for x in names])
-    finally:
-        await admin.close()
+    await create(*(f"minting.{x}" for x in names))
     with running_server(tmp_path, config(tmp_path)) as server:
         token = await fetch_token(server.base_url, "app", SECRET)
         pid = server.process.pid
