@@ -9,6 +9,7 @@
         ├── Unauthenticated    no, invalid or expired token                  401 / 1008
         ├── UnknownResource    API unknown, CREATED, RETIRED, topic unknown  404
         ├── WrongProtocol      plain GET on WebSocket, upgrade on SSE        426
+        ├── TooManyTopics      more topics than limits.max_topics_per_stream 400
         ├── NotSubscribed      no subscription, or subscription blocked      403 / 1008
         ├── InsufficientScope  token lacks a topic's scope                   403 / 1008
         ├── ApiBlocked         API in state BLOCKED                          503 / 1013
@@ -97,6 +98,10 @@ class WrongProtocol(AccessDenied):
     def __init__(self, detail: str, *, expected: str) -> None:
         self.expected = expected
         super().__init__(detail)
+
+
+class TooManyTopics(AccessDenied):
+    """A stream names more topics than ``gateway.limits.max_topics_per_stream`` (§4c)."""
 
 
 class NotSubscribed(AccessDenied):

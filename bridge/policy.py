@@ -134,6 +134,45 @@ class RollingWindow:
         times.append(now)
 
 
+class FailedAttempts:
+    """Failed token requests per key over a rolling minute (CONTRACT §4c): the key is a
+    known client id, or the source address for ids nobody has, so guessing one client's
+    secret never slows another client. The clock is passed in.
+
+    Memory is bounded: at most ``limit`` timestamps per key and ``max_keys`` keys (the
+    quietest go first)."""
+
+    def __init__(self, limit: int, window: float = 60.0, max_keys: int = 10_000) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_keys = max_keys
+        self._failures: dict[str, deque[float]] = {}
+
+    def retry_after(self, key: str, now: float) -> int | None:
+        """Whole seconds until ``key`` may try again, or None when it may now."""
+        times = self._failures.get(key)
+        if times is None:
+            return None
+        horizon = now - self.window
+        while times and times[0] <= horizon:
+            times.popleft()
+        if not times:
+            del self._failures[key]
+            return None
+        if len(times) < self.limit:
+            return None
+        return max(1, math.ceil(times[0] - horizon))
+
+    def failed(self, key: str, now: float) -> None:
+        times = self._failures.get(key)
+        if times is None:
+            if len(self._failures) >= self.max_keys:
+                quietest = min(self._failures, key=lambda k: self._failures[k][-1])
+                del self._failures[quietest]
+            times = self._failures[key] = deque(maxlen=self.limit)
+        times.append(now)
+
+
 class ConnectionCounter:
     """Open connections per subscription against the tier's ``max_connections``."""
 

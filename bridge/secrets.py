@@ -16,6 +16,17 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+def new_generation(previous: int | None = None) -> int:
+    """A random key generation (claim ``sbg``), never ``previous``: tokens carry it, and a
+    re-created or re-seeded application with the same client id must not make the old
+    tokens valid again, as a counter restarting at 1 would (CONTRACT §4c). 31 bits, so it
+    fits PostgreSQL's INTEGER."""
+    while True:
+        generation = secrets.randbits(31)
+        if generation not in (0, previous):
+            return generation
+
+
 def hash_secret(secret: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(secret.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)

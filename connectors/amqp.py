@@ -14,6 +14,7 @@ come back for the next one, so the prefetch window is real back-pressure from th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -64,10 +65,11 @@ class _Reader:
 
 
 class _Pattern:
-    __slots__ = ("baseline", "log", "matcher", "readers", "received", "unacked")
+    __slots__ = ("baseline", "channel", "log", "matcher", "readers", "received", "unacked")
 
     def __init__(self, pattern: str, log: ReplayLog, published: Counter[str]) -> None:
         self.log = log
+        self.channel: AbstractChannel | None = None  # consuming; closing it drops the queue
         self.matcher = binding_matcher(pattern)
         self.readers: set[_Reader] = set()
         self.unacked: deque[tuple[int, AbstractIncomingMessage]] = deque()
@@ -158,7 +160,7 @@ class AmqpConnector(AsyncResource):
             await stack.enter_async_context(connection)
             connection.reconnect_callbacks.add(self._count_reconnect)
             publishing = await connection.channel(publisher_confirms=True)
-            self._exchange = await self._declare_exchange(publishing)
+            self._exchange = await self._declare_exchange(publishing, passive=False)
         self._connection = connection
         stack.callback(self._close_logs)  # before the connection closes
 
@@ -170,9 +172,13 @@ class AmqpConnector(AsyncResource):
         connection = self._connection
         return connection is not None and connection.connected.is_set()
 
-    async def _declare_exchange(self, channel: AbstractChannel) -> AbstractExchange:
+    async def _declare_exchange(
+        self, channel: AbstractChannel, *, passive: bool
+    ) -> AbstractExchange:
+        """``passive``: only look the exchange up (subscribing never creates one,
+        CONTRACT §4c); publishing may declare it."""
         name = self.settings.exchange
-        if name.startswith("amq."):  # built in: may only be declared passively
+        if passive or name.startswith("amq."):  # built in: may only be declared passively
             return await channel.get_exchange(name, ensure=True)
         return await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
 
@@ -221,8 +227,9 @@ class AmqpConnector(AsyncResource):
             state = _Pattern(pattern, log_, self._published)
             with self._errors(f"subscribe {pattern}"):
                 consuming = await self._connected().channel(publisher_confirms=False)
+                state.channel = consuming
                 await consuming.set_qos(prefetch_count=self.settings.prefetch)
-                exchange = await self._declare_exchange(consuming)
+                exchange = await self._declare_exchange(consuming, passive=True)
                 # Robust queues get a client-generated name so they can be re-declared
                 # after a reconnect; exclusive and auto-delete as a server-named one.
                 queue = await consuming.declare_queue("", exclusive=True, auto_delete=True)
@@ -230,6 +237,18 @@ class AmqpConnector(AsyncResource):
                 await queue.consume(partial(self._received, state), no_ack=False)
             self._patterns[pattern] = state
             return state
+
+    async def release(self, channel: str) -> None:
+        """Forget a pattern once its hub has closed: its queue goes with its channel, its
+        log leaves memory (the file stays for the next subscriber)."""
+        async with self._declaring:
+            state = self._patterns.pop(channel, None)
+        if state is None:
+            return
+        state.log.close()
+        if state.channel is not None:
+            with contextlib.suppress(AMQPException, ChannelInvalidStateError, OSError):
+                await state.channel.close()
 
     def _event(self, message: AbstractIncomingMessage, cursor: str | None) -> Event:
         text = (message.content_type or "").startswith("text/")

@@ -76,6 +76,17 @@ class Replaying(Protocol):
 
 
 @runtime_checkable
+class Releasing(Protocol):
+    """A connector that holds something per channel (a broker subscription, a replay log
+    in memory) beyond its subscribers: what the gateway drops when a channel's hub closes
+    for good (CONTRACT §4c: resources follow subscribers)."""
+
+    async def release(self, channel: str) -> None:
+        """Let go of what ``channel`` holds; a later ``subscribe`` takes it up again."""
+        ...
+
+
+@runtime_checkable
 class Snapshotting(Protocol):
     """A connector that can start a stream with a table's current rows (CDC §7b)."""
 

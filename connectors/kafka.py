@@ -36,6 +36,7 @@ from connectors.base import EARLIEST, AsyncResource, Gap
 
 FETCH_MAX_WAIT_MS = 50
 LINK_CHECK_SECONDS = 2.0
+TOPIC_WAIT_SECONDS = 0.5  # how often a reader of a missing topic looks for it again
 
 _PREFIX = "k1:"
 _TOPIC_EXISTS = 36
@@ -63,6 +64,10 @@ def parse_cursor(cursor: str) -> Offsets | None:
 
 
 class KafkaConnector(AsyncResource):
+    # Kafka replays from its own log: an idle hub need not keep reading to keep resume
+    # exact, so the gateway closes it soon (gateway/runtime.py).
+    keeps_history = True
+
     def __init__(
         self,
         name: str,
@@ -166,9 +171,23 @@ class KafkaConnector(AsyncResource):
                     )
             self._known.add(topic)
 
+    async def _exists(self, topic: str) -> bool:
+        """Whether the broker has ``topic``, asked without creating it: a metadata
+        request naming a topic would auto-create it on most brokers (CONTRACT §4c)."""
+        if topic not in self._known:
+            _, admin = self._clients()
+            if topic in await admin.list_topics():
+                self._known.add(topic)
+        return topic in self._known
+
     async def _partitions(self, topic: str) -> list[int]:
+        """The partitions of ``topic``, once it exists: a reader never creates it, and
+        waits for a producer to (its stream stays open, with heartbeats)."""
         _, admin = self._clients()
-        await self._ensure_topic(topic)
+        while True:
+            if await self._exists(topic):
+                break
+            await asyncio.sleep(TOPIC_WAIT_SECONDS)
         (described,) = await admin.describe_topics([topic])
         return sorted(p["partition"] for p in described["partitions"])
 
@@ -214,7 +233,11 @@ class KafkaConnector(AsyncResource):
         return begin, end
 
     async def position(self, channel: str) -> str:
-        """The live end now: what a subscription from this cursor gets is what comes next."""
+        """The live end now: what a subscription from this cursor gets is what comes next.
+        A topic that does not exist yet holds nothing: its first record comes next."""
+        with self._errors(f"read {channel}"):
+            if not await self._exists(channel):
+                return EARLIEST
         async with self._consumer(channel) as (consumer, tps):
             _, end = await self._bounds(consumer, tps)
         return format_cursor({p: o - 1 for p, o in end.items() if o > 0})

@@ -104,6 +104,9 @@ class MqttConnector(AsyncResource):
         self.max_age = max_age
         self._epoch = secrets.token_hex(3)
         self._filters: dict[str, _Filter] = {}
+        # Filters with a durable log from an earlier run, by subscription identifier: not
+        # opened at start (CONTRACT §4c); a kept session's message for one opens its log.
+        self._dormant: dict[int, str] = {}
         self._subscribed: set[str] = set()  # filters the broker confirmed on this connection
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
@@ -164,10 +167,12 @@ class MqttConnector(AsyncResource):
 
     async def _open(self, stack: AsyncExitStack) -> None:
         self._closed = False
-        # The filters this gateway kept logs for before a restart are watched again
-        # from the first connection: the kept session delivers what it queued meanwhile.
-        for topic_filter in logged_channels(self.data_dir, self.name):
-            self._filter(topic_filter)
+        # The filters this gateway kept logs for before a restart stay on disk until a
+        # subscriber or a message of the kept session (queued meanwhile) needs them.
+        self._dormant = {
+            subscription_identifier(topic_filter): topic_filter
+            for topic_filter in logged_channels(self.data_dir, self.name)
+        }
         stack.callback(self._close_logs)
         supervisor = await self._supervisor(stack, f"mqtt {self.name}")
         stack.callback(self._close)  # first of all on the way out
@@ -197,6 +202,7 @@ class MqttConnector(AsyncResource):
         state = self._filters.get(topic_filter)
         if state is None:
             self._check(topic_filter, wildcards=True)
+            self._dormant.pop(subscription_identifier(topic_filter), None)
             state = self._filters[topic_filter] = _Filter(
                 topic_filter,
                 subscription_identifier(topic_filter),
@@ -218,6 +224,10 @@ class MqttConnector(AsyncResource):
         raw = payload if isinstance(payload, bytes | str) else str(payload or "")
         event = Event(channel=topic, data=decode_payload(raw), headers=headers)
         idents = set(getattr(properties, "SubscriptionIdentifier", None) or [])
+        for ident in idents & self._dormant.keys():
+            topic_filter = self._dormant.pop(ident)
+            if topic_matches_sub(topic_filter, topic):
+                self._filter(topic_filter)
         now = time.time()
         for state in list(self._filters.values()):
             # Identifiers tell which subscriptions this copy is for, so overlapping filters
@@ -247,6 +257,19 @@ class MqttConnector(AsyncResource):
         problem = topic_problem(topic, wildcards=wildcards)
         if problem is not None:
             raise ConnectorError(f"broker {self.name}: {topic!r}: {problem}", retriable=False)
+
+    async def release(self, channel: str) -> None:
+        """Forget ``channel`` once its hub has closed: the broker subscription ends and the
+        log leaves memory (its file stays, and is read again by the next subscriber)."""
+        state = self._filters.pop(channel, None)
+        if state is None:
+            return
+        state.log.close()
+        self._subscribed.discard(channel)
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):  # a reconnect forgets it anyway
+                await client.unsubscribe(channel, timeout=5.0)
 
     # --- the Connector protocol ------------------------------------------------------------
 

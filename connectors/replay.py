@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from bridge.event import Event
 from connectors.base import EARLIEST, Gap
@@ -40,7 +40,6 @@ _FORMAT = 1
 
 class ReplayLog:
     __slots__ = (
-        "_file",
         "_lines",
         "buffer",
         "by_cursor",
@@ -78,8 +77,7 @@ class ReplayLog:
         self.waiters: set[asyncio.Event] = set()
         # Connector-given cursors -> sequence (generated ones are computed, not stored).
         self.by_cursor: dict[str, int] = {}
-        self._file: IO[str] | None = None
-        self._lines = 0
+        self._lines = 0  # records in the durable file
         if path is not None:
             self._open(path)
 
@@ -91,20 +89,38 @@ class ReplayLog:
         self._rewrite()
 
     def _load(self, path: Path) -> None:
-        with path.open(encoding="utf-8") as file:
+        """Read the retained events back; a line that is not a record (garbage, bad
+        values, not UTF-8, torn by a crash) is skipped with a warning naming the file and
+        line (CONTRACT §4c), so one bad line never keeps the gateway from starting."""
+        with path.open("rb") as file:
             header = _parse(file.readline())
-            if not header or header.get("format") != _FORMAT or "epoch" not in header:
+            try:
+                if not header or header.get("format") != _FORMAT or "epoch" not in header:
+                    raise ValueError("no format 1 header")
+                evicted = _count(header.get("evicted", 0))
+            except ValueError:
                 log.warning(
                     "replay log has no valid header; starting a new one", extra={"path": str(path)}
                 )
                 return
             self.epoch = str(header["epoch"])
-            self.last = self.evicted = int(header.get("evicted", 0))
-            for line in file:
-                record = _parse(line)
-                if record is None:  # a torn last line after a crash
+            self.last = self.evicted = evicted
+            for number, line in enumerate(file, 2):
+                loaded = self._loaded(_parse(line))
+                if loaded is None:
+                    if line.strip():
+                        log.warning(
+                            "replay log line is not a record; skipped",
+                            extra={"file": str(path), "line": number},
+                        )
                     continue
-                sequence = int(record["n"])
+                sequence, event, stored = loaded
+                if sequence <= self.last:
+                    log.warning(
+                        "replay log line repeats a sequence; skipped",
+                        extra={"file": str(path), "line": number, "sequence": sequence},
+                    )
+                    continue
                 if sequence != self.last + 1:
                     log.warning(
                         "replay log skips",
@@ -115,26 +131,43 @@ class ReplayLog:
                     self.by_cursor.clear()
                     self.evicted = sequence - 1
                 self.last = sequence
-                cursor = record.get("c")
-                event = Event(
-                    channel=record["ch"],
-                    data=record["d"],
-                    key=record.get("k"),
-                    headers=record.get("h") or {},
-                    time=float(record.get("t", 0.0)),
-                    cursor=cursor or f"{self.epoch}:{sequence}",
-                )
-                if cursor:
-                    self.by_cursor[cursor] = sequence
+                if event.cursor:
+                    self.by_cursor[event.cursor] = sequence
+                else:
+                    event = replace(event, cursor=f"{self.epoch}:{sequence}")
                 self.buffer.append(event)
-                self.stored_at.append(float(record["s"]))
+                self.stored_at.append(stored)
         self._evict(lambda: len(self.buffer) > self.retain)
+
+    @staticmethod
+    def _loaded(record: dict[str, Any] | None) -> tuple[int, Event, float] | None:
+        """A record's sequence, event (cursor None unless the record holds one) and
+        arrival time; None when a field is missing or of the wrong kind."""
+        if record is None:
+            return None
+        try:
+            sequence = _count(record["n"])
+            channel, cursor, key = record["ch"], record.get("c"), record.get("k")
+            headers = record.get("h") or {}
+            if not isinstance(channel, str) or not isinstance(headers, dict):
+                return None
+            if not isinstance(cursor, str | None) or not isinstance(key, str | None):
+                return None
+            event = Event(
+                channel=channel,
+                data=record["d"],
+                key=key,
+                headers={str(k): str(v) for k, v in headers.items()},
+                time=float(record.get("t", 0.0)),
+                cursor=cursor or None,
+            )
+            return sequence, event, float(record["s"])
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def _rewrite(self) -> None:
         """Write the retained events to a fresh file and swap it in."""
         assert self.path is not None
-        if self._file is not None:
-            self._file.close()
         temporary = self.path.with_suffix(".tmp")
         with temporary.open("w", encoding="utf-8") as file:
             header = {
@@ -149,7 +182,6 @@ class ReplayLog:
             ):
                 file.write(self._record(event, sequence, stored))
         os.replace(temporary, self.path)
-        self._file = self.path.open("a", encoding="utf-8")
         self._lines = len(self.buffer)
 
     def _record(self, event: Event, sequence: int, stored: float) -> str:
@@ -166,9 +198,6 @@ class ReplayLog:
         return json.dumps(record, separators=(",", ":"), default=str) + "\n"
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
         self.wake_all()
 
     # --- writing ---------------------------------------------------------------------------
@@ -183,12 +212,14 @@ class ReplayLog:
         )
         self.buffer.append(stored)
         self.stored_at.append(now)
-        if self._file is not None:
-            self._file.write(self._record(stored, self.last, now))
-            self._file.flush()
+        if self.path is not None:
+            # Opened for each write: an idle log holds no file (CONTRACT §4c), however
+            # many channels a gateway has logs for. An append costs an open and a close.
+            with self.path.open("a", encoding="utf-8") as file:
+                file.write(self._record(stored, self.last, now))
             self._lines += 1
         self.trim(now)
-        if self._file is not None and self._lines > 2 * self.retain + 64:
+        if self.path is not None and self._lines > 2 * self.retain + 64:
             self._rewrite()
         self.wake_all()
         return stored
@@ -316,8 +347,15 @@ class ReplayLog:
             yield event
 
 
-def _parse(line: str) -> dict[str, Any] | None:
-    with contextlib.suppress(ValueError):
+def _count(value: object) -> int:
+    """A non-negative integer field of a log (a bool or a float is not one)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"not a count: {value!r}")
+    return value
+
+
+def _parse(line: str | bytes) -> dict[str, Any] | None:
+    with contextlib.suppress(ValueError):  # UnicodeDecodeError is a ValueError
         value = json.loads(line)
         if isinstance(value, dict):
             return value
@@ -331,7 +369,7 @@ def logged_channels(data_dir: Path | None, broker: str) -> list[str]:
     directory = data_dir / "replay" / _safe(broker)
     names = []
     for path in sorted(directory.glob("*.jsonl")) if directory.is_dir() else []:
-        with path.open(encoding="utf-8") as file:
+        with path.open("rb") as file:  # the header line only; a bad one names nothing
             header = _parse(file.readline())
         if header and isinstance(header.get("name"), str):
             names.append(header["name"])

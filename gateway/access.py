@@ -17,6 +17,7 @@ from bridge.config import Api, Target, Tier
 from bridge.errors import (
     AccessDenied,
     NoSandbox,
+    TooManyTopics,
     Unauthenticated,
     UnknownResource,
     UpstreamUnavailable,
@@ -70,11 +71,18 @@ def bearer_token(headers: Mapping[str, str], query: list[tuple[str, str]]) -> st
 
 
 def _topics(
-    entry: ApiEntry, rest: str, query: list[tuple[str, str]], allow_multi: bool
+    entry: ApiEntry,
+    rest: str,
+    query: list[tuple[str, str]],
+    *,
+    allow_multi: bool,
+    max_topics: int,
 ) -> tuple[list[TopicMatch], bool]:
     requested = [v for k, v in query if k == "topic"]
     if rest == "" and requested and allow_multi:
         names = list(dict.fromkeys(requested))
+        if len(names) > max_topics:  # each topic may hold a hub open (CONTRACT §4c)
+            raise TooManyTopics(f"a stream names at most {max_topics} topics")
         multi = True
     else:
         names, multi = [rest], False
@@ -152,7 +160,13 @@ async def admit(
         entry, rest = resolved
         api = entry.api
         try:
-            topics, multi = _topics(entry, rest, query, allow_multi=protocol == "sse")
+            topics, multi = _topics(
+                entry,
+                rest,
+                query,
+                allow_multi=protocol == "sse",
+                max_topics=runtime.config.gateway.limits.max_topics_per_stream,
+            )
             topics_found = True
         except UnknownResource:
             topics_found = False

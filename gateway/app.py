@@ -22,6 +22,7 @@ from bridge.config import RESERVED_PREFIXES, Config, format_path
 from bridge.errors import AccessDenied, BridgeError, ConfigError, Problem
 from gateway.access import admit, query_params, refused
 from gateway.cors import Cors
+from gateway.edge import BodyLimit
 from gateway.errors import answer, problem
 from gateway.logs import fields_scope
 from gateway.management import router as management_router
@@ -40,7 +41,8 @@ class Gateway:
     def __init__(self, runtime: Runtime, control: FastAPI) -> None:
         self.runtime = runtime
         self.control = control
-        self._cors = Cors(self._dispatch, runtime)
+        bounded = BodyLimit(self._dispatch, runtime.config.gateway.limits.max_body_bytes)
+        self._cors = Cors(bounded, runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._cors(scope, receive, send)

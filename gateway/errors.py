@@ -15,6 +15,7 @@ The map, most specific class first (``—``: never the answer to a request)::
     Unauthenticated      401   invalid_token         -                          1008
     UnknownResource      404   not_found             -                          1008
     WrongProtocol        426   upgrade_required      -                          1008
+    TooManyTopics        400   too_many_topics       -                          1008
     NotSubscribed        403   not_subscribed        -                          1008
     InsufficientScope    403   insufficient_scope    -                          1008
     ApiBlocked           503   api_blocked           -                          1013
@@ -83,6 +84,7 @@ from bridge.errors import (
     StreamEnded,
     Throttled,
     TooManyConnections,
+    TooManyTopics,
     Unauthenticated,
     UnknownResource,
     UpstreamUnavailable,
@@ -106,6 +108,7 @@ _STATUS: dict[type[BridgeError], tuple[int, str | None]] = {
     Unauthenticated: (401, "invalid_token"),
     UnknownResource: (404, "not_found"),
     WrongProtocol: (426, "upgrade_required"),
+    TooManyTopics: (400, "too_many_topics"),
     NotSubscribed: (403, "not_subscribed"),
     InsufficientScope: (403, "insufficient_scope"),
     ApiBlocked: (503, "api_blocked"),

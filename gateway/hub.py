@@ -21,7 +21,7 @@ from bridge.cursor import EventId, event_id
 from bridge.errors import ConnectorError
 from bridge.event import Event, payload_text
 from bridge.supervision import Supervisor
-from connectors.base import EARLIEST, Connector, Gap, Replaying, Snapshotting
+from connectors.base import EARLIEST, Connector, Gap, Releasing, Replaying, Snapshotting
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.queueing import Entry, GapNotice, Item, Subscriber, Wake
 from pipelines import Pipeline
@@ -290,13 +290,25 @@ class HubSet:
             self._supervisor.spawn(name, run)
         return hub
 
-    async def reap_one(self, key: tuple[str, str, str]) -> None:
-        self.hubs.pop(key, None)
+    def idle(self) -> list[tuple[tuple[str, str, str], Hub]]:
+        """The hubs without subscribers, least recently used first."""
+        idle = [(key, hub) for key, hub in self.hubs.items() if not hub.subscribers]
+        return sorted(idle, key=lambda item: item[1].idle_since)
+
+    async def reap_one(self, key: tuple[str, str, str], *, release: bool = True) -> None:
+        """Close a hub; ``release``: its connector also lets go of the channel when no
+        other hub reads it (not at shutdown: a kept MQTT session goes on queueing)."""
+        hub = self.hubs.pop(key, None)
         name = self._names.pop(key, None)
         task = None if name is None else self._supervisor.cancel(name)
         if task is not None:
             await asyncio.wait([task])
+        if hub is None or not release or not isinstance(hub.connector, Releasing):
+            return
+        broker, channel, _ = key
+        if not any(k[0] == broker and k[1] == channel for k in self.hubs):
+            await hub.connector.release(channel)
 
     async def aclose(self) -> None:
         for key in list(self.hubs):
-            await self.reap_one(key)
+            await self.reap_one(key, release=False)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any, ParamSpec, TextIO, TypeVar
+from urllib.parse import unquote_plus
 
 # The names every module uses for the same thing, so one key selects across them.
 FIELDS = (
@@ -37,7 +38,12 @@ FIELDS = (
 )
 
 _ORDER = {name: position for position, name in enumerate(FIELDS)}
-_SECRET_QUERY = re.compile(r"((?:access_token|client_secret|hub\.secret)=)[^&\s\"']+", re.I)
+# Query parameters whose value is a secret, by their decoded name: ``access%5Ftoken`` is
+# ``access_token`` to the gateway, so it is to the redaction too (CONTRACT §4c).
+SECRET_PARAMETERS = frozenset({"access_token", "client_secret", "hub.secret"})
+_PAIR = re.compile(r"(?P<name>[^\s?&=\"';]+)=(?P<value>[^&\s\"']+)")
+# A JWT wherever it appears (a header echoed, a parameter of another name).
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _NOTHING: Mapping[str, object] = MappingProxyType({})
 _BOUND: ContextVar[Mapping[str, object]] = ContextVar("streambridge_log_fields", default=_NOTHING)
 # What a LogRecord holds of its own: everything else on it came as a field (except
@@ -109,12 +115,31 @@ class RedactSecrets(logging.Filter):
         if record.args:
             record.msg = record.getMessage()
             record.args = None
-        if isinstance(record.msg, str) and "=" in record.msg:
-            record.msg = _SECRET_QUERY.sub(r"\1[redacted]", record.msg)
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
         for key, value in fields_of(record).items():
-            if isinstance(value, str) and "=" in value:
-                setattr(record, key, _SECRET_QUERY.sub(r"\1[redacted]", value))
+            if isinstance(value, str):
+                setattr(record, key, redact(value))
         return True
+
+
+def redact(text: str) -> str:
+    """``text`` with the values of secret query parameters (however their names are
+    percent-encoded) and every JWT replaced by ``[redacted]``."""
+    if "=" in text:
+        text = _PAIR.sub(_redact_pair, text)
+    if "eyJ" in text:
+        text = _JWT.sub("[redacted]", text)
+    return text
+
+
+def _redact_pair(match: re.Match[str]) -> str:
+    name = match["name"]
+    if "%" in name or "+" in name:
+        name = unquote_plus(name)
+    if name.lower() in SECRET_PARAMETERS:
+        return f"{match['name']}=[redacted]"
+    return match[0]
 
 
 class DropDenialFalseAlarm(logging.Filter):
@@ -200,5 +225,10 @@ def configure(level: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler(os.environ.get("STREAMBRIDGE_LOG_FORMAT"))]
     root.setLevel(level or os.environ.get("STREAMBRIDGE_LOG_LEVEL", "INFO").upper())
-    # The access log would print ?access_token= query strings; it stays off.
-    logging.getLogger("uvicorn.access").disabled = True
+    # The access log (STREAMBRIDGE_ACCESS_LOG=1) goes through the same redaction.
+    logging.getLogger("uvicorn.access").disabled = not access_log_enabled()
+
+
+def access_log_enabled() -> bool:
+    """Whether uvicorn's access log is on: ``STREAMBRIDGE_ACCESS_LOG`` 1/true/yes."""
+    return os.environ.get("STREAMBRIDGE_ACCESS_LOG", "").lower() in ("1", "true", "yes")

@@ -8,6 +8,7 @@ exact and need no lock; ``collect`` turns them into the standard metric families
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 
@@ -157,6 +158,12 @@ class Metrics(Collector):
             "Background tasks that failed and were restarted, by kind of task",
             ["task"],
         )
+        self.open_hubs = gauge(
+            "streambridge_open_hubs", "Hubs reading a channel, idle ones included", []
+        )
+        self.open_files = gauge(
+            "streambridge_open_files", "Files the process holds open (not sockets or pipes)", []
+        )
         self.latency = Histogram(
             "streambridge_delivery_latency_seconds",
             "From event in the hub to written to a client",
@@ -181,3 +188,22 @@ class Metrics(Collector):
             refresh()
         for family in self._families:
             yield family.collect()
+
+
+def open_files() -> int:
+    """Regular files this process holds open, from ``/proc/self/fd`` (0 where there is no
+    procfs): what CONTRACT §4c keeps flat however many hubs idle."""
+    directory = "/proc/self/fd"
+    count = 0
+    try:
+        descriptors = os.listdir(directory)
+    except OSError:
+        return 0
+    for descriptor in descriptors:
+        try:
+            target = os.readlink(f"{directory}/{descriptor}")
+        except OSError:  # closed meanwhile (the listing's own descriptor among them)
+            continue
+        if target.startswith("/") and not target.startswith(("/dev/", "/proc/")):
+            count += 1
+    return count

@@ -49,6 +49,10 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
     return unquote(client_id.replace("+", " ")), unquote(secret.replace("+", " "))
 
 
+def _address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
 def router(runtime: Runtime) -> APIRouter:
     api = APIRouter()
 
@@ -68,11 +72,25 @@ def router(runtime: Runtime) -> APIRouter:
         ):
             return oauth_error(400, "invalid_request", "use one client authentication method")
         client_id, secret = basic or (form.get("client_id", ""), form.get("client_secret", ""))
-        # scrypt takes tens of milliseconds: off the event loop.
-        application = await asyncio.to_thread(
-            runtime.catalog.authenticate_client, client_id, secret
+        # Failures count per client id, or per address for an id nobody has (§4c); a
+        # refused request costs no scrypt.
+        known = client_id in runtime.catalog.applications
+        attempts_key = f"client:{client_id}" if known else f"address:{_address(request)}"
+        now = time.monotonic()
+        wait = runtime.token_attempts.retry_after(attempts_key, now)
+        if wait is not None:
+            return oauth_error(
+                429,
+                "too_many_requests",
+                "too many failed attempts; try again later",
+                {"Retry-After": str(wait)},
+            )
+        # scrypt takes tens of milliseconds: off the event loop, on its own threads.
+        application = await asyncio.get_running_loop().run_in_executor(
+            runtime.secret_checks, runtime.catalog.authenticate_client, client_id, secret
         )
         if application is None:
+            runtime.token_attempts.failed(attempts_key, now)
             challenge = {"WWW-Authenticate": 'Basic realm="streambridge"'} if basic else None
             return oauth_error(401, "invalid_client", "client authentication failed", challenge)
         if form.get("grant_type") != "client_credentials":

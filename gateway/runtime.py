@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from bridge.cursor import new_epoch
 from bridge.errors import BridgeError, ConfigError, PipelineError, Problem, Revoked, ShuttingDown
 from bridge.event import Event
 from bridge.lifecycle import VISIBLE_STATES
+from bridge.policy import FailedAttempts
 from bridge.secrets import hash_secret
 from bridge.store import Snapshot, Store
 from bridge.supervision import Supervisor
@@ -33,7 +35,7 @@ from connectors import Connector, connector_for
 from gateway.auth import TokenAuthority
 from gateway.connections import Connections
 from gateway.hub import Hub, HubSet
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, open_files
 from gateway.upstreams import Upstreams, source_name
 from gateway.websub.service import WebSubService
 from pipelines.topic import topic_pipeline
@@ -41,6 +43,8 @@ from pipelines.topic import topic_pipeline
 log = logging.getLogger("streambridge.runtime")
 DURABLE_LOG_BROKERS = ("mqtt", "amqp", "postgres-cdc")  # keep files in gateway.data_dir
 HOUSEKEEPING_SECONDS = 5.0
+SECRET_CHECK_THREADS = 2
+KEPT_HISTORY_IDLE_SECONDS = 10.0  # an idle hub on Kafka: quick reconnects still share it
 STORE_POLL_SECONDS = 1.0  # how soon another gateway's change to the store applies here
 
 
@@ -50,6 +54,12 @@ class Runtime:
         self.catalog = Catalog(Snapshot(revision=-1))  # until the store is open
         self.metrics = Metrics()
         self.connections = Connections()
+        # Failed POST /oauth2/token per client id or address (CONTRACT §4c).
+        self.token_attempts = FailedAttempts(config.gateway.limits.token_attempts_per_minute)
+        # Client secrets are checked (scrypt: 16 MiB, tens of ms each) on threads of their
+        # own: guessing cannot take the loop's default executor, and glibc keeps an arena
+        # per thread that ran one, so few threads bound the memory it leaves behind.
+        self.secret_checks = ThreadPoolExecutor(SECRET_CHECK_THREADS, "secret-check")
         self.epoch = new_epoch()
         # Every long-lived task of the gateway; the WebSub service has its own.
         self.supervisor = Supervisor("gateway", on_failure=self.task_failed)
@@ -57,6 +67,7 @@ class Runtime:
         self._hub_restarts: dict[str, int] = {}
         self.hubs.on_restart = self._count_hub_restart
         self.metrics.before_collect.append(self._collect_reconnects)
+        self.metrics.before_collect.append(self._collect_resources)
         self.connectors: dict[str, Connector] = {}
         self.upstreams = Upstreams(self.metrics)  # endpoint APIs' servers (CONTRACT §13)
         self.authority: TokenAuthority | None = None
@@ -101,6 +112,7 @@ class Runtime:
                     topics=self,
                     metrics=self.metrics,
                     on_task_failure=self.task_failed,
+                    max_pending=self.config.gateway.limits.max_pending_verifications,
                 )
             )
             own = ["housekeeping", "store-watch"]
@@ -109,6 +121,7 @@ class Runtime:
             for index, job in enumerate(self.background):
                 own.append(f"background:{index}-{getattr(job, '__name__', 'job')}")
                 self.supervisor.spawn(own[-1], functools.partial(job, self))
+            stack.callback(self.secret_checks.shutdown, wait=False, cancel_futures=True)
             try:
                 yield
             finally:
@@ -143,6 +156,10 @@ class Runtime:
         for name, connector in self.connectors.items():
             total = getattr(connector, "reconnects", 0) + self._hub_restarts.get(name, 0)
             self.metrics.reconnects.labels(name).value = float(total)
+
+    def _collect_resources(self) -> None:
+        self.metrics.open_hubs.labels().value = float(len(self.hubs.hubs))
+        self.metrics.open_files.labels().value = float(open_files())
 
     # --- catalogue changes ---------------------------------------------------------------
     async def refresh(self) -> None:
@@ -239,13 +256,23 @@ class Runtime:
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
             self.connections.prune_windows(time.time())
-            for key, hub in list(self.hubs.hubs.items()):
-                if (
-                    key not in self._eager
-                    and not hub.subscribers
-                    and time.monotonic() - hub.idle_since > hub.replay.max_age
-                ):
-                    await self.hubs.reap_one(key)
+            await self.close_idle_hubs()
+
+    async def close_idle_hubs(self) -> None:
+        """Hubs idle for their ``replay.max_age`` close; past ``limits.max_idle_hubs``
+        idle ones, the least recently used close early (CONTRACT §4c). A hub on a broker
+        that keeps its own history (Kafka) closes after ``KEPT_HISTORY_IDLE_SECONDS``:
+        a resume reads the broker again, exactly, and its consumer's sockets go now."""
+        idle = [(key, hub) for key, hub in self.hubs.idle() if key not in self._eager]
+        surplus = len(idle) - self.config.gateway.limits.max_idle_hubs
+        now = time.monotonic()
+        for index, (key, hub) in enumerate(idle):
+            keep = hub.replay.max_age
+            if getattr(hub.connector, "keeps_history", False):
+                keep = min(keep, KEPT_HISTORY_IDLE_SECONDS)
+            expired = index < surplus or now - hub.idle_since > keep
+            if expired and not hub.subscribers:  # none came back while another closed
+                await self.hubs.reap_one(key)
 
     # --- hubs ------------------------------------------------------------------------------
     def source(self, api: Api, target: Target = "production") -> Connector:
@@ -296,11 +323,13 @@ class Runtime:
                 },
             )
 
+        budget = self.config.gateway.limits.step_budget
+
         def factory() -> Hub:
             return Hub(
                 connector=self.source(api, target),
                 channel=match.channel,
-                new_pipeline=lambda: topic_pipeline(topic, on_error, masked=masked),
+                new_pipeline=lambda: topic_pipeline(topic, on_error, masked=masked, budget=budget),
                 replay=api.replay,
                 epoch=self.epoch,
                 sequence=self.hubs.sequence,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import resource
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,6 +13,8 @@ import uvicorn
 
 from bridge.config import Config
 from gateway.app import create_app
+from gateway.edge import bounded_protocol
+from gateway.logs import access_log_enabled
 from gateway.runtime import Runtime
 
 
@@ -37,6 +40,16 @@ def tune_gc() -> None:
     gc.set_threshold(100_000, 50, 100)
 
 
+def raise_open_file_limit() -> int:
+    """Lift the soft limit on open files to the hard one (CONTRACT §4c): idle sockets
+    of hostile clients must not leave none for /healthz and open streams. Returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft
+
+
 def build_server(
     config: Config,
     host: str,
@@ -50,17 +63,18 @@ def build_server(
         app,
         host=host,
         port=port,
-        http="httptools",
+        http=bounded_protocol(config.gateway.limits),
         ws="websockets-sansio",
         ws_max_size=config.gateway.max_message_bytes,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         ws_per_message_deflate=False,
         lifespan="on",
-        access_log=False,
+        access_log=access_log_enabled(),  # redacted like every log (gateway/logs.py)
         log_config=None,
         timeout_graceful_shutdown=5,
         server_header=False,
     )
     tune_gc()
+    raise_open_file_limit()
     return _Server(uv_config, runtime)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from bridge.config import DedupeStep, FilterStep, MapStep, SampleStep, Step, WindowStep
 from bridge.errors import PipelineError
 from bridge.event import Event
-from bridge.expressions import compile_expression
+from bridge.expressions import Expression, compile_expression
 from pipelines.operators import Dedupe, EventFunction, Operator, Sample, filter_events, map_events
 from pipelines.window import Window
 
@@ -86,18 +86,21 @@ class Pipeline:
         return events
 
 
-def _operator(step: Step) -> Operator:
+def _operator(step: Step, budget: float | None) -> Operator:
+    def compiled(source: str) -> Expression:  # checked against the limits at load
+        return compile_expression(source, limits=None, budget=budget)
+
     if isinstance(step, FilterStep):
-        return _EachEvent(filter_events(compile_expression(step.filter)))
+        return _EachEvent(filter_events(compiled(step.filter)))
     if isinstance(step, MapStep):
-        return _EachEvent(map_events(compile_expression(step.map)))
+        return _EachEvent(map_events(compiled(step.map)))
     if isinstance(step, WindowStep):
-        return Window.from_spec(step.window)
+        return Window.from_spec(step.window, budget=budget)
     if isinstance(step, DedupeStep):
-        return Dedupe(compile_expression(step.dedupe.key), step.dedupe.within)
+        return Dedupe(compiled(step.dedupe.key), step.dedupe.within)
     if isinstance(step, SampleStep):
         spec = step.sample
-        group_by = None if spec.group_by is None else compile_expression(spec.group_by)
+        group_by = None if spec.group_by is None else compiled(spec.group_by)
         return Sample(spec.max, spec.per, group_by)
     raise TypeError(f"unknown pipeline step {step!r}")
 
@@ -108,12 +111,14 @@ def build_pipeline(
     *,
     before: Sequence[EventFunction] = (),
     after: Sequence[EventFunction] = (),
+    budget: float | None = None,
 ) -> Pipeline:
     """Compile a topic's steps (``bridge.config`` models) once into a :class:`Pipeline`;
     ``before``/``after`` are fixed per-event functions around them (a topic's Debezium
-    parsing, masks, unwrap). Step indices count them too."""
+    parsing, masks, unwrap). Step indices count them too. ``budget``: seconds one
+    expression may cost on one event (``gateway.limits.step_budget``, bridge.cost)."""
     stateless = all(isinstance(step, FilterStep | MapStep) for step in steps)
     operators: list[Operator] = [_EachEvent(f) for f in before]
-    operators += [_operator(step) for step in steps]
+    operators += [_operator(step, budget) for step in steps]
     operators += [_EachEvent(f) for f in after]
     return Pipeline(operators, on_error, stateless=stateless)

@@ -24,7 +24,9 @@ def masked_for(topic: Topic, scopes: Collection[str]) -> bool:
     return spec is not None and (spec.unless_scope is None or spec.unless_scope not in scopes)
 
 
-def topic_pipeline(topic: Topic, on_error: ErrorHandler, *, masked: bool) -> Pipeline:
+def topic_pipeline(
+    topic: Topic, on_error: ErrorHandler, *, masked: bool, budget: float | None = None
+) -> Pipeline:
     before: list[EventFunction] = [_from_debezium] if topic.debezium else []
     after: list[EventFunction] = []
     if masked and topic.mask is not None:
@@ -33,7 +35,7 @@ def topic_pipeline(topic: Topic, on_error: ErrorHandler, *, masked: bool) -> Pip
         after.append(lambda event: event.with_data(mask(event.data, columns)))
     if topic.unwrap:
         after.append(_unwrap)
-    return build_pipeline(topic.pipeline, on_error, before=before, after=after)
+    return build_pipeline(topic.pipeline, on_error, before=before, after=after, budget=budget)
 
 
 def _from_debezium(event: Event) -> Event | None:

@@ -91,9 +91,16 @@ class Window:
         self._closed_through: int | None = None  # last pane whose window was emitted
 
     @classmethod
-    def from_spec(cls, spec: WindowSpec) -> Window:
-        aggregates = {name: compile_aggregate(source) for name, source in spec.aggregate.items()}
-        group_by = None if spec.group_by is None else compile_expression(spec.group_by)
+    def from_spec(cls, spec: WindowSpec, *, budget: float | None = None) -> Window:
+        aggregates = {
+            name: compile_aggregate(source, budget=budget)
+            for name, source in spec.aggregate.items()
+        }
+        group_by = (
+            None
+            if spec.group_by is None
+            else compile_expression(spec.group_by, limits=None, budget=budget)
+        )
         if spec.tumbling is not None:
             return cls(aggregates, pane_seconds=spec.tumbling, group_by=group_by)
         assert spec.sliding is not None and spec.every is not None  # WindowSpec validated this

@@ -42,6 +42,7 @@ from bridge.config.loading import expand_env, format_path, load_config, parse_co
 from bridge.config.settings import (
     AuthSettings,
     GatewaySettings,
+    Limits,
     RetrySettings,
     TrustedIssuer,
     WebSubSettings,
@@ -80,6 +81,7 @@ __all__ = [
     "FilterStep",
     "GatewaySettings",
     "KafkaBroker",
+    "Limits",
     "MapStep",
     "Mask",
     "MemoryBroker",

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    ValidationInfo,
+)
 
 from bridge.durations import format_duration, parse_duration
-from bridge.expressions import compile_expression
+from bridge.expressions import DEFAULT_LIMITS, compile_expression
 
 
 class Strict(BaseModel):
@@ -25,8 +32,12 @@ Duration = Annotated[
 """Seconds, written ``500ms``, ``10s``, ``1m``, ``1h``, ``1d`` or as a bare number."""
 
 
-def _compiles(source: str) -> str:
-    compile_expression(source)  # raises ValueError naming the parser's complaint
+def _compiles(source: str, info: ValidationInfo) -> str:
+    """Compiles within the config's ``gateway.limits`` (CONTRACT §4c); the loader passes
+    them as the validation context, else the defaults hold."""
+    context = info.context if isinstance(info.context, dict) else {}
+    limits = context.get("cel_limits", DEFAULT_LIMITS)
+    compile_expression(source, limits)  # raises ValueError naming the parser's complaint
     return source
 
 

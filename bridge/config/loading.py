@@ -21,6 +21,7 @@ from bridge.config.checks import cross_field_problems
 from bridge.config.document import Config
 from bridge.config.steps import STEP_KINDS
 from bridge.errors import ConfigError, Problem
+from bridge.expressions import DEFAULT_LIMITS, CelLimits
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MESSAGES = {
@@ -81,6 +82,21 @@ def shape_problems(error: ValidationError) -> list[Problem]:
     ]
 
 
+def cel_limits(tree: Any) -> CelLimits:
+    """The expression limits a config sets for itself (``gateway.limits``), read before
+    the rest is validated since every expression is checked against them; values of the
+    wrong kind leave the defaults (their own field reports them)."""
+    gateway = tree.get("gateway") if isinstance(tree, dict) else None
+    limits = gateway.get("limits") if isinstance(gateway, dict) else None
+    if not isinstance(limits, dict):
+        return DEFAULT_LIMITS
+    length, depth = limits.get("cel_max_length"), limits.get("cel_max_depth")
+    return CelLimits(
+        max_length=length if isinstance(length, int) and length > 0 else DEFAULT_LIMITS.max_length,
+        max_depth=depth if isinstance(depth, int) and depth > 0 else DEFAULT_LIMITS.max_depth,
+    )
+
+
 def parse_config(raw: Any, env: dict[str, str] | None = None) -> Config:
     """Validate a parsed YAML/JSON tree; raises ConfigError naming every problem.
 
@@ -94,7 +110,7 @@ def parse_config(raw: Any, env: dict[str, str] | None = None) -> Config:
     tree = expand_env(raw, "", problems, dict(os.environ) if env is None else env)
     config: Config | None = None
     try:
-        config = Config.model_validate(tree)
+        config = Config.model_validate(tree, context={"cel_limits": cel_limits(tree)})
     except ValidationError as exc:
         problems += shape_problems(exc)
     reported = {problem.path for problem in problems}

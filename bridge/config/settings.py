@@ -52,6 +52,21 @@ class CorsSettings(Strict):
         return [origin.rstrip("/") for origin in value]
 
 
+class Limits(Strict):
+    """Bounds that keep one client from stopping the others (CONTRACT §4c)."""
+
+    header_timeout: Duration = 10.0  # the request line and headers arrive within this
+    max_header_bytes: PositiveInt = 65_536  # 431 above
+    max_body_bytes: PositiveInt = 1_048_576  # 413 above, before the body is read further
+    max_topics_per_stream: PositiveInt = 50  # 400 above
+    max_idle_hubs: PositiveInt = 1000  # least recently used idle hubs close past this
+    token_attempts_per_minute: PositiveInt = 30  # failed POST /oauth2/token, then 429
+    max_pending_verifications: PositiveInt = 10  # WebSub intents in flight per application
+    cel_max_length: PositiveInt = 4096
+    cel_max_depth: PositiveInt = 32
+    step_budget: Duration = 0.05  # one CEL evaluation on one event
+
+
 class GatewaySettings(Strict):
     public_url: str = "http://127.0.0.1:8080"
     state: str = "sqlite:///streambridge.db"
@@ -63,6 +78,7 @@ class GatewaySettings(Strict):
     # Local files of this gateway: the durable replay logs of MQTT, AMQP and CDC channels.
     # Relative paths are relative to the working directory; unset, see data_path.
     data_dir: str | None = None
+    limits: Limits = Limits()
 
     @property
     def data_path(self) -> Path:

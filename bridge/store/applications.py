@@ -7,6 +7,7 @@ from dataclasses import asdict
 from sqlalchemy import delete, insert, select
 
 from bridge.errors import Conflict, NotFound
+from bridge.secrets import new_generation
 from bridge.store.queries import Aggregate, bump, exists, from_row, update_one
 from bridge.store.records import ApplicationRecord
 from bridge.store.schema import applications, signing_keys, subscriptions
@@ -28,11 +29,15 @@ class ApplicationStore(Aggregate):
             await bump(conn)
 
     async def set_application_secret(self, client_id: str, secret_hash: str) -> ApplicationRecord:
-        """A regenerated secret; the generation goes up so tokens of the old one stop
+        """A regenerated secret; a new random generation, so tokens of the old one stop
         working (their ``sbg`` claim no longer matches)."""
         where = applications.c.client_id == client_id
-        values = {"secret_hash": secret_hash, "generation": applications.c.generation + 1}
         async with self._db.transaction(write=True) as conn:
+            previous = (await conn.execute(select(applications.c.generation).where(where))).first()
+            values = {
+                "secret_hash": secret_hash,
+                "generation": new_generation(None if previous is None else previous.generation),
+            }
             row = await update_one(conn, applications, where, values, f"no application {client_id}")
             await bump(conn)
         return from_row(ApplicationRecord, row)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bridge.config import Api, Tier
+from bridge.secrets import new_generation
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,7 +13,9 @@ class ApplicationRecord:
     client_id: str
     name: str
     secret_hash: str  # bridge.secrets.hash_secret output; never the secret itself
-    generation: int = 1  # bumped by key regeneration; tokens carry it (claim "sbg")
+    # Random, new at creation and at each key regeneration (bridge.secrets.new_generation);
+    # tokens carry it (claim "sbg").
+    generation: int = field(default_factory=new_generation)
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,6 +130,21 @@ websub_subscriptions = Table(
     Index(None, "api", "version"),
 )
 
+# A subscription being verified holds a slot of its application's tier until it is stored
+# or fails (``claimed_until`` bounds a slot whose gateway died meanwhile): counted with the
+# stored subscriptions in one transaction, so concurrent requests cannot pass the tier.
+websub_slots = Table(
+    "sb_websub_slots",
+    metadata,
+    Column("api", String, primary_key=True),
+    Column("version", String, primary_key=True),
+    Column("topic", String, primary_key=True),
+    Column("callback", String, primary_key=True),
+    Column("client_id", String, nullable=False),
+    Column("claimed_until", Float, nullable=False),
+    Index(None, "client_id", "api", "version"),
+)
+
 # Which gateway delivers webhooks (one row, id 1): gateways sharing a store take turns
 # through this lease, so each event is delivered by one of them.
 websub_leader = Table(

@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, Table, and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.config import Application, Config, SubscriptionSeed, stored_document
+from bridge.secrets import new_generation
 from bridge.store.schema import apis, applications, new_subscription_id, subscriptions, tiers
 
 _N, _R, _P = 2**14, 8, 1  # as bridge.secrets
@@ -122,7 +123,7 @@ async def _seed_application(
                 client_id=app.client_id,
                 name=app.name,
                 secret_hash=await asyncio.to_thread(hash_secret, secret),
-                generation=1,
+                generation=new_generation(),
                 seed_hash=seed_hash,
                 seed_secret=fingerprint,
             )
@@ -135,7 +136,7 @@ async def _seed_application(
             # A new secret in the config: like a regeneration, it ends the old tokens.
             values |= {
                 "secret_hash": await asyncio.to_thread(hash_secret, secret),
-                "generation": stored.generation + 1,
+                "generation": new_generation(stored.generation),
                 "seed_secret": fingerprint,
             }
         await conn.execute(update(applications).where(where).values(**values))

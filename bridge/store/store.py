@@ -16,9 +16,10 @@ on PostgreSQL), so it never mixes two revisions.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import URL
@@ -37,6 +38,8 @@ from bridge.store.subscriptions import SubscriptionStore
 from bridge.store.tiers import TierStore, tier_from
 from bridge.store.webhooks import WebhookStore
 
+log = logging.getLogger("streambridge.store")
+_T = TypeVar("_T")
 PING_TIMEOUT: Final = 2.0
 # pg_advisory_xact_lock key: gateways starting together on one database seed in turn.
 _SEED_LOCK: Final = 0x7362_0002
@@ -93,16 +96,25 @@ class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore, DeveloperS
         async with self._db.transaction(write=False) as conn:
             number = await revision(conn)
             api_rows = await conn.execute(
-                select(apis.c.document).order_by(apis.c.name, apis.c.version)
+                select(apis.c.name, apis.c.version, apis.c.document).order_by(
+                    apis.c.name, apis.c.version
+                )
             )
             app_rows = await conn.execute(select(applications).order_by(applications.c.client_id))
             sub_rows = await conn.execute(ordered_subscriptions)
             tier_rows = await conn.execute(select(tiers.c.name, tiers.c.document))
             return Snapshot(
                 revision=number,
-                apis=[api_from(row.document) for row in api_rows],
+                apis=[
+                    api
+                    for row in api_rows
+                    if (api := _parsed(api_from, row.document, f"API {row.name} {row.version}"))
+                    is not None
+                ],
                 applications=[from_row(ApplicationRecord, row._mapping) for row in app_rows],
                 subscriptions=[from_row(SubscriptionRecord, row._mapping) for row in sub_rows],
+                # A tier that no longer validates stays fatal: skipped, its
+                # subscriptions would run without its limits.
                 tiers={row.name: tier_from(row.document) for row in tier_rows},
             )
 
@@ -115,3 +127,16 @@ class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore, DeveloperS
                 await conn.execute(select(func.pg_advisory_xact_lock(_SEED_LOCK)))
             if await seeding.seed(conn, config, hash_secret, fingerprints):
                 await bump(conn)
+
+
+def _parsed(parse: Callable[[Any], _T], document: Any, what: str) -> _T | None:
+    """A stored document as its model, or None when it no longer validates: one bad
+    document (edited by hand, written by another release) is skipped with a warning
+    naming it, and the gateway serves the rest (CONTRACT §4c)."""
+    try:
+        return parse(document)
+    except StoreError as exc:
+        log.warning(
+            "a document in the state store is skipped", extra={"document": what, "error": str(exc)}
+        )
+        return None

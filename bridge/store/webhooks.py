@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -22,9 +23,11 @@ from bridge.store.queries import Aggregate, from_row
 from bridge.store.records import DeliveryRecord, WebSubRecord
 from bridge.store.schema import webhook_deliveries as deliveries
 from bridge.store.schema import websub_leader as leader
+from bridge.store.schema import websub_slots as slots
 from bridge.store.schema import websub_subscriptions as subs
 
 PENDING, DEAD = "pending", "dead"
+_SLOT_LOCK = 0x7362_0003  # pg_advisory_xact_lock(this, application and API)
 
 
 def new_webhook_id() -> str:
@@ -105,6 +108,62 @@ class WebhookStore(Aggregate):
                 )
             )
         return record
+
+    # --- tier slots (CONTRACT §4c) -----------------------------------------------------
+    async def claim_slot(
+        self,
+        *,
+        client_id: str,
+        api: str,
+        version: str,
+        topic: str,
+        callback: str,
+        limit: int,
+        hold: float,
+    ) -> bool:
+        """Claim a slot of the application's tier for (topic, callback) being verified,
+        unless its live subscriptions and claimed slots to other (topic, callback) pairs
+        already fill ``limit``; held for ``hold`` seconds at most. Counted and claimed in
+        one write transaction (serialised: SQLite's write lock, PostgreSQL's advisory
+        lock of the application and API)."""
+        now = self._clock()
+        mine = (subs.c.client_id == client_id) & (subs.c.api == api) & (subs.c.version == version)
+        other = (subs.c.topic != topic) | (subs.c.callback != callback)
+        claimed = (
+            (slots.c.client_id == client_id) & (slots.c.api == api) & (slots.c.version == version)
+        )
+        other_slot = (slots.c.topic != topic) | (slots.c.callback != callback)
+        key = (slots.c.api == api) & (slots.c.version == version)
+        key &= (slots.c.topic == topic) & (slots.c.callback == callback)
+        async with self._db.transaction(write=True) as conn:
+            if self._db.postgres:
+                lock = zlib.crc32(f"{client_id}\0{api}\0{version}".encode())
+                await conn.execute(select(func.pg_advisory_xact_lock(_SLOT_LOCK, lock - 2**31)))
+            live = select(func.count()).where(mine & other & (subs.c.expires_at > now))
+            held = select(func.count()).where(claimed & other_slot & (slots.c.claimed_until > now))
+            taken = (await conn.execute(live)).scalar_one() + (
+                await conn.execute(held)
+            ).scalar_one()
+            if taken >= limit:
+                return False
+            await conn.execute(delete(slots).where(key))
+            await conn.execute(
+                insert(slots).values(
+                    api=api,
+                    version=version,
+                    topic=topic,
+                    callback=callback,
+                    client_id=client_id,
+                    claimed_until=now + hold,
+                )
+            )
+        return True
+
+    async def release_slot(self, *, api: str, version: str, topic: str, callback: str) -> None:
+        key = (slots.c.api == api) & (slots.c.version == version)
+        key &= (slots.c.topic == topic) & (slots.c.callback == callback)
+        async with self._db.transaction(write=True) as conn:
+            await conn.execute(delete(slots).where(key))
 
     async def find_subscription(
         self, api: str, version: str, topic: str, callback: str

@@ -53,6 +53,7 @@ class WebSubService:
         metrics: Metrics,
         on_task_failure: Callable[[str], None] | None = None,
         client: CallbackClient | None = None,
+        max_pending: int = 10,
     ) -> None:
         self.store = store
         self.public_url = public_url
@@ -89,6 +90,7 @@ class WebSubService:
             public_url=public_url,
             subscribed=self._verified,
             unsubscribed=self.feeds.deactivate,
+            max_pending=max_pending,
         )
         self.upkeep = Upkeep(
             store=store, lease=settings.leader_lease, feeds=self.feeds, verifier=self.verifier
@@ -138,7 +140,8 @@ class WebSubService:
         return topic_urls(self.public_url, match)
 
     def verify(self, pending: Pending) -> None:
-        """An accepted (202) hub request: verify it in a task of its own."""
+        """An accepted (202) hub request: verify it in a task of its own. Raises
+        TooManyConnections past the application's pending verifications (CONTRACT §4c)."""
         self.verifier.take(pending)
 
     def deactivate(self, id: str) -> None:

@@ -8,21 +8,26 @@ challenge makes the (un)subscription happen. A callback the SSRF guard refuses g
 request at all, not even the denial.
 
 Each verification and each denial is a task of its own under the WebSub supervisor
-(not restarted: the subscriber asks again).
+(not restarted: the subscriber asks again). CONTRACT §4c bounds them: an application
+has at most ``max_pending`` verifications in flight (429 above), and a subscription
+being verified holds a slot of its tier in the store from before the request until it
+is stored or fails, so concurrent requests cannot pass the tier's limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.catalog import TopicMatch
 from bridge.config import WebSubSettings
-from bridge.errors import BridgeError, CallbackError, CallbackRefused
+from bridge.errors import BridgeError, CallbackError, CallbackRefused, TooManyConnections
 from bridge.store.records import WebSubRecord
 from bridge.store.webhooks import WebhookStore
 from bridge.supervision import Supervisor
@@ -37,7 +42,7 @@ from bridge.wire.websub import (
 )
 from gateway.websub.client import CallbackClient
 from gateway.websub.feed import Topics, topic_urls
-from gateway.websub.guard import CallbackGuard
+from gateway.websub.guard import CallbackGuard, Target
 
 log = logging.getLogger("streambridge.websub")
 
@@ -64,6 +69,7 @@ class Verifier:
         public_url: str,
         subscribed: Callable[[WebSubRecord], None],
         unsubscribed: Callable[[str], None],
+        max_pending: int = 10,
     ) -> None:
         """``subscribed``/``unsubscribed``: a verified (un)subscription is stored; start
         or stop delivering it."""
@@ -77,12 +83,29 @@ class Verifier:
         self._subscribed = subscribed
         self._unsubscribed = unsubscribed
         self._numbers = itertools.count(1)
+        self._max_pending = max_pending
+        self._in_flight: Counter[str] = Counter()  # verifications per application
 
     def take(self, pending: Pending) -> None:
-        """Verify in a task of its own; every failure is logged, none escapes."""
-        self._supervisor.spawn(
-            f"websub-verify:{next(self._numbers)}", lambda: self.verify(pending), restart=False
-        )
+        """Verify in a task of its own; every failure is logged, none escapes. Raises
+        TooManyConnections when the application has ``max_pending`` in flight already."""
+        client_id = pending.client_id
+        if self._in_flight[client_id] >= self._max_pending:
+            raise TooManyConnections(
+                f"at most {self._max_pending} verifications may be pending per application",
+                retry_after=max(1, int(self._settings.timeout)),
+            )
+        self._in_flight[client_id] += 1
+
+        async def verify() -> None:
+            try:
+                await self.verify(pending)
+            finally:
+                self._in_flight[client_id] -= 1
+                if not self._in_flight[client_id]:
+                    del self._in_flight[client_id]
+
+        self._supervisor.spawn(f"websub-verify:{next(self._numbers)}", verify, restart=False)
 
     def tell_denied(self, callback: str, match: TopicMatch, reason: str) -> None:
         """Send the denial (WebSub §5.2) in a task of its own."""
@@ -93,33 +116,44 @@ class Verifier:
             restart=False,
         )
 
-    async def refusal(self, pending: Pending) -> str | None:
-        """Why policy refuses this subscription now, or None. Subscriptions are counted
-        in the store, so the tier's limit holds whichever gateway took the request."""
+    async def refusal(self, pending: Pending) -> tuple[str | None, bool]:
+        """Why policy refuses this subscription now (or None), and whether a tier slot
+        was claimed for it (to release once it is stored or fails). Slots are counted in
+        the store, so the tier's limit holds whichever gateway took the request."""
         if pending.request.mode != "subscribe":
-            return None
+            return None, False
         catalog = self._topics.catalog
         api = catalog.api(pending.match.api.name, pending.match.api.version)
         if api is None or api.state not in ("PUBLISHED", "DEPRECATED"):
-            return "the API no longer takes subscriptions"
+            return "the API no longer takes subscriptions", False
         access = catalog.subscriptions.get((pending.client_id, api.name, api.version))
         if access is None or access.blocked:
-            return "the application's subscription to this API is gone or blocked"
+            return "the application's subscription to this API is gone or blocked", False
         limit = catalog.tier(access.tier).max_connections
         if limit is None:
-            return None
-        now = time.time()
-        taken = sum(
-            1
-            for record in await self._store.subscriptions(api.name)
-            if record.version == api.version
-            and record.client_id == pending.client_id
-            and record.expires_at > now
-            and (record.topic, record.callback) != (pending.match.name, pending.request.callback)
+            return None, False
+        claimed = await self._store.claim_slot(
+            client_id=pending.client_id,
+            api=api.name,
+            version=api.version,
+            topic=pending.match.name,
+            callback=pending.request.callback,
+            limit=limit,
+            hold=3 * self._settings.timeout + 30,  # a dead gateway's slot frees itself
         )
-        if taken >= limit:
-            return f"the tier {access.tier} allows {limit} subscriptions"
-        return None
+        if not claimed:
+            return f"the tier {access.tier} allows {limit} subscriptions", False
+        return None, True
+
+    async def _release(self, pending: Pending) -> None:
+        match = pending.match
+        with contextlib.suppress(BridgeError):  # it expires by itself otherwise
+            await self._store.release_slot(
+                api=match.api.name,
+                version=match.api.version,
+                topic=match.name,
+                callback=pending.request.callback,
+            )
 
     async def verify(self, pending: Pending) -> None:
         request, match = pending.request, pending.match
@@ -137,17 +171,26 @@ class Verifier:
             )
             return
         try:
-            reason = await self.refusal(pending)
+            reason, claimed = await self.refusal(pending)
         except BridgeError as exc:
             log.warning(
                 "websub request not checked",
                 extra={"callback": loggable(request.callback), "error": str(exc)},
             )
             return
-        settings = self._settings
         if reason is not None:
             await self.deny(request.callback, topic_url, reason)
             return
+        try:
+            await self._verify(pending, topic_url, target)
+        finally:
+            if claimed:
+                await self._release(pending)
+
+    async def _verify(self, pending: Pending, topic_url: str, target: Target) -> None:
+        """The verification request (§5.3), then the (un)subscription stored."""
+        request = pending.request
+        settings = self._settings
         lease = clamp_lease(
             request.lease_seconds,
             settings.default_lease_seconds,
@@ -171,9 +214,14 @@ class Verifier:
                 timeout=settings.timeout,
             )
         except (CallbackError, TimeoutError) as exc:
-            log.info(
+            reason = str(exc) or f"no answer within {settings.timeout:g}s"
+            log.warning(
                 "websub verification failed",
-                extra={"callback": loggable(request.callback), "error": str(exc) or "timeout"},
+                extra={
+                    "callback": loggable(request.callback),
+                    "reason": reason,
+                    "mode": request.mode,
+                },
             )
             return
         if not 200 <= answer.status < 300 or answer.body != challenge.encode():

@@ -295,6 +295,8 @@ def main_config(directory: Path) -> dict[str, Any]:
             "state": state_url(directory),
             "heartbeat": "1s",
             "max_message_bytes": 1024,
+            # Many tests of the session send wrong credentials from one address.
+            "limits": {"token_attempts_per_minute": 100_000},
         },
         "brokers": {"mem": {"type": "memory"}},
         "tiers": {

@@ -46,7 +46,7 @@ def forged_token(server: Server, kind: str) -> str | None:
         "iat": now,
         "exp": now + 600,
         "jti": "forged",
-        "sbg": 1,  # the application's key generation
+        "sbg": 1,  # a key generation (random per application: test_forged_tokens_... sets it)
         "scope": "events:read other:read feed:read feed:write",
     }
     headers = {"kid": stored["kid"]}
@@ -96,13 +96,17 @@ async def test_websocket_refuses_bad_tokens_with_401(server: Server, kind: str) 
     assert json.loads(response.body)["status"] == 401
 
 
-async def test_forged_tokens_differ_from_a_good_one_only_by_their_defect(server: Server) -> None:
+async def test_forged_tokens_differ_from_a_good_one_only_by_their_defect(
+    server: Server, main_token: str
+) -> None:
     # The same claims and kid, signed by the gateway's key and not expired, are accepted:
-    # so the refusals above are caused by the defect, not by the claims.
+    # so the refusals above are caused by the defect, not by the claims. The key
+    # generation is random per application: the forger is given the real one.
     stored = server.signing_key()
     unverified = jwt.decode(
         forged_token(server, "other-key") or "", options={"verify_signature": False}
     )
+    unverified["sbg"] = jwt.decode(main_token, options={"verify_signature": False})["sbg"]
     good = jwt.encode(unverified, stored["pem"], algorithm="ES256", headers={"kid": stored["kid"]})
     async with sse_stream(server.base_url, f"/events/1.0.0/t/{room()}", good) as stream:
         assert await stream.next_block() is not None

@@ -26,11 +26,7 @@ async def test_seeding_inserts_everything_and_bumps_once(store: Store) -> None:
     assert snapshot.apis == config.apis
     assert snapshot.tiers == config.tiers
     [application] = snapshot.applications
-    assert (application.client_id, application.name, application.generation) == (
-        "dashboard",
-        "dashboard",
-        1,
-    )
+    assert (application.client_id, application.name) == ("dashboard", "dashboard")
     assert verify_secret(SECRET, application.secret_hash)
     [subscription] = snapshot.subscriptions
     assert (subscription.api, subscription.version, subscription.tier, subscription.state) == (
@@ -84,7 +80,10 @@ async def test_a_changed_config_overwrites_its_objects(store: Store) -> None:
     [application] = after.applications
     # Same secret in the file: the hash and the generation (hence tokens) stay.
     assert application == ApplicationRecord(
-        "dashboard", "dashboard v2", before.applications[0].secret_hash, generation=1
+        "dashboard",
+        "dashboard v2",
+        before.applications[0].secret_hash,
+        generation=before.applications[0].generation,
     )
     orders_sub, stock_sub = after.subscriptions
     assert (orders_sub.id, orders_sub.tier, orders_sub.state) == (
@@ -97,9 +96,10 @@ async def test_a_changed_config_overwrites_its_objects(store: Store) -> None:
 
 async def test_a_changed_secret_replaces_the_hash_and_ends_old_tokens(store: Store) -> None:
     await store.seed(make_config(), hash_secret)
+    [before] = (await store.snapshot()).applications
     await store.seed(make_config(secret="rotated-secret"), hash_secret)
     [application] = (await store.snapshot()).applications
-    assert application.generation == 2
+    assert application.generation != before.generation
     assert verify_secret("rotated-secret", application.secret_hash)
     assert not verify_secret(SECRET, application.secret_hash)
 
@@ -109,7 +109,8 @@ async def test_objects_made_through_the_api_are_never_touched(store: Store) -> N
     await store.put_tier("Gold", Tier(max_connections=1))
     await store.create_api(make_config().apis[0].model_copy(update={"state": "CREATED"}))
     api_hash = quick_hash("made-by-api")
-    await store.create_application(ApplicationRecord("dashboard", "mine", api_hash))
+    mine = ApplicationRecord("dashboard", "mine", api_hash)
+    await store.create_application(mine)
     await store.put_tier("Own", Tier())
     before = await store.snapshot()
 
@@ -120,7 +121,7 @@ async def test_objects_made_through_the_api_are_never_touched(store: Store) -> N
     assert after.tiers["Gold"] == Tier(max_connections=1)
     assert after.tiers["Own"] == Tier()
     assert after.apis[0] == before.apis[0]
-    assert after.applications == [ApplicationRecord("dashboard", "mine", api_hash)]
+    assert after.applications == [mine]
     assert after.subscriptions == []  # the API-made application got none from the file
     # The first seed added what was absent (Free, Stock); the second changed nothing.
     assert sorted(after.tiers) == ["Free", "Gold", "Own"]

@@ -24,6 +24,7 @@ SAMPLES: dict[type[BridgeError], BridgeError] = {
     errors.Unauthenticated: errors.Unauthenticated('the "token" has expired'),
     errors.UnknownResource: errors.UnknownResource("no such API or topic"),
     errors.WrongProtocol: errors.WrongProtocol("a WebSocket API", expected="websocket"),
+    errors.TooManyTopics: errors.TooManyTopics("a stream names at most 50 topics"),
     errors.NotSubscribed: errors.NotSubscribed("not subscribed"),
     errors.InsufficientScope: errors.InsufficientScope(
         "the token lacks scopes", required=frozenset({"orders:read", "audit:read"})
@@ -57,6 +58,7 @@ EXPECTED: dict[type[BridgeError], tuple[int, str | None, int, str]] = {
     errors.Unauthenticated: (401, "invalid_token", 1008, "revoked"),
     errors.UnknownResource: (404, "not_found", 1008, "revoked"),
     errors.WrongProtocol: (426, "upgrade_required", 1008, "revoked"),
+    errors.TooManyTopics: (400, "too_many_topics", 1008, "revoked"),
     errors.NotSubscribed: (403, "not_subscribed", 1008, "revoked"),
     errors.InsufficientScope: (403, "insufficient_scope", 1008, "revoked"),
     errors.ApiBlocked: (503, "api_blocked", 1013, "revoked"),

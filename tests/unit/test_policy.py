@@ -21,6 +21,7 @@ from bridge.errors import (
 )
 from bridge.policy import (
     ConnectionCounter,
+    FailedAttempts,
     Grant,
     RollingWindow,
     SubscriptionState,
@@ -307,3 +308,21 @@ def test_closing_more_than_opened_never_goes_negative() -> None:
     counter.open(KEY, 1)
     with pytest.raises(TooManyConnections):
         counter.open(KEY, 1)
+
+
+def test_failed_attempts_lock_a_key_for_the_rest_of_the_window() -> None:
+    attempts = FailedAttempts(limit=3, window=60.0)
+    for second in range(3):
+        assert attempts.retry_after("client:a", float(second)) is None
+        attempts.failed("client:a", float(second))
+    assert attempts.retry_after("client:a", 10.0) == 50
+    assert attempts.retry_after("client:b", 10.0) is None
+    assert attempts.retry_after("client:a", 60.5) is None  # the first failure left
+
+
+def test_failed_attempts_keep_at_most_max_keys() -> None:
+    attempts = FailedAttempts(limit=1, window=60.0, max_keys=2)
+    for index, key in enumerate(("a", "b", "c")):
+        attempts.failed(key, float(index))
+    assert attempts.retry_after("a", 3.0) is None  # the quietest key went
+    assert attempts.retry_after("c", 3.0) is not None

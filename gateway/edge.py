@@ -1,0 +1,186 @@
+"""Bounds at the edge (CONTRACT §4c): what a connection may cost before any route runs.
+
+uvicorn (0.54, httptools) has a keep-alive timeout between requests, but nothing bounds
+a connection that never completes its request headers, nor their size: httptools keeps
+a header of any length in memory. :func:`bounded_protocol` adds both to uvicorn's HTTP
+protocol, so they hold for every route:
+
+- the request line and headers must arrive within ``header_timeout`` of the connection
+  (or of the previous response), else the connection is closed;
+- past ``max_header_bytes`` the answer is 431 and the connection is closed.
+
+:class:`BodyLimit` is the ASGI side: a body over ``max_body_bytes`` gets 413 before it
+is read further, on every route, whether or not the request is authenticated: by its
+``Content-Length`` before the application runs, and for a chunked body once the bytes
+received pass the limit (the application then sees the client disconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from http import HTTPStatus
+
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from bridge.config import Limits
+from gateway.errors import problem, problem_details
+
+
+def _raw_problem(status: int, detail: str) -> bytes:
+    """A whole HTTP/1.1 answer with problem details, for when no ASGI cycle exists yet."""
+    body = json.dumps(problem_details(status, detail)).encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        "content-type: application/problem+json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with a header timeout and a header size limit."""
+    timeout = limits.header_timeout
+    max_bytes = limits.max_header_bytes
+
+    class BoundedHttpProtocol(HttpToolsProtocol):
+        _header_bytes = 0  # received while the headers are not complete
+        _awaiting_headers = True
+        _refused = False  # answered 431: the rest of what arrives is ignored
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._await_headers()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_timer()
+            super().connection_lost(exc)
+
+        def _await_headers(self) -> None:
+            self._header_bytes = 0
+            self._awaiting_headers = True
+            self._stop_timer()
+            self._header_timer = self.loop.call_later(timeout, self._headers_late)
+
+        def _stop_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            if self._awaiting_headers and not self.transport.is_closing():
+                self.transport.close()
+
+        def _refuse(self) -> None:
+            self._refused = True
+            self._stop_timer()
+            if not self.transport.is_closing():
+                self.transport.write(_raw_problem(431, f"request headers over {max_bytes} bytes"))
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
+            if self._awaiting_headers:
+                self._header_bytes += len(data)
+            super().data_received(data)
+            # Still in the headers past the limit: httptools would buffer them all.
+            if self._awaiting_headers and self._header_bytes > max_bytes:
+                self._refuse()
+
+        def on_headers_complete(self) -> None:
+            self._awaiting_headers = False
+            self._stop_timer()
+            size = len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers)
+            if size > max_bytes:  # complete, but in one read with what follows them
+                self._refuse()
+                return
+            super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            if not self._refused:
+                super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            if not self._refused:
+                super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            # The next request's headers, unless they came already (pipelined: it runs).
+            if not self.transport.is_closing() and self.cycle.response_complete:
+                self._await_headers()
+
+    return BoundedHttpProtocol
+
+
+_CLOSE = {"Connection": "close"}  # the rest of the body is not read
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``max_bytes`` before it is read."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = f"request bodies are at most {self.max_bytes} bytes"
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.max_bytes:
+                    await problem(413, detail, headers=_CLOSE)(scope, receive, send)
+                    return
+                break
+        await _BoundedCycle(self.max_bytes, detail, scope, receive, send).run(self.app)
+
+
+class _BoundedCycle:
+    """One request whose body is counted as it arrives (chunked: no length up front)."""
+
+    def __init__(self, max_bytes: int, detail: str, scope: Scope, receive: Receive, send: Send):
+        self.remaining = max_bytes
+        self.detail = detail
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.started = False  # the response began (the application's or our 413)
+        self.cut = False  # the body went over: the application's answer is not sent
+
+    async def run(self, app: ASGIApp) -> None:
+        try:
+            await app(self.scope, self.receive, self.send)
+        except ClientDisconnect:
+            if not self.cut:
+                raise
+            # The disconnect we told the application of, after our 413: nothing broke.
+
+    async def receive(self) -> Message:
+        if self.cut:
+            return {"type": "http.disconnect"}
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.remaining -= len(message.get("body", b""))
+            if self.remaining < 0:
+                self.cut = True
+                if not self.started:
+                    self.started = True
+                    answer = problem(413, self.detail, headers=_CLOSE)
+                    await answer(self.scope, self._receive, self._send)
+                return {"type": "http.disconnect"}
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.cut:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
