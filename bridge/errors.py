@@ -12,6 +12,8 @@
         ├── InsufficientScope  token lacks a topic's scope                   403 / 1008
         ├── ApiBlocked         API in state BLOCKED                          503 / 1013
         ├── TooManyConnections tier max_connections reached                  429 / 1013
+        ├── InvalidFilter      ?filter= over 1 KiB, costly, not compiling, or
+        │                      on a topic without client_filters            400
         ├── Throttled          tier events_per_minute spent on open stream   event/1008
         └── Revoked            token expired or subscription gone on stream  event/1008
     ├── StoreError             the state store failed (unreachable, broken schema, bad URL)
@@ -109,6 +111,10 @@ class TooManyConnections(AccessDenied):
     def __init__(self, detail: str, *, retry_after: int) -> None:
         self.retry_after = retry_after
         super().__init__(detail)
+
+
+class InvalidFilter(AccessDenied):
+    """A ``?filter=`` the stream cannot take (CONTRACT §10); ``detail`` names it."""
 
 
 class Throttled(AccessDenied):

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from bridge.catalog import ApiEntry, TopicMatch
+from bridge.client_filter import compile_client_filter
 from bridge.config import Api, Tier
-from bridge.errors import AccessDenied, Unauthenticated, UnknownResource
+from bridge.errors import AccessDenied, InvalidFilter, Unauthenticated, UnknownResource
+from bridge.expressions import Expression
 from bridge.policy import Grant, SubscriptionState, authorize
 from gateway.errors import Answer, answer
 from gateway.logs import bind
@@ -31,6 +33,7 @@ class Admitted:
     subscription: SubscriptionState
     tier: Tier
     multi: bool  # several topics by ?topic=: events carry ``event: <topic>``
+    client_filter: Expression | None = None  # ?filter= (CONTRACT §10)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -139,7 +142,9 @@ async def admit(
         entry, rest = resolved
         api = entry.api
         try:
-            topics, multi = _topics(entry, rest, query, allow_multi=protocol == "sse")
+            topics, multi = _topics(
+                entry, rest, query, allow_multi=protocol in ("sse", "websocket")
+            )
             topics_found = True
         except UnknownResource:
             topics_found = False
@@ -157,7 +162,20 @@ async def admit(
     )
     assert grant is not None and api is not None and subscription is not None
     tier = runtime.catalog.tier(subscription.tier)
-    return Admitted(grant, api, topics, subscription, tier, multi)
+    return Admitted(grant, api, topics, subscription, tier, multi, _client_filter(topics, query))
+
+
+def _client_filter(topics: list[TopicMatch], query: list[tuple[str, str]]) -> Expression | None:
+    """The stream's ``?filter=``, compiled once (CONTRACT §10); InvalidFilter (400)."""
+    sources = [value for name, value in query if name == "filter"]
+    if not sources:
+        return None
+    if len(sources) > 1:
+        raise InvalidFilter("filter: one filter per connection")
+    closed = [match.name for match in topics if not match.topic.client_filters]
+    if closed:
+        raise InvalidFilter(f"filter: topic {', '.join(closed)} does not take client filters")
+    return compile_client_filter(sources[0])
 
 
 def _bind_request(

@@ -19,6 +19,7 @@ The map, most specific class first (``—``: never the answer to a request)::
     InsufficientScope    403   insufficient_scope    -                          1008
     ApiBlocked           503   api_blocked           -                          1013
     TooManyConnections   429   too_many_connections  -                          1013
+    InvalidFilter        400   invalid_filter        -                          1008
     Throttled            429   throttled             event: throttled           1008 "throttled"
     Revoked              401   revoked               event: revoked             1008
     AccessDenied (other) 403                         event: revoked             1008
@@ -67,6 +68,7 @@ from bridge.errors import (
     HubRequestError,
     IllegalTransition,
     InsufficientScope,
+    InvalidFilter,
     NotFound,
     NotSubscribed,
     PipelineError,
@@ -103,6 +105,7 @@ _STATUS: dict[type[BridgeError], tuple[int, str | None]] = {
     InsufficientScope: (403, "insufficient_scope"),
     ApiBlocked: (503, "api_blocked"),
     TooManyConnections: (429, "too_many_connections"),
+    InvalidFilter: (400, "invalid_filter"),
     Throttled: (429, "throttled"),
     Revoked: (401, "revoked"),
     AccessDenied: (403, None),

@@ -7,6 +7,7 @@
     steps         pipeline steps, discriminated by their one key
     apis          APIs and their topics
     document      Config, the whole document
+    delivery      a tier's delivery policy: all, conflate or sample
     checks        what spans fields: references, duplicates, protocol and mode
     loading       YAML, ``${ENV}`` expansion, validation with every problem at once
 
@@ -34,6 +35,14 @@ from bridge.config.brokers import (
     PostgresCdcBroker,
 )
 from bridge.config.checks import RESERVED_PREFIXES, cross_field_problems, semantic_problems
+from bridge.config.delivery import (
+    ConflateDelivery,
+    Conflation,
+    Delivery,
+    SampleDelivery,
+    Sampling,
+    describe,
+)
 from bridge.config.document import Config
 from bridge.config.fields import CelExpression, Duration, Strict
 from bridge.config.loading import expand_env, format_path, load_config, parse_config
@@ -71,8 +80,11 @@ __all__ = [
     "Broker",
     "CelExpression",
     "Config",
+    "ConflateDelivery",
+    "Conflation",
     "DedupeSpec",
     "DedupeStep",
+    "Delivery",
     "Duration",
     "FilterStep",
     "GatewaySettings",
@@ -84,8 +96,10 @@ __all__ = [
     "PostgresCdcBroker",
     "Replay",
     "RetrySettings",
+    "SampleDelivery",
     "SampleSpec",
     "SampleStep",
+    "Sampling",
     "Step",
     "Strict",
     "SubscriptionSeed",
@@ -98,6 +112,7 @@ __all__ = [
     "base_path",
     "cross_field_problems",
     "default_data_dir",
+    "describe",
     "expand_env",
     "format_path",
     "load_config",
