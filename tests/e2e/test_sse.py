@@ -270,5 +270,7 @@ async def test_slow_client_is_disconnected_and_resumes(slow_server: Server) -> N
     async with sse_stream(
         server.base_url, path, token, headers={"Last-Event-ID": got[-1].id or ""}
     ) as resumed:
-        rest = await resumed.events(total - len(got))
+        rest: list[ParsedEvent] = []
+        while len(rest) < total - len(got):  # a resumed backlog may be lag, too
+            rest += [e for e in await resumed.events(1) if e.event != "lag"]
     assert [e.id for e in rest] == ids[len(got) :]
