@@ -41,7 +41,7 @@ TIERS = {
 }
 
 
-def _api(name: str, tier: str, protocol: str = "sse") -> dict[str, Any]:
+def api(name: str, tier: str, protocol: str = "sse") -> dict[str, Any]:
     return {
         "name": name,
         "tiers": [tier],
@@ -66,9 +66,7 @@ def _api(name: str, tier: str, protocol: str = "sse") -> dict[str, Any]:
 
 def delivery_config(directory: Path) -> dict[str, Any]:
     tiers = {"All": "All", "Conflated": "Conflated", "Sampled": "Sampled", "Ws": "All"}
-    apis = [
-        _api(name, tier, "websocket" if name == "Ws" else "sse") for name, tier in tiers.items()
-    ]
+    apis = [api(name, tier, "websocket" if name == "Ws" else "sse") for name, tier in tiers.items()]
     return {
         "gateway": {"state": state_url(directory), "client_queue": QUEUE, "admin_token": ADMIN},
         "brokers": {"mem": {"type": "memory"}},

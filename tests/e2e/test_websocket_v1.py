@@ -20,7 +20,7 @@ from websockets.asyncio.client import ClientConnection
 
 from tests.e2e.helpers import TIMEOUT, fetch_token, frames_until_closed, room, ws_connect
 from tests.e2e.servers import Server, running_server, state_url
-from tests.e2e.test_delivery import SECRET, delivery_config
+from tests.e2e.test_delivery import SECRET, api, delivery_config
 
 V1 = "streambridge.v1"
 APP_SECRET = "v1-secret-000001"
@@ -29,7 +29,13 @@ APP_SECRET = "v1-secret-000001"
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("v1")
-    with running_server(directory, delivery_config(directory)) as server:
+    config = delivery_config(directory)
+    config["tiers"]["Trickle"] = {"events_per_minute": 3}
+    config["apis"].append(api("Trickle", "Trickle", "websocket"))
+    config["applications"][0]["subscriptions"].append(
+        {"api": "Trickle", "version": "1.0.0", "tier": "Trickle"}
+    )
+    with running_server(directory, config) as server:
         yield server
 
 
@@ -305,3 +311,21 @@ async def _nack(tmp_path: Path, kind: str, port: int, proxy: Proxy) -> None:
             await pub.send(json.dumps({"ref": "lost?", "data": {"n": 1}}))
             answer = await frame(pub, timeout=30)  # the broker has 10 s to confirm
     assert answer["event"] == "nack" and answer["ref"] == "lost?" and answer["error"]
+
+
+async def test_v1_gets_the_throttled_signal_before_close_1008(gateway: Server) -> None:
+    """The Trickle tier (3 events per minute), as SSE gets it (CONTRACT §4)."""
+    token = await fetch_token(gateway.base_url, "d", SECRET)
+    r = room()
+    async with (
+        v1(gateway, f"/trickle/1.0.0/t/{r}", token) as ws,
+        ws_connect(gateway.ws_url, f"/ws/1.0.0/in/{r}", token) as pub,
+    ):
+        for n in range(5):
+            await pub.send(json.dumps({"n": n}))
+        frames, close = await frames_until_closed(ws)
+    parsed = [f for f in map(json.loads, frames) if f["event"] != "lag"]  # 5 queued of 8
+    assert [f["data"] for f in parsed[:3]] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert parsed[3]["event"] == "throttled" and "id" not in parsed[3]
+    assert parsed[3]["data"]["retry_after"] > 0
+    assert (close.code, close.reason) == (1008, "throttled")
