@@ -216,14 +216,7 @@ class Subscriber:
         self.closed: BaseException | None = None
         # Called once when the queue overflows: lets a transport abandon a blocked write.
         self.on_overflow: Callable[[], None] | None = None
-        self.gate: Gate | None = None  # the client's filter and its tier's policy
-
-    def offer(self, item: Item) -> None:
-        """A live output; through the gate, if any."""
-        if self.gate is not None:
-            self.gate.offer(item)
-        else:
-            self.enqueue(item)
+        self.gate: Gate | None = None  # the client's filter and its tier's policy (Gated)
 
     def backfill(self, items: list[Item]) -> None:
         """A resumed client's backlog, before any live output; through the gate, if any."""
@@ -263,6 +256,8 @@ class Subscriber:
             self.on_overflow()
         self.wake.set()
 
+    offer = enqueue  # a live output: one call on the fan-out path
+
     def _spilled(self, item: Item) -> None:
         if isinstance(item, tuple) and item[0].cursor is not None:
             self.spilled_upto = item[0].cursor
@@ -300,3 +295,17 @@ class Subscriber:
         if self.closed is None:
             self.closed = reason
         self.wake.set()
+
+
+class GatedSubscriber(Subscriber):
+    """A client with a filter or a delivery policy: live outputs go through its gate."""
+
+    __slots__ = ()
+
+    def pass_through(self, gate: Gate) -> None:
+        self.gate = gate
+
+    def offer(self, item: Item) -> None:
+        gate = self.gate
+        assert gate is not None, "pass_through() first"
+        gate.offer(item)

@@ -24,7 +24,7 @@ from gateway.catchup import CatchUp
 from gateway.delivery import ConnectionGate, Policy, policy_for
 from gateway.hub import Entry, GapNotice, Hub, Subscriber
 from gateway.logs import unbound
-from gateway.queueing import LagNotice, Reply
+from gateway.queueing import GatedSubscriber, LagNotice, Reply
 from gateway.runtime import Runtime
 from pipelines.topic import masked_for
 
@@ -50,7 +50,9 @@ class StreamSession:
         self.protocol = protocol
         self.resume_from = resume_from
         self.start = start  # EARLIEST: a new stream begins with what is retained
-        self.subscriber = Subscriber(runtime.config.gateway.client_queue)
+        gated = admitted.client_filter is not None or admitted.tier.delivery != "all"
+        limit = runtime.config.gateway.client_queue
+        self.subscriber = GatedSubscriber(limit) if gated else Subscriber(limit)
         self._catch_up = CatchUp(self.subscriber, resume_from, start)
         self._scope = AsyncExitStack()  # the catch-up's task lives as long as the stream
         self.subscribe = subscribe
@@ -74,14 +76,14 @@ class StreamSession:
         self._lag = metrics.client_lag.labels(api.name, api.version)
         self._lag_signalled = self._lag_observed = float("-inf")
         self._policy: Policy | None = None
-        if admitted.client_filter is not None or admitted.tier.delivery != "all":
+        if isinstance(self.subscriber, GatedSubscriber):
             self._policy = policy_for(
                 self.subscriber,
                 admitted.tier.delivery,
                 conflated=metrics.conflated.labels(api.name, api.version).inc,
                 sampled_out=metrics.sampled_out.labels(api.name, api.version).inc,
             )
-            self.subscriber.gate = ConnectionGate(admitted.client_filter, self._policy)
+            self.subscriber.pass_through(ConnectionGate(admitted.client_filter, self._policy))
 
     async def __aenter__(self) -> Self:
         """Count the connection (may raise TooManyConnections) and attach to the hubs."""

@@ -17,7 +17,7 @@ from bridge.errors import ConfigError, InvalidFilter
 from bridge.event import Event
 from bridge.wire import websocket_v1 as v1
 from gateway.delivery import ConnectionGate, Policy, policy_for
-from gateway.queueing import Entry, GapNotice, Item, Subscriber
+from gateway.queueing import Entry, GapNotice, GatedSubscriber, Item
 
 
 def test_a_tier_takes_each_delivery_policy_and_all_is_the_default() -> None:
@@ -73,13 +73,13 @@ def numbers(items: list[Item]) -> list[int]:
 
 
 async def test_conflation_flushes_the_latest_per_key_in_order_and_never_overflows() -> None:
-    subscriber = Subscriber(limit=2)
+    subscriber = GatedSubscriber(limit=2)
     counted: list[int] = []
     delivery = Tier.model_validate(
         {"delivery": {"conflate": {"key": "data.k", "every": "10ms"}}}
     ).delivery
     policy = policy_for(subscriber, delivery, conflated=counted.append, sampled_out=print)
-    subscriber.gate = ConnectionGate(None, policy)
+    subscriber.pass_through(ConnectionGate(None, policy))
     for n, k in enumerate("ABABCA"):
         subscriber.offer(entry(n, k=k))
     assert not subscriber.queue, "nothing before the interval"
@@ -99,7 +99,7 @@ async def test_conflation_flushes_the_latest_per_key_in_order_and_never_overflow
 
 
 async def test_a_conflated_backlog_keeps_the_latest_per_key() -> None:
-    subscriber = Subscriber(limit=10)
+    subscriber = GatedSubscriber(limit=10)
     delivery = Tier.model_validate({"delivery": {"conflate": {"key": "key", "every": "1s"}}})
     policy = policy_for(subscriber, delivery.delivery, conflated=print, sampled_out=print)
     items: list[Item] = [entry(n, key=k) for n, k in enumerate("ABAB", start=1)]
@@ -107,11 +107,13 @@ async def test_a_conflated_backlog_keeps_the_latest_per_key() -> None:
 
 
 async def test_sampling_lets_max_through_per_window() -> None:
-    subscriber = Subscriber(limit=10)
+    subscriber = GatedSubscriber(limit=10)
     skipped: list[int] = []
     delivery = Tier.model_validate({"delivery": {"sample": {"max": 2, "per": "1h"}}}).delivery
-    subscriber.gate = ConnectionGate(
-        None, policy_for(subscriber, delivery, conflated=print, sampled_out=skipped.append)
+    subscriber.pass_through(
+        ConnectionGate(
+            None, policy_for(subscriber, delivery, conflated=print, sampled_out=skipped.append)
+        )
     )
     for n in range(5):
         subscriber.offer(entry(n))
@@ -119,8 +121,8 @@ async def test_sampling_lets_max_through_per_window() -> None:
 
 
 async def test_a_filter_skips_events_it_fails_on_for_this_client_only() -> None:
-    subscriber = Subscriber(limit=10)
-    subscriber.gate = ConnectionGate(compile_client_filter("data.x > 1"), Policy(subscriber))
+    subscriber = GatedSubscriber(limit=10)
+    subscriber.pass_through(ConnectionGate(compile_client_filter("data.x > 1"), Policy(subscriber)))
     subscriber.offer(entry(1, x=2))
     subscriber.offer(entry(2))  # no data.x: an evaluation error
     subscriber.offer(entry(3, x=0))
