@@ -329,3 +329,34 @@ async def test_v1_gets_the_throttled_signal_before_close_1008(gateway: Server) -
     assert parsed[3]["event"] == "throttled" and "id" not in parsed[3]
     assert parsed[3]["data"]["retry_after"] > 0
     assert (close.code, close.reason) == (1008, "throttled")
+
+
+async def test_a_conflated_stream_resumed_after_a_restart_gets_the_latest_per_key(
+    tmp_path: Path,
+) -> None:
+    """The resume is read from Kafka for this client alone (the new run's log does not
+    hold the id), and goes through its conflation as one backlog (CONTRACT §10)."""
+    channel = f"v1-conflate-{uuid.uuid4().hex[:12]}"
+    settings = broker_config(tmp_path, BROKERS["kafka"], channel)
+    settings["tiers"]["Unlimited"] = {"delivery": {"conflate": {"key": "key", "every": "50ms"}}}
+    with running_server(tmp_path, settings) as server:
+        token = await fetch_token(server.base_url, "app", APP_SECRET)
+        async with (
+            v1(server, "/feed/1.0.0/t", token) as sub,
+            v1(server, "/feed/1.0.0/in", token) as pub,
+        ):
+            await live(sub, pub)
+            await publish(pub, "first", {"n": 0}, key="A")
+            while (first := await frame(sub))["data"] != {"n": 0}:
+                pass
+            for n, key in enumerate("BABCA", start=1):
+                await publish(pub, f"n{n}", {"n": n}, key=key)
+    with running_server(tmp_path, settings) as server:
+        token = await fetch_token(server.base_url, "app", APP_SECRET)
+        async with v1(server, f"/feed/1.0.0/t?last_event_id={first['id']}", token) as again:
+            got = [await frame(again, timeout=15) for _ in range(3)]
+    assert [(e["key"], e["data"]) for e in got] == [
+        ("B", {"n": 3}),
+        ("C", {"n": 4}),
+        ("A", {"n": 5}),
+    ], "the latest per key after the id, in order"
