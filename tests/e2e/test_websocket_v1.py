@@ -184,6 +184,20 @@ def broker_config(directory: Path, broker: dict[str, Any], channel: str) -> dict
     }
 
 
+@asynccontextmanager
+async def live_pair(
+    server: Server,
+) -> AsyncIterator[tuple[ClientConnection, ClientConnection]]:
+    """A v1 subscriber on /t and a v1 publisher on /in, once the subscription is live."""
+    token = await fetch_token(server.base_url, "app", APP_SECRET)
+    async with (
+        v1(server, "/feed/1.0.0/t", token) as sub,
+        v1(server, "/feed/1.0.0/in", token) as pub,
+    ):
+        await live(sub, pub)
+        yield sub, pub
+
+
 async def live(sub: ClientConnection, pub: ClientConnection) -> None:
     """Probe until one comes out: the backend subscription is up."""
     async with asyncio.timeout(20):
@@ -210,12 +224,7 @@ async def test_keys_and_headers_round_trip_and_resume_is_exact_after_a_restart(
         broker["client_id"] = f"sb-v1-{r}"
     settings = broker_config(tmp_path, broker, channel)
     with running_server(tmp_path, settings) as server:
-        token = await fetch_token(server.base_url, "app", APP_SECRET)
-        async with (
-            v1(server, "/feed/1.0.0/t", token) as sub,
-            v1(server, "/feed/1.0.0/in", token) as pub,
-        ):
-            await live(sub, pub)
+        async with live_pair(server) as (sub, pub):
             for n in (1, 2, 3):
                 answer = await publish(pub, f"n{n}", {"n": n}, key=f"k{n}", headers={"h": str(n)})
                 assert answer == {"event": "ack", "ref": f"n{n}"}
@@ -340,12 +349,7 @@ async def test_a_conflated_stream_resumed_after_a_restart_gets_the_latest_per_ke
     settings = broker_config(tmp_path, BROKERS["kafka"], channel)
     settings["tiers"]["Unlimited"] = {"delivery": {"conflate": {"key": "key", "every": "50ms"}}}
     with running_server(tmp_path, settings) as server:
-        token = await fetch_token(server.base_url, "app", APP_SECRET)
-        async with (
-            v1(server, "/feed/1.0.0/t", token) as sub,
-            v1(server, "/feed/1.0.0/in", token) as pub,
-        ):
-            await live(sub, pub)
+        async with live_pair(server) as (sub, pub):
             await publish(pub, "first", {"n": 0}, key="A")
             while (first := await frame(sub))["data"] != {"n": 0}:
                 pass
