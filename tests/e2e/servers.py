@@ -141,10 +141,12 @@ def running_server(
     via_env: bool = False,
     command: list[str] | None = None,
     env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[Server]:
-    """Start a gateway with ``config`` (None: the embedded demo), yield it once healthy."""
+    """Start a gateway with ``config`` (None: the embedded demo), yield it once healthy;
+    ``port``: the one of a gateway stopped before (a restart clients reconnect to)."""
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     args = command or [sys.executable, "-m", "gateway.cli", "serve"]
     args = [*args, "--port", str(port)]
