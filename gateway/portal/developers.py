@@ -19,13 +19,13 @@ from bridge.asyncapi import export_document
 from bridge.config import Api
 from bridge.policy import grant_scopes
 from bridge.secrets import DUMMY_HASH, hash_secret, verify_secret
-from gateway.management import (
+from gateway.portal.sessions import Sessions, SignInLimiter
+from gateway.registration import (
     SubscriptionIn,
     new_application,
     new_subscription,
     subscription_json,
 )
-from gateway.portal.sessions import Sessions, SignInLimiter
 from gateway.runtime import Runtime
 
 VISIBLE = ("PUBLISHED", "DEPRECATED")
