@@ -133,7 +133,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        detail = f"request bodies are at most {self.max_bytes} bytes"
+        detail = f"request bodies are limited to {self.max_bytes} bytes"
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > self.max_bytes:
