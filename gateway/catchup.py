@@ -21,7 +21,7 @@ from bridge.errors import ConnectorError, Interrupted
 from bridge.event import Event
 from bridge.supervision import Supervisor
 from connectors.base import EARLIEST, Gap, Snapshotting
-from gateway.hub import Entry, GapNotice, Handover, Hub, Item, Subscriber
+from gateway.hub import Entry, GapNotice, Handover, Hub, Subscriber
 
 log = logging.getLogger("streambridge.catchup")
 
@@ -153,37 +153,18 @@ class CatchUp:
         """Queue a replay for this client, waiting for room; False when the stream ended.
         One pipeline serves every round: dedupe and sample keep state."""
         subscriber, pipeline, clock = self.subscriber, handover.pipeline, handover.clock
-        # A client behind a gate (filter, conflation, sampling) gets the range through
-        # it as one backlog: a conflated resume gets the latest per key (CONTRACT §10).
-        gated: list[Item] | None = None
-        if subscriber.gate is not None and not handover.snapshot:
-            gated = []
+        queue, limit = subscriber.queue, subscriber.limit
         async for item in source:
             if subscriber.closed is not None or subscriber.overflowed:
                 return False
             if isinstance(item, Gap):
                 oldest = None if item.oldest is None else f".{item.oldest}"
-                subscriber.queue.append(GapNotice(self.resume_from or item.requested, oldest, None))
+                queue.append(GapNotice(self.resume_from or item.requested, oldest, None))
                 subscriber.wake.set()
                 continue
             for output in pipeline.feed(item, clock.time()):
-                entry = (Entry.replayed(output, clock), None)
-                if gated is not None:
-                    gated.append(entry)
-                elif subscriber.gate is not None:
-                    for passed in subscriber.gate.backlog([entry]):
-                        await self._queue(passed)
-                else:
-                    await self._queue(entry)
-        if gated:
-            assert subscriber.gate is not None
-            for passed in subscriber.gate.backlog(gated):
-                await self._queue(passed)
+                while len(queue) >= limit and subscriber.closed is None:
+                    await subscriber.wait_for_room()  # the writer takes a batch
+                queue.append((Entry.replayed(output, clock), None))
+                subscriber.wake.set()
         return True
-
-    async def _queue(self, item: Item) -> None:
-        subscriber = self.subscriber
-        while len(subscriber.queue) >= subscriber.limit and subscriber.closed is None:
-            await subscriber.wait_for_room()  # the writer takes a batch
-        subscriber.queue.append(item)
-        subscriber.wake.set()
