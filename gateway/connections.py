@@ -11,11 +11,16 @@ from gateway.hub import Subscriber
 SubscriptionKey = tuple[str, str, str]  # (client id, API name, API version)
 
 
+# (the application record holding a token's keys, their generation)
+Keys = tuple[str, int]
+
+
 class Connections:
     def __init__(self) -> None:
         self._counter = ConnectionCounter()
-        # Each open stream with the key generation of the token that opened it.
-        self._live: dict[SubscriptionKey, dict[Subscriber, int | None]] = {}
+        # Each open stream with the keys of the token that opened it: the application
+        # record holding them (production or sandbox, §13) and their generation.
+        self._live: dict[SubscriptionKey, dict[Subscriber, Keys | None]] = {}
         self._windows: dict[SubscriptionKey, RollingWindow] = {}
 
     def open(
@@ -23,11 +28,11 @@ class Connections:
         key: SubscriptionKey,
         tier: Tier,
         subscriber: Subscriber,
-        generation: int | None = None,
+        keys: Keys | None = None,
     ) -> None:
         """Count the stream in, or raise TooManyConnections."""
         self._counter.open(key, tier.max_connections)
-        self._live.setdefault(key, {})[subscriber] = generation
+        self._live.setdefault(key, {})[subscriber] = keys
 
     def close(self, key: SubscriptionKey, subscriber: Subscriber) -> None:
         self._counter.close(key)
@@ -58,7 +63,7 @@ class Connections:
             window = self._windows[key] = RollingWindow(tier.events_per_minute)
         return window
 
-    def live_generations(self) -> dict[SubscriptionKey, set[int | None]]:
+    def live_generations(self) -> dict[SubscriptionKey, set[Keys | None]]:
         return {key: set(streams.values()) for key, streams in self._live.items()}
 
     def end(
@@ -66,7 +71,7 @@ class Connections:
         reason: BridgeError,
         *,
         subscription: SubscriptionKey | None = None,
-        generations: set[int] | None = None,
+        generations: set[Keys] | None = None,
     ) -> int:
         """Close the streams of one subscription (or all), optionally only those opened
         with tokens of the given key generations; returns how many."""
@@ -74,8 +79,8 @@ class Connections:
         for key, streams in self._live.items():
             if subscription is not None and key != subscription:
                 continue
-            for subscriber, generation in streams.items():
-                if generations is None or generation in generations:
+            for subscriber, keys in streams.items():
+                if generations is None or keys in generations:
                     subscriber.close(reason)
                     ended += 1
         return ended

@@ -194,7 +194,14 @@ class Runtime:
                 self.connections.end(Revoked(reason), subscription=key)
                 continue
             stale = {
-                g for g in generations if g is not None and app is not None and g != app.generation
+                keys
+                for keys in generations
+                if keys is not None
+                and app is not None
+                and (
+                    (record := catalog.applications.get(keys[0])) is None
+                    or keys[1] != record.generation
+                )
             }
             if app is None or stale:
                 self.connections.end(

@@ -18,6 +18,7 @@ from starlette.types import Receive
 
 from bridge.cursor import parse_event_id
 from bridge.errors import ClientGone, Revoked, SlowConsumer, Throttled
+from bridge.sandbox import keys_record_id
 from connectors.base import EARLIEST
 from gateway.access import Admitted
 from gateway.catchup import CatchUp
@@ -74,11 +75,13 @@ class StreamSession:
         """Count the connection (may raise TooManyConnections) and attach to the hubs."""
         grant = self.admitted.grant
         # Regenerated keys end the streams of tokens issued before; sandbox keys have a
-        # generation of their own, which the application's does not say (§13).
-        generation = grant.generation if grant.key_type is None else None
-        self.runtime.connections.open(
-            self.admitted.key, self.admitted.tier, self.subscriber, generation
+        # record and a generation of their own (§13).
+        keys = (
+            None
+            if grant.generation is None
+            else (keys_record_id(grant.client_id, grant.key_type), grant.generation)
         )
+        self.runtime.connections.open(self.admitted.key, self.admitted.tier, self.subscriber, keys)
         self.runtime.metrics.connections.labels(self.protocol).inc()
         if self.subscribe:
             await self._scope.enter_async_context(self._catch_up.scope())

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import httpx
 import jwt
+import pytest
+from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.endpoint_setup import ADMIN, SECRET, TICKS, endpoint_config
 from tests.e2e.helpers import fetch_token, get, ws_connect, ws_refusal
@@ -112,3 +114,38 @@ async def test_the_management_api_takes_and_gives_endpoint_apis_in_the_config_sh
                 assert [t["url_mapping"] for t in imported.json()["topics"]] == [
                     t["url_mapping"] for t in echo["topics"]
                 ]
+
+
+async def test_regenerated_sandbox_keys_end_the_open_sandbox_streams_only(tmp_path: Path) -> None:
+    """Regenerated keys end the streams of tokens issued before (§8), sandbox keys too,
+    and regenerating one kind leaves the streams of the other open (§13)."""
+    async with echo_origin() as production, echo_origin() as sandbox:
+        settings = endpoint_config(
+            tmp_path, sse_url="http://127.0.0.1:9", ws_url=production.url, ws_sandbox=sandbox.url
+        )
+        with running_server(tmp_path, settings) as server:
+            admin_headers = {"Authorization": f"Bearer {ADMIN}"}
+            async with httpx.AsyncClient(base_url=server.base_url, headers=admin_headers) as admin:
+                keys = (
+                    await admin.post("/api/v1/applications/app/keys", params={"type": "sandbox"})
+                ).json()
+                sandbox_token = await fetch_token(
+                    server.base_url, keys["client_id"], keys["client_secret"]
+                )
+                production_token = await fetch_token(server.base_url, "app", SECRET)
+                async with (
+                    ws_connect(server.ws_url, CHAT, sandbox_token) as old_sandbox,
+                    ws_connect(server.ws_url, CHAT, production_token) as kept,
+                ):
+                    for ws in (old_sandbox, kept):
+                        await ws.send("hello")
+                        assert await asyncio.wait_for(ws.recv(), 5) == "hello"
+                    regenerated = await admin.post(
+                        "/api/v1/applications/app/keys", params={"type": "sandbox"}
+                    )
+                    assert regenerated.status_code == 200, regenerated.text
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await asyncio.wait_for(old_sandbox.recv(), 10)
+                    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+                    await kept.send("still here")
+                    assert await asyncio.wait_for(kept.recv(), 5) == "still here"
