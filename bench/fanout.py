@@ -36,6 +36,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from harness.gateway import ROOT, SSE_PATH, WS_PATH, Gateway, publish_api, sse_api
 from harness.machine import (
@@ -57,10 +58,13 @@ DEFAULT_CLIENTS = [100, 1000]
 DEFAULT_DELIVERY_RATES = [20_000.0, 50_000.0, 100_000.0]
 
 
-def configure(server: Gateway, queue: int) -> None:
+def configure(server: Gateway, queue: int, client_filters: bool = False) -> None:
     """Memory broker; an SSE API and a WebSocket publish API on one channel."""
     channel = "bench.events"
-    server.configure({"type": "memory"}, [sse_api(channel), publish_api(channel)], queue)
+    sse = sse_api(channel)
+    if client_filters:  # CONTRACT §10: clients may send ?filter=
+        sse["topics"][0]["client_filters"] = True
+    server.configure({"type": "memory"}, [sse, publish_api(channel)], queue)
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -145,10 +149,17 @@ def make_payload(seq: int, pad: str) -> str:
 
 
 async def run_round(
-    server: Gateway, n: int, events: int, rate: float, payload: int, drain: float
+    server: Gateway,
+    n: int,
+    events: int,
+    rate: float,
+    payload: int,
+    drain: float,
+    client_filter: str | None = None,
 ) -> Result:
     token = server.token()
-    request = sse_request(server.port, SSE_PATH, token)
+    path = SSE_PATH if client_filter is None else f"{SSE_PATH}?filter={quote(client_filter)}"
+    request = sse_request(server.port, path, token)
     pad = "x" * max(0, payload - len(make_payload(0, "")))
     tally = Tally(n * events)
     clients: list[SSEClient] = []
@@ -244,6 +255,12 @@ def main() -> int:
         "--timeout", type=float, default=60.0, help="seconds to wait after the last publish"
     )
     parser.add_argument(
+        "--filter",
+        help="a ?filter= CEL expression every client sends (it should admit every event, "
+        "e.g. 'data.seq > -100', so deliveries stay comparable); the topic gets "
+        "client_filters: true",
+    )
+    parser.add_argument(
         "--server-root",
         type=Path,
         default=ROOT,
@@ -268,9 +285,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="streambridge-bench-") as tmp:
         for n, rate, count in rounds:
             server = Gateway(Path(tmp), server_core, args.server_root.resolve())
-            configure(server, args.queue)
+            configure(server, args.queue, client_filters=args.filter is not None)
             with server:
-                result = run(run_round(server, n, count, rate, args.payload, args.timeout))
+                result = run(
+                    run_round(server, n, count, rate, args.payload, args.timeout, args.filter)
+                )
             results.append(result)
             print(result.progress(), flush=True)
     return conclude(COLUMNS, results)

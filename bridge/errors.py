@@ -16,6 +16,8 @@
         ├── TooManyConnections tier max_connections reached                  429 / 1013
         ├── EndpointSuspended  the upstream endpoint is suspended (§13)       503 / 1013
         ├── NoSandbox          a sandbox key on an API without a sandbox      403 / 1008
+        ├── InvalidFilter      ?filter= over 1 KiB, costly, not compiling, or
+        │                      on a topic without client_filters            400
         ├── Throttled          tier events_per_minute spent on open stream   event/1008
         └── Revoked            token expired or subscription gone on stream  event/1008
     ├── StoreError             the state store failed (unreachable, broken schema, bad URL)
@@ -135,6 +137,10 @@ class EndpointSuspended(AccessDenied):
 
 class NoSandbox(AccessDenied):
     """CONTRACT §13: a sandbox key on an API that has no sandbox endpoint."""
+
+
+class InvalidFilter(AccessDenied):
+    """A ``?filter=`` the stream cannot take (CONTRACT §10); ``detail`` names it."""
 
 
 class Throttled(AccessDenied):

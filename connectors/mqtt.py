@@ -222,7 +222,9 @@ class MqttConnector(AsyncResource):
         headers = {str(k): str(v) for k, v in getattr(properties, "UserProperty", None) or []}
         payload = message.payload
         raw = payload if isinstance(payload, bytes | str) else str(payload or "")
-        event = Event(channel=topic, data=decode_payload(raw), headers=headers)
+        event = Event(
+            channel=topic, data=decode_payload(raw), key=_key(properties), headers=headers
+        )
         idents = set(getattr(properties, "SubscriptionIdentifier", None) or [])
         for ident in idents & self._dormant.keys():
             topic_filter = self._dormant.pop(ident)
@@ -279,6 +281,8 @@ class MqttConnector(AsyncResource):
         properties = _properties(PacketTypes.PUBLISH)
         if event.headers:
             properties.UserProperty = [(str(k), str(v)) for k, v in event.headers.items()]
+        if event.key is not None:  # MQTT has no key: v5 correlation data carries it
+            properties.CorrelationData = event.key.encode()
         while True:
             client = await self._connection()
             try:
@@ -287,7 +291,9 @@ class MqttConnector(AsyncResource):
                 break
             except aiomqtt.MqttError:  # resend after the reconnect (at least once)
                 await asyncio.sleep(0.05)
-        stored = Event(channel=channel, data=decode_payload(text), headers=dict(event.headers))
+        stored = Event(
+            channel=channel, data=decode_payload(text), key=event.key, headers=dict(event.headers)
+        )
         self._filter(channel)  # the exact topic retains the connector's own writes
         now = time.time()
         for state in list(self._filters.values()):
@@ -318,3 +324,11 @@ class MqttConnector(AsyncResource):
         state.log.trim(time.time())
         async for item in state.log.follow(from_cursor, closed=lambda: self._closed):
             yield item
+
+
+def _key(properties: object) -> str | None:
+    """The event's key: the v5 correlation data a publish of ours (or anyone's) set."""
+    data = getattr(properties, "CorrelationData", None)
+    if isinstance(data, bytes):
+        return data.decode("utf-8", errors="replace")
+    return data if isinstance(data, str) else None

@@ -13,15 +13,18 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from bridge.catalog import ApiEntry, TopicMatch
+from bridge.client_filter import compile_client_filter
 from bridge.config import Api, Target, Tier
 from bridge.errors import (
     AccessDenied,
+    InvalidFilter,
     NoSandbox,
     TooManyTopics,
     Unauthenticated,
     UnknownResource,
     UpstreamUnavailable,
 )
+from bridge.expressions import Expression
 from bridge.policy import Grant, SubscriptionState, authorize
 from bridge.sandbox import keys_record_id
 from gateway.errors import Answer, answer
@@ -40,6 +43,7 @@ class Admitted:
     subscription: SubscriptionState
     tier: Tier
     multi: bool  # several topics by ?topic=: events carry ``event: <topic>``
+    client_filter: Expression | None = None  # ?filter= (CONTRACT §10)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -164,7 +168,7 @@ async def admit(
                 entry,
                 rest,
                 query,
-                allow_multi=protocol == "sse",
+                allow_multi=protocol in ("sse", "websocket"),
                 max_topics=runtime.config.gateway.limits.max_topics_per_stream,
             )
             topics_found = True
@@ -189,7 +193,20 @@ async def admit(
     elif target == "sandbox":
         raise NoSandbox("this API has no sandbox endpoint; use a production key")
     tier = runtime.catalog.tier(subscription.tier)
-    return Admitted(grant, api, topics, subscription, tier, multi)
+    return Admitted(grant, api, topics, subscription, tier, multi, _client_filter(topics, query))
+
+
+def _client_filter(topics: list[TopicMatch], query: list[tuple[str, str]]) -> Expression | None:
+    """The stream's ``?filter=``, compiled once (CONTRACT §10); InvalidFilter (400)."""
+    sources = [value for name, value in query if name == "filter"]
+    if not sources:
+        return None
+    if len(sources) > 1:
+        raise InvalidFilter("filter: one filter per connection")
+    closed = [match.name for match in topics if not match.topic.client_filters]
+    if closed:
+        raise InvalidFilter(f"filter: topic {', '.join(closed)} does not take client filters")
+    return compile_client_filter(sources[0])
 
 
 def _bind_request(

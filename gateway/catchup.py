@@ -21,7 +21,7 @@ from bridge.errors import ConnectorError, Interrupted
 from bridge.event import Event
 from bridge.supervision import Supervisor
 from connectors.base import EARLIEST, Gap, Snapshotting
-from gateway.hub import Entry, GapNotice, Handover, Hub, Subscriber
+from gateway.hub import Entry, GapNotice, Handover, Hub, Item, Subscriber
 
 log = logging.getLogger("streambridge.catchup")
 
@@ -153,18 +153,37 @@ class CatchUp:
         """Queue a replay for this client, waiting for room; False when the stream ended.
         One pipeline serves every round: dedupe and sample keep state."""
         subscriber, pipeline, clock = self.subscriber, handover.pipeline, handover.clock
-        queue, limit = subscriber.queue, subscriber.limit
+        # A client behind a gate (filter, conflation, sampling) gets the range through
+        # it as one backlog: a conflated resume gets the latest per key (CONTRACT §10).
+        gated: list[Item] | None = None
+        if subscriber.gate is not None and not handover.snapshot:
+            gated = []
         async for item in source:
             if subscriber.closed is not None or subscriber.overflowed:
                 return False
             if isinstance(item, Gap):
                 oldest = None if item.oldest is None else f".{item.oldest}"
-                queue.append(GapNotice(self.resume_from or item.requested, oldest, None))
+                subscriber.queue.append(GapNotice(self.resume_from or item.requested, oldest, None))
                 subscriber.wake.set()
                 continue
             for output in pipeline.feed(item, clock.time()):
-                while len(queue) >= limit and subscriber.closed is None:
-                    await subscriber.wait_for_room()  # the writer takes a batch
-                queue.append((Entry.replayed(output, clock), None))
-                subscriber.wake.set()
+                entry = (Entry.replayed(output, clock), None)
+                if gated is not None:
+                    gated.append(entry)
+                elif subscriber.gate is not None:
+                    for passed in subscriber.gate.backlog([entry]):
+                        await self._queue(passed)
+                else:
+                    await self._queue(entry)
+        if gated:
+            assert subscriber.gate is not None
+            for passed in subscriber.gate.backlog(gated):
+                await self._queue(passed)
         return True
+
+    async def _queue(self, item: Item) -> None:
+        subscriber = self.subscriber
+        while len(subscriber.queue) >= subscriber.limit and subscriber.closed is None:
+            await subscriber.wait_for_room()  # the writer takes a batch
+        subscriber.queue.append(item)
+        subscriber.wake.set()

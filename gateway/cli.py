@@ -126,7 +126,7 @@ def asyncapi_export(path: str, name: str, version: str | None, fmt: str) -> int:
             file=sys.stderr,
         )
         return EXIT_INVALID
-    document = export_document(matches[0], public_url=config.gateway.public_url)
+    document = export_document(matches[0], public_url=config.gateway.public_url, tiers=config.tiers)
     print(to_yaml(document) if fmt == "yaml" else json.dumps(document, indent=2))
     return 0
 

@@ -22,6 +22,7 @@ The map, most specific class first (``—``: never the answer to a request)::
     TooManyConnections   429   too_many_connections  -                          1013
     EndpointSuspended    503   endpoint_suspended    -                          1013
     NoSandbox            403   no_sandbox            -                          1008
+    InvalidFilter        400   invalid_filter        -                          1008
     Throttled            429   throttled             event: throttled           1008 "throttled"
     Revoked              401   revoked               event: revoked             1008
     AccessDenied (other) 403                         event: revoked             1008
@@ -72,6 +73,7 @@ from bridge.errors import (
     HubRequestError,
     IllegalTransition,
     InsufficientScope,
+    InvalidFilter,
     NoSandbox,
     NotFound,
     NotSubscribed,
@@ -115,6 +117,7 @@ _STATUS: dict[type[BridgeError], tuple[int, str | None]] = {
     TooManyConnections: (429, "too_many_connections"),
     EndpointSuspended: (503, "endpoint_suspended"),
     NoSandbox: (403, "no_sandbox"),
+    InvalidFilter: (400, "invalid_filter"),
     Throttled: (429, "throttled"),
     Revoked: (401, "revoked"),
     AccessDenied: (403, None),

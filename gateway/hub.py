@@ -146,6 +146,7 @@ class Hub:
             self._clock.perf_counter(),
             cursor,
             event.name,
+            event,
         )
         self.log.append(entry)
         self._trim(now)
@@ -191,7 +192,7 @@ class Hub:
         else:
             backlog = []
         if backlog:
-            subscriber.queue.extend((entry, event_name) for entry in backlog)
+            subscriber.backfill([(entry, event_name) for entry in backlog])
         if subscriber.queue:
             subscriber.wake.set()
         self.subscribers[subscriber] = event_name

@@ -190,7 +190,9 @@ def router(runtime: Runtime) -> APIRouter:
     @api.get("/apis/{name}/{version}/asyncapi", response_model=None)
     async def asyncapi(name: str, version: str, request: Request) -> Response:
         document = export_document(
-            _get(name, version), public_url=runtime.config.gateway.public_url
+            _get(name, version),
+            public_url=runtime.config.gateway.public_url,
+            tiers=runtime.catalog.tiers,
         )
         accept = request.headers.get("accept", "")
         if re.search(r"(application|text)/(x-)?yaml", accept):

@@ -76,19 +76,49 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
-    def collect(self) -> Metric:
-        family = HistogramMetricFamily(self.name, self.documentation)
-        cumulative, buckets = 0, []
+    def cumulative(self) -> tuple[list[tuple[str, float]], float]:
+        cumulative, buckets = 0.0, []
         for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
             cumulative += count
             buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-        family.add_metric([], buckets, self.sum)
+        return buckets, self.sum
+
+    def collect(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.documentation)
+        buckets, total = self.cumulative()
+        family.add_metric([], buckets, total)
+        return family
+
+
+class HistogramFamily:
+    """A histogram with labels; ``labels(...)`` returns a cached child."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = list(labelnames)
+        self.buckets = list(buckets)
+        self.children: dict[tuple[str, ...], Histogram] = {}
+
+    def labels(self, *values: str) -> Histogram:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = Histogram(self.name, self.documentation, self.buckets)
+        return child
+
+    def collect(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in self.children.items():
+            buckets, total = child.cumulative()
+            family.add_metric(list(values), buckets, total)
         return family
 
 
 class Metrics(Collector):
     def __init__(self) -> None:
-        self._families: list[Family | Histogram] = []
+        self._families: list[Family | Histogram | HistogramFamily] = []
         # Values read from elsewhere (connectors' own reconnect counts) just before a scrape.
         self.before_collect: list[Callable[[], None]] = []
         counter, gauge = self._counter, self._gauge
@@ -170,6 +200,24 @@ class Metrics(Collector):
             (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
         self._families.append(self.latency)
+        # CONTRACT §10: delivery policies and visible lag.
+        self.conflated = counter(
+            "streambridge_conflated_events",
+            "Events replaced by a later one of their key before a conflated client got them",
+            ["api", "version"],
+        )
+        self.sampled_out = counter(
+            "streambridge_sampled_out",
+            "Events a sampled client's tier left out",
+            ["api", "version"],
+        )
+        self.client_lag = HistogramFamily(
+            "streambridge_client_lag_events",
+            "Events queued for a client when its writer takes them (at most once a second)",
+            ["api", "version"],
+            (0, 1, 4, 16, 64, 256, 1024, 4096, 16384),
+        )
+        self._families.append(self.client_lag)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 

@@ -1,17 +1,23 @@
 """What a client's queue holds and how it is woken (STYLE §6).
 
-An :class:`Entry` is one hub output, encoded lazily once per SSE event name and shared by
-every client; a :class:`GapNotice` tells a resuming client that events were lost. A
-:class:`Subscriber` is one client's bounded queue; :class:`Wake` wakes its writer.
+An :class:`Entry` is one hub output, encoded lazily once per SSE event name (and once per
+WebSocket ``streambridge.v1`` envelope) and shared by every client; a :class:`GapNotice`
+tells a resuming client that events were lost, a :class:`LagNotice` that it falls behind
+(CONTRACT §10), a :class:`Reply` answers a WebSocket client's own frame. A
+:class:`Subscriber` is one client's bounded queue, behind its :class:`Gate` when the
+client has a filter or its tier a delivery policy; :class:`Wake` wakes its writer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+from bridge.client_filter import event_context
 from bridge.cursor import event_id
 from bridge.event import Event, payload_text
 from bridge.wire.sse import encode_event
@@ -29,7 +35,10 @@ class Entry:
     born: float  # perf_counter at publish, for the latency histogram
     cursor: str | None = None  # the connector cursor of the event it came from
     event: str | None = None  # an event name of its own (a CDC delete when unwrapped)
+    origin: Event | None = None  # the pipeline's output: key, headers, client filters
     _frames: dict[str | None, bytes] = field(default_factory=dict)
+    _envelopes: dict[str | None, str] | None = None
+    _context: Any = None
 
     @classmethod
     def replayed(cls, event: Event, clock: Clock) -> Entry:
@@ -43,16 +52,50 @@ class Entry:
             clock.perf_counter(),
             event.cursor,
             event.name,
+            event,
         )
+
+    def name(self, event_name: str | None) -> str | None:
+        """The SSE event name on a stream that names its events ``event_name``."""
+        if self.event is None:
+            return event_name
+        return self.event if event_name is None else f"{event_name}#{self.event}"  # multi-topic
 
     def sse(self, event_name: str | None) -> bytes:
         frame = self._frames.get(event_name)
         if frame is None:
-            name = event_name
-            if self.event is not None:  # multi-topic streams: "<topic>#delete"
-                name = self.event if event_name is None else f"{event_name}#{self.event}"
-            frame = self._frames[event_name] = encode_event(self.payload, id=self.id, event=name)
+            frame = self._frames[event_name] = encode_event(
+                self.payload, id=self.id, event=self.name(event_name)
+            )
         return frame
+
+    def envelope(self, event_name: str | None, topic: str) -> str:
+        """The ``streambridge.v1`` frame (CONTRACT §6): the SSE name, else the topic."""
+        envelopes = self._envelopes
+        if envelopes is None:
+            envelopes = self._envelopes = {}
+        frame = envelopes.get(event_name)
+        if frame is None:
+            origin = self.origin
+            data = self.payload
+            if origin is None or isinstance(origin.data, str):
+                data = json.dumps(data, ensure_ascii=False)
+            key = None if origin is None else origin.key
+            headers = {} if origin is None else dict(origin.headers)
+            frame = envelopes[event_name] = (
+                f'{{"id":{json.dumps(self.id)},'
+                f'"event":{json.dumps(self.name(event_name) or topic, ensure_ascii=False)},'
+                f'"data":{data},"key":{json.dumps(key, ensure_ascii=False)},'
+                f'"headers":{json.dumps(headers, ensure_ascii=False)}}}'
+            )
+        return frame
+
+    def context(self) -> Any:
+        """The event as client filters see it, built once for every client."""
+        context = self._context
+        if context is None and self.origin is not None:
+            context = self._context = event_context(self.origin)
+        return context
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +107,31 @@ class GapNotice:
     topic: str | None
 
 
-Item = tuple[Entry, "str | None"] | GapNotice
+@dataclass(frozen=True, slots=True)
+class LagNotice:
+    """The client's queue is past half of ``client_queue`` (CONTRACT §10); no id."""
+
+    behind: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A WebSocket ``streambridge.v1`` answer to a client's frame (ack, nack, error),
+    written in order with the events by the stream's one writer."""
+
+    frame: str
+
+
+Item = tuple[Entry, "str | None"] | GapNotice | Reply
+
+
+class Gate(Protocol):
+    """What stands between the hubs and a client's queue (gateway/delivery.py)."""
+
+    def offer(self, item: Item) -> None: ...
+
+    def backlog(self, items: Iterable[Item]) -> list[Item]: ...
 
 
 class Wake:
@@ -124,6 +191,7 @@ class Subscriber:
     __slots__ = (
         "closed",
         "drained",
+        "gate",
         "held",
         "limit",
         "on_overflow",
@@ -148,8 +216,22 @@ class Subscriber:
         self.closed: BaseException | None = None
         # Called once when the queue overflows: lets a transport abandon a blocked write.
         self.on_overflow: Callable[[], None] | None = None
+        self.gate: Gate | None = None  # the client's filter and its tier's policy (Gated)
 
-    def offer(self, item: Item) -> None:
+    def backfill(self, items: list[Item]) -> None:
+        """A resumed client's backlog, before any live output; through the gate, if any."""
+        self.queue.extend(items if self.gate is None else self.gate.backlog(items))
+
+    def room(self) -> bool:
+        """Whether ``enqueue`` can take an item without overflowing (never-cut policies)."""
+        if self.overflowed:
+            return False
+        held = self.held
+        return len(self.queue if held is None else held) < self.limit or (
+            held is not None and self.spill
+        )
+
+    def enqueue(self, item: Item) -> None:
         if self.overflowed:
             return
         held = self.held
@@ -174,8 +256,10 @@ class Subscriber:
             self.on_overflow()
         self.wake.set()
 
+    offer = enqueue  # a live output: one call on the fan-out path
+
     def _spilled(self, item: Item) -> None:
-        if not isinstance(item, GapNotice) and item[0].cursor is not None:
+        if isinstance(item, tuple) and item[0].cursor is not None:
             self.spilled_upto = item[0].cursor
 
     async def wait_for_room(self) -> None:
@@ -202,7 +286,7 @@ class Subscriber:
             self.queue.extend(
                 item
                 for item in held
-                if keep is None or isinstance(item, GapNotice) or keep(item[0])
+                if keep is None or not isinstance(item, tuple) or keep(item[0])
             )
             self.wake.set()
 
@@ -211,3 +295,17 @@ class Subscriber:
         if self.closed is None:
             self.closed = reason
         self.wake.set()
+
+
+class GatedSubscriber(Subscriber):
+    """A client with a filter or a delivery policy: live outputs go through its gate."""
+
+    __slots__ = ()
+
+    def pass_through(self, gate: Gate) -> None:
+        self.gate = gate
+
+    def offer(self, item: Item) -> None:
+        gate = self.gate
+        assert gate is not None, "pass_through() first"
+        gate.offer(item)

@@ -21,6 +21,7 @@ from gateway.access import Admitted
 from gateway.errors import ending
 from gateway.hub import Entry, GapNotice
 from gateway.logs import CUT_ON_PURPOSE
+from gateway.queueing import LagNotice
 from gateway.runtime import Runtime
 from gateway.stream import CutOnOverflow, StreamSession, watch_disconnect
 
@@ -117,6 +118,9 @@ async def _pump(session: StreamSession, send: Send, cut: CutOnOverflow) -> bytes
                 elif isinstance(item, tuple):
                     chunks.append(item[0].sse(item[1]))
                     delivered.append(item)
+                elif isinstance(item, LagNotice):  # CONTRACT §10: no id
+                    lag = {"behind": item.behind, "limit": item.limit}
+                    chunks.append(encode_event(json.dumps(lag), event="lag"))
             if session.take_ping():
                 chunks.append(PING)
             body = b"".join(chunks)

@@ -22,13 +22,17 @@ from bridge.sandbox import keys_record_id
 from connectors.base import EARLIEST
 from gateway.access import Admitted
 from gateway.catchup import CatchUp
+from gateway.delivery import ConnectionGate, Policy, policy_for
 from gateway.hub import Entry, GapNotice, Hub, Subscriber
 from gateway.logs import unbound
+from gateway.queueing import GatedSubscriber, LagNotice, Reply
 from gateway.runtime import Runtime
 from pipelines.topic import masked_for
 
 log = logging.getLogger("streambridge.stream")
 HUB_START_SECONDS = 5.0  # how long a catch-up waits for a new hub to know its position
+LAG_EVERY = 1.0  # seconds between two lag signals (and lag observations) of one stream
+Batch = list[Entry | GapNotice | LagNotice | Reply | tuple[Entry, str | None]]
 
 
 class StreamSession:
@@ -47,7 +51,9 @@ class StreamSession:
         self.protocol = protocol
         self.resume_from = resume_from
         self.start = start  # EARLIEST: a new stream begins with what is retained
-        self.subscriber = Subscriber(runtime.config.gateway.client_queue)
+        gated = admitted.client_filter is not None or admitted.tier.delivery != "all"
+        limit = runtime.config.gateway.client_queue
+        self.subscriber = GatedSubscriber(limit) if gated else Subscriber(limit)
         self._catch_up = CatchUp(
             self.subscriber, resume_from, start, on_task_failure=runtime.task_failed
         )
@@ -70,6 +76,17 @@ class StreamSession:
         self.sent = 0  # events written, and the id of the last (where the client resumes)
         self.last_id: str | None = None
         self.ended: BaseException | None = None
+        self._lag = metrics.client_lag.labels(api.name, api.version)
+        self._lag_signalled = self._lag_observed = float("-inf")
+        self._policy: Policy | None = None
+        if isinstance(self.subscriber, GatedSubscriber):
+            self._policy = policy_for(
+                self.subscriber,
+                admitted.tier.delivery,
+                conflated=metrics.conflated.labels(api.name, api.version).inc,
+                sampled_out=metrics.sampled_out.labels(api.name, api.version).inc,
+            )
+            self.subscriber.pass_through(ConnectionGate(admitted.client_filter, self._policy))
 
     async def __aenter__(self) -> Self:
         """Count the connection (may raise TooManyConnections) and attach to the hubs."""
@@ -127,6 +144,8 @@ class StreamSession:
     ) -> None:
         for timer in self._timers:
             timer.cancel()
+        if self._policy is not None:
+            self._policy.close()
         await self._scope.aclose()
         for hub in self._hubs:
             hub.detach(self.subscriber)
@@ -167,12 +186,23 @@ class StreamSession:
 
         self._timers[1:] = [loop.call_later(self.runtime.config.gateway.heartbeat, fire)]
 
-    async def next_batch(self) -> list[Entry | GapNotice | tuple[Entry, str | None]]:
+    def _behind(self, batch: Batch) -> None:
+        """Observe the queue the writer takes; signal lag past half of it (CONTRACT §10)."""
+        behind, limit = len(self.subscriber.queue), self.subscriber.limit
+        now = time.monotonic()
+        if now - self._lag_observed >= LAG_EVERY:
+            self._lag_observed = now
+            self._lag.observe(behind)
+        if behind * 2 > limit and now - self._lag_signalled >= LAG_EVERY:
+            self._lag_signalled = now
+            batch.append(LagNotice(behind, limit))
+
+    async def next_batch(self) -> Batch:
         """Wait for work; raise the reason the stream must end, else return queued items.
 
-        Items are GapNotice or (entry, event name). The events-per-minute window is
-        applied per item: an item that does not fit ends the stream with Throttled and is
-        not consumed, so the client resumes right before it.
+        Items are GapNotice, LagNotice, Reply or (entry, event name). The events-per-minute
+        window is applied per item: an item that does not fit ends the stream with
+        Throttled and is not consumed, so the client resumes right before it.
         """
         subscriber = self.subscriber
         wake = subscriber.wake
@@ -195,19 +225,21 @@ class StreamSession:
             if subscriber.drained is not None:  # a catch-up waits for room
                 subscriber.taken()
             window = self._window
+            batch: Batch = []
+            if queue:
+                self._behind(batch)
             if window is None:  # no rate limit: take everything queued
                 if queue:
-                    batch: list[Entry | GapNotice | tuple[Entry, str | None]] = list(queue)
+                    batch.extend(queue)
                     queue.clear()
                     return batch
                 if self.ping_due:
-                    return []
+                    return batch
                 continue
-            batch = []
             now = time.time()
             while queue:
                 item = queue[0]
-                if not isinstance(item, GapNotice):
+                if isinstance(item, tuple):
                     try:
                         window.acquire(now)
                     except Throttled as exc:

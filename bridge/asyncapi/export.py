@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
 from bridge.asyncapi.common import _KEY_JUNK, _PLACEHOLDER, MESSAGE, SCHEME
-from bridge.config import Api, Topic
+from bridge.config import Api, Tier, Topic, describe
 
 # --- export ------------------------------------------------------------------------------
 
@@ -17,8 +17,34 @@ from bridge.config import Api, Topic
 _ACTIONS = {"subscribe": ("send",), "publish": ("receive",), "both": ("send", "receive")}
 
 
-def export_document(api: Api, *, public_url: str) -> dict[str, Any]:
-    """AsyncAPI 3.0.0 for one API, served by the gateway at ``public_url``."""
+# CONTRACT §6: what a ``streambridge.v1`` client sends and receives instead of the payload.
+V1_ENVELOPE = {
+    "subprotocol": "streambridge.v1",
+    "description": (
+        "With Sec-WebSocket-Protocol: streambridge.v1 every frame is a JSON object: events "
+        "{id, event, data, key, headers}; signals {event: gap|throttled|revoked|lag, data}; "
+        "publishes {ref, data, key, headers} answered {event: ack|nack, ref}. "
+        "The payload above is the envelope's data."
+    ),
+    "payload": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "event": {"type": "string"},
+            "data": {},
+            "key": {"type": ["string", "null"]},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "ref": {"type": "string"},
+        },
+    },
+}
+
+
+def export_document(
+    api: Api, *, public_url: str, tiers: Mapping[str, Tier] | None = None
+) -> dict[str, Any]:
+    """AsyncAPI 3.0.0 for one API, served by the gateway at ``public_url``; ``tiers``
+    (the known ones) add the delivery policy of each tier the API offers (CONTRACT §10)."""
     url = urlsplit(public_url.rstrip("/"))
     protocol = url.scheme
     if api.protocol == "websocket":
@@ -64,7 +90,7 @@ def export_document(api: Api, *, public_url: str) -> dict[str, Any]:
                 "messages": [{"$ref": f"#/channels/{key}/messages/{MESSAGE}"}],
                 "security": [{**scheme, "scopes": list(topic.scopes)}],
             }
-    return {
+    document: dict[str, Any] = {
         "asyncapi": "3.0.0",
         "info": info,
         "defaultContentType": "application/json",
@@ -73,13 +99,21 @@ def export_document(api: Api, *, public_url: str) -> dict[str, Any]:
         "operations": operations,
         "components": {"securitySchemes": {SCHEME: scheme}},
     }
+    if tiers:
+        offered = api.tiers or list(tiers)
+        document["x-streambridge-delivery"] = {
+            name: describe(tiers[name].delivery) for name in offered if name in tiers
+        }
+    return document
 
 
 def _channel(api: Api, topic: Topic) -> dict[str, Any]:
     channel: dict[str, Any] = {"address": api.base_path + topic.name}
     if topic.description:
         channel["description"] = topic.description
-    message = {"name": MESSAGE, "contentType": topic.content_type, "payload": {}}
+    message: dict[str, Any] = {"name": MESSAGE, "contentType": topic.content_type, "payload": {}}
+    if api.protocol == "websocket":
+        message["x-streambridge-envelope"] = V1_ENVELOPE
     channel["messages"] = {MESSAGE: message}
     parameters = _PLACEHOLDER.findall(topic.name)
     if parameters:

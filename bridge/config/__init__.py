@@ -8,6 +8,7 @@
     endpoints     an API's upstream SSE/WebSocket server, instead of a broker (§13)
     apis          APIs and their topics
     document      Config, the whole document
+    delivery      a tier's delivery policy: all, conflate or sample
     checks        what spans fields: references, duplicates, protocol and mode
     loading       YAML, ``${ENV}`` expansion, validation with every problem at once
 
@@ -35,6 +36,14 @@ from bridge.config.brokers import (
     PostgresCdcBroker,
 )
 from bridge.config.checks import RESERVED_PREFIXES, cross_field_problems, semantic_problems
+from bridge.config.delivery import (
+    ConflateDelivery,
+    Conflation,
+    Delivery,
+    SampleDelivery,
+    Sampling,
+    describe,
+)
 from bridge.config.document import Config
 from bridge.config.endpoints import Endpoint, Suspension, Target, endpoint_url_problem
 from bridge.config.fields import CelExpression, Duration, Strict
@@ -74,8 +83,11 @@ __all__ = [
     "Broker",
     "CelExpression",
     "Config",
+    "ConflateDelivery",
+    "Conflation",
     "DedupeSpec",
     "DedupeStep",
+    "Delivery",
     "Duration",
     "Endpoint",
     "FilterStep",
@@ -89,8 +101,10 @@ __all__ = [
     "PostgresCdcBroker",
     "Replay",
     "RetrySettings",
+    "SampleDelivery",
     "SampleSpec",
     "SampleStep",
+    "Sampling",
     "Step",
     "Strict",
     "SubscriptionSeed",
@@ -105,6 +119,7 @@ __all__ = [
     "base_path",
     "cross_field_problems",
     "default_data_dir",
+    "describe",
     "endpoint_url_problem",
     "expand_env",
     "format_path",

@@ -53,6 +53,8 @@ class Topic(Strict):
     snapshot: bool = False
     mask: Mask | None = None
     debezium: bool = False
+    # Clients may narrow the stream with ?filter=<CEL> (CONTRACT §10).
+    client_filters: bool = False
     # Inbound webhooks on a WebSub publish topic: the HMAC key of X-Hub-Signature-256.
     # Masked in every dump but the state store's (see stored_document).
     webhook_secret: SecretStr | None = None

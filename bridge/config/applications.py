@@ -6,14 +6,17 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, SecretStr, field_validator
 
+from bridge.config.delivery import Delivery
 from bridge.config.fields import Strict
 
 
 class Tier(Strict):
-    """Limits of one subscription (CONTRACT §4); unset means unlimited."""
+    """Limits of one subscription (CONTRACT §4), unset means unlimited; how its
+    connections receive events (CONTRACT §10)."""
 
     events_per_minute: PositiveInt | None = None
     max_connections: PositiveInt | None = None
+    delivery: Delivery = "all"
 
 
 class SubscriptionSeed(Strict):

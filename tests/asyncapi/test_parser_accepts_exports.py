@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bridge.asyncapi import export_document, to_yaml
-from bridge.config import Api, parse_config
+from bridge.config import Api, Tier, parse_config
 from gateway.demo import demo_config
 from tests.unit.test_asyncapi import V2_YAML, V3_YAML
 
@@ -124,6 +124,14 @@ EXPORTS.update(
     (f"demo-{demo.name}", (demo, "http://127.0.0.1:8080"))
     for demo in parse_config(demo_config("demo-secret", "admin-token")).apis
 )
+# CONTRACT §10: each export lists the delivery policy of the tiers its API offers.
+TIERS = {
+    "Gold": Tier(),
+    "Bronze": Tier.model_validate(
+        {"delivery": {"conflate": {"key": "data.symbol", "every": "1s"}}}
+    ),
+    "Digest": Tier.model_validate({"delivery": {"sample": {"max": 1, "per": "5s"}}}),
+}
 HAND_WRITTEN = {"import-fixture-2.6.yaml": V2_YAML, "import-fixture-3.0.yaml": V3_YAML}
 
 
@@ -134,7 +142,7 @@ def verdicts(node: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, l
     folder = tmp_path_factory.mktemp("asyncapi")
     files: list[Path] = []
     for case, (the_api, public_url) in EXPORTS.items():
-        document = export_document(the_api, public_url=public_url)
+        document = export_document(the_api, public_url=public_url, tiers=TIERS)
         files.append(folder / f"{case}.json")
         files[-1].write_text(json.dumps(document, indent=2))
         files.append(folder / f"{case}.yaml")

@@ -57,16 +57,6 @@ def mqtt() -> Connector:
     return MqttConnector("mqtt", settings, retain=RETAIN, max_age=600.0)
 
 
-# Capability: connectors (by name) whose broker messages have no key (MQTT: a topic, a
-# payload and user properties, nothing else). They deliver ``key=None``; the data, headers
-# and channel must still round-trip.
-HAS_NO_KEYS = {"mqtt"}
-
-
-def keeps_keys(connector: Connector) -> bool:
-    return connector.name not in HAS_NO_KEYS
-
-
 def amqp() -> Connector:
     from bridge.config import AmqpBroker
     from connectors.amqp import AmqpConnector
@@ -301,7 +291,7 @@ async def test_events_keep_key_headers_and_json_data(connector: Connector, chann
     async with subscription(connector, channel, EARLIEST) as stream:
         first, second = await take_events(stream, 2)
     assert first.data == payload
-    assert first.key == ("order-7" if keeps_keys(connector) else None)
+    assert first.key == "order-7"  # MQTT: as v5 correlation data
     assert dict(first.headers) == headers
     assert first.channel == channel
     assert first.cursor

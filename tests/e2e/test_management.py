@@ -345,7 +345,11 @@ async def test_subscription_validation(admin: Admin, gateway: Server) -> None:
 async def test_tiers_crud_and_live_limits(admin: Admin, gateway: Server) -> None:
     tier = unique("Tier")
     await admin.ok("PUT", f"/tiers/{tier}", json={"max_connections": 1})
-    assert (await admin.ok("GET", f"/tiers/{tier}")) == {"max_connections": 1}
+    # Every tier shows its delivery policy (CONTRACT §10), the default included.
+    assert (await admin.ok("GET", f"/tiers/{tier}")) == {"max_connections": 1, "delivery": "all"}
+    sampled = {"delivery": {"sample": {"max": 1, "per": "5s"}}}
+    await admin.ok("PUT", f"/tiers/{tier}-sampled", json=sampled)
+    assert (await admin.ok("GET", "/tiers"))[f"{tier}-sampled"] == sampled
     name = unique("Tiered")
     await admin.ok("POST", "/apis", 201, json=sse_api(name, tiers=[tier]))
     await admin.ok("POST", f"/apis/{name}/1/lifecycle", json={"action": "publish"})
