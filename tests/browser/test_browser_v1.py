@@ -4,55 +4,28 @@ it reconnects with the last id through a gateway restart and shows every event o
 
 from __future__ import annotations
 
-import functools
 import json
-import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from tests.e2e.helpers import eventually, fetch_token
 from tests.e2e.servers import free_port, running_server
 from tests.e2e.test_websocket_v1 import APP_SECRET, BROKERS, broker_config, live_pair, publish
 
-CHROMIUM = "/usr/bin/chromium"
-PAGES = Path(__file__).parent / "pages"
-
-
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture
-def web_app() -> Iterator[str]:
-    """The pages on an origin of their own, as any web app."""
-    handler = functools.partial(_Quiet, directory=str(PAGES))
-    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
-        thread = threading.Thread(target=httpd.serve_forever, name="pages", daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{httpd.server_address[1]}"
-        finally:
-            httpd.shutdown()
-            thread.join()
-
-
-@pytest.fixture
-async def page() -> AsyncIterator[Page]:
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing"
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM)
-        try:
-            yield await browser.new_page()
-        finally:
-            await browser.close()
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    page = await browser.new_page()
+    try:
+        yield page
+    finally:
+        await page.close()
 
 
 async def shown(page: Page) -> list[Any]:
