@@ -7,7 +7,10 @@ protocol, so they hold for every route:
 
 - the request line and headers must arrive within ``header_timeout`` of the connection
   (or of the previous response), else the connection is closed;
-- past ``max_header_bytes`` the answer is 431 and the connection is closed.
+- past ``max_header_bytes`` the answer is 431 and the connection is closed;
+- the kernel send buffer is ``send_buffer_bytes`` (SO_SNDBUF) instead of autotuned up
+  to megabytes: a client that reads slowly then falls behind in its queue, where the
+  gateway signals lag, conflates and cuts (CONTRACT §5, §10), not in the kernel.
 
 :class:`BodyLimit` is the ASGI side: a body over ``max_body_bytes`` gets 413 before it
 is read further, on every route, whether or not the request is authenticated: by its
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from http import HTTPStatus
 
 from starlette.requests import ClientDisconnect
@@ -45,6 +49,7 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with a header timeout and a header size limit."""
     timeout = limits.header_timeout
     max_bytes = limits.max_header_bytes
+    send_buffer = limits.send_buffer_bytes
 
     class BoundedHttpProtocol(HttpToolsProtocol):
         _header_bytes = 0  # received while the headers are not complete
@@ -54,6 +59,9 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            sock = transport.get_extra_info("socket")
+            if send_buffer and sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
             self._await_headers()
 
         def connection_lost(self, exc: Exception | None) -> None:
