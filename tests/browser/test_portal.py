@@ -8,120 +8,23 @@ by ``STREAMBRIDGE_SCREENSHOTS`` (``make screenshots`` sets docs/img), else to a 
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from playwright.async_api import Browser, FilePayload, Page, expect
+from playwright.async_api import FilePayload, Page, expect
 
-from tests.e2e.helpers import HTTP_TIMEOUT, eventually, fetch_token, sse_stream
-from tests.e2e.servers import Server, running_server
-
-STREAMBRIDGE = Path(sys.executable).parent / "streambridge"
-WAIT_MS = 15_000
-
-
-class Demo:
-    def __init__(self, server: Server, printed: tuple[str, str, str]) -> None:
-        self.server = server
-        self.password, self.admin_token, self.client_secret = printed
-        self.portal = f"{server.base_url}/portal/"
-
-
-@pytest.fixture(scope="module")
-def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    directory = tmp_path_factory.mktemp("portal-demo")
-    with running_server(directory, None, command=[str(STREAMBRIDGE), "serve"]) as server:
-        yield server
-
-
-@pytest.fixture
-async def demo(demo_server: Server) -> Demo:
-    async def printed() -> tuple[str, str, str] | None:
-        text = demo_server.stdout()
-        found = [
-            re.search(pattern, text)
-            for pattern in (
-                r"developer account: newcomer / (\S+)",
-                r"admin token: (\S+)",
-                r"client_secret:\s+(\S+)",
-            )
-        ]
-        return tuple(m.group(1) for m in found) if all(found) else None  # type: ignore[union-attr,return-value]
-
-    return Demo(demo_server, await eventually(printed, what="the demo's printed accounts"))
-
-
-@pytest.fixture(scope="session")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    chosen = os.environ.get("STREAMBRIDGE_SCREENSHOTS")
-    directory = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
-
-
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context(viewport={"width": 1200, "height": 860})
-    opened = await context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    opened.on(
-        "console",
-        lambda message: (
-            errors.append(message.text)
-            if message.type == "error" and "Content Security Policy" in message.text
-            else None
-        ),
-    )
-    try:
-        yield opened
-    finally:
-        await context.close()
-    assert errors == [], errors
-
-
-def username() -> str:
-    return "dev-" + uuid.uuid4().hex[:8]
-
-
-async def sign_up(page: Page, demo: Demo, name: str, password: str = "correct-horse") -> None:
-    await page.goto(demo.portal)
-    await page.get_by_role("link", name="Sign up").click()
-    await page.get_by_label("Username").fill(name)
-    await page.get_by_label("Password").fill(password)
-    await page.get_by_role("button", name="Sign up").click()
-    await expect(page.get_by_text(f"Signed in as {name}")).to_be_visible()
-
-
-async def create_application(page: Page, name: str) -> str:
-    await page.get_by_role("link", name="Applications").click()
-    await page.get_by_label("Application name").fill(name)
-    await page.get_by_role("button", name="Create application").click()
-    secret = page.get_by_label("Client secret")
-    await expect(secret).not_to_have_value("")
-    return await page.get_by_label("Client ID").input_value()
-
-
-async def open_api(page: Page, title: str) -> None:
-    await page.get_by_role("link", name="Catalogue").click()
-    await page.get_by_role("link", name=title).click()
-    await expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
-
-
-async def subscribe_and_get_token(page: Page, application: str, tier: str = "Gold") -> None:
-    await page.get_by_label("Application", exact=True).select_option(label=application)
-    await page.get_by_label("Tier", exact=True).select_option(tier)
-    await page.get_by_role("button", name="Subscribe").click()
-    await expect(page.get_by_role("status")).to_contain_text("Subscribed")
-    await page.get_by_role("button", name="Generate token").click()
-    await expect(page.get_by_label("Access token")).not_to_have_value("")
-
+from tests.browser.portal_setup import (
+    WAIT_MS,
+    Demo,
+    create_application,
+    open_api,
+    sign_up,
+    subscribe_and_get_token,
+    username,
+)
+from tests.e2e.helpers import HTTP_TIMEOUT, fetch_token, sse_stream
 
 # --- developers ----------------------------------------------------------------------------
 
@@ -337,77 +240,6 @@ async def test_try_it_shows_a_revoked_stream_as_such(page: Page, demo: Demo) -> 
     await page.get_by_role("button", name="Try it /prices", exact=True).click()
     events = page.get_by_role("list", name="Events")
     await expect(events.get_by_role("listitem").first).to_be_visible(timeout=WAIT_MS)
-    admin = {"Authorization": f"Bearer {demo.admin_token}"}
-    async with httpx.AsyncClient(
-        base_url=demo.server.base_url, headers=admin, timeout=HTTP_TIMEOUT
-    ) as client:
-        (subscription,) = (
-            await client.get("/api/v1/subscriptions", params={"application": client_id})
-        ).json()
-        blocked = await client.post(f"/api/v1/subscriptions/{subscription['id']}/block")
-        assert blocked.status_code == 200
-    await expect(events.get_by_role("listitem").first).to_contain_text("revoked", timeout=WAIT_MS)
-    await expect(page.get_by_text("closed (revoked)", exact=True)).to_be_visible()
-
-
-async def try_chat_room(page: Page, demo: Demo, tier: str) -> tuple[str, str]:
-    """A new developer subscribed to Chat with ``tier`` in Try it on a fresh room, connected;
-    returns their client id and the room."""
-    await sign_up(page, demo, username())
-    client_id = await create_application(page, "chat " + tier)
-    await open_api(page, "Chat 1.0.0")
-    await subscribe_and_get_token(page, "chat " + tier, tier)
-    await page.get_by_role("button", name="Try it /rooms/{room}").click()
-    room = uuid.uuid4().hex[:8]
-    await page.get_by_label("Topic URL").fill(f"/chat/1.0.0/rooms/{room}")
-    await page.get_by_role("button", name="Connect").click()
-    await expect(page.get_by_text("connected (WebSocket)")).to_be_visible()
-    return client_id, room
-
-
-async def send_message(page: Page, text: str) -> None:
-    await page.get_by_label("Message").fill(json.dumps({"text": text}))
-    await page.get_by_role("button", name="Send").click()
-
-
-async def test_websocket_try_it_shows_ids_acks_and_the_throttled_signal(
-    page: Page, demo: Demo
-) -> None:
-    """Try it speaks streambridge.v1 (CONTRACT §6): each event with its id, each publish
-    confirmed, and the throttled signal shown as such (a tier of 3 events a minute)."""
-    admin = {"Authorization": f"Bearer {demo.admin_token}"}
-    async with httpx.AsyncClient(
-        base_url=demo.server.base_url, headers=admin, timeout=HTTP_TIMEOUT
-    ) as client:
-        made = await client.put("/api/v1/tiers/Trickle", json={"events_per_minute": 3})
-        assert made.status_code in (200, 201), made.text
-        chat = (await client.get("/api/v1/apis/Chat/1.0.0")).json()
-        if "Trickle" not in chat["tiers"]:
-            chat["tiers"].append("Trickle")
-            updated = await client.put("/api/v1/apis/Chat/1.0.0", json=chat)
-            assert updated.status_code == 200, updated.text
-    await try_chat_room(page, demo, "Trickle")
-    events = page.get_by_role("list", name="Events")
-    for n in range(3):
-        await send_message(page, f"trickle {n}")
-        await expect(events).to_contain_text(f"trickle {n}")
-    await expect(events.get_by_role("listitem").filter(has_text="confirmed")).to_have_count(3)
-    received = events.get_by_role("listitem").filter(has_text="trickle")
-    ids = [await item.locator("code").inner_text() for item in await received.all()]
-    assert len(ids) == 3 and len(set(ids)) == 3 and all(ids), ids
-    await send_message(page, "one too many")
-    await expect(events.get_by_role("listitem").first).to_contain_text("throttled")
-    await expect(events.get_by_role("listitem").first).to_contain_text("retry_after")
-    await expect(page.get_by_text("closed (throttled)", exact=True)).to_be_visible()
-
-
-async def test_websocket_try_it_shows_a_revoked_stream_as_such(page: Page, demo: Demo) -> None:
-    client_id, _ = await try_chat_room(page, demo, "Gold")
-    await send_message(page, "before the block")
-    events = page.get_by_role("list", name="Events")
-    await expect(events.get_by_role("listitem").filter(has_text="before the block")).to_have_count(
-        1
-    )
     admin = {"Authorization": f"Bearer {demo.admin_token}"}
     async with httpx.AsyncClient(
         base_url=demo.server.base_url, headers=admin, timeout=HTTP_TIMEOUT
