@@ -37,7 +37,7 @@ from bridge.config.brokers import (
 from bridge.config.checks import RESERVED_PREFIXES, cross_field_problems, semantic_problems
 from bridge.config.document import Config
 from bridge.config.endpoints import Endpoint, Suspension, Target, endpoint_url_problem
-from bridge.config.fields import CelExpression, Duration, Strict
+from bridge.config.fields import CelExpression, Duration, Strict, expression_context
 from bridge.config.loading import expand_env, format_path, load_config, parse_config
 from bridge.config.settings import (
     AuthSettings,
@@ -107,6 +107,7 @@ __all__ = [
     "default_data_dir",
     "endpoint_url_problem",
     "expand_env",
+    "expression_context",
     "format_path",
     "load_config",
     "parse_config",

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import PositiveInt, SecretStr, field_validator, model_validator
 
 from bridge.config.fields import Duration, Strict
+from bridge.expressions import CelLimits
 
 DATA_DIR_NAME = "streambridge-data"
 
@@ -65,6 +66,11 @@ class Limits(Strict):
     cel_max_length: PositiveInt = 4096
     cel_max_depth: PositiveInt = 32
     step_budget: Duration = 0.05  # one CEL evaluation on one event
+
+    @property
+    def expressions(self) -> CelLimits:
+        """What every CEL expression of this gateway is checked against at load."""
+        return CelLimits(max_length=self.cel_max_length, max_depth=self.cel_max_depth)
 
 
 class GatewaySettings(Strict):
