@@ -25,6 +25,7 @@ from gateway.cors import Cors
 from gateway.edge import BodyLimit
 from gateway.errors import answer, problem
 from gateway.logs import fields_scope
+from gateway.management import document_api_body
 from gateway.management import router as management_router
 from gateway.oauth import router as oauth_router
 from gateway.portal import router as portal_router
@@ -100,6 +101,7 @@ def create_app(config: Config) -> Gateway:
     )
     control.include_router(oauth_router(runtime))
     control.include_router(management_router(runtime))
+    document_api_body(control)
     control.include_router(webhooks_router(runtime))
     control.include_router(portal_router(runtime, control))
 

@@ -12,11 +12,13 @@ import hmac
 import re
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import ValidationError
 
 from bridge.asyncapi import export_document, import_document, to_yaml
-from bridge.config import Api, Config, Tier, semantic_problems
+from bridge.config import Api, Config, Tier, expression_context, semantic_problems
 from bridge.errors import ConfigError, Problem
 from bridge.lifecycle import transition
 from bridge.sandbox import SANDBOX, owner_of, sandbox_client_id
@@ -53,6 +55,53 @@ def admin_dependency(runtime: Runtime) -> Any:
             raise HTTPException(401, "a valid admin bearer token is required", headers=challenge)
 
     return Depends(check)
+
+
+# The API body is parsed by api_body, not by FastAPI, so /openapi.json gets its schema here.
+_API_SCHEMA: dict[str, Any] = Api.model_json_schema(ref_template="#/components/schemas/{model}")
+_API_BODY_DOCS: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Api"}}},
+    }
+}
+
+
+def document_api_body(app: FastAPI) -> None:
+    """Adds the Api model and the models it uses to ``app``'s OpenAPI components."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schemas = generate().setdefault("components", {}).setdefault("schemas", {})
+            api = dict(_API_SCHEMA)
+            for name, model in api.pop("$defs", {}).items():
+                schemas.setdefault(name, model)
+            schemas.setdefault("Api", api)
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def api_body(runtime: Runtime) -> Any:
+    """The request body as an Api whose expressions are checked against the running
+    config's ``gateway.limits`` (CONTRACT §4c). FastAPI's own body parsing passes no
+    validation context, so it could only check them against the defaults."""
+
+    async def parse(request: Request) -> Api:
+        try:
+            raw = await request.json()
+        except ValueError as exc:
+            error = {"type": "json_invalid", "loc": ("body",), "msg": f"invalid JSON: {exc}"}
+            raise RequestValidationError([error]) from exc
+        limits = runtime.config.gateway.limits.expressions
+        try:
+            return Api.model_validate(raw, context=expression_context(limits))
+        except ValidationError as exc:
+            errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+            raise RequestValidationError(errors) from exc
+
+    return Depends(parse)
 
 
 def api_json(api: Api) -> dict[str, Any]:
@@ -98,8 +147,10 @@ def router(runtime: Runtime) -> APIRouter:
     async def list_apis() -> list[dict[str, Any]]:
         return [api_json(a) for a in runtime.catalog.apis()]
 
-    @api.post("/apis", status_code=201)
-    async def create_api(body: Api) -> JSONResponse:
+    parsed_api = api_body(runtime)
+
+    @api.post("/apis", status_code=201, openapi_extra=_API_BODY_DOCS)
+    async def create_api(body: Api = parsed_api) -> JSONResponse:
         if "state" not in body.model_fields_set:
             body = body.model_copy(update={"state": "CREATED"})
         elif body.state != "CREATED":
@@ -136,6 +187,7 @@ def router(runtime: Runtime) -> APIRouter:
             protocol=protocol,
             name=name,
             context=context,
+            expressions=runtime.config.gateway.limits.expressions,
         )
         validate_api(runtime, document)
         await store().create_api(document)
@@ -152,8 +204,8 @@ def router(runtime: Runtime) -> APIRouter:
     async def get_api(name: str, version: str) -> dict[str, Any]:
         return api_json(_get(name, version))
 
-    @api.put("/apis/{name}/{version}")
-    async def update_api(name: str, version: str, body: Api) -> dict[str, Any]:
+    @api.put("/apis/{name}/{version}", openapi_extra=_API_BODY_DOCS)
+    async def update_api(name: str, version: str, body: Api = parsed_api) -> dict[str, Any]:
         current = _get(name, version)
         if (body.name, body.version) != (name, version):
             raise ConfigError(

@@ -83,7 +83,12 @@ class Runtime:
     @asynccontextmanager
     async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            self.store = await stack.enter_async_context(Store.from_url(self.config.gateway.state))
+            self.store = await stack.enter_async_context(
+                Store.from_url(
+                    self.config.gateway.state,
+                    expressions=self.config.gateway.limits.expressions,
+                )
+            )
             await self.store.seed(self.config, hash_secret)
             self.catalog = Catalog(await self.store.snapshot())
             self.authority = await TokenAuthority.open(self.config.auth, self.store)

@@ -14,6 +14,7 @@ import uvicorn
 from bridge.config import Config
 from gateway.app import create_app
 from gateway.edge import bounded_protocol
+from gateway.heap import return_large_blocks
 from gateway.logs import access_log_enabled
 from gateway.runtime import Runtime
 
@@ -77,4 +78,5 @@ def build_server(
     )
     tune_gc()
     raise_open_file_limit()
+    return_large_blocks()
     return _Server(uv_config, runtime)

@@ -17,8 +17,16 @@ from bridge.asyncapi.document import (
     _v3_channels,
     parse_text,
 )
-from bridge.config import Api, Broker, Config, MemoryBroker, semantic_problems
+from bridge.config import (
+    Api,
+    Broker,
+    Config,
+    MemoryBroker,
+    expression_context,
+    semantic_problems,
+)
 from bridge.errors import AsyncApiError
+from bridge.expressions import DEFAULT_LIMITS, CelLimits
 
 # --- import: mapping onto an API ------------------------------------------------------------
 
@@ -31,9 +39,11 @@ def import_document(
     protocol: str | None = None,
     name: str | None = None,
     context: str | None = None,
+    expressions: CelLimits = DEFAULT_LIMITS,
 ) -> Api:
     """A CREATED API from an AsyncAPI 2.x or 3.x document (CONTRACT §8), reading
-    ``broker`` or fronting the server at ``endpoint`` (CONTRACT §13)."""
+    ``broker`` or fronting the server at ``endpoint`` (CONTRACT §13); its expressions
+    are checked against ``expressions`` (``gateway.limits``)."""
     if (broker is None) == (endpoint is None):
         raise AsyncApiError("endpoint", "name a broker or an endpoint (one of the two)")
     doc = _Document(parse_text(text))
@@ -95,7 +105,7 @@ def import_document(
                 topic["url_mapping"] = mapping
     if isinstance(info.get("description"), str):
         raw["description"] = info["description"]
-    return _validated(raw, found)
+    return _validated(raw, found, expressions)
 
 
 _WHERE = {
@@ -106,10 +116,10 @@ _WHERE = {
 }
 
 
-def _validated(raw: dict[str, Any], found: list[_Found]) -> Api:
+def _validated(raw: dict[str, Any], found: list[_Found], expressions: CelLimits) -> Api:
     """The Api model and the config's cross-field rules, failing at a document path."""
     try:
-        api = Api.model_validate(raw)
+        api = Api.model_validate(raw, context=expression_context(expressions))
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = error["loc"]

@@ -46,7 +46,7 @@ from bridge.config.delivery import (
 )
 from bridge.config.document import Config
 from bridge.config.endpoints import Endpoint, Suspension, Target, endpoint_url_problem
-from bridge.config.fields import CelExpression, Duration, Strict
+from bridge.config.fields import CelExpression, Duration, Strict, expression_context
 from bridge.config.loading import expand_env, format_path, load_config, parse_config
 from bridge.config.settings import (
     AuthSettings,
@@ -122,6 +122,7 @@ __all__ = [
     "describe",
     "endpoint_url_problem",
     "expand_env",
+    "expression_context",
     "format_path",
     "load_config",
     "parse_config",

@@ -3,7 +3,7 @@ CEL expressions. Each is validated where it is written, so a problem names its f
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from bridge.durations import format_duration, parse_duration
-from bridge.expressions import DEFAULT_LIMITS, compile_expression
+from bridge.expressions import DEFAULT_LIMITS, CelLimits, compile_expression
 
 
 class Strict(BaseModel):
@@ -32,9 +32,15 @@ Duration = Annotated[
 """Seconds, written ``500ms``, ``10s``, ``1m``, ``1h``, ``1d`` or as a bare number."""
 
 
+def expression_context(limits: CelLimits) -> dict[str, Any]:
+    """The pydantic validation context under which every CelExpression is checked against
+    ``limits``: the loader passes the config's own, the gateway its running config's."""
+    return {"cel_limits": limits}
+
+
 def _compiles(source: str, info: ValidationInfo) -> str:
-    """Compiles within the config's ``gateway.limits`` (CONTRACT §4c); the loader passes
-    them as the validation context, else the defaults hold."""
+    """Compiles within the config's ``gateway.limits`` (CONTRACT §4c), given by
+    :func:`expression_context`; without a context the defaults hold."""
     context = info.context if isinstance(info.context, dict) else {}
     limits = context.get("cel_limits", DEFAULT_LIMITS)
     compile_expression(source, limits)  # raises ValueError naming the parser's complaint

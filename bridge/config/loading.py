@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from bridge.config.brokers import BROKER_TYPES
 from bridge.config.checks import cross_field_problems
 from bridge.config.document import Config
+from bridge.config.fields import expression_context
 from bridge.config.steps import STEP_KINDS
 from bridge.errors import ConfigError, Problem
 from bridge.expressions import DEFAULT_LIMITS, CelLimits
@@ -110,7 +111,7 @@ def parse_config(raw: Any, env: dict[str, str] | None = None) -> Config:
     tree = expand_env(raw, "", problems, dict(os.environ) if env is None else env)
     config: Config | None = None
     try:
-        config = Config.model_validate(tree, context={"cel_limits": cel_limits(tree)})
+        config = Config.model_validate(tree, context=expression_context(cel_limits(tree)))
     except ValidationError as exc:
         problems += shape_problems(exc)
     reported = {problem.path for problem in problems}

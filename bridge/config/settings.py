@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import NonNegativeInt, PositiveInt, SecretStr, field_validator, model_validator
 
 from bridge.config.fields import Duration, Strict
+from bridge.expressions import CelLimits
 
 DATA_DIR_NAME = "streambridge-data"
 
@@ -69,6 +70,11 @@ class Limits(Strict):
     # to megabytes). Bounded, a slow client's backlog stays in its queue, where lag is
     # signalled, conflation applies and the slow-client cut sees it (CONTRACT §5, §10).
     send_buffer_bytes: NonNegativeInt = 131_072
+
+    @property
+    def expressions(self) -> CelLimits:
+        """What every CEL expression of this gateway is checked against at load."""
+        return CelLimits(max_length=self.cel_max_length, max_depth=self.cel_max_depth)
 
 
 class GatewaySettings(Strict):

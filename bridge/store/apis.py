@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import ColumnElement, delete, insert, select, update
 
-from bridge.config import Api, stored_document
+from bridge.config import Api, expression_context, stored_document
 from bridge.errors import Conflict, NotFound
+from bridge.expressions import DEFAULT_LIMITS, CelLimits
 from bridge.store.queries import Aggregate, bump, exists, from_document
 from bridge.store.schema import apis, subscriptions
 
@@ -14,15 +15,19 @@ def api_key(name: str, version: str) -> ColumnElement[bool]:
     return (apis.c.name == name) & (apis.c.version == version)
 
 
-def api_from(document: object) -> Api:
-    return from_document(Api, document, "API")
+def api_from(document: object, expressions: CelLimits = DEFAULT_LIMITS) -> Api:
+    """A stored API, its expressions checked against ``expressions`` (the running
+    ``gateway.limits``, CONTRACT §4c)."""
+    return from_document(Api, document, "API", expression_context(expressions))
 
 
 class ApiStore(Aggregate):
+    _expressions: CelLimits = DEFAULT_LIMITS  # set by Store from gateway.limits
+
     async def get_api(self, name: str, version: str) -> Api | None:
         async with self._db.transaction(write=False) as conn:
             document = await conn.scalar(select(apis.c.document).where(api_key(name, version)))
-        return None if document is None else api_from(document)
+        return None if document is None else api_from(document, self._expressions)
 
     async def create_api(self, api: Api) -> None:
         async with self._db.transaction(write=True) as conn:

@@ -76,9 +76,12 @@ def from_row(record: type[Record], row: RowMapping | Mapping[str, Any]) -> Recor
     return record(**{field.name: row[field.name] for field in fields(record)})
 
 
-def from_document(model: type[Model], document: Any, what: str) -> Model:
-    """A stored JSON document (an API or a tier) validated again as its config model."""
+def from_document(
+    model: type[Model], document: Any, what: str, context: dict[str, Any] | None = None
+) -> Model:
+    """A stored JSON document (an API or a tier) validated again as its config model
+    (``context``: bridge.config.expression_context, the running limits)."""
     try:
-        return model.model_validate(document)
+        return model.model_validate(document, context=context)
     except ValidationError as exc:
         raise StoreError(f"a stored {what} no longer validates: {exc}") from exc

@@ -24,8 +24,9 @@ from typing import Any, Final, TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.engine import URL
 
-from bridge.config import Config
+from bridge.config import Api, Config
 from bridge.errors import StoreError
+from bridge.expressions import DEFAULT_LIMITS, CelLimits
 from bridge.store import seeding
 from bridge.store.apis import ApiStore, api_from
 from bridge.store.applications import ApplicationStore
@@ -49,16 +50,30 @@ class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore, DeveloperS
     """The aggregates over one database; an async context manager: entering creates the
     engine and migrates the schema.
 
-    ``clock`` (epoch seconds) is what the WebSub part reads for leases and queue times."""
+    ``clock`` (epoch seconds) is what the WebSub part reads for leases and queue times;
+    stored APIs' expressions are checked against ``expressions`` (``gateway.limits``)."""
 
-    def __init__(self, url: URL, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        url: URL,
+        *,
+        clock: Callable[[], float] = time.time,
+        expressions: CelLimits = DEFAULT_LIMITS,
+    ) -> None:
         super().__init__(Database(url))
         self._webhooks = WebhookStore(self._db, clock=clock)
+        self._expressions = expressions
 
     @classmethod
-    def from_url(cls, url: str, *, clock: Callable[[], float] = time.time) -> Store:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        expressions: CelLimits = DEFAULT_LIMITS,
+    ) -> Store:
         """``gateway.state``: ``sqlite:///path.db`` or ``postgresql://user:pw@host/db``."""
-        return cls(engine_url(url), clock=clock)
+        return cls(engine_url(url), clock=clock, expressions=expressions)
 
     def __repr__(self) -> str:
         return f"Store({self._db.name!r})"
@@ -108,7 +123,7 @@ class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore, DeveloperS
                 apis=[
                     api
                     for row in api_rows
-                    if (api := _parsed(api_from, row.document, f"API {row.name} {row.version}"))
+                    if (api := _parsed(self._api, row.document, f"API {row.name} {row.version}"))
                     is not None
                 ],
                 applications=[from_row(ApplicationRecord, row._mapping) for row in app_rows],
@@ -117,6 +132,9 @@ class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore, DeveloperS
                 # subscriptions would run without its limits.
                 tiers={row.name: tier_from(row.document) for row in tier_rows},
             )
+
+    def _api(self, document: Any) -> Api:
+        return api_from(document, self._expressions)
 
     async def seed(self, config: Config, hash_secret: Callable[[str], str]) -> None:
         """Store the config file's objects by the seeding rule of :mod:`bridge.store.seeding`;

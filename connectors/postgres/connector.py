@@ -167,7 +167,7 @@ class PostgresCdcConnector(AsyncResource):
         Raises ConnectorError when the table does not exist or PostgreSQL is not usable."""
         schema, table = split_channel(channel)
         await self._poller.check_table(schema, table)
-        state = self._logs.get(f"{schema}.{table}") or self._logs.add(schema, table)
+        state = self._logs.opened(f"{schema}.{table}") or self._logs.add(schema, table)
         if sync:
             await self._poller.sync()
         return state

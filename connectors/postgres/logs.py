@@ -45,15 +45,26 @@ class TableLog:
 
 
 class ChangeLogs:
+    """The captured tables: those whose log is open (loaded), and the dormant ones, known
+    by name from their log's header after a restart and still captured (the slot must go
+    on reading them, or their changes made meanwhile would be lost), whose log stays on
+    disk until a subscriber, a resume or one of their changes needs it (CONTRACT §4c)."""
+
     def __init__(self, slot: str, *, retain: int, max_age: float, data_dir: Path | None) -> None:
         self.slot = slot
         self.retain = retain
         self.max_age = max_age
         self.data_dir = data_dir
         self.tables: dict[str, TableLog] = {}
+        self.dormant: set[str] = set()
 
     def __iter__(self) -> Iterator[TableLog]:
+        """The open logs."""
         return iter(list(self.tables.values()))
+
+    def watched(self) -> list[str]:
+        """Every captured table, open or dormant (``schema.table``)."""
+        return sorted(self.tables.keys() | self.dormant)
 
     def get(self, qualified: str) -> TableLog | None:
         return self.tables.get(qualified)
@@ -63,13 +74,22 @@ class ChangeLogs:
         return f"postgres-cdc-{self.slot}"
 
     def load(self) -> None:
-        """Open the logs of the tables captured before (a restart)."""
+        """Capture again the tables captured before a restart, their logs left dormant."""
         for name in logged_channels(self.data_dir, self._broker):
-            if name not in self.tables:
-                self.add(*split_channel(name))
+            schema, table = split_channel(name)
+            if f"{schema}.{table}" not in self.tables:
+                self.dormant.add(f"{schema}.{table}")
+
+    def opened(self, qualified: str) -> TableLog | None:
+        """The table's log, loaded now if it was dormant; None if it is not captured."""
+        state = self.tables.get(qualified)
+        if state is None and qualified in self.dormant:
+            state = self.add(*split_channel(qualified))
+        return state
 
     def add(self, schema: str, table: str) -> TableLog:
         qualified = f"{schema}.{table}"
+        self.dormant.discard(qualified)
         replay = ReplayLog(
             PREFIX.rstrip(":"),
             retain=self.retain,
@@ -83,10 +103,11 @@ class ChangeLogs:
         return state
 
     def holds_changes(self) -> bool:
-        return any(state.high is not None for state in self.tables.values())
+        """Whether a log holds changes (a dormant one was written before the restart)."""
+        return bool(self.dormant) or any(state.high is not None for state in self)
 
     def store(self, change: Change, now: float) -> None:
-        state = self.tables.get(change.qualified)
+        state = self.opened(change.qualified)
         if state is None:  # captured after this round began: from the next one on
             return
         if state.high is not None and change.cursor <= state.high:
@@ -97,7 +118,10 @@ class ChangeLogs:
         state.high = change.cursor
 
     def mark_lost(self, cursor: str, reason: str, now: float) -> None:
-        """Every log: the changes between its newest and ``cursor`` are gone."""
+        """Every log, dormant ones too: the changes between its newest and ``cursor`` are
+        gone."""
+        for qualified in sorted(self.dormant):
+            self.opened(qualified)
         for state in self:
             event = Event(state.qualified, {"lost": reason}, headers={LOST: reason})
             state.log.append(event, now, cursor)

@@ -119,7 +119,7 @@ class Poller:
         )
 
     async def _check_tables(self, slot: Slot) -> None:
-        for qualified in sorted(set(self.logs.tables) | self.missing):
+        for qualified in sorted(set(self.logs.watched()) | self.missing):
             if await slot.table(*split_channel(qualified)) is not None:
                 self.missing.discard(qualified)
             elif qualified not in self.missing:
@@ -252,7 +252,7 @@ class Poller:
     async def _poll(self, slot: Slot) -> bool:
         """One round: store what the slot holds, then advance it; whether it was read to
         the end of flushed WAL."""
-        tables = [(t.schema, t.table) for t in self.logs]
+        tables = [split_channel(qualified) for qualified in self.logs.watched()]
         flush, rows = await slot.peek(tables, BATCH)
         decoder = Decoder(self.database)
         now = time.time()

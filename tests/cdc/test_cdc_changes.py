@@ -13,6 +13,7 @@ from bridge.event import Event
 from connectors.base import EARLIEST
 from connectors.postgres.changes import parse_cursor
 from connectors.postgres.slot import Slot
+from connectors.replay import log_path
 from tests.cdc.helpers import cdc_connector, closing, new_slot, nothing_more, sql, take_events
 
 TYPES_TABLE = """
@@ -194,6 +195,44 @@ async def test_a_restarted_connector_resumes_exactly_with_changes_made_while_dow
         ]
         assert resumed[0].cursor == seen[1].cursor
         await nothing_more(stream, 0.3)
+
+
+async def test_a_restart_leaves_each_table_log_on_disk_until_it_is_needed(
+    dsn: str, tmp_path: Path
+) -> None:
+    """Captured tables are captured again after a restart, but their logs are not
+    reopened at start (CONTRACT §4c): a table's log is loaded when one of its changes
+    arrives or a subscriber asks, and nothing made while the gateway was down is lost."""
+    await sql(dsn, "CREATE TABLE quiet (id int PRIMARY KEY)")
+    await sql(dsn, "CREATE TABLE busy (id int PRIMARY KEY)")
+    slot = new_slot()
+    async with cdc_connector(dsn, slot=slot, data_dir=tmp_path) as first:
+        for table in ("quiet", "busy"):
+            await first.watch(table)
+            await sql(dsn, f"INSERT INTO {table} VALUES (1)")
+            async with closing(first.subscribe(table, EARLIEST)) as stream:
+                (last,) = await take_events(stream, 1)
+    paths = {
+        t: log_path(tmp_path, f"postgres-cdc-{first.slot}", f"public.{t}")
+        for t in ("quiet", "busy")
+    }
+
+    def stamp(table: str) -> tuple[int, int]:
+        path = paths[table]
+        assert path is not None
+        return path.stat().st_ino, path.stat().st_mtime_ns
+
+    quiet_before = stamp("quiet")
+    await sql(dsn, "INSERT INTO busy VALUES (2)")  # while down
+    async with cdc_connector(dsn, slot=slot, data_dir=tmp_path) as second:
+        async with closing(second.subscribe("busy", last.cursor)) as stream:
+            assert [e.data["after"] for e in await take_events(stream, 1)] == [{"id": 2}]
+        assert stamp("quiet") == quiet_before  # neither loaded nor rewritten
+        await sql(dsn, "INSERT INTO quiet VALUES (2)")  # captured all along
+        async with closing(second.subscribe("quiet", EARLIEST)) as stream:
+            ids = [e.data["after"]["id"] for e in await take_events(stream, 2)]
+            await nothing_more(stream, 0.3)
+        assert ids == [1, 2]
 
 
 async def test_changes_stored_but_not_confirmed_before_a_crash_are_not_doubled(

@@ -95,3 +95,52 @@ async def test_the_management_api_answers_422_naming_the_field(gateway: Server) 
         body = assert_problem(response, 422)
         assert any("topics[0].pipeline[0].filter" in str(error) for error in body["errors"]), body
         assert (await client.get(f"{gateway.base_url}/healthz")).status_code == 200
+
+
+def nested(depth: int) -> str:
+    return "(" * depth + "data.amount" + ")" * depth + " > 1"
+
+
+async def test_the_management_api_checks_the_configured_limits(tmp_path: Path) -> None:
+    """``gateway.limits`` looser than the defaults in one way (depth 40 > 32) and stricter
+    in another (length 200 < 4096): the management API holds the configured ones, and an
+    API it accepted loads again from the store at the next start."""
+    config = {
+        "gateway": {
+            "state": state_url(tmp_path),
+            "admin_token": ADMIN,
+            "limits": {"cel_max_depth": 40, "cel_max_length": 200},
+        },
+        "brokers": {"mem": {"type": "memory"}},
+    }
+
+    def api(name: str, expression: str) -> dict[str, Any]:
+        topic = {"name": "/t", "channel": name, "pipeline": [{"filter": expression}]}
+        return {
+            "name": name,
+            "version": "1",
+            "context": f"/{name}",
+            "broker": "mem",
+            "topics": [topic],
+        }
+
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    deep, long = nested(36), " || ".join(["data.amount > 1"] * 14)
+    assert len(deep) < 200 < len(long) < 4096
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, headers=headers) as client:
+        with running_server(tmp_path, config) as server:
+            created = await client.post(f"{server.base_url}/api/v1/apis", json=api("deep", deep))
+            assert created.status_code == 201, created.text
+            refused = await client.post(f"{server.base_url}/api/v1/apis", json=api("long", long))
+            body = assert_problem(refused, 422)
+            [error] = body["errors"]
+            assert error["field"] == "body.topics[0].pipeline[0].filter", body
+            assert error["message"].endswith("longer than 200 characters"), body
+            replaced = await client.put(
+                f"{server.base_url}/api/v1/apis/deep/1", json=api("deep", nested(38))
+            )
+            assert replaced.status_code == 200, replaced.text
+        with running_server(tmp_path, config) as server:
+            again = await client.get(f"{server.base_url}/api/v1/apis/deep/1")
+            assert again.status_code == 200, again.text
+            assert again.json()["topics"][0]["pipeline"][0]["filter"] == nested(38)
