@@ -1,5 +1,5 @@
 """A broker outage mid-stream (issue 4, "Outages"): the real Mosquitto, RabbitMQ and the
-Kafka-protocol broker (Tansu) are each stopped and started again under a running gateway.
+Apache Kafka are each stopped and started again under a running gateway.
 
 While it is down /readyz answers 503 naming the broker; the open SSE stream stays open;
 when the broker is back the gateway reconnects by itself, /readyz recovers, the reconnect
@@ -113,7 +113,13 @@ OUTAGES = {
     "kafka": Outage(
         {"type": "kafka", "bootstrap": KAFKA},
         "plant-{id}",
-        ["pkill", "-f", "tansu.* broker --listener-url tcp://127.0.0.1:9092"],
+        # scripts/service-kafka.sh records the broker's pid; the stop waits for its exit.
+        [
+            "bash",
+            "-c",
+            'p=$(cat /tmp/streambridge-kafka/kafka.pid); kill "$p"; '
+            'while kill -0 "$p" 2>/dev/null; do sleep 0.1; done',
+        ],
         ["bash", str(SCRIPTS / "service-kafka.sh")],
         kafka_publish,
     ),
