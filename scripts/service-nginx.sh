@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure nginx (Debian nginx-light) is installed for the tests that put a plain load
 # balancer in front of several gateways. No shared nginx runs: such a test starts its own
-# on a free loopback port with its own configuration (tests/e2e/fixtures: nginx_front), as
+# on a free loopback port with its own configuration (tests/e2e/nginx.py: nginx_front), as
 # the upstreams are the test's own gateways. Checks that this nginx runs unprivileged
 # from a loopback-only configuration. Idempotent, fast and quiet when installed.
 set -euo pipefail

@@ -74,7 +74,11 @@ def mqtt() -> Connector:
     from bridge.config import MqttBroker
     from connectors.mqtt import MqttConnector
 
-    settings = MqttBroker(type="mqtt", url="mqtt://127.0.0.1:1883", qos=1)
+    # A client id of its own: tests run in parallel on the shared Mosquitto (a second
+    # client with the same id would take the session over).
+    settings = MqttBroker(
+        type="mqtt", url="mqtt://127.0.0.1:1883", qos=1, client_id=f"contract-{uuid.uuid4().hex}"
+    )
     return MqttConnector("mqtt", settings, retain=RETAIN, max_age=600.0)
 
 
