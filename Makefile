@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: run test lint typecheck services unit e2e bench screenshots clean
+.PHONY: run test lint typecheck services kafka-early unit e2e bench screenshots clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
@@ -40,12 +40,24 @@ services:
 	bash scripts/npm-deps.sh
 	bash scripts/browser.sh
 
-# Coverage includes the gateway processes the tests start ([tool.coverage.run] in
-# pyproject.toml); their data files are combined. The report shows the 15 least covered
-# files and the total, and fails under fail_under.
-test: lint typecheck services
+# Apache Kafka's JVM takes longest to start: `make test` launches it before lint and
+# typecheck, and `services` waits for it after the others are up.
+kafka-early:
+	bash scripts/service-kafka.sh --no-wait
+
+# The suite runs in TEST_WORKERS pytest-xdist processes (most tests wait on sockets and
+# subprocesses, not the CPU), a file's tests on one worker (its module fixtures are built
+# once). Coverage includes the workers and the gateway processes the tests start
+# ([tool.coverage.run] in pyproject.toml); their data files are combined. The report shows
+# the 15 least covered files and the total, and fails under fail_under.
+# Bytecode is cached (__pycache__, git-ignored) even where the environment sets
+# PYTHONDONTWRITEBYTECODE: every worker and gateway process would compile the sources and
+# rewrite the test modules again.
+TEST_WORKERS ?= 4
+test: kafka-early lint typecheck services
 	$(BIN)/coverage erase
-	$(BIN)/coverage run -m pytest --durations=15
+	env -u PYTHONDONTWRITEBYTECODE \
+	  $(BIN)/coverage run -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 	$(BIN)/coverage combine -q
 	@$(BIN)/coverage report --skip-covered --sort=cover > $(VENV)/coverage.txt; \
 	  status=$$?; head -n 17 $(VENV)/coverage.txt; tail -n 5 $(VENV)/coverage.txt; exit $$status

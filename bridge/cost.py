@@ -16,7 +16,7 @@ import functools
 import time
 from typing import Any
 
-import cel
+from bridge.cel_engine import cel
 
 SAFETY = 2.0  # the measured constant, doubled: a noisy neighbour must not let one through
 

@@ -12,8 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import cel
-
+from bridge.cel_engine import cel
 from bridge.cost import affordable_values, values_within
 from bridge.errors import PipelineError
 

@@ -1,10 +1,9 @@
-"""Kafka (and Kafka-protocol brokers such as Tansu), through aiokafka: the only module that
-imports it.
+"""Kafka, through aiokafka: the only module that imports it.
 
-Publishing goes through one shared producer (``acks="all"``; each call waits for the
-broker's acknowledgement). Every subscription has its own consumer with no group: it
-assigns all partitions of the topic by hand, so every gateway sees every event, and it
-commits nothing; the position lives in the cursor.
+Publishing goes through one shared idempotent producer (``acks="all"``; each call waits for
+the broker's acknowledgement; a retried send is not written twice). Every subscription has
+its own consumer with no group: it assigns all partitions of the topic by hand, so every
+gateway sees every event, and it commits nothing; the position lives in the cursor.
 
 A cursor is ``k1:<partition>=<offset>,...``: the offset of the last delivered record of
 each partition known so far (a partition it does not name starts at its beginning). A
@@ -34,7 +33,6 @@ from bridge.errors import ConnectorError
 from bridge.event import Event, decode_payload, payload_text
 from connectors.base import EARLIEST, AsyncResource, Gap
 
-FETCH_MAX_WAIT_MS = 50
 LINK_CHECK_SECONDS = 2.0
 TOPIC_WAIT_SECONDS = 0.5  # how often a reader of a missing topic looks for it again
 
@@ -106,11 +104,10 @@ class KafkaConnector(AsyncResource):
             ) from exc
 
     async def _open(self, stack: AsyncExitStack) -> None:
-        # Idempotence would be preferable, but Tansu 0.6 answers InitProducerId with an
-        # error; acks="all" with a single in-flight request keeps order on retries.
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.bootstrap,
             acks="all",
+            enable_idempotence=True,
             request_timeout_ms=10_000,
         )
         stack.push_async_callback(producer.stop)
@@ -216,9 +213,6 @@ class KafkaConnector(AsyncResource):
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
-                # A broker that answers fetches only at max-wait (Tansu does) would add up to
-                # this much latency to every event; 50 ms keeps p50 low at a modest poll cost.
-                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             ) as consumer:
                 tps = [TopicPartition(channel, p) for p in partitions]
                 consumer.assign(tps)

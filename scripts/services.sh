@@ -8,6 +8,10 @@
 #   and drop a database per test), database streambridge_test.
 set -euo pipefail
 
+here=$(cd "$(dirname "$0")" && pwd)
+# Apache Kafka's JVM takes the longest to start: launch it first, wait for it last.
+bash "$here/service-kafka.sh" --no-wait
+
 PG_VERSION=15
 PG_CLUSTER=main
 PG_HOST=127.0.0.1
@@ -120,11 +124,9 @@ fi
 say "PostgreSQL $PG_VERSION ready on $PG_HOST:$PG_PORT" \
   "(postgresql://$PG_ROLE:***@$PG_HOST:$PG_PORT/$PG_DATABASE)"
 
-# --- message brokers ------------------------------------------------------------------------
-# One script per broker (Kafka-protocol Tansu, Mosquitto, RabbitMQ), each idempotent.
-here=$(cd "$(dirname "$0")" && pwd)
-for broker in kafka mqtt amqp; do
-  if [ -f "$here/service-$broker.sh" ]; then
-    bash "$here/service-$broker.sh"
-  fi
+# --- the other services ---------------------------------------------------------------------
+# One script per service, each idempotent: Mosquitto, RabbitMQ, Redis, nginx (installed;
+# tests start their own on free ports), and last Apache Kafka, started above.
+for service in mqtt amqp redis nginx kafka; do
+  bash "$here/service-$service.sh"
 done

@@ -83,7 +83,9 @@ def test_mqtt_topic_names_and_filters(topic: str, wildcards: bool, problem: str 
 async def test_a_topic_mqtt_cannot_take_is_a_final_connector_error() -> None:
     """Mosquitto drops the whole connection over a bad topic; the connector refuses it
     first, so it neither reaches the broker nor breaks the session for other topics."""
-    settings = MqttBroker(type="mqtt", url="mqtt://127.0.0.1:1883", qos=1)
+    settings = MqttBroker(
+        type="mqtt", url="mqtt://127.0.0.1:1883", qos=1, client_id=f"contract-{uuid.uuid4().hex}"
+    )
     channel = f"contract/{uuid.uuid4().hex}"
     async with MqttConnector("mqtt", settings, retain=5, max_age=600.0) as connector:
         for topic in (f"{channel}/+", ""):

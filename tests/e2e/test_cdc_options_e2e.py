@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
 
 from tests.cdc.helpers import module_database, sql
+from tests.e2e import kcat
 from tests.e2e.helpers import ParsedEvent, SSEReader, fetch_token, sse_stream
 from tests.e2e.servers import running_server, state_url
 
@@ -188,34 +188,27 @@ async def test_debezium_json_from_kafka_reads_like_a_change_stream(
     database: str, tmp_path: Path
 ) -> None:
     topic = f"dbz-{uuid.uuid4().hex}"
-    producer = KafkaProducer(bootstrap_servers=KAFKA, acks="all")
 
-    def produce(*values: bytes | None) -> None:
-        for value in values:
-            producer.send(topic, value, key=b"7", partition=0).get(timeout=10)
+    async def produce(*values: bytes | None) -> None:
+        await kcat.produce(topic, *values, key=b"7", bootstrap=KAFKA)
 
-    try:
-        await asyncio.to_thread(produce, debezium("c", None, {"id": 7, "email": "x@y"}))
-        with running_server(tmp_path, config(tmp_path, database, topic)) as server:
-            token = await fetch_token(server.base_url, "crm", SECRET)
-            async with (
-                sse_stream(
-                    server.base_url, "/legacy/1.0.0/changes", token, params={"from": "earliest"}
-                ) as changes,
-                sse_stream(
-                    server.base_url, "/legacy/1.0.0/rows", token, params={"from": "earliest"}
-                ) as rows,
-            ):
-                first = await changes.events(1)
-                # A tombstone (null value) after a delete is skipped, not an event.
-                await asyncio.to_thread(
-                    produce, debezium("d", {"id": 7, "email": "x@y"}, None), None
-                )
-                await asyncio.to_thread(produce, debezium("u", None, {"id": 8, "email": "z@y"}))
-                more = await changes.events(2)
-                unwrapped = await rows.events(3)
-    finally:
-        await asyncio.to_thread(producer.close, 5)
+    await produce(debezium("c", None, {"id": 7, "email": "x@y"}))
+    with running_server(tmp_path, config(tmp_path, database, topic)) as server:
+        token = await fetch_token(server.base_url, "crm", SECRET)
+        async with (
+            sse_stream(
+                server.base_url, "/legacy/1.0.0/changes", token, params={"from": "earliest"}
+            ) as changes,
+            sse_stream(
+                server.base_url, "/legacy/1.0.0/rows", token, params={"from": "earliest"}
+            ) as rows,
+        ):
+            first = await changes.events(1)
+            # A tombstone (null value) after a delete is skipped, not an event.
+            await produce(debezium("d", {"id": 7, "email": "x@y"}, None), None)
+            await produce(debezium("u", None, {"id": 8, "email": "z@y"}))
+            more = await changes.events(2)
+            unwrapped = await rows.events(3)
 
     created, deleted, updated = (json.loads(e.data) for e in first + more)
     assert created == {

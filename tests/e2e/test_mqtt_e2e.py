@@ -33,7 +33,14 @@ SECRET = "mqtt-secret-0001"
 def mqtt_config(directory: Path) -> dict[str, Any]:
     return {
         "gateway": {"public_url": "http://127.0.0.1:8080", "state": state_url(directory)},
-        "brokers": {"mqtt-main": {"type": "mqtt", "url": f"mqtt://{HOST}:{PORT}", "qos": 1}},
+        "brokers": {
+            "mqtt-main": {
+                "type": "mqtt",
+                "url": f"mqtt://{HOST}:{PORT}",
+                "qos": 1,
+                "client_id": f"e2e-{uuid.uuid4().hex}",  # tests run in parallel
+            }
+        },
         "tiers": {"Unlimited": {}},
         "apis": [
             {

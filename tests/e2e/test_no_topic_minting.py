@@ -1,7 +1,7 @@
 """Subscribing never creates a broker topic (CONTRACT §4c, issue 12 R3): a reader of a
 Kafka topic that does not exist yet (a path parameter names it) leaves it uncreated,
 keeps its stream open with heartbeats, and reads the topic from its first record once a
-producer creates it. Real Kafka protocol (Tansu), real gateway process.
+producer creates it. Apache Kafka, real gateway process.
 """
 
 from __future__ import annotations

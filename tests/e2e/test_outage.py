@@ -1,5 +1,7 @@
-"""A broker outage mid-stream (issue 4, "Outages"): the real Mosquitto, RabbitMQ and the
-Kafka-protocol broker (Tansu) are each stopped and started again under a running gateway.
+"""A broker outage mid-stream (issue 4, "Outages"): a real Mosquitto, RabbitMQ and Apache
+Kafka are each stopped and started again under a running gateway. Each test has a broker
+of its own (tests/e2e/private_brokers.py): the shared ones stay up for the tests running
+meanwhile.
 
 While it is down /readyz answers 503 naming the broker; the open SSE stream stays open;
 when the broker is back the gateway reconnects by itself, /readyz recovers, the reconnect
@@ -13,6 +15,7 @@ import contextlib
 import json
 import subprocess
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,91 +35,105 @@ from tests.e2e.helpers import (
     room,
     sse_stream,
 )
-from tests.e2e.servers import ROOT, running_server, state_url
+from tests.e2e.private_brokers import (
+    PrivateBroker,
+    private_kafka,
+    private_mosquitto,
+    private_rabbitmq,
+)
+from tests.e2e.servers import running_server, state_url
 
 SECRET = "outage-secret-01"
-CONF = "/tmp/streambridge-mosquitto.conf"  # scripts/service-mqtt.sh starts mosquitto with it
+MOSQUITTO_PUB = ["mosquitto_pub", "-h", "127.0.0.1", "-q", "1"]
 
 
 @dataclass(frozen=True)
 class Outage:
-    """How to reach, stop, start and publish to one real broker."""
+    """One real broker of the test's own: how to configure it, stop, start, publish."""
 
     broker: dict[str, Any]
     channel: str  # with {id}
-    stop: list[str]
-    start: list[str]
+    stop: Callable[[], None]
+    start: Callable[[], None]
     publish: Callable[[str, str], Awaitable[None]]
 
 
-async def mqtt_publish(topic: str, message: str) -> None:
-    def run() -> None:
-        subprocess.run(
-            [
-                "mosquitto_pub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                "1883",
-                "-q",
-                "1",
-                "-t",
-                topic,
-                "-m",
-                message,
-            ],
-            check=False,  # while the broker is down this fails; callers retry
-            timeout=10,
-            capture_output=True,
+def mqtt_publisher(port: int) -> Callable[[str, str], Awaitable[None]]:
+    async def publish(topic: str, message: str) -> None:
+        def run() -> None:
+            subprocess.run(
+                [*MOSQUITTO_PUB, "-p", str(port), "-t", topic, "-m", message],
+                check=False,  # while the broker is down this fails; callers retry
+                timeout=10,
+                capture_output=True,
+            )
+
+        await asyncio.to_thread(run)
+
+    return publish
+
+
+def amqp_publisher(url: str) -> Callable[[str, str], Awaitable[None]]:
+    async def publish(routing_key: str, message: str) -> None:
+        with contextlib.suppress(Exception):  # while the broker is down; callers retry
+            connection = await aio_pika.connect(url, timeout=2)
+            async with connection:
+                channel = await connection.channel()
+                exchange = await channel.get_exchange("amq.topic")
+                await exchange.publish(aio_pika.Message(message.encode()), routing_key=routing_key)
+
+    return publish
+
+
+def kafka_publisher(bootstrap: str) -> Callable[[str, str], Awaitable[None]]:
+    async def publish(topic: str, message: str) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", request_timeout_ms=3000
         )
+        with contextlib.suppress(Exception):  # while the broker is down; callers retry
+            await asyncio.wait_for(producer.start(), 3)
+            await asyncio.wait_for(producer.send_and_wait(topic, message.encode(), partition=0), 3)
+        with contextlib.suppress(Exception):
+            await producer.stop()
 
-    await asyncio.to_thread(run)
-
-
-async def amqp_publish(routing_key: str, message: str) -> None:
-    with contextlib.suppress(Exception):  # while the broker is down; callers retry
-        connection = await aio_pika.connect(AMQP, timeout=2)
-        async with connection:
-            channel = await connection.channel()
-            exchange = await channel.get_exchange("amq.topic")
-            await exchange.publish(aio_pika.Message(message.encode()), routing_key=routing_key)
+    return publish
 
 
-async def kafka_publish(topic: str, message: str) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all", request_timeout_ms=3000)
-    with contextlib.suppress(Exception):  # while the broker is down; callers retry
-        await asyncio.wait_for(producer.start(), 3)
-        await asyncio.wait_for(producer.send_and_wait(topic, message.encode(), partition=0), 3)
-    with contextlib.suppress(Exception):
-        await producer.stop()
-
-
-AMQP = "amqp://guest:guest@127.0.0.1:5672/"
-KAFKA = "127.0.0.1:9092"
-SCRIPTS = ROOT / "scripts"
-OUTAGES = {
-    "mqtt": Outage(
-        {"type": "mqtt", "url": "mqtt://127.0.0.1:1883", "qos": 1},
+def mqtt_outage(broker: PrivateBroker) -> Outage:
+    client_id = f"outage-{uuid.uuid4().hex}"
+    return Outage(
+        {"type": "mqtt", "url": broker.url, "qos": 1, "client_id": client_id},
         "plant/{id}",
-        ["pkill", "-f", f"mosquitto -c {CONF}"],
-        ["bash", str(SCRIPTS / "service-mqtt.sh")],
-        mqtt_publish,
-    ),
-    "amqp": Outage(
-        {"type": "amqp", "url": AMQP, "exchange": "amq.topic"},
+        broker.stop,
+        broker.start,
+        mqtt_publisher(broker.port),
+    )
+
+
+def amqp_outage(broker: PrivateBroker) -> Outage:
+    return Outage(
+        {"type": "amqp", "url": broker.url, "exchange": "amq.topic"},
         "plant.{id}",
-        # The node stays up, its AMQP listener and every connection go away.
-        ["rabbitmqctl", "-n", "rabbit@localhost", "stop_app"],
-        ["rabbitmqctl", "-n", "rabbit@localhost", "start_app"],
-        amqp_publish,
-    ),
-    "kafka": Outage(
-        {"type": "kafka", "bootstrap": KAFKA},
+        broker.stop,
+        broker.start,
+        amqp_publisher(broker.url),
+    )
+
+
+def kafka_outage(broker: PrivateBroker) -> Outage:
+    return Outage(
+        {"type": "kafka", "bootstrap": broker.url},
         "plant-{id}",
-        ["pkill", "-f", "tansu.* broker --listener-url tcp://127.0.0.1:9092"],
-        ["bash", str(SCRIPTS / "service-kafka.sh")],
-        kafka_publish,
-    ),
+        broker.stop,
+        broker.start,
+        kafka_publisher(broker.url),
+    )
+
+
+OUTAGES = {
+    "mqtt": (private_mosquitto, mqtt_outage),
+    "amqp": (private_rabbitmq, amqp_outage),
+    "kafka": (private_kafka, kafka_outage),
 }
 
 
@@ -147,12 +164,10 @@ def config(directory: Path, outage: Outage) -> dict[str, Any]:
 
 
 @pytest.fixture(params=sorted(OUTAGES))
-def outage(request: pytest.FixtureRequest) -> Iterator[Outage]:
-    kind = OUTAGES[request.param]
-    subprocess.run(["bash", str(SCRIPTS / "services.sh")], check=True, timeout=300)
-    yield kind
-    # leave every broker running for the tests after this one
-    subprocess.run(["bash", str(SCRIPTS / "services.sh")], check=True, timeout=300)
+def outage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outage]:
+    private, outage_of = OUTAGES[request.param]
+    with private(tmp_path / "broker") as broker:
+        yield outage_of(broker)
 
 
 async def readyz(base: str) -> httpx.Response:
@@ -180,7 +195,7 @@ async def test_stream_survives_a_broker_restart(tmp_path: Path, outage: Outage) 
             first = await receive(stream, outage, topic, "before")
             assert json.loads(first.data) == {"m": "before"}
 
-            subprocess.run(outage.stop, check=True, timeout=60, capture_output=True)
+            await asyncio.to_thread(outage.stop)
 
             async def not_ready() -> dict[str, Any] | None:
                 response = await readyz(gateway.base_url)
@@ -190,7 +205,7 @@ async def test_stream_survives_a_broker_restart(tmp_path: Path, outage: Outage) 
             assert down["checks"]["broker:mq"] is False
             assert "broker:mq" in down["detail"]
 
-            subprocess.run(outage.start, check=True, timeout=120, capture_output=True)
+            await asyncio.to_thread(outage.start)
 
             async def ready_again() -> bool:
                 return (await readyz(gateway.base_url)).status_code == 200

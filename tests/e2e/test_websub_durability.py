@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from kafka import KafkaProducer
 
+from tests.e2e import kcat
 from tests.e2e.helpers import eventually, fetch_token, room
 from tests.e2e.receiver import Receiver
 from tests.e2e.servers import running_server
@@ -235,62 +235,54 @@ async def test_events_sent_while_the_gateway_is_down_are_delivered_after_it(
     config["applications"][0]["subscriptions"].append(
         {"api": "Orders", "version": "1.0.0", "tier": "Unlimited"}
     )
-    producer = KafkaProducer(bootstrap_servers="127.0.0.1:9092", acks="all")
 
     async def produce(*ns: int) -> None:
-        def send() -> None:
-            for n in ns:
-                producer.send(topic, json.dumps({"n": n}).encode(), partition=0).get(10)
-
-        await asyncio.to_thread(send)
+        await kcat.produce(topic, *(json.dumps({"n": n}).encode() for n in ns))
 
     def numbers() -> list[int]:
         return [json.loads(p.body)["n"] for p in receiver.posts_to(path)]
 
-    try:
-        with running_server(tmp_path, config) as first:
-            token = await fetch_token(first.base_url, "hooks", HOOKS_SECRET)
-            async with httpx.AsyncClient(base_url=first.base_url) as client:
-                form = {
-                    "hub.mode": "subscribe",
-                    "hub.topic": "/placed",
-                    "hub.callback": receiver.url(path),
-                }
-                response = await client.post(
-                    "/orders/1.0.0/hub", data=form, headers={"Authorization": f"Bearer {token}"}
-                )
-                assert response.status_code == 202, response.text
+    with running_server(tmp_path, config) as first:
+        token = await fetch_token(first.base_url, "hooks", HOOKS_SECRET)
+        async with httpx.AsyncClient(base_url=first.base_url) as client:
+            form = {
+                "hub.mode": "subscribe",
+                "hub.topic": "/placed",
+                "hub.callback": receiver.url(path),
+            }
+            response = await client.post(
+                "/orders/1.0.0/hub", data=form, headers={"Authorization": f"Bearer {token}"}
+            )
+            assert response.status_code == 202, response.text
 
-            async def verified() -> bool:
-                return bool(receiver.gets_to(path, "subscribe"))
+        async def verified() -> bool:
+            return bool(receiver.gets_to(path, "subscribe"))
 
-            await eventually(verified, what="verification of intent")
+        await eventually(verified, what="verification of intent")
 
-            async def first_arrives() -> bool:  # the feed reads from the live end
-                await produce(0)
-                return await lands(lambda: 0 in numbers(), PROBE_WAIT)
+        async def first_arrives() -> bool:  # the feed reads from the live end
+            await produce(0)
+            return await lands(lambda: 0 in numbers(), PROBE_WAIT)
 
-            await eventually(first_arrives, timeout=20, what="a first delivery")
-            await produce(1, 2)
+        await eventually(first_arrives, timeout=20, what="a first delivery")
+        await produce(1, 2)
 
-            async def two() -> bool:
-                return {1, 2} <= set(numbers())
+        async def two() -> bool:
+            return {1, 2} <= set(numbers())
 
-            await eventually(two, what="events 1 and 2 delivered")
-        await produce(3, 4)  # no gateway runs
-        with running_server(tmp_path, config):
+        await eventually(two, what="events 1 and 2 delivered")
+    await produce(3, 4)  # no gateway runs
+    with running_server(tmp_path, config):
 
-            async def all_four() -> bool:
-                return {3, 4} <= set(numbers())
+        async def all_four() -> bool:
+            return {3, 4} <= set(numbers())
 
-            await eventually(all_four, timeout=20, what="events sent during the downtime")
-            await produce(5)
+        await eventually(all_four, timeout=20, what="events sent during the downtime")
+        await produce(5)
 
-            async def five() -> bool:
-                return 5 in numbers()
+        async def five() -> bool:
+            return 5 in numbers()
 
-            await eventually(five, what="live again")
-    finally:
-        await asyncio.to_thread(producer.close, 5)
+        await eventually(five, what="live again")
     delivered = [n for n in numbers() if n > 0]
     assert delivered == [1, 2, 3, 4, 5], "in order, none lost, none repeated"
