@@ -1,0 +1,131 @@
+"""Three gateways on one PostgreSQL store, Redis and Kafka behave as one (CONTRACT §11).
+
+Clients are spread over the nodes: a tier's ``max_connections`` and ``events_per_minute``
+count the subscription's streams on every node, and a node killed with ``kill -9``
+stops counting within ``node_ttl``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from bridge.wire.sse import ParsedEvent
+from tests.e2e.cluster_setup import (
+    NODE_TTL,
+    SECRET,
+    Cluster,
+    cluster_config,
+    produce,
+    running_nodes,
+    suffix_of,
+)
+from tests.e2e.helpers import (
+    eventually,
+    fetch_token,
+    get,
+    metric,
+    metrics_text,
+    room,
+    sse_stream,
+)
+from tests.e2e.servers import Server
+from tests.store.helpers import postgres_database
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with postgres_database() as state:
+        config = cluster_config(state)
+        directory: Path = tmp_path_factory.mktemp("cluster")
+        with running_nodes(directory, [config] * 3) as nodes:
+            yield Cluster(nodes, config, suffix_of(config))
+
+
+async def token_of(cluster: Cluster, tier: str, node: Server | None = None) -> str:
+    base = (node or cluster.nodes[0]).base_url
+    return await fetch_token(base, cluster.client(tier), SECRET)
+
+
+async def test_every_node_sees_the_others(cluster: Cluster) -> None:
+    for node in cluster.nodes:
+
+        async def three(node: Server = node) -> bool:
+            return metric(await metrics_text(node.base_url), "streambridge_cluster_nodes") == 3
+
+        await eventually(three, timeout=2 * NODE_TTL, what=f"3 nodes seen on {node.port}")
+        text = await metrics_text(node.base_url)
+        assert metric(text, "streambridge_cluster_degraded") == 0
+
+
+async def test_max_connections_counts_the_streams_of_every_node(cluster: Cluster) -> None:
+    a, b, c = cluster.nodes
+    token = await token_of(cluster, "Pair")
+    path = f"/limited/1.0.0/t/{room()}"
+    async with AsyncExitStack() as streams:
+        first = AsyncExitStack()  # the stream on A, closed on its own below
+        streams.push_async_callback(first.aclose)
+        await first.enter_async_context(sse_stream(a.base_url, path, token))
+        await streams.enter_async_context(sse_stream(b.base_url, path, token))
+        refused = await get(c.base_url, path, token)
+        assert refused.status_code == 429
+        assert refused.json()["code"] == "too_many_connections"
+        assert (await get(a.base_url, path, token)).status_code == 429
+        await first.aclose()  # the stream on A ends: its place is free on every node
+
+        async def admitted_on_c() -> bool:
+            return (await get(c.base_url, path, token)).status_code == 200
+
+        await eventually(admitted_on_c, timeout=2.0, what="a freed place used on C")
+
+
+async def read_until_end(node: Server, path: str, token: str) -> list[ParsedEvent]:
+    async with sse_stream(node.base_url, path, token, params={"from": "earliest"}) as stream:
+        return await stream.rest(timeout=15.0)
+
+
+async def test_events_per_minute_count_the_deliveries_of_every_node(cluster: Cluster) -> None:
+    channel = room()
+    await produce(f"cluster.{channel}", 25)
+    token = await token_of(cluster, "Ten")
+    path = f"/limited/1.0.0/t/{channel}"
+    # Three streams of one subscription, one per node, each wanting all 25 events.
+    endings = await asyncio.gather(*(read_until_end(n, path, token) for n in cluster.nodes))
+    data = [e for events in endings for e in events if e.event in (None, "", "message")]
+    assert len(data) == 10  # exactly the tier's 10, over all nodes together
+    for events in endings:
+        assert events[-1].event == "throttled"
+        assert json.loads(events[-1].data)["retry_after"] >= 1
+    # Within the same minute, any node throttles the subscription at once.
+    late = await read_until_end(cluster.nodes[1], path, token)
+    assert [e.event for e in late] == ["throttled"]
+
+
+async def test_a_killed_nodes_connections_lapse_within_node_ttl(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    a = cluster.nodes[0]
+    path = f"/limited/1.0.0/t/{room()}"
+    async with AsyncExitStack() as stack:
+        (doomed,) = stack.enter_context(running_nodes(tmp_path, [cluster.config]))
+        token = await token_of(cluster, "Single", doomed)
+        async with sse_stream(doomed.base_url, path, token):
+            assert (await get(a.base_url, path, token)).status_code == 429
+            doomed.process.kill()  # kill -9: no close, no goodbye to Redis
+            killed = time.monotonic()
+            doomed.process.wait(5)
+            # Its lease still counts right after the kill ...
+            assert (await get(a.base_url, path, token)).status_code == 429
+
+            async def admitted() -> bool:
+                return (await get(a.base_url, path, token)).status_code == 200
+
+            # ... and lapses within node_ttl (plus a request's time).
+            await eventually(admitted, timeout=NODE_TTL + 2.0, what="the lapsed lease")
+            assert time.monotonic() - killed < NODE_TTL + 2.0
