@@ -149,15 +149,12 @@ class ClusterNode:
     async def _renew(self) -> None:
         if self.shared is None:
             return
-        restore = self._restore
+        restore, leases = self._restore, [(key, member) for member, key in self._leases.items()]
         try:
-            if restore:
+            if leases:
+                await self.shared.renew(leases, self.settings.node_ttl, restore=restore)
+            else:  # nothing to renew: still find out whether Redis answers
                 await self.shared.client.ping()
-            await self.shared.renew(
-                [(key, member) for member, key in self._leases.items()],
-                self.settings.node_ttl,
-                restore=restore,
-            )
         except REDIS_ERRORS as exc:
             self._lost(exc)
             return
