@@ -46,6 +46,7 @@ TIERS: dict[str, dict[str, int]] = {
     "Single": {"max_connections": 1},
     "Six": {"max_connections": 6},
     "Ten": {"events_per_minute": 10},
+    "Free": {},
 }
 
 
@@ -219,3 +220,101 @@ class OwnRedis:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
         self.process = None
+
+
+NGINX_CONF = """\
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+  access_log {dir}/access.log;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
+  upstream gateways {{
+{servers}
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://gateways;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Host $host;
+      proxy_buffering off;
+      proxy_read_timeout 1h;
+      proxy_connect_timeout 2s;
+      proxy_next_upstream error timeout;
+    }}
+  }}
+}}
+"""
+
+
+class NginxFront:
+    """Debian's nginx as a plain load balancer before the nodes: an instance of its own
+    on a free port, its config and files in a temporary directory."""
+
+    def __init__(self, directory: Path, nodes: list[Server]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.port = free_port()
+        servers = "\n".join(
+            f"    server 127.0.0.1:{node.port} max_fails=1 fail_timeout=10s;" for node in nodes
+        )
+        self.conf = directory / "nginx.conf"
+        self.conf.write_text(NGINX_CONF.format(dir=directory, port=self.port, servers=servers))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> NginxFront:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        log = (self.directory / "nginx.stderr").open("ab")
+        with log:
+            self.process = subprocess.Popen(
+                [binary, "-p", str(self.directory), "-c", str(self.conf), "-g", "daemon off;"],
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + 10.0
+        with httpx.Client(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError((self.directory / "nginx.stderr").read_text())
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{self.base_url}/healthz").status_code == 200:
+                        return self
+                time.sleep(0.05)  # polling interval of a process start
+        raise RuntimeError("nginx did not answer within 10 s")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)  # nginx's graceful stop
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def children_of(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.add(int(entry.name))
+    return found

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -21,10 +25,14 @@ from tests.e2e.cluster_setup import (
     NODE_TTL,
     SECRET,
     Cluster,
+    NginxFront,
+    children_of,
     cluster_config,
     produce,
     running_nodes,
+    start_node,
     suffix_of,
+    wait_healthy,
 )
 from tests.e2e.helpers import (
     eventually,
@@ -35,7 +43,7 @@ from tests.e2e.helpers import (
     room,
     sse_stream,
 )
-from tests.e2e.servers import Server
+from tests.e2e.servers import ROOT, Server, stop_server, write_config
 from tests.store.helpers import postgres_database
 
 
@@ -107,25 +115,89 @@ async def test_events_per_minute_count_the_deliveries_of_every_node(cluster: Clu
     assert [e.event for e in late] == ["throttled"]
 
 
-async def test_a_killed_nodes_connections_lapse_within_node_ttl(
-    cluster: Cluster, tmp_path: Path
-) -> None:
+async def test_a_killed_node_behind_a_load_balancer(cluster: Cluster, tmp_path: Path) -> None:
+    """kill -9 of a node: its leases lapse within node_ttl, and a plain nginx in front
+    (proxy_buffering off, next upstream on error) fails its clients over to A."""
     a = cluster.nodes[0]
-    path = f"/limited/1.0.0/t/{room()}"
+    channel = room()
+    path = f"/limited/1.0.0/t/{channel}"
+    await produce(f"cluster.{channel}", 3)
     async with AsyncExitStack() as stack:
-        (doomed,) = stack.enter_context(running_nodes(tmp_path, [cluster.config]))
-        token = await token_of(cluster, "Single", doomed)
-        async with sse_stream(doomed.base_url, path, token):
-            assert (await get(a.base_url, path, token)).status_code == 429
-            doomed.process.kill()  # kill -9: no close, no goodbye to Redis
-            killed = time.monotonic()
-            doomed.process.wait(5)
-            # Its lease still counts right after the kill ...
-            assert (await get(a.base_url, path, token)).status_code == 429
+        (doomed,) = stack.enter_context(running_nodes(tmp_path / "d", [cluster.config]))
+        front = stack.enter_context(NginxFront(tmp_path / "nginx", [a, doomed]))
+        free = await fetch_token(front.base_url, cluster.client("Free"), SECRET)
+        # proxy_buffering off: events come through while the stream stays open.
+        async with sse_stream(front.base_url, path, free, params={"from": "earliest"}) as stream:
+            first = await stream.events(3, timeout=10.0)
+        single = await token_of(cluster, "Single", doomed)
+        await stack.enter_async_context(sse_stream(doomed.base_url, path, single))
+        assert (await get(a.base_url, path, single)).status_code == 429
 
-            async def admitted() -> bool:
-                return (await get(a.base_url, path, token)).status_code == 200
+        doomed.process.kill()  # kill -9: no close, no goodbye to Redis
+        killed = time.monotonic()
+        doomed.process.wait(5)
+        # Its lease still counts right after the kill ...
+        assert (await get(a.base_url, path, single)).status_code == 429
 
-            # ... and lapses within node_ttl (plus a request's time).
-            await eventually(admitted, timeout=NODE_TTL + 2.0, what="the lapsed lease")
-            assert time.monotonic() - killed < NODE_TTL + 2.0
+        async def admitted() -> bool:
+            return (await get(a.base_url, path, single)).status_code == 200
+
+        # ... and lapses within node_ttl (plus a request's time).
+        await eventually(admitted, timeout=NODE_TTL + 2.0, what="the lapsed lease")
+        assert time.monotonic() - killed < NODE_TTL + 2.0
+
+        await produce(f"cluster.{channel}", 3)
+        # Every request now fails over to A; a resume id from either node is valid.
+        for _ in range(4):
+            assert (await get(front.base_url, "/healthz")).status_code == 200
+        last = first[-1].id
+        assert last is not None
+        resumed = {"Last-Event-ID": last}
+        async with sse_stream(front.base_url, path, free, headers=resumed) as stream:
+            rest = await stream.events(3, timeout=10.0)
+    assert [json.loads(e.data)["n"] for e in first + rest] == [0, 1, 2, 0, 1, 2]
+    assert len({e.id for e in first + rest}) == 6
+
+
+async def test_serve_workers_runs_nodes_on_one_port(cluster: Cluster, tmp_path: Path) -> None:
+    supervisor = start_node(tmp_path, cluster.config, extra=["--workers", "2"])
+    try:
+        wait_healthy(supervisor)
+        base = supervisor.base_url
+
+        async def five_nodes() -> bool:  # the module's three and two workers
+            return metric(await metrics_text(base), "streambridge_cluster_nodes") == 5
+
+        await eventually(five_nodes, timeout=30.0, what="both workers in the cluster")
+        workers = children_of(supervisor.process.pid)
+        assert len(workers) == 2
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+
+        async def replaced() -> bool:
+            now = children_of(supervisor.process.pid)
+            return len(now) == 2 and victim not in now
+
+        await eventually(replaced, timeout=10.0, what="the killed worker started again")
+        for _ in range(4):  # the other worker answered meanwhile, and answers now
+            assert (await get(base, "/healthz")).status_code == 200
+        survivors = children_of(supervisor.process.pid)
+        supervisor.process.send_signal(signal.SIGTERM)
+        assert supervisor.process.wait(15) == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in survivors)
+    finally:
+        stop_server(supervisor)
+
+
+def test_serve_workers_without_a_cluster_exits_2_naming_cluster_redis(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"brokers": {}})
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("cluster.redis: ")
