@@ -39,7 +39,7 @@ from bridge.errors import BridgeError, LimitsUnavailable, TooManyConnections
 from bridge.policy import RollingWindow
 from bridge.store.nodes import NodeStore
 from gateway.metrics import Metrics
-from gateway.shared_limits import SharedLimits, key_of
+from gateway.shared_limits import SharedLimits, Taken, key_of
 
 log = logging.getLogger("streambridge.cluster")
 REDIS_ERRORS: Final = (RedisError, OSError)  # TimeoutError is an OSError
@@ -202,19 +202,25 @@ class ClusterNode:
         except REDIS_ERRORS as exc:
             self._lost(exc)
 
+    async def window(self, key: str, wanted: int, limit: int) -> Taken | None:
+        """Up to ``wanted`` of ``limit`` permits of key's rolling minute in Redis, for
+        every node; None while Redis cannot be reached (the caller counts locally)."""
+        if self.shared is None or self.degraded:
+            return None
+        try:
+            return await self.shared.take(key, wanted, limit, RATE_WINDOW)
+        except REDIS_ERRORS as exc:
+            self._lost(exc)
+            return None
+
     async def take(
         self, key: SubscriptionKey, wanted: int, limit: int, local: RollingWindow, now: float
     ) -> tuple[int, int]:
         """Up to ``wanted`` of the subscription's events per minute, counted on every
         node: (granted, seconds until more fit). ``local`` counts while Redis is down."""
-        assert self.shared is not None
-        if not self.degraded:
-            try:
-                taken = await self.shared.take(key_of("epm", *key), wanted, limit, RATE_WINDOW)
-            except REDIS_ERRORS as exc:
-                self._lost(exc)
-            else:
-                return taken.granted, taken.retry_after
+        taken = await self.window(key_of("epm", *key), wanted, limit)
+        if taken is not None:
+            return taken.granted, taken.retry_after
         mode = self.settings.on_redis_down
         if mode == "open":
             return wanted, 0

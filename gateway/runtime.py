@@ -27,11 +27,11 @@ from bridge.cursor import new_epoch
 from bridge.errors import BridgeError, ConfigError, PipelineError, Problem, Revoked, ShuttingDown
 from bridge.event import Event
 from bridge.lifecycle import VISIBLE_STATES
-from bridge.policy import FailedAttempts
 from bridge.secrets import hash_secret
 from bridge.store import Snapshot, Store
 from bridge.supervision import Supervisor
 from connectors import Connector, connector_for
+from gateway.attempts import Attempts
 from gateway.auth import TokenAuthority
 from gateway.cluster import ClusterNode
 from gateway.connections import Connections
@@ -58,7 +58,9 @@ class Runtime:
         self.cluster = None if config.cluster is None else ClusterNode(config.cluster, self.metrics)
         self.connections = Connections(self.cluster)
         # Failed POST /oauth2/token per client id or address (CONTRACT §4c).
-        self.token_attempts = FailedAttempts(config.gateway.limits.token_attempts_per_minute)
+        self.token_attempts = Attempts(
+            "token", config.gateway.limits.token_attempts_per_minute, self.cluster
+        )
         # Client secrets are checked (scrypt: 16 MiB, tens of ms each) on threads of their
         # own: guessing cannot take the loop's default executor, and glibc keeps an arena
         # per thread that ran one, so few threads bound the memory it leaves behind.

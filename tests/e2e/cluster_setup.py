@@ -39,6 +39,7 @@ from tests.e2e.servers import (
 SHARED_REDIS = "redis://127.0.0.1:6379/0"  # make test starts it
 NODE_TTL = 3.0
 STARTUP_SECONDS = 60.0
+TOKEN_ATTEMPTS = 6
 SECRET = "cluster-secret-0001"
 # tier: (its limits, the application subscribed with it)
 TIERS: dict[str, dict[str, int]] = {
@@ -70,7 +71,12 @@ def cluster_config(
 ) -> dict[str, Any]:
     suffix = suffix or uuid.uuid4().hex[:8]
     return {
-        "gateway": {"public_url": "http://127.0.0.1:8080", "state": state, "heartbeat": "1s"},
+        "gateway": {
+            "public_url": "http://127.0.0.1:8080",
+            "state": state,
+            "heartbeat": "1s",
+            "limits": {"token_attempts_per_minute": TOKEN_ATTEMPTS},
+        },
         "brokers": {"kafka": {"type": "kafka", "bootstrap": KAFKA}},
         "cluster": {"redis": redis, "node_ttl": f"{NODE_TTL}s", "on_redis_down": on_redis_down},
         "tiers": TIERS,
@@ -93,6 +99,14 @@ def cluster_config(
                 "subscriptions": [{"api": "Limited", "version": "1.0.0", "tier": tier}],
             }
             for tier in TIERS
+        ]
+        + [  # only guessed at: failed token requests lock it out for a minute
+            {
+                "name": f"Guess-{suffix}",
+                "client_id": f"guess-{suffix}",
+                "client_secret": SECRET,
+                "subscriptions": [{"api": "Limited", "version": "1.0.0", "tier": "Free"}],
+            }
         ],
     }
 

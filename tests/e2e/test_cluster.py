@@ -24,6 +24,7 @@ from bridge.wire.sse import ParsedEvent
 from tests.e2e.cluster_setup import (
     NODE_TTL,
     SECRET,
+    TOKEN_ATTEMPTS,
     Cluster,
     NginxFront,
     children_of,
@@ -42,6 +43,7 @@ from tests.e2e.helpers import (
     metrics_text,
     room,
     sse_stream,
+    token_response,
 )
 from tests.e2e.servers import ROOT, Server, stop_server, write_config
 from tests.store.helpers import postgres_database
@@ -91,6 +93,17 @@ async def test_max_connections_counts_the_streams_of_every_node(cluster: Cluster
             return (await get(c.base_url, path, token)).status_code == 200
 
         await eventually(admitted_on_c, timeout=2.0, what="a freed place used on C")
+
+
+async def test_failed_token_requests_count_on_every_node(cluster: Cluster) -> None:
+    guess = cluster.client("Guess")
+    for attempt in range(TOKEN_ATTEMPTS):  # spread over the nodes
+        node = cluster.nodes[attempt % 3]
+        assert (await token_response(node.base_url, guess, "wrong")).status_code == 401
+    for node in cluster.nodes:  # the right secret is refused too, on every node, for now
+        refused = await token_response(node.base_url, guess, SECRET)
+        assert refused.status_code == 429
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
 
 
 async def read_until_end(node: Server, path: str, token: str) -> list[ParsedEvent]:
