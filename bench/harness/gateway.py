@@ -194,7 +194,11 @@ class Gateway:
             self.proc.wait()
 
     def __enter__(self) -> Gateway:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # a server that did not answer in time is still running
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
