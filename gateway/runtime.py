@@ -27,12 +27,13 @@ from bridge.cursor import new_epoch
 from bridge.errors import BridgeError, ConfigError, PipelineError, Problem, Revoked, ShuttingDown
 from bridge.event import Event
 from bridge.lifecycle import VISIBLE_STATES
-from bridge.policy import FailedAttempts
 from bridge.secrets import hash_secret
 from bridge.store import Snapshot, Store
 from bridge.supervision import Supervisor
 from connectors import Connector, connector_for
+from gateway.attempts import Attempts
 from gateway.auth import TokenAuthority
+from gateway.cluster import ClusterNode
 from gateway.connections import Connections
 from gateway.hub import Hub, HubSet
 from gateway.metrics import Metrics, open_files
@@ -53,9 +54,13 @@ class Runtime:
         self.config = config
         self.catalog = Catalog(Snapshot(revision=-1))  # until the store is open
         self.metrics = Metrics()
-        self.connections = Connections()
+        # CONTRACT §11: a node of a cluster, whose limits count every node's streams.
+        self.cluster = None if config.cluster is None else ClusterNode(config.cluster, self.metrics)
+        self.connections = Connections(self.cluster)
         # Failed POST /oauth2/token per client id or address (CONTRACT §4c).
-        self.token_attempts = FailedAttempts(config.gateway.limits.token_attempts_per_minute)
+        self.token_attempts = Attempts(
+            "token", config.gateway.limits.token_attempts_per_minute, self.cluster
+        )
         # Client secrets are checked (scrypt: 16 MiB, tens of ms each) on threads of their
         # own: guessing cannot take the loop's default executor, and glibc keeps an arena
         # per thread that ran one, so few threads bound the memory it leaves behind.
@@ -93,6 +98,8 @@ class Runtime:
             self.catalog = Catalog(await self.store.snapshot())
             self.authority = await TokenAuthority.open(self.config.auth, self.store)
             stack.push_async_callback(self.authority.aclose)
+            if self.cluster is not None:
+                await stack.enter_async_context(self.cluster)
             data_dir = self._claim_data_dir(stack)
             for name, settings in self.config.brokers.items():
                 retain, max_age = self._retention(name)
@@ -123,6 +130,11 @@ class Runtime:
             own = ["housekeeping", "store-watch"]
             self.supervisor.spawn("housekeeping", self._housekeeping)
             self.supervisor.spawn("store-watch", self._watch_store)
+            if self.cluster is not None:
+                own.append("cluster")
+                self.supervisor.spawn(
+                    "cluster", functools.partial(self.cluster.maintain, self.store.nodes)
+                )
             for index, job in enumerate(self.background):
                 own.append(f"background:{index}-{getattr(job, '__name__', 'job')}")
                 self.supervisor.spawn(own[-1], functools.partial(job, self))
@@ -367,7 +379,13 @@ class Runtime:
                 checks[f"task:{name}"] = False
         for name in self.upstreams.suspended():
             checks[name] = False
+        if self.cluster is not None:
+            checks.update(self.cluster.readiness())
         return checks
+
+    def tolerated(self) -> frozenset[str]:
+        """Failing checks /readyz reports without answering 503 (CONTRACT §11)."""
+        return frozenset() if self.cluster is None else self.cluster.tolerated()
 
 
 def task_kind(name: str) -> str:

@@ -100,7 +100,9 @@ class StreamSession:
             if grant.generation is None
             else (keys_record_id(grant.client_id, grant.key_type), grant.generation)
         )
-        self.runtime.connections.open(self.admitted.key, self.admitted.tier, self.subscriber, keys)
+        await self.runtime.connections.open(
+            self.admitted.key, self.admitted.tier, self.subscriber, keys
+        )
         self.runtime.metrics.connections.labels(self.protocol).inc()
         if self.subscribe:
             await self._scope.enter_async_context(self._catch_up.scope())
@@ -151,7 +153,6 @@ class StreamSession:
         await self._scope.aclose()
         for hub in self._hubs:
             hub.detach(self.subscriber)
-        self.runtime.connections.close(self.admitted.key, self.subscriber)
         self.runtime.metrics.connections.labels(self.protocol).dec()
         reason = self.ended or exc
         log.info(
@@ -164,6 +165,7 @@ class StreamSession:
                 "event_id": self.last_id,
             },
         )
+        await self.runtime.connections.close(self.admitted.key, self.subscriber)  # last: awaits
 
     def _end(self, reason: BaseException) -> BaseException:
         """Count why the stream ends, before its last words are written (no race with
@@ -203,8 +205,9 @@ class StreamSession:
         """Wait for work; raise the reason the stream must end, else return queued items.
 
         Items are GapNotice, LagNotice, Reply or (entry, event name). The events-per-minute
-        window is applied per item: an item that does not fit ends the stream with
-        Throttled and is not consumed, so the client resumes right before it.
+        window is asked for as many permits as events are queued (in a cluster, one Redis
+        call); what is granted is written, and the first event that does not fit ends the
+        stream with Throttled and is not consumed, so the client resumes right before it.
         """
         subscriber = self.subscriber
         wake = subscriber.wake
@@ -238,29 +241,29 @@ class StreamSession:
                 if self.ping_due:
                     return batch
                 continue
-            now = time.time()
-            while queue:
-                item = queue[0]
-                if isinstance(item, tuple):
-                    try:
-                        window.acquire(now)
-                    except Throttled as exc:
-                        if batch:  # deliver what fits; the next call ends the stream
-                            subscriber.close(exc)
-                            return batch
-                        raise self._end(exc) from None
+            wanted = sum(1 for item in queue if isinstance(item, tuple))
+            granted, retry_after = await window.take(wanted) if wanted else (0, 0)
+            left = granted
+            while queue and (left or not isinstance(queue[0], tuple)):
+                if isinstance(queue[0], tuple):
+                    left -= 1
                 batch.append(queue.popleft())
+            if granted < wanted:
+                exc = Throttled("events_per_minute exceeded", retry_after=retry_after)
+                if batch:  # deliver what fits; the next call ends the stream
+                    subscriber.close(exc)
+                    return batch
+                raise self._end(exc)
             if batch or self.ping_due:
                 return batch
 
-    def spend(self, now: float) -> None:
+    async def spend(self) -> None:
         """Count one frame a proxy relays against the tier's events_per_minute; raise
         Throttled (counted) once they are spent (CONTRACT §13)."""
         if self._window is not None:
-            try:
-                self._window.acquire(now)
-            except Throttled as exc:
-                raise self._end(exc) from None
+            granted, retry_after = await self._window.take(1)
+            if not granted:
+                raise self._end(Throttled("events_per_minute exceeded", retry_after=retry_after))
 
     def relayed(self) -> None:
         """Count one frame a proxy wrote to the client (events out)."""

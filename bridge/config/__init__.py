@@ -2,6 +2,7 @@
 
     fields        Strict (the base model), Duration, CelExpression
     settings      gateway, auth and websub sections
+    cluster       the cluster section: shared limits and the cluster log (§11)
     brokers       one model per broker type, discriminated on ``type``
     applications  tiers and seeded applications
     steps         pipeline steps, discriminated by their one key
@@ -36,6 +37,7 @@ from bridge.config.brokers import (
     PostgresCdcBroker,
 )
 from bridge.config.checks import RESERVED_PREFIXES, cross_field_problems, semantic_problems
+from bridge.config.cluster import ClusterSettings, OnRedisDown
 from bridge.config.delivery import (
     ConflateDelivery,
     Conflation,
@@ -82,6 +84,7 @@ __all__ = [
     "AuthSettings",
     "Broker",
     "CelExpression",
+    "ClusterSettings",
     "Config",
     "ConflateDelivery",
     "Conflation",
@@ -98,6 +101,7 @@ __all__ = [
     "Mask",
     "MemoryBroker",
     "MqttBroker",
+    "OnRedisDown",
     "PostgresCdcBroker",
     "Replay",
     "RetrySettings",

@@ -51,7 +51,37 @@ def cross_field_problems(tree: Tree) -> list[Problem]:
         problems += _topic_problems(f"apis[{i}]", _text(api, "protocol", Api), api.get("topics"))
     problems += _duplicate_problems(apis)
     problems += _application_problems(tree.get("applications"), apis, tiers)
+    problems += _cluster_problems(tree.get("cluster"), tree.get("brokers"))
     return problems
+
+
+def _cluster_problems(cluster: object, brokers: object) -> list[Problem]:
+    """CONTRACT §11: ``cluster.log`` names a kafka broker; the memory broker lives in one
+    process, so a cluster serves it only from a copy in the cluster log."""
+    if not isinstance(cluster, Mapping):
+        return []
+    types = {
+        name: broker.get("type")
+        for name, broker in (brokers.items() if isinstance(brokers, Mapping) else ())
+        if isinstance(broker, Mapping)
+    }
+    log = _text(cluster, "log")
+    if log is not None:
+        if log not in types:
+            known = ", ".join(sorted(n for n, t in types.items() if t == "kafka")) or "none"
+            return [Problem("cluster.log", f"unknown broker {log!r} (kafka brokers: {known})")]
+        if types[log] != "kafka":
+            return [Problem("cluster.log", f"broker {log!r} is {types[log]}; the log is kafka")]
+        return []
+    memory = sorted(name for name, kind in types.items() if kind == "memory")
+    if memory:
+        return [
+            Problem(
+                "cluster.log",
+                f"the memory broker in a cluster requires cluster.log (brokers.{memory[0]})",
+            )
+        ]
+    return []
 
 
 def _reference_problems(

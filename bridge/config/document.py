@@ -5,6 +5,7 @@ from __future__ import annotations
 from bridge.config.apis import Api
 from bridge.config.applications import Application, Tier
 from bridge.config.brokers import Broker
+from bridge.config.cluster import ClusterSettings
 from bridge.config.fields import Strict
 from bridge.config.settings import (
     AuthSettings,
@@ -19,6 +20,7 @@ class Config(Strict):
     auth: AuthSettings = AuthSettings()
     websub: WebSubSettings = WebSubSettings()
     portal: PortalSettings = PortalSettings()
+    cluster: ClusterSettings | None = None  # CONTRACT §11; None: one process, as before
     brokers: dict[str, Broker] = {}
     tiers: dict[str, Tier] = {}
     apis: list[Api] = []

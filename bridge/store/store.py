@@ -32,6 +32,7 @@ from bridge.store.apis import ApiStore, api_from
 from bridge.store.applications import ApplicationStore
 from bridge.store.developers import DeveloperStore
 from bridge.store.engine import Database, engine_url
+from bridge.store.nodes import NodeStore
 from bridge.store.queries import bump, from_row, revision
 from bridge.store.records import ApplicationRecord, Snapshot, SubscriptionRecord
 from bridge.store.schema import apis, applications, subscriptions, tiers
@@ -63,6 +64,7 @@ class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore, DeveloperS
         super().__init__(Database(url))
         self._webhooks = WebhookStore(self._db, clock=clock)
         self._expressions = expressions
+        self._nodes = NodeStore(self._db, clock=clock)
 
     @classmethod
     def from_url(
@@ -82,6 +84,11 @@ class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore, DeveloperS
     def webhooks(self) -> WebhookStore:
         """WebSub subscriptions and the webhook delivery queue (bridge.store.webhooks)."""
         return self._webhooks
+
+    @property
+    def nodes(self) -> NodeStore:
+        """The heartbeats of a cluster's gateways (bridge.store.nodes)."""
+        return self._nodes
 
     async def __aenter__(self) -> Store:
         await self._db.__aenter__()
