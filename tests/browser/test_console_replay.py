@@ -16,9 +16,9 @@ from tests.e2e.receiver import Receiver, running_receiver
 from tests.e2e.servers import Server, running_server
 from tests.e2e.websub_setup import (
     ADMIN,
-    HOOKS_SECRET,
     LIMITED_SECRET,
     Hub,
+    hub_for,
     wait_posts,
     websub_config,
 )
@@ -40,12 +40,8 @@ def websub_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
 
 @pytest.fixture
 async def hub(websub_gateway: Server, receiver: Receiver) -> AsyncIterator[Hub]:
-    token = await fetch_token(websub_gateway.base_url, "hooks", HOOKS_SECRET)
-    client = Hub(websub_gateway.base_url, token, receiver)
-    try:
+    async with hub_for(websub_gateway, receiver) as client:
         yield client
-    finally:
-        await client.aclose()
 
 
 async def test_replay_in_the_console_delivers_a_dead_letter_again(
