@@ -38,7 +38,6 @@ from gateway.sse import resume_id, start_at
 from gateway.stream import CutOnOverflow, StreamSession
 
 log = logging.getLogger("streambridge.websocket")
-PUBLISH_TIMEOUT = 10.0  # seconds a broker has to confirm a publish before it is a nack
 
 
 async def deny(
@@ -186,6 +185,7 @@ async def _read(
 ) -> None:
     match = admitted.topics[0]
     connector = runtime.source(admitted.api)
+    timeout = runtime.config.gateway.limits.publish_timeout  # then the publish is a nack
     counter = runtime.metrics.events_published.labels(
         admitted.api.name, admitted.api.version, match.topic.name
     )
@@ -211,11 +211,11 @@ async def _read(
         else:
             event = Event(match.channel, decode_payload(raw))
         try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
+            async with asyncio.timeout(timeout):
                 await connector.publish(match.channel, event)
         except (ConnectorError, TimeoutError) as exc:
             # CONTRACT §6: a publish the broker did not confirm is never dropped silently.
-            detail = str(exc) or f"the broker did not confirm within {PUBLISH_TIMEOUT:g}s"
+            detail = str(exc) or f"the broker did not confirm within {timeout:g}s"
             log.warning("publish failed", extra={"channel": match.channel, "error": detail})
             if enveloped:
                 _reply(session, v1.nack(publish.ref, detail))

@@ -70,6 +70,7 @@ class Limits(Strict):
     # to megabytes). Bounded, a slow client's backlog stays in its queue, where lag is
     # signalled, conflation applies and the slow-client cut sees it (CONTRACT §5, §10).
     send_buffer_bytes: NonNegativeInt = 131_072
+    publish_timeout: Duration = 10.0  # a broker's confirmation of a WebSocket publish, else nack
 
     @property
     def expressions(self) -> CelLimits:

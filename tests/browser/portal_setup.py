@@ -7,8 +7,10 @@ import sys
 import uuid
 from pathlib import Path
 
+import httpx
 from playwright.async_api import Page, expect
 
+from tests.e2e.helpers import HTTP_TIMEOUT
 from tests.e2e.servers import Server
 
 STREAMBRIDGE = Path(sys.executable).parent / "streambridge"
@@ -57,3 +59,20 @@ async def subscribe_and_get_token(page: Page, application: str, tier: str = "Gol
     await expect(page.get_by_role("status")).to_contain_text("Subscribed")
     await page.get_by_role("button", name="Generate token").click()
     await expect(page.get_by_label("Access token")).not_to_have_value("")
+
+
+async def block_and_see_revoked(page: Page, demo: Demo, client_id: str) -> None:
+    """Block the application's subscription (management API): the open Try it view shows
+    the revoked signal, marked as such, and that its stream is closed."""
+    admin = {"Authorization": f"Bearer {demo.admin_token}"}
+    async with httpx.AsyncClient(
+        base_url=demo.server.base_url, headers=admin, timeout=HTTP_TIMEOUT
+    ) as client:
+        (subscription,) = (
+            await client.get("/api/v1/subscriptions", params={"application": client_id})
+        ).json()
+        blocked = await client.post(f"/api/v1/subscriptions/{subscription['id']}/block")
+        assert blocked.status_code == 200
+    events = page.get_by_role("list", name="Events")
+    await expect(events.get_by_role("listitem").first).to_contain_text("revoked", timeout=WAIT_MS)
+    await expect(page.get_by_text("closed (revoked)", exact=True)).to_be_visible()

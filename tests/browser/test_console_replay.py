@@ -1,5 +1,6 @@
-"""The publisher console's dead letters (CONTRACT §7, §12) in a real browser: a webhook
-delivery that failed every attempt is listed, and "Replay" delivers it again."""
+"""The publisher console (CONTRACT §7, §8, §12) in a real browser, on a WebSub gateway: a
+webhook delivery that failed every attempt is listed and "Replay" delivers it again; a
+subscription is blocked and unblocked."""
 
 from __future__ import annotations
 
@@ -10,10 +11,17 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.e2e.helpers import eventually, fetch_token
+from tests.e2e.helpers import eventually, fetch_token, get
 from tests.e2e.receiver import Receiver, running_receiver
 from tests.e2e.servers import Server, running_server
-from tests.e2e.websub_setup import ADMIN, HOOKS_SECRET, Hub, wait_posts, websub_config
+from tests.e2e.websub_setup import (
+    ADMIN,
+    LIMITED_SECRET,
+    Hub,
+    hub_for,
+    wait_posts,
+    websub_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +40,8 @@ def websub_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
 
 @pytest.fixture
 async def hub(websub_gateway: Server, receiver: Receiver) -> AsyncIterator[Hub]:
-    token = await fetch_token(websub_gateway.base_url, "hooks", HOOKS_SECRET)
-    client = Hub(websub_gateway.base_url, token, receiver)
-    try:
+    async with hub_for(websub_gateway, receiver) as client:
         yield client
-    finally:
-        await client.aclose()
 
 
 async def test_replay_in_the_console_delivers_a_dead_letter_again(
@@ -72,3 +76,26 @@ async def test_replay_in_the_console_delivers_a_dead_letter_again(
     replayed = (await wait_posts(receiver, path, 4))[3]
     assert json.loads(replayed.body) == {"n": "replay me"}, "the replayed delivery arrived"
     await expect(letter).to_have_count(0)  # no longer a dead letter
+
+
+async def test_block_and_unblock_a_subscription_in_the_console(
+    page: Page, websub_gateway: Server
+) -> None:
+    """A blocked subscription's token is refused; unblocked, it is served again."""
+    base = websub_gateway.base_url
+    token = await fetch_token(base, "limited", LIMITED_SECRET)
+    topic = f"/hooks/1.0.0/t/{uuid.uuid4().hex[:12]}"
+    await page.goto(f"{base}/portal/")
+    await page.get_by_role("link", name="Publisher sign-in").click()
+    await page.get_by_label("Admin token").fill(ADMIN)
+    await page.get_by_role("button", name="Sign in").click()
+    row = page.get_by_role("table", name="Subscriptions").get_by_role(
+        "row", name="limited Hooks 1.0.0"
+    )
+    await expect(row).to_contain_text("ACTIVE")
+    await row.get_by_role("button", name="Block").click()
+    await expect(row).to_contain_text("BLOCKED")
+    assert (await get(base, topic, token)).status_code == 403
+    await row.get_by_role("button", name="Unblock").click()
+    await expect(row).to_contain_text("ACTIVE")
+    assert (await get(base, topic, token)).status_code == 200

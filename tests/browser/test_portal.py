@@ -18,6 +18,7 @@ from playwright.async_api import FilePayload, Page, expect
 from tests.browser.portal_setup import (
     WAIT_MS,
     Demo,
+    block_and_see_revoked,
     create_application,
     open_api,
     sign_up,
@@ -240,14 +241,4 @@ async def test_try_it_shows_a_revoked_stream_as_such(page: Page, demo: Demo) -> 
     await page.get_by_role("button", name="Try it /prices", exact=True).click()
     events = page.get_by_role("list", name="Events")
     await expect(events.get_by_role("listitem").first).to_be_visible(timeout=WAIT_MS)
-    admin = {"Authorization": f"Bearer {demo.admin_token}"}
-    async with httpx.AsyncClient(
-        base_url=demo.server.base_url, headers=admin, timeout=HTTP_TIMEOUT
-    ) as client:
-        (subscription,) = (
-            await client.get("/api/v1/subscriptions", params={"application": client_id})
-        ).json()
-        blocked = await client.post(f"/api/v1/subscriptions/{subscription['id']}/block")
-        assert blocked.status_code == 200
-    await expect(events.get_by_role("listitem").first).to_contain_text("revoked", timeout=WAIT_MS)
-    await expect(page.get_by_text("closed (revoked)", exact=True)).to_be_visible()
+    await block_and_see_revoked(page, demo, client_id)

@@ -9,25 +9,18 @@ import uuid
 import httpx
 from playwright.async_api import Page, expect
 
-from tests.browser.portal_setup import (
-    WAIT_MS,
-    Demo,
-    create_application,
-    open_api,
-    sign_up,
-    subscribe_and_get_token,
-    username,
-)
+from tests.browser import portal_setup as portal
+from tests.browser.portal_setup import Demo
 from tests.e2e.helpers import HTTP_TIMEOUT
 
 
 async def try_chat_room(page: Page, demo: Demo, tier: str) -> tuple[str, str]:
     """A new developer subscribed to Chat with ``tier`` in Try it on a fresh room, connected;
     returns their client id and the room."""
-    await sign_up(page, demo, username())
-    client_id = await create_application(page, "chat " + tier)
-    await open_api(page, "Chat 1.0.0")
-    await subscribe_and_get_token(page, "chat " + tier, tier)
+    await portal.sign_up(page, demo, portal.username())
+    client_id = await portal.create_application(page, "chat " + tier)
+    await portal.open_api(page, "Chat 1.0.0")
+    await portal.subscribe_and_get_token(page, "chat " + tier, tier)
     await page.get_by_role("button", name="Try it /rooms/{room}").click()
     room = uuid.uuid4().hex[:8]
     await page.get_by_label("Topic URL").fill(f"/chat/1.0.0/rooms/{room}")
@@ -79,14 +72,4 @@ async def test_websocket_try_it_shows_a_revoked_stream_as_such(page: Page, demo:
     await expect(events.get_by_role("listitem").filter(has_text="before the block")).to_have_count(
         1
     )
-    admin = {"Authorization": f"Bearer {demo.admin_token}"}
-    async with httpx.AsyncClient(
-        base_url=demo.server.base_url, headers=admin, timeout=HTTP_TIMEOUT
-    ) as client:
-        (subscription,) = (
-            await client.get("/api/v1/subscriptions", params={"application": client_id})
-        ).json()
-        blocked = await client.post(f"/api/v1/subscriptions/{subscription['id']}/block")
-        assert blocked.status_code == 200
-    await expect(events.get_by_role("listitem").first).to_contain_text("revoked", timeout=WAIT_MS)
-    await expect(page.get_by_text("closed (revoked)", exact=True)).to_be_visible()
+    await portal.block_and_see_revoked(page, demo, client_id)

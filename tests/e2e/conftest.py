@@ -9,7 +9,7 @@ import pytest
 from tests.e2e.helpers import fetch_token
 from tests.e2e.receiver import Receiver, running_receiver
 from tests.e2e.servers import MAIN_SECRET, STARTED, Server, main_config, running_server, slow_config
-from tests.e2e.websub_setup import HOOKS_SECRET, Hub, websub_config
+from tests.e2e.websub_setup import Hub, hub_for, websub_config
 
 
 @pytest.fixture(scope="session")
@@ -70,9 +70,5 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 async def hub(websub_server: Server, receiver: Receiver) -> AsyncIterator[Hub]:
-    token = await fetch_token(websub_server.base_url, "hooks", HOOKS_SECRET)
-    client = Hub(websub_server.base_url, token, receiver)
-    try:
+    async with hub_for(websub_server, receiver) as client:
         yield client
-    finally:
-        await client.aclose()

@@ -210,11 +210,13 @@ async def test_a_slow_client_on_all_gets_lag_then_is_cut_and_resumes_with_its_la
         slow = SSEReader(response)
 
         async def publish(numbers: range) -> None:
+            # A client reading everything as it comes (it must not fall behind itself).
+            reading = asyncio.create_task(fast.events(len(numbers), timeout=15))
             for n in numbers:
                 await pub.send({"n": n, "pad": big})
             # The hub hands each event to every client in one loop: once the fast client
             # has the last, the slow one has it queued.
-            got = await fast.events(len(numbers), timeout=15)
+            got = await reading
             assert [json.loads(e.data)["n"] for e in got] == list(numbers)
 
         # The slow client reads nothing while 8 events come: one written, one in the

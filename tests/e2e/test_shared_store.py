@@ -3,7 +3,8 @@
 Both are real ``streambridge serve`` processes with the same ``gateway.state`` URL (a
 fresh database of the PostgreSQL that ``make test`` starts). A change made through one
 gateway's management API must reach the other: new objects become usable there, and a
-blocked subscription ends the stream open on the other gateway.
+blocked subscription ends the stream open on the other gateway. Failed portal sign-ins
+count on both.
 """
 
 from __future__ import annotations
@@ -12,9 +13,18 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.e2e.helpers import eventually, fetch_token, get, publisher, sse_stream, token_response
+from tests.e2e.helpers import (
+    HTTP_TIMEOUT,
+    eventually,
+    fetch_token,
+    get,
+    publisher,
+    sse_stream,
+    token_response,
+)
 from tests.e2e.servers import Server, running_server
 from tests.e2e.test_management import Admin, base_config, sse_api, unique
 from tests.store.helpers import postgres_database
@@ -86,3 +96,21 @@ async def _eventually_token(server: Server, client_id: str, secret: str) -> str:
         return response.json()["access_token"] if response.status_code == 200 else None
 
     return await eventually(attempt, timeout=PROPAGATION, what="application visible on B")
+
+
+async def test_failed_portal_sign_ins_count_on_every_gateway(
+    gateways: tuple[Server, Server],
+) -> None:
+    """The portal's limit (10 failures a minute per username or address, CONTRACT §12)
+    is counted in the store: spreading guesses over the gateways gains nothing."""
+    a, b = gateways
+    guess = {"username": unique("nobody"), "password": "not-it"}
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
+        for n in range(10):
+            gateway = (a, b)[n % 2]
+            answer = await client.post(f"{gateway.base_url}/portal/api/signin", json=guess)
+            assert answer.status_code == 401, answer.text
+        for gateway in (a, b):
+            answer = await client.post(f"{gateway.base_url}/portal/api/signin", json=guess)
+            assert answer.status_code == 429, answer.text
+            assert int(answer.headers["retry-after"]) > 0

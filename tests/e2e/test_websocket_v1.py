@@ -311,15 +311,21 @@ async def _nack(tmp_path: Path, kind: str, port: int, proxy: Proxy) -> None:
             "exchange": "amq.topic",
         },
     }
-    broker = brokers[kind]
-    with running_server(tmp_path, broker_config(tmp_path, broker, f"nack.{room()}")) as server:
+    with running_server(tmp_path, nack_config(tmp_path, brokers[kind])) as server:
         token = await fetch_token(server.base_url, "app", APP_SECRET)
         async with v1(server, "/feed/1.0.0/in", token) as pub:
             assert (await publish(pub, "before", {"n": 0}))["event"] == "ack"
             proxy.stop()
             await pub.send(json.dumps({"ref": "lost?", "data": {"n": 1}}))
-            answer = await frame(pub, timeout=30)  # the broker has 10 s to confirm
+            answer = await frame(pub)
     assert answer["event"] == "nack" and answer["ref"] == "lost?" and answer["error"]
+
+
+def nack_config(directory: Path, broker: dict[str, Any]) -> dict[str, Any]:
+    """The broker has a second to confirm a publish (``limits.publish_timeout``)."""
+    config = broker_config(directory, broker, f"nack.{room()}")
+    config["gateway"]["limits"] = {"publish_timeout": "1s"}
+    return config
 
 
 async def test_v1_gets_the_throttled_signal_before_close_1008(gateway: Server) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.e2e.helpers import HTTP_TIMEOUT, bearer, eventually
+from tests.e2e.helpers import HTTP_TIMEOUT, bearer, eventually, fetch_token
 from tests.e2e.receiver import Delivery, Receiver
-from tests.e2e.servers import state_url
+from tests.e2e.servers import Server, state_url
 
 HOOKS_SECRET = "hooks-secret-0001"
 LIMITED_SECRET = "limited-secret-0001"
@@ -166,6 +168,17 @@ class Hub:
         response = await self.admin("GET", "/subscriptions")
         assert response.status_code == 200, response.text
         return response.json()  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def hub_for(server: Server, receiver: Receiver) -> AsyncIterator[Hub]:
+    """The hub of ``server`` (``websub_config``) as the ``hooks`` application."""
+    token = await fetch_token(server.base_url, "hooks", HOOKS_SECRET)
+    client = Hub(server.base_url, token, receiver)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 async def wait_posts(
