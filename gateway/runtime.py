@@ -31,7 +31,7 @@ from bridge.policy import FailedAttempts
 from bridge.secrets import hash_secret
 from bridge.store import Snapshot, Store
 from bridge.supervision import Supervisor
-from connectors import Connector, connector_for
+from connectors import LOGGED_TYPES, Connector, cluster_logged, connector_for
 from gateway.auth import TokenAuthority
 from gateway.connections import Connections
 from gateway.hub import Hub, HubSet
@@ -89,16 +89,31 @@ class Runtime:
             self.authority = await TokenAuthority.open(self.config.auth, self.store)
             stack.push_async_callback(self.authority.aclose)
             data_dir = self._claim_data_dir(stack)
-            for name, settings in self.config.brokers.items():
+            cluster_log = self.config.cluster.log if self.config.cluster else None
+            # The cluster log's broker first: the channels copied into it need it open.
+            for name, settings in sorted(
+                self.config.brokers.items(), key=lambda item: item[0] != cluster_log
+            ):
                 retain, max_age = self._retention(name)
-                connector = connector_for(
-                    name,
-                    settings,
-                    retain=retain,
-                    max_age=max_age,
-                    data_dir=data_dir,
-                    on_task_failure=self.task_failed,
-                )
+                if cluster_log is not None and settings.type in LOGGED_TYPES:
+                    connector = cluster_logged(
+                        name,
+                        settings,
+                        log=self.connectors[cluster_log],
+                        leases=self.store.copiers,
+                        node=self.epoch,
+                        lease_ttl=self.config.cluster.node_ttl if self.config.cluster else 0.0,
+                        on_task_failure=self.task_failed,
+                    )
+                else:
+                    connector = connector_for(
+                        name,
+                        settings,
+                        retain=retain,
+                        max_age=max_age,
+                        data_dir=data_dir,
+                        on_task_failure=self.task_failed,
+                    )
                 self.connectors[name] = await stack.enter_async_context(connector)
             await stack.enter_async_context(self.upstreams)
             await stack.enter_async_context(self.supervisor)  # left after hubs and WebSub

@@ -29,6 +29,7 @@ from bridge.errors import StoreError
 from bridge.store import seeding
 from bridge.store.apis import ApiStore, api_from
 from bridge.store.applications import ApplicationStore
+from bridge.store.copiers import CopierLeases
 from bridge.store.developers import DeveloperStore
 from bridge.store.engine import Database, engine_url
 from bridge.store.queries import bump, from_row, revision
@@ -54,6 +55,7 @@ class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore, DeveloperS
     def __init__(self, url: URL, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(Database(url))
         self._webhooks = WebhookStore(self._db, clock=clock)
+        self._copiers = CopierLeases(self._db, clock=clock)
 
     @classmethod
     def from_url(cls, url: str, *, clock: Callable[[], float] = time.time) -> Store:
@@ -67,6 +69,11 @@ class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore, DeveloperS
     def webhooks(self) -> WebhookStore:
         """WebSub subscriptions and the webhook delivery queue (bridge.store.webhooks)."""
         return self._webhooks
+
+    @property
+    def copiers(self) -> CopierLeases:
+        """The cluster log's copier leases and epochs (bridge.store.copiers)."""
+        return self._copiers
 
     async def __aenter__(self) -> Store:
         await self._db.__aenter__()
