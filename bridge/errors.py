@@ -14,6 +14,7 @@
         ├── InsufficientScope  token lacks a topic's scope                   403 / 1008
         ├── ApiBlocked         API in state BLOCKED                          503 / 1013
         ├── TooManyConnections tier max_connections reached                  429 / 1013
+        │   └── LimitsUnavailable shared limits unreachable (on_redis_down: closed) 503 / 1013
         ├── EndpointSuspended  the upstream endpoint is suspended (§13)       503 / 1013
         ├── NoSandbox          a sandbox key on an API without a sandbox      403 / 1008
         ├── Throttled          tier events_per_minute spent on open stream   event/1008
@@ -122,6 +123,11 @@ class TooManyConnections(AccessDenied):
     def __init__(self, detail: str, *, retry_after: int) -> None:
         self.retry_after = retry_after
         super().__init__(detail)
+
+
+class LimitsUnavailable(TooManyConnections):
+    """CONTRACT §11: Redis, which counts a cluster's limits, cannot be reached and
+    ``on_redis_down`` is ``closed``: nothing new is admitted until it answers again."""
 
 
 class EndpointSuspended(AccessDenied):

@@ -133,6 +133,22 @@ class RollingWindow:
             raise Throttled("events_per_minute exceeded", retry_after=retry_after)
         times.append(now)
 
+    def take(self, wanted: int, now: float) -> int:
+        """Count up to ``wanted`` events now; how many fit (a stream writes that many)."""
+        times = self._times
+        horizon = now - self.window
+        while times and times[0] <= horizon:
+            times.popleft()
+        granted = max(0, min(wanted, self.limit - len(times)))
+        times.extend([now] * granted)
+        return granted
+
+    def retry_after(self, now: float) -> int:
+        """Whole seconds until the oldest counted event leaves the window (at least 1)."""
+        if not self._times:
+            return 1
+        return max(1, math.ceil(self._times[0] - (now - self.window)))
+
 
 class FailedAttempts:
     """Failed token requests per key over a rolling minute (CONTRACT §4c): the key is a

@@ -128,11 +128,15 @@ def create_app(config: Config) -> Gateway:
     @control.get("/readyz", tags=["operations"])
     async def readyz() -> Any:
         checks = await runtime.readiness()
-        ready = all(checks.values()) and not runtime.stopping
         failing = [name for name, ok in checks.items() if not ok]
-        body = {"status": "ready" if ready else "unavailable", "checks": checks}
+        tolerated = runtime.tolerated()  # a cluster without Redis serves on (§11)
+        ready = not runtime.stopping and all(name in tolerated for name in failing)
+        status = "unavailable" if not ready else "degraded" if failing else "ready"
+        body: dict[str, Any] = {"status": status, "checks": checks}
         if not ready:
             body["detail"] = "not ready: " + (", ".join(failing) or "shutting down")
+        elif failing:
+            body["detail"] = "degraded: " + ", ".join(failing)
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @control.get("/metrics", tags=["operations"])

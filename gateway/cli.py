@@ -1,4 +1,4 @@
-"""The ``streambridge`` command (CONTRACT §1): serve, check.
+"""The ``streambridge`` command (CONTRACT §1): serve (``--workers N``), check, asyncapi.
 
 This is a composition root: the config is loaded here, never at import time, and the
 server and its dependencies are imported only by ``serve``.
@@ -32,8 +32,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="gateway processes on the port, one cluster node each (N > 1 needs cluster.redis)",
+    )
+    # Set by ``--workers``' supervisor for each process it starts (gateway.workers).
+    serve.add_argument("--worker", help=argparse.SUPPRESS)  # <index>:<supervisor pid>
     check = commands.add_parser("check", help="validate a config file")
     check.add_argument("--config", required=True)
+    check.add_argument("--workers", type=_positive, default=1, help="as serve will be started")
     asyncapi = commands.add_parser("asyncapi", help="AsyncAPI export and import")
     asyncapi_commands = asyncapi.add_subparsers(dest="asyncapi_command", required=True)
     export = asyncapi_commands.add_parser("export", help="an API of a config as AsyncAPI 3.0")
@@ -54,17 +63,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _report(error: ConfigError) -> int:
     for problem in error.problems:
         print(problem, file=sys.stderr)
     return EXIT_INVALID
 
 
-def check(path: str) -> int:
+def check(path: str, workers: int = 1) -> int:
+    from gateway.workers import workers_problem
+
     try:
         config = load_config(path)
     except ConfigError as exc:
         return _report(exc)
+    problem = workers_problem(config, workers)
+    if problem is not None:
+        return _report(problem)
     topics = sum(len(api.topics) for api in config.apis)
     print(
         f"{path}: valid ({len(config.apis)} APIs, {topics} topics, "
@@ -73,7 +94,9 @@ def check(path: str) -> int:
     return 0
 
 
-def serve(path: str | None, host: str, port: int) -> int:
+def serve(
+    path: str | None, host: str, port: int, workers: int = 1, worker: str | None = None
+) -> int:
     import secrets
 
     from gateway.demo import demo_config, demo_instructions, demo_jobs
@@ -81,8 +104,28 @@ def serve(path: str | None, host: str, port: int) -> int:
     from gateway.logs import configure
     from gateway.runtime import Runtime
     from gateway.server import build_server
+    from gateway.workers import (
+        die_with_supervisor,
+        reuse_port_socket,
+        serve_workers,
+        worker_config,
+        workers_problem,
+    )
 
     configure()
+    index: int | None = None
+    if worker is not None:  # one of --workers
+        index, supervisor = (int(part) for part in worker.split(":"))
+        die_with_supervisor(supervisor)
+    if workers > 1:
+        try:
+            pooled = load_config(path) if path else None
+        except ConfigError as exc:
+            return _report(exc)
+        problem = workers_problem(pooled, workers)
+        if problem is not None or path is None:
+            return _report(problem or ConfigError([]))
+        return serve_workers(path, host, port, workers)
     demo_secret: str | None = None
     background: list[Callable[[Runtime], Awaitable[None]]] = []
     admin_token = secrets.token_urlsafe(24)
@@ -90,6 +133,8 @@ def serve(path: str | None, host: str, port: int) -> int:
     try:
         if path:
             config: Config = load_config(path)
+            if index is not None:
+                config = worker_config(config, index)
         else:
             demo_secret = secrets.token_urlsafe(18)
             upstreams = DemoUpstreams()  # listening already: the gateway's connects wait
@@ -105,7 +150,10 @@ def serve(path: str | None, host: str, port: int) -> int:
     if demo_secret is not None:
         base = f"http://{host}:{port}"
         print(demo_instructions(base, demo_secret, admin_token, developer_password), flush=True)
-    server.run()
+    if index is None:
+        server.run()
+    else:  # one of --workers: the port is shared, the kernel spreads connections
+        server.run(sockets=[reuse_port_socket(host, port, listen=True)])
     return 0 if server.started else 1
 
 
@@ -169,13 +217,13 @@ def asyncapi_import(
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
-        return check(args.config)
+        return check(args.config, args.workers)
     if args.command == "asyncapi":
         if args.asyncapi_command == "export":
             return asyncapi_export(args.config, args.api, args.version, args.format)
         source = (None if args.endpoint else args.broker or "main", args.endpoint)
         return asyncapi_import(args.file, source, args.protocol, args.name, args.context)
-    return serve(args.config, args.host, args.port)
+    return serve(args.config, args.host, args.port, args.workers, args.worker)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,18 @@
 """Open streams per subscription: the tier's connection cap, the shared events-per-minute
-window, and revocation of every stream of a subscription or an API at once."""
+window, and revocation of every stream of a subscription or an API at once.
+
+In a cluster with Redis (CONTRACT §11) both limits count every node's streams
+(:class:`gateway.cluster.ClusterNode`); without one, this process's counters decide.
+"""
 
 from __future__ import annotations
+
+import time
 
 from bridge.config import Tier
 from bridge.errors import BridgeError
 from bridge.policy import ConnectionCounter, RollingWindow
+from gateway.cluster import ClusterNode
 from gateway.hub import Subscriber
 
 SubscriptionKey = tuple[str, str, str]  # (client id, API name, API version)
@@ -15,15 +22,38 @@ SubscriptionKey = tuple[str, str, str]  # (client id, API name, API version)
 Keys = tuple[str, int]
 
 
+class Rate:
+    """The events per minute of one subscription, which all its streams share."""
+
+    __slots__ = ("cluster", "key", "limit", "local")
+
+    def __init__(self, key: SubscriptionKey, limit: int, cluster: ClusterNode | None) -> None:
+        self.key = key
+        self.limit = limit
+        self.local = RollingWindow(limit)  # alone, or in a cluster while Redis is down
+        self.cluster = cluster
+
+    async def take(self, wanted: int) -> tuple[int, int]:
+        """Up to ``wanted`` events to write now: (granted, seconds until more fit)."""
+        now = time.time()
+        if self.cluster is None:
+            granted = self.local.take(wanted, now)
+            return granted, self.local.retry_after(now)
+        return await self.cluster.take(self.key, wanted, self.limit, self.local, now)
+
+
 class Connections:
-    def __init__(self) -> None:
+    def __init__(self, cluster: ClusterNode | None = None) -> None:
+        # Counts shared through Redis; None: this process's counters alone decide.
+        self._cluster = cluster if cluster is not None and cluster.shared is not None else None
+        self._members: dict[Subscriber, str] = {}  # a stream's lease in Redis
         self._counter = ConnectionCounter()
         # Each open stream with the keys of the token that opened it: the application
         # record holding them (production or sandbox, §13) and their generation.
         self._live: dict[SubscriptionKey, dict[Subscriber, Keys | None]] = {}
-        self._windows: dict[SubscriptionKey, RollingWindow] = {}
+        self._windows: dict[SubscriptionKey, Rate] = {}
 
-    def open(
+    async def open(
         self,
         key: SubscriptionKey,
         tier: Tier,
@@ -31,16 +61,24 @@ class Connections:
         keys: Keys | None = None,
     ) -> None:
         """Count the stream in, or raise TooManyConnections."""
-        self._counter.open(key, tier.max_connections)
+        limit = tier.max_connections
+        if self._cluster is not None and limit is not None:
+            member = await self._cluster.admit(key, limit, self._counter.count(key))
+            self._members[subscriber] = member
+            limit = None  # counted in Redis; this node's count is what local falls back on
+        self._counter.open(key, limit)
         self._live.setdefault(key, {})[subscriber] = keys
 
-    def close(self, key: SubscriptionKey, subscriber: Subscriber) -> None:
+    async def close(self, key: SubscriptionKey, subscriber: Subscriber) -> None:
         self._counter.close(key)
         live = self._live.get(key)
         if live is not None:
             live.pop(subscriber, None)
             if not live:
                 del self._live[key]
+        member = self._members.pop(subscriber, None)
+        if member is not None and self._cluster is not None:
+            await self._cluster.release(member)
 
     def open_by_api(self) -> dict[tuple[str, str], int]:
         """Open streams per (API name, version), for the publisher console's chart."""
@@ -51,16 +89,17 @@ class Connections:
 
     def prune_windows(self, now: float) -> None:
         """Forget windows with nothing in the last minute (a reconnect never resets one)."""
-        for key in [k for k, w in self._windows.items() if w.is_empty(now)]:
-            del self._windows[key]
+        for key in [k for k, w in self._windows.items() if w.local.is_empty(now)]:
+            if key not in self._live:
+                del self._windows[key]
 
-    def window(self, key: SubscriptionKey, tier: Tier) -> RollingWindow | None:
+    def window(self, key: SubscriptionKey, tier: Tier) -> Rate | None:
         """The events-per-minute window all streams of one subscription share."""
         if tier.events_per_minute is None:
             return None
         window = self._windows.get(key)
         if window is None or window.limit != tier.events_per_minute:
-            window = self._windows[key] = RollingWindow(tier.events_per_minute)
+            window = self._windows[key] = Rate(key, tier.events_per_minute, self._cluster)
         return window
 
     def live_generations(self) -> dict[SubscriptionKey, set[Keys | None]]:

@@ -19,6 +19,7 @@ The map, most specific class first (``—``: never the answer to a request)::
     NotSubscribed        403   not_subscribed        -                          1008
     InsufficientScope    403   insufficient_scope    -                          1008
     ApiBlocked           503   api_blocked           -                          1013
+    LimitsUnavailable    503   limits_unavailable    -                          1013
     TooManyConnections   429   too_many_connections  -                          1013
     EndpointSuspended    503   endpoint_suspended    -                          1013
     NoSandbox            403   no_sandbox            -                          1008
@@ -72,6 +73,7 @@ from bridge.errors import (
     HubRequestError,
     IllegalTransition,
     InsufficientScope,
+    LimitsUnavailable,
     NoSandbox,
     NotFound,
     NotSubscribed,
@@ -112,6 +114,7 @@ _STATUS: dict[type[BridgeError], tuple[int, str | None]] = {
     NotSubscribed: (403, "not_subscribed"),
     InsufficientScope: (403, "insufficient_scope"),
     ApiBlocked: (503, "api_blocked"),
+    LimitsUnavailable: (503, "limits_unavailable"),
     TooManyConnections: (429, "too_many_connections"),
     EndpointSuspended: (503, "endpoint_suspended"),
     NoSandbox: (403, "no_sandbox"),

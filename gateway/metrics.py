@@ -164,6 +164,15 @@ class Metrics(Collector):
         self.open_files = gauge(
             "streambridge_open_files", "Files the process holds open (not sockets or pipes)", []
         )
+        # CONTRACT §11, only with a ``cluster`` section.
+        self.cluster_nodes = gauge(
+            "streambridge_cluster_nodes", "Live nodes of the cluster this node sees", []
+        )
+        self.cluster_degraded = gauge(
+            "streambridge_cluster_degraded",
+            "1 while Redis is unreachable and on_redis_down applies",
+            [],
+        )
         self.latency = Histogram(
             "streambridge_delivery_latency_seconds",
             "From event in the hub to written to a client",

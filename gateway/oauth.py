@@ -76,8 +76,7 @@ def router(runtime: Runtime) -> APIRouter:
         # refused request costs no scrypt.
         known = client_id in runtime.catalog.applications
         attempts_key = f"client:{client_id}" if known else f"address:{_address(request)}"
-        now = time.monotonic()
-        wait = runtime.token_attempts.retry_after(attempts_key, now)
+        wait = await runtime.token_attempts.retry_after(attempts_key)
         if wait is not None:
             return oauth_error(
                 429,
@@ -90,7 +89,7 @@ def router(runtime: Runtime) -> APIRouter:
             runtime.secret_checks, runtime.catalog.authenticate_client, client_id, secret
         )
         if application is None:
-            runtime.token_attempts.failed(attempts_key, now)
+            await runtime.token_attempts.failed(attempts_key)
             challenge = {"WWW-Authenticate": 'Basic realm="streambridge"'} if basic else None
             return oauth_error(401, "invalid_client", "client authentication failed", challenge)
         if form.get("grant_type") != "client_credentials":

@@ -151,7 +151,7 @@ async def _downstream(
     try:
         async for message in upstream:
             try:
-                session.spend(time.time())
+                await session.spend()
             except Throttled as exc:
                 return ending(exc)
             try:

@@ -10,7 +10,6 @@ it no longer allows.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import functools
 import json
 import logging
@@ -22,18 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from bridge.catalog import Catalog, TopicMatch
-from bridge.config import Api, Config, Target
+from bridge.config import Api, Broker, Config, Target
 from bridge.cursor import new_epoch
-from bridge.errors import BridgeError, ConfigError, PipelineError, Problem, Revoked, ShuttingDown
+from bridge.errors import BridgeError, PipelineError, Revoked, ShuttingDown
 from bridge.event import Event
 from bridge.lifecycle import VISIBLE_STATES
-from bridge.policy import FailedAttempts
 from bridge.secrets import hash_secret
 from bridge.store import Snapshot, Store
 from bridge.supervision import Supervisor
 from connectors import LOGGED_TYPES, Connector, cluster_logged, connector_for
+from gateway.attempts import Attempts
 from gateway.auth import TokenAuthority
+from gateway.cluster import ClusterNode
 from gateway.connections import Connections
+from gateway.data_dir import claim_data_dir
 from gateway.hub import Hub, HubSet
 from gateway.metrics import Metrics, open_files
 from gateway.upstreams import Upstreams, source_name
@@ -41,7 +42,6 @@ from gateway.websub.service import WebSubService
 from pipelines.topic import topic_pipeline
 
 log = logging.getLogger("streambridge.runtime")
-DURABLE_LOG_BROKERS = ("mqtt", "amqp", "postgres-cdc")  # keep files in gateway.data_dir
 HOUSEKEEPING_SECONDS = 5.0
 SECRET_CHECK_THREADS = 2
 KEPT_HISTORY_IDLE_SECONDS = 10.0  # an idle hub on Kafka: quick reconnects still share it
@@ -53,9 +53,13 @@ class Runtime:
         self.config = config
         self.catalog = Catalog(Snapshot(revision=-1))  # until the store is open
         self.metrics = Metrics()
-        self.connections = Connections()
+        # CONTRACT §11: a node of a cluster, whose limits count every node's streams.
+        self.cluster = None if config.cluster is None else ClusterNode(config.cluster, self.metrics)
+        self.connections = Connections(self.cluster)
         # Failed POST /oauth2/token per client id or address (CONTRACT §4c).
-        self.token_attempts = FailedAttempts(config.gateway.limits.token_attempts_per_minute)
+        self.token_attempts = Attempts(
+            "token", config.gateway.limits.token_attempts_per_minute, self.cluster
+        )
         # Client secrets are checked (scrypt: 16 MiB, tens of ms each) on threads of their
         # own: guessing cannot take the loop's default executor, and glibc keeps an arena
         # per thread that ran one, so few threads bound the memory it leaves behind.
@@ -88,32 +92,12 @@ class Runtime:
             self.catalog = Catalog(await self.store.snapshot())
             self.authority = await TokenAuthority.open(self.config.auth, self.store)
             stack.push_async_callback(self.authority.aclose)
-            data_dir = self._claim_data_dir(stack)
-            cluster_log = self.config.cluster.log if self.config.cluster else None
-            # The cluster log's broker first: the channels copied into it need it open.
-            for name, settings in sorted(
-                self.config.brokers.items(), key=lambda item: item[0] != cluster_log
-            ):
-                retain, max_age = self._retention(name)
-                if cluster_log is not None and settings.type in LOGGED_TYPES:
-                    connector = cluster_logged(
-                        name,
-                        settings,
-                        log=self.connectors[cluster_log],
-                        leases=self.store.copiers,
-                        node=self.epoch,
-                        lease_ttl=self.config.cluster.node_ttl if self.config.cluster else 0.0,
-                        on_task_failure=self.task_failed,
-                    )
-                else:
-                    connector = connector_for(
-                        name,
-                        settings,
-                        retain=retain,
-                        max_age=max_age,
-                        data_dir=data_dir,
-                        on_task_failure=self.task_failed,
-                    )
+            if self.cluster is not None:
+                await stack.enter_async_context(self.cluster)
+            data_dir = claim_data_dir(self.config, stack)
+            log_first = sorted(self.config.brokers.items(), key=lambda b: b[0] != self._log)
+            for name, settings in log_first:  # the cluster log first: the others copy into it
+                connector = self._connector(name, settings, data_dir)
                 self.connectors[name] = await stack.enter_async_context(connector)
             await stack.enter_async_context(self.upstreams)
             await stack.enter_async_context(self.supervisor)  # left after hubs and WebSub
@@ -133,6 +117,11 @@ class Runtime:
             own = ["housekeeping", "store-watch"]
             self.supervisor.spawn("housekeeping", self._housekeeping)
             self.supervisor.spawn("store-watch", self._watch_store)
+            if self.cluster is not None:
+                own.append("cluster")
+                self.supervisor.spawn(
+                    "cluster", functools.partial(self.cluster.maintain, self.store.nodes)
+                )
             for index, job in enumerate(self.background):
                 own.append(f"background:{index}-{getattr(job, '__name__', 'job')}")
                 self.supervisor.spawn(own[-1], functools.partial(job, self))
@@ -145,22 +134,33 @@ class Runtime:
                 if stopping:
                     await asyncio.wait(stopping)
 
-    def _claim_data_dir(self, stack: AsyncExitStack) -> Path | None:
-        """Lock ``gateway.data_dir`` for this process when a broker keeps logs there: two
-        gateways appending to the same replay logs would corrupt them."""
-        if not any(b.type in DURABLE_LOG_BROKERS for b in self.config.brokers.values()):
-            return None
-        path = self.config.gateway.data_path
-        path.mkdir(parents=True, exist_ok=True)
-        lock = (path / ".lock").open("w")
-        stack.callback(lock.close)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                [Problem("gateway.data_dir", f"{path} is in use by another gateway process")]
-            ) from None
-        return path
+    @property
+    def _log(self) -> str | None:
+        return None if self.config.cluster is None else self.config.cluster.log
+
+    def _connector(self, name: str, settings: Broker, data_dir: Path | None) -> Connector:
+        """In a cluster with ``cluster.log``, MQTT, AMQP and memory channels are served from
+        their copy in that Kafka broker (CONTRACT §11)."""
+        if self._log is not None and self.cluster is not None and settings.type in LOGGED_TYPES:
+            assert self.store is not None
+            return cluster_logged(
+                name,
+                settings,
+                log=self.connectors[self._log],
+                leases=self.store.copiers,
+                node=self.cluster.node,
+                lease_ttl=self.cluster.settings.node_ttl,
+                on_task_failure=self.task_failed,
+            )
+        retain, max_age = self._retention(name)
+        return connector_for(
+            name,
+            settings,
+            retain=retain,
+            max_age=max_age,
+            data_dir=data_dir,
+            on_task_failure=self.task_failed,
+        )
 
     # --- broker reconnects ----------------------------------------------------------------
     def _count_hub_restart(self, broker: str) -> None:
@@ -377,7 +377,13 @@ class Runtime:
                 checks[f"task:{name}"] = False
         for name in self.upstreams.suspended():
             checks[name] = False
+        if self.cluster is not None:
+            checks.update(self.cluster.readiness())
         return checks
+
+    def tolerated(self) -> frozenset[str]:
+        """Failing checks /readyz reports without answering 503 (CONTRACT §11)."""
+        return frozenset() if self.cluster is None else self.cluster.tolerated()
 
 
 def task_kind(name: str) -> str:

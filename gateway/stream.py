@@ -81,7 +81,9 @@ class StreamSession:
             if grant.generation is None
             else (keys_record_id(grant.client_id, grant.key_type), grant.generation)
         )
-        self.runtime.connections.open(self.admitted.key, self.admitted.tier, self.subscriber, keys)
+        await self.runtime.connections.open(
+            self.admitted.key, self.admitted.tier, self.subscriber, keys
+        )
         self.runtime.metrics.connections.labels(self.protocol).inc()
         if self.subscribe:
             await self._scope.enter_async_context(self._catch_up.scope())
@@ -130,7 +132,6 @@ class StreamSession:
         await self._scope.aclose()
         for hub in self._hubs:
             hub.detach(self.subscriber)
-        self.runtime.connections.close(self.admitted.key, self.subscriber)
         self.runtime.metrics.connections.labels(self.protocol).dec()
         reason = self.ended or exc
         log.info(
@@ -143,6 +144,7 @@ class StreamSession:
                 "event_id": self.last_id,
             },
         )
+        await self.runtime.connections.close(self.admitted.key, self.subscriber)  # last: awaits
 
     def _end(self, reason: BaseException) -> BaseException:
         """Count why the stream ends, before its last words are written (no race with
@@ -171,8 +173,9 @@ class StreamSession:
         """Wait for work; raise the reason the stream must end, else return queued items.
 
         Items are GapNotice or (entry, event name). The events-per-minute window is
-        applied per item: an item that does not fit ends the stream with Throttled and is
-        not consumed, so the client resumes right before it.
+        asked for as many permits as events are queued (in a cluster, one Redis call);
+        what is granted is written, and the first event that does not fit ends the
+        stream with Throttled and is not consumed, so the client resumes right before it.
         """
         subscriber = self.subscriber
         wake = subscriber.wake
@@ -203,30 +206,30 @@ class StreamSession:
                 if self.ping_due:
                     return []
                 continue
+            wanted = sum(1 for item in queue if not isinstance(item, GapNotice))
+            granted, retry_after = await window.take(wanted) if wanted else (0, 0)
             batch = []
-            now = time.time()
-            while queue:
-                item = queue[0]
-                if not isinstance(item, GapNotice):
-                    try:
-                        window.acquire(now)
-                    except Throttled as exc:
-                        if batch:  # deliver what fits; the next call ends the stream
-                            subscriber.close(exc)
-                            return batch
-                        raise self._end(exc) from None
+            left = granted
+            while queue and (left or isinstance(queue[0], GapNotice)):
+                if not isinstance(queue[0], GapNotice):
+                    left -= 1
                 batch.append(queue.popleft())
+            if granted < wanted:
+                exc = Throttled("events_per_minute exceeded", retry_after=retry_after)
+                if batch:  # deliver what fits; the next call ends the stream
+                    subscriber.close(exc)
+                    return batch
+                raise self._end(exc)
             if batch or self.ping_due:
                 return batch
 
-    def spend(self, now: float) -> None:
+    async def spend(self) -> None:
         """Count one frame a proxy relays against the tier's events_per_minute; raise
         Throttled (counted) once they are spent (CONTRACT §13)."""
         if self._window is not None:
-            try:
-                self._window.acquire(now)
-            except Throttled as exc:
-                raise self._end(exc) from None
+            granted, retry_after = await self._window.take(1)
+            if not granted:
+                raise self._end(Throttled("events_per_minute exceeded", retry_after=retry_after))
 
     def relayed(self) -> None:
         """Count one frame a proxy wrote to the client (events out)."""

@@ -239,3 +239,14 @@ def new_subscription_id() -> str:
     """Subscription ids are made by the store: random, so they reveal nothing and never
     collide across gateways sharing one database."""
     return uuid.uuid4().hex
+
+
+# The gateways of a cluster (CONTRACT §11): each renews its row every node_ttl/3; a row
+# older than node_ttl is a node that stopped. How many are live divides a limit between
+# the nodes while Redis is down (on_redis_down: local), so it cannot live in Redis.
+cluster_nodes = Table(
+    "sb_cluster_nodes",
+    metadata,
+    Column("node", String(64), primary_key=True),
+    Column("seen_at", Float, nullable=False),
+)

@@ -32,6 +32,7 @@ from bridge.store.applications import ApplicationStore
 from bridge.store.copiers import CopierLeases
 from bridge.store.developers import DeveloperStore
 from bridge.store.engine import Database, engine_url
+from bridge.store.nodes import NodeStore
 from bridge.store.queries import bump, from_row, revision
 from bridge.store.records import ApplicationRecord, Snapshot, SubscriptionRecord
 from bridge.store.schema import apis, applications, subscriptions, tiers
@@ -56,6 +57,7 @@ class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore, DeveloperS
         super().__init__(Database(url))
         self._webhooks = WebhookStore(self._db, clock=clock)
         self._copiers = CopierLeases(self._db, clock=clock)
+        self._nodes = NodeStore(self._db, clock=clock)
 
     @classmethod
     def from_url(cls, url: str, *, clock: Callable[[], float] = time.time) -> Store:
@@ -74,6 +76,11 @@ class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore, DeveloperS
     def copiers(self) -> CopierLeases:
         """The cluster log's copier leases and epochs (bridge.store.copiers)."""
         return self._copiers
+
+    @property
+    def nodes(self) -> NodeStore:
+        """The heartbeats of a cluster's gateways (bridge.store.nodes)."""
+        return self._nodes
 
     async def __aenter__(self) -> Store:
         await self._db.__aenter__()

@@ -14,13 +14,14 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Literal
 
 from fastapi import HTTPException, Request, Response
 
 from bridge.store import PortalSession
+from gateway.attempts import Attempts
+from gateway.cluster import ClusterNode
 from gateway.runtime import Runtime
 
 COOKIE = "streambridge_portal"
@@ -92,32 +93,26 @@ class Sessions:
 
 
 class SignInLimiter:
-    """At most ``attempts`` failed sign-ins per minute per key (a username, an address)."""
+    """At most ``attempts`` failed sign-ins per minute per key (a username, an address),
+    counted on every node of a cluster with Redis (gateway.attempts)."""
 
-    def __init__(self, attempts: int = 10, clock: Callable[[], float] = time.monotonic) -> None:
-        self.attempts = attempts
-        self.clock = clock
-        self._failures: dict[str, deque[float]] = {}
+    def __init__(
+        self,
+        attempts: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+        cluster: ClusterNode | None = None,
+    ) -> None:
+        self._failures = Attempts("signin", attempts, cluster, clock)
 
-    def _recent(self, key: str) -> deque[float]:
-        failures = self._failures.setdefault(key, deque())
-        while failures and failures[0] <= self.clock() - 60:
-            failures.popleft()
-        if not failures:
-            del self._failures[key]
-            return deque()
-        return failures
-
-    def check(self, *keys: str) -> None:
+    async def check(self, *keys: str) -> None:
         """429 with Retry-After while any key is over its limit."""
         for key in keys:
-            failures = self._recent(key)
-            if len(failures) >= self.attempts:
-                wait = max(1, int(failures[0] + 60 - self.clock()) + 1)
+            wait = await self._failures.retry_after(key)
+            if wait is not None:
                 raise HTTPException(
                     429, "too many failed sign-ins; try again later", {"Retry-After": str(wait)}
                 )
 
-    def failed(self, *keys: str) -> None:
+    async def failed(self, *keys: str) -> None:
         for key in keys:
-            self._failures.setdefault(key, deque()).append(self.clock())
+            await self._failures.failed(key)

@@ -326,3 +326,36 @@ def test_failed_attempts_keep_at_most_max_keys() -> None:
         attempts.failed(key, float(index))
     assert attempts.retry_after("a", 3.0) is None  # the quietest key went
     assert attempts.retry_after("c", 3.0) is not None
+
+
+# --- permits asked for in batches (a stream asks for what it holds) --------------------------
+
+
+def test_take_grants_what_fits_and_counts_it() -> None:
+    window = RollingWindow(5)
+    assert window.take(3, 0.0) == 3
+    assert window.take(3, 1.0) == 2  # two fit: the stream writes two, then is throttled
+    assert window.take(1, 2.0) == 0
+    assert window.retry_after(2.0) == 58  # the first three leave at t=60
+    assert window.take(4, 60.0) == 3
+    assert window.retry_after(60.0) == 1  # the two of t=1 leave at t=61
+
+
+@given(
+    st.integers(1, 8),
+    st.lists(st.tuples(st.floats(0, 40, allow_nan=False), st.integers(0, 6)), max_size=40),
+)
+def test_take_never_grants_more_than_limit_in_any_rolling_minute(
+    limit: int, asks: list[tuple[float, int]]
+) -> None:
+    window = RollingWindow(limit)
+    granted: list[float] = []
+    now = 0.0
+    for gap, wanted in asks:
+        now += gap
+        room = limit - len([t for t in granted if t > now - 60])
+        got = window.take(wanted, now)
+        assert got == min(wanted, room)  # exact: as much as fits, never less
+        granted += [now] * got
+    for t in granted:
+        assert len([u for u in granted if t - 60 < u <= t]) <= limit

@@ -17,21 +17,21 @@ class Clock:
         return self.now
 
 
-def test_failures_past_the_limit_get_429_until_a_minute_has_passed() -> None:
+async def test_failures_past_the_limit_get_429_until_a_minute_has_passed() -> None:
     clock = Clock()
     limiter = SignInLimiter(attempts=3, clock=clock)
     for _ in range(3):
-        limiter.check("user:ada")
-        limiter.failed("user:ada")
+        await limiter.check("user:ada")
+        await limiter.failed("user:ada")
         clock.now += 1
     with pytest.raises(HTTPException) as refused:
-        limiter.check("user:ada")
+        await limiter.check("user:ada")
     assert refused.value.status_code == 429
     assert refused.value.headers is not None
     assert 1 <= int(refused.value.headers["Retry-After"]) <= 60
-    limiter.check("user:grace")  # another account is not slowed
+    await limiter.check("user:grace")  # another account is not slowed
     clock.now += 57  # the first failure is now a minute old, the other two are not
-    limiter.check("user:ada")
-    limiter.failed("user:ada")
+    await limiter.check("user:ada")
+    await limiter.failed("user:ada")
     with pytest.raises(HTTPException):
-        limiter.check("user:ada")
+        await limiter.check("user:ada")
