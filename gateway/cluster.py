@@ -26,7 +26,6 @@ import logging
 import os
 import secrets
 import socket
-from types import TracebackType
 from typing import Final, Self
 
 from redis.asyncio import Redis
@@ -95,12 +94,7 @@ class ClusterNode:
                 self._lost(exc)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         if self._client is not None:
             await self._client.aclose()
 

@@ -32,8 +32,10 @@ from bridge.errors import ConfigError, Problem
 
 log = logging.getLogger("streambridge.workers")
 STOP_SECONDS: Final = 10.0
-QUICK_DEATH_SECONDS: Final = 5.0  # a worker dying this soon after its start ...
+QUICK_DEATH_SECONDS: Final = 60.0  # a worker dying this soon after its start ...
 MAX_QUICK_DEATHS: Final = 5  # ... this many times in a row stops the whole pool
+FIRST_BACKOFF: Final = 0.5  # before starting a worker again; doubles per quick death
+MAX_BACKOFF: Final = 8.0
 BACKLOG: Final = 2048  # uvicorn's default
 PR_SET_PDEATHSIG: Final = 1
 
@@ -129,7 +131,11 @@ class WorkerPool:
                 self._stop(signal.SIGTERM, None)
                 self._reap()
                 return 1
-            self._start(index)
+            # A worker failing at start (a config gone, a broken store) is not restarted
+            # in a tight loop; a signal meanwhile stops the pool instead.
+            time.sleep(min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** max(0, quick_deaths - 1)))
+            if not self._stopping:
+                self._start(index)
         return 0
 
     def _reap(self) -> None:

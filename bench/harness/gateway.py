@@ -90,6 +90,8 @@ class Gateway:
         self.config = workdir / f"bench-{self.port}.yaml"
         self.log = workdir / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.args: list[str] = []  # more arguments of ``serve`` (``--workers 2``)
+        self.start_seconds = 30.0
 
     def configure(
         self,
@@ -135,14 +137,14 @@ class Gateway:
         command = [*python, "-m", "gateway.cli", "serve"]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [*command, "--config", str(self.config), "--port", str(self.port)],
+                [*command, "--config", str(self.config), "--port", str(self.port), *self.args],
                 cwd=self.workdir,
                 env={**os.environ, "PYTHONPATH": str(self.root)},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 preexec_fn=self._preexec,  # this process has no other threads
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.start_seconds
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited; see {self.log}:\n{self.log.read_text()}")
@@ -192,7 +194,11 @@ class Gateway:
             self.proc.wait()
 
     def __enter__(self) -> Gateway:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # a server that did not answer in time is still running
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

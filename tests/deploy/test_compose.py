@@ -26,10 +26,20 @@ def compose() -> dict[str, Any]:
 
 def test_services_are_the_ones_the_readme_names() -> None:
     services = set(compose()["services"])
-    assert services == {"kafka", "mosquitto", "rabbitmq", "postgres", "streambridge"}
+    assert services == {
+        "kafka",
+        "mosquitto",
+        "rabbitmq",
+        "postgres",
+        "redis",
+        "streambridge",
+        "worker",
+    }
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Deployment with Docker Compose", 1)[1].split("\n## ", 1)[0]
-    named = set(re.findall(r"`(kafka|mosquitto|rabbitmq|postgres|streambridge)`", section))
+    named = set(
+        re.findall(r"`(kafka|mosquitto|rabbitmq|postgres|redis|streambridge|worker)`", section)
+    )
     assert named == services
 
 
@@ -57,3 +67,7 @@ def test_mounted_gateway_config_is_valid() -> None:
     types = {broker.type for broker in config.brokers.values()}
     assert types == {"kafka", "mqtt", "amqp"}
     assert config.gateway.state.startswith("postgresql://")
+    # Two workers need the cluster's shared limits (CONTRACT §1, §11).
+    assert gateway["command"] == ["--workers", "2"]
+    assert config.cluster is not None and config.cluster.redis == "redis://redis:6379/0"
+    assert config.cluster.log == "kafka-main"

@@ -35,10 +35,11 @@ from tests.e2e.servers import (
     stop_server,
     write_config,
 )
+from tests.e2e.websub_setup import ADMIN
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"  # make test starts it
 NODE_TTL = 3.0
-STARTUP_SECONDS = 60.0
+STARTUP_SECONDS = 120.0  # three imports at once on two loaded cores took over 60 s
 TOKEN_ATTEMPTS = 6
 SECRET = "cluster-secret-0001"
 # tier: (its limits, the application subscribed with it)
@@ -76,7 +77,9 @@ def cluster_config(
             "state": state,
             "heartbeat": "1s",
             "limits": {"token_attempts_per_minute": TOKEN_ATTEMPTS},
+            "admin_token": ADMIN,
         },
+        "websub": {"allow_private_callbacks": True, "timeout": "3s"},
         "brokers": {"kafka": {"type": "kafka", "bootstrap": KAFKA}},
         "cluster": {"redis": redis, "node_ttl": f"{NODE_TTL}s", "on_redis_down": on_redis_down},
         "tiers": TIERS,
@@ -89,7 +92,15 @@ def cluster_config(
                 "broker": "kafka",
                 "tiers": list(TIERS),
                 "topics": [{"name": "/t/{room}", "channel": "cluster.{room}"}],
-            }
+            },
+            {  # websub_setup.Hub talks to it (BASE)
+                "name": "Hooks",
+                "version": "1.0.0",
+                "context": "/hooks",
+                "protocol": "websub",
+                "broker": "kafka",
+                "topics": [{"name": "/t/{room}", "channel": "cluster.{room}"}],
+            },
         ],
         "applications": [
             {
@@ -106,7 +117,13 @@ def cluster_config(
                 "client_id": f"guess-{suffix}",
                 "client_secret": SECRET,
                 "subscriptions": [{"api": "Limited", "version": "1.0.0", "tier": "Free"}],
-            }
+            },
+            {  # one WebSub subscription at a time, whichever node takes it
+                "name": f"Hooks-{suffix}",
+                "client_id": f"hooks-{suffix}",
+                "client_secret": SECRET,
+                "subscriptions": [{"api": "Hooks", "version": "1.0.0", "tier": "Single"}],
+            },
         ],
     }
 

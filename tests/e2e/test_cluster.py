@@ -45,7 +45,9 @@ from tests.e2e.helpers import (
     sse_stream,
     token_response,
 )
+from tests.e2e.receiver import Delivery, Receiver
 from tests.e2e.servers import ROOT, Server, stop_server, write_config
+from tests.e2e.websub_setup import Hub
 from tests.store.helpers import postgres_database
 
 
@@ -104,6 +106,31 @@ async def test_failed_token_requests_count_on_every_node(cluster: Cluster) -> No
         refused = await token_response(node.base_url, guess, SECRET)
         assert refused.status_code == 429
         assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
+async def test_websub_subscriptions_count_on_every_node(
+    cluster: Cluster, receiver: Receiver
+) -> None:
+    """The tier's max_connections holds for WebSub subscriptions taken by any node: the
+    slots are claimed in the state store every node shares."""
+    a, b = cluster.nodes[:2]
+    token = await fetch_token(a.base_url, cluster.client("Hooks"), SECRET)
+    on_a, on_b = Hub(a.base_url, token, receiver), Hub(b.base_url, token, receiver)
+    try:
+        r = room()
+        await on_a.subscribe(f"/t/{r}", f"/cluster-a/{r}")
+        await on_a.verified(f"/cluster-a/{r}")
+        await on_b.subscribe(f"/t/{r}", f"/cluster-b/{r}")  # accepted, then denied
+
+        async def denied() -> list[Delivery] | None:
+            return receiver.gets_to(f"/cluster-b/{r}", "denied") or None
+
+        (denial,) = await eventually(denied, timeout=10.0, what="the denial from B")
+        assert "allows 1" in denial.query["hub.reason"]
+        assert not receiver.gets_to(f"/cluster-b/{r}", "subscribe")
+    finally:
+        await on_a.aclose()
+        await on_b.aclose()
 
 
 async def read_until_end(node: Server, path: str, token: str) -> list[ParsedEvent]:
