@@ -76,7 +76,8 @@ class CopierLeases(Aggregate):
         return 1
 
     async def renew(self, channel: str, holder: str, epoch: int, ttl: float) -> bool:
-        """Extend the lease of this session; False when it was lost meanwhile."""
+        """Extend the lease of this session; False when another session took it meanwhile.
+        A lease that ran out but was not taken is still this session's: nobody else copies."""
         now = self._clock()
         async with self._db.transaction(write=True) as conn:
             renewed = await conn.execute(
@@ -85,7 +86,6 @@ class CopierLeases(Aggregate):
                     (leases.c.channel == channel)
                     & (leases.c.holder == holder)
                     & (leases.c.epoch == epoch)
-                    & (leases.c.expires_at > now)
                 )
                 .values(expires_at=now + ttl)
             )
