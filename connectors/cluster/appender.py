@@ -7,12 +7,11 @@ returned, i.e. once Kafka confirmed the record (acks=all).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Protocol
 
 from bridge.event import Event, payload_text
-from connectors.base import EARLIEST, Gap
+from connectors.base import EARLIEST, Gap, Replaying
 from connectors.cluster.fence import (
     CHANNEL,
     DIGEST,
@@ -27,20 +26,10 @@ from connectors.cluster.fence import (
 from connectors.kafka import format_cursor
 
 
-class Log(Protocol):
+class Log(Replaying, Protocol):
     """The Kafka connector, as the cluster log uses it."""
 
     async def append(self, channel: str, event: Event) -> int: ...
-
-    def read_range(
-        self,
-        channel: str,
-        from_cursor: str,
-        until_cursor: str | None,
-        *,
-        max_events: int | None = None,
-        max_age: float | None = None,
-    ) -> AsyncIterator[Event | Gap]: ...
 
 
 class Leases(Protocol):

@@ -10,9 +10,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import shutil
+import signal
+import subprocess
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import aio_pika
 import aiomqtt
@@ -26,6 +30,7 @@ from connectors.cluster import ClusterLog
 from connectors.cluster.appender import Leases
 from connectors.cluster.fence import EPOCH, SEQUENCE, log_topic
 from connectors.kafka import KafkaConnector
+from tests.e2e.servers import free_port
 from tests.store.helpers import postgres_database
 
 DEADLINE = 30.0
@@ -231,3 +236,90 @@ async def test_the_memory_broker_publishes_into_the_log_once(
         assert isinstance(item, Event)
         assert (item.channel, item.data, dict(item.headers)) == (channel, {"n": 1}, {"h": "v"})
         assert item.cursor == "k1:0=0"
+
+
+class OwnMosquitto:
+    """A Mosquitto of one test on a free loopback port, stopped and started at will (the
+    shared one on 1883 serves everybody else). It persists its sessions on a clean stop."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.conf = directory / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {directory}/\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.process = subprocess.Popen(
+            [binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        async with asyncio.timeout(DEADLINE):
+            while True:  # until it accepts a client, not a fixed wait
+                try:
+                    async with aiomqtt.Client("127.0.0.1", self.port, identifier="probe"):
+                        return
+                except aiomqtt.MqttError:
+                    await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # saves its sessions
+            self.process.wait(10)
+
+
+async def test_the_source_going_away_degrades_readiness_and_delays_the_stream(
+    kafka: KafkaConnector, store: Store, tmp_path: Path
+) -> None:
+    broker = OwnMosquitto(tmp_path)
+    await broker.start()
+    settings = MqttBroker(type="mqtt", url=broker.url, qos=1)
+    channel = f"clog/{uuid.uuid4().hex[:8]}"
+    received: list[object] = []
+    try:
+        async with node("own", settings, kafka, store.copiers) as gateway:
+
+            async def read() -> None:
+                async for item in gateway.subscribe(channel, EARLIEST):
+                    assert isinstance(item, Event)
+                    received.append(item.data)
+
+            async def publish(numbers: range) -> None:
+                async with aiomqtt.Client("127.0.0.1", broker.port, identifier="pub") as client:
+                    for i in numbers:
+                        await client.publish(channel, json.dumps({"n": i}), qos=1)
+
+            async def until(check: Callable[[], Awaitable[bool]]) -> None:
+                async with asyncio.timeout(DEADLINE):
+                    while not await check():
+                        await asyncio.sleep(0.05)
+
+            async with asyncio.TaskGroup() as group:
+                reading = group.create_task(read())
+                await until(lambda: _true(bool(gateway.copying)))
+                await publish(range(10))
+                await until(lambda: _true(len(received) >= 10))
+                broker.stop()
+                await until(lambda: _not(gateway.ready()))
+                await broker.start()
+                await until(gateway.ready)
+                await publish(range(10, 20))
+                await until(lambda: _true(len(received) >= 20))
+                reading.cancel()
+        assert received == [{"n": i} for i in range(20)]
+    finally:
+        broker.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _not(ready: Awaitable[bool]) -> bool:
+    return not await ready
