@@ -116,6 +116,20 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
+def message_event(message: AbstractIncomingMessage) -> Event:
+    """A delivered message as the Event every layer above sees (no cursor)."""
+    text = (message.content_type or "").startswith("text/")
+    return Event(
+        channel=message.routing_key or "",
+        data=message.body.decode("utf-8", errors="replace")
+        if text
+        else decode_payload(message.body),
+        key=None if message.type == KEYLESS else message.message_id or None,
+        headers={key: _text(value) for key, value in (message.headers or {}).items()},
+        time=message.timestamp.timestamp() if message.timestamp else time.time(),
+    )
+
+
 class AmqpConnector(AsyncResource):
     def __init__(
         self,
@@ -250,22 +264,9 @@ class AmqpConnector(AsyncResource):
             with contextlib.suppress(AMQPException, ChannelInvalidStateError, OSError):
                 await state.channel.close()
 
-    def _event(self, message: AbstractIncomingMessage, cursor: str | None) -> Event:
-        text = (message.content_type or "").startswith("text/")
-        return Event(
-            channel=message.routing_key or "",
-            data=message.body.decode("utf-8", errors="replace")
-            if text
-            else decode_payload(message.body),
-            key=None if message.type == KEYLESS else message.message_id or None,
-            headers={key: _text(value) for key, value in (message.headers or {}).items()},
-            time=message.timestamp.timestamp() if message.timestamp else time.time(),
-            cursor=cursor,
-        )
-
     async def _received(self, state: _Pattern, message: AbstractIncomingMessage) -> None:
         state.received[message.routing_key or ""] += 1
-        state.log.append(self._event(message, None), time.time())
+        state.log.append(message_event(message), time.time())
         state.unacked.append((state.log.last, message))
         await self._acknowledge(state)
 

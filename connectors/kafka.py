@@ -189,6 +189,11 @@ class KafkaConnector(AsyncResource):
         return sorted(p["partition"] for p in described["partitions"])
 
     async def publish(self, channel: str, event: Event) -> None:
+        await self.append(channel, event)
+
+    async def append(self, channel: str, event: Event) -> int:
+        """Publish ``event`` and return its offset once the broker has confirmed it (the
+        cluster log's copiers write their markers so, connectors/cluster/)."""
         producer, _ = self._clients()
         with self._errors(f"publish to {channel}"):
             await self._ensure_topic(channel)
@@ -198,7 +203,8 @@ class KafkaConnector(AsyncResource):
                 key=event.key.encode() if event.key is not None else None,
                 headers=[(k, v.encode()) for k, v in event.headers.items()],
             )
-            await sent
+            metadata = await sent
+        return int(metadata.offset)
 
     @asynccontextmanager
     async def _consumer(

@@ -72,6 +72,20 @@ def topic_problem(topic: str, *, wildcards: bool) -> str | None:
     return None
 
 
+def message_event(message: aiomqtt.Message) -> Event:
+    """A received message as the Event every layer above sees (no cursor)."""
+    properties = message.properties
+    headers = {str(k): str(v) for k, v in getattr(properties, "UserProperty", None) or []}
+    payload = message.payload
+    raw = payload if isinstance(payload, bytes | str) else str(payload or "")
+    return Event(
+        channel=message.topic.value,
+        data=decode_payload(raw),
+        key=_key(properties),
+        headers=headers,
+    )
+
+
 def _properties(packet_type: int) -> Properties:
     return Properties(packet_type)  # type: ignore[no-untyped-call]
 
@@ -218,14 +232,8 @@ class MqttConnector(AsyncResource):
 
     def _on_message(self, message: aiomqtt.Message) -> None:
         topic = message.topic.value
-        properties = message.properties
-        headers = {str(k): str(v) for k, v in getattr(properties, "UserProperty", None) or []}
-        payload = message.payload
-        raw = payload if isinstance(payload, bytes | str) else str(payload or "")
-        event = Event(
-            channel=topic, data=decode_payload(raw), key=_key(properties), headers=headers
-        )
-        idents = set(getattr(properties, "SubscriptionIdentifier", None) or [])
+        event = message_event(message)
+        idents = set(getattr(message.properties, "SubscriptionIdentifier", None) or [])
         for ident in idents & self._dormant.keys():
             topic_filter = self._dormant.pop(ident)
             if topic_matches_sub(topic_filter, topic):

@@ -14,10 +14,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bridge.config import Broker
+from bridge.config import Broker, KafkaBroker, PostgresCdcBroker
 from bridge.errors import ConfigError, Problem
 from connectors.base import Connector
+
+if TYPE_CHECKING:
+    from connectors.cluster.appender import Leases
 
 # type -> (module, class), called as ``cls(name, settings, retain=..., max_age=...,
 # data_dir=...)``.
@@ -63,5 +67,34 @@ def connector_for(
             ]
         )
     connector = cls(name, settings, retain=retain, max_age=max_age, data_dir=data_dir)
+    connector.on_task_failure = on_task_failure
+    return connector
+
+
+# Broker types a cluster serves from the cluster log (CONTRACT §11): no offsets of their own.
+LOGGED_TYPES = ("mqtt", "amqp", "memory")
+
+
+def cluster_logged(
+    name: str,
+    settings: Broker,
+    *,
+    log: Connector,
+    leases: Leases,
+    node: str,
+    lease_ttl: float,
+    on_task_failure: Callable[[str], None] | None = None,
+) -> Connector:
+    """The connector of broker ``name`` in a cluster with ``cluster.log``: its channels
+    served from their copy in ``log`` (the Kafka connector of that broker)."""
+    from connectors.cluster import ClusterLog
+    from connectors.kafka import KafkaConnector
+
+    if not isinstance(log, KafkaConnector) or settings.type not in LOGGED_TYPES:
+        raise ConfigError(
+            [Problem("cluster.log", f"broker {name} cannot be served from {log.name}")]
+        )
+    assert not isinstance(settings, KafkaBroker | PostgresCdcBroker)
+    connector = ClusterLog(name, settings, log=log, leases=leases, node=node, lease_ttl=lease_ttl)
     connector.on_task_failure = on_task_failure
     return connector

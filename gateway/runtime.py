@@ -10,7 +10,6 @@ it no longer allows.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import functools
 import json
 import logging
@@ -22,19 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from bridge.catalog import Catalog, TopicMatch
-from bridge.config import Api, Config, Target
+from bridge.config import Api, Broker, Config, Target
 from bridge.cursor import new_epoch
-from bridge.errors import BridgeError, ConfigError, PipelineError, Problem, Revoked, ShuttingDown
+from bridge.errors import BridgeError, PipelineError, Revoked, ShuttingDown
 from bridge.event import Event
 from bridge.lifecycle import VISIBLE_STATES
 from bridge.secrets import hash_secret
 from bridge.store import Snapshot, Store
 from bridge.supervision import Supervisor
-from connectors import Connector, connector_for
+from connectors import LOGGED_TYPES, Connector, cluster_logged, connector_for
 from gateway.attempts import Attempts
 from gateway.auth import TokenAuthority
 from gateway.cluster import ClusterNode
 from gateway.connections import Connections
+from gateway.data_dir import claim_data_dir
 from gateway.hub import Hub, HubSet
 from gateway.metrics import Metrics, open_files
 from gateway.upstreams import Upstreams, source_name
@@ -42,7 +42,6 @@ from gateway.websub.service import WebSubService
 from pipelines.topic import topic_pipeline
 
 log = logging.getLogger("streambridge.runtime")
-DURABLE_LOG_BROKERS = ("mqtt", "amqp", "postgres-cdc")  # keep files in gateway.data_dir
 HOUSEKEEPING_SECONDS = 5.0
 SECRET_CHECK_THREADS = 2
 KEPT_HISTORY_IDLE_SECONDS = 10.0  # an idle hub on Kafka: quick reconnects still share it
@@ -100,17 +99,10 @@ class Runtime:
             stack.push_async_callback(self.authority.aclose)
             if self.cluster is not None:
                 await stack.enter_async_context(self.cluster)
-            data_dir = self._claim_data_dir(stack)
-            for name, settings in self.config.brokers.items():
-                retain, max_age = self._retention(name)
-                connector = connector_for(
-                    name,
-                    settings,
-                    retain=retain,
-                    max_age=max_age,
-                    data_dir=data_dir,
-                    on_task_failure=self.task_failed,
-                )
+            data_dir = claim_data_dir(self.config, stack)
+            log_first = sorted(self.config.brokers.items(), key=lambda b: b[0] != self._log)
+            for name, settings in log_first:  # the cluster log first: the others copy into it
+                connector = self._connector(name, settings, data_dir)
                 self.connectors[name] = await stack.enter_async_context(connector)
             await stack.enter_async_context(self.upstreams)
             await stack.enter_async_context(self.supervisor)  # left after hubs and WebSub
@@ -147,22 +139,33 @@ class Runtime:
                 if stopping:
                     await asyncio.wait(stopping)
 
-    def _claim_data_dir(self, stack: AsyncExitStack) -> Path | None:
-        """Lock ``gateway.data_dir`` for this process when a broker keeps logs there: two
-        gateways appending to the same replay logs would corrupt them."""
-        if not any(b.type in DURABLE_LOG_BROKERS for b in self.config.brokers.values()):
-            return None
-        path = self.config.gateway.data_path
-        path.mkdir(parents=True, exist_ok=True)
-        lock = (path / ".lock").open("w")
-        stack.callback(lock.close)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                [Problem("gateway.data_dir", f"{path} is in use by another gateway process")]
-            ) from None
-        return path
+    @property
+    def _log(self) -> str | None:
+        return None if self.config.cluster is None else self.config.cluster.log
+
+    def _connector(self, name: str, settings: Broker, data_dir: Path | None) -> Connector:
+        """In a cluster with ``cluster.log``, MQTT, AMQP and memory channels are served from
+        their copy in that Kafka broker (CONTRACT §11)."""
+        if self._log is not None and self.cluster is not None and settings.type in LOGGED_TYPES:
+            assert self.store is not None
+            return cluster_logged(
+                name,
+                settings,
+                log=self.connectors[self._log],
+                leases=self.store.copiers,
+                node=self.cluster.node,
+                lease_ttl=self.cluster.settings.node_ttl,
+                on_task_failure=self.task_failed,
+            )
+        retain, max_age = self._retention(name)
+        return connector_for(
+            name,
+            settings,
+            retain=retain,
+            max_age=max_age,
+            data_dir=data_dir,
+            on_task_failure=self.task_failed,
+        )
 
     # --- broker reconnects ----------------------------------------------------------------
     def _count_hub_restart(self, broker: str) -> None:

@@ -155,6 +155,17 @@ websub_leader = Table(
     Column("expires_at", Float, nullable=False),
 )
 
+# The cluster log's copiers (bridge/store/copiers.py): per log topic, the node holding
+# the copier lease, until when, and the epoch of the newest copier session.
+copier_leases = Table(
+    "sb_copier_leases",
+    metadata,
+    Column("channel", String, primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
 # The webhook delivery queue: a row is written before its first attempt, so it survives
 # a restart; ``seq`` orders a subscription's deliveries. A delivered row is deleted; one
 # that used up its attempts stays as a dead letter until it is replayed.

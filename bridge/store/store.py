@@ -30,6 +30,7 @@ from bridge.expressions import DEFAULT_LIMITS, CelLimits
 from bridge.store import seeding
 from bridge.store.apis import ApiStore, api_from
 from bridge.store.applications import ApplicationStore
+from bridge.store.copiers import CopierLeases
 from bridge.store.developers import DeveloperStore
 from bridge.store.engine import Database, engine_url
 from bridge.store.nodes import NodeStore
@@ -64,6 +65,7 @@ class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore, DeveloperS
         super().__init__(Database(url))
         self._webhooks = WebhookStore(self._db, clock=clock)
         self._expressions = expressions
+        self._copiers = CopierLeases(self._db, clock=clock)
         self._nodes = NodeStore(self._db, clock=clock)
 
     @classmethod
@@ -84,6 +86,11 @@ class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore, DeveloperS
     def webhooks(self) -> WebhookStore:
         """WebSub subscriptions and the webhook delivery queue (bridge.store.webhooks)."""
         return self._webhooks
+
+    @property
+    def copiers(self) -> CopierLeases:
+        """The cluster log's copier leases and epochs (bridge.store.copiers)."""
+        return self._copiers
 
     @property
     def nodes(self) -> NodeStore:
