@@ -76,7 +76,6 @@ class ClusterNode:
             )
             self.shared = SharedLimits(self._client, self.node)
         self._leases: dict[str, str] = {}  # member -> the Redis key of its subscription
-        self._restore = False  # leases to put back once Redis answers again
         metrics.cluster_nodes.labels().value = 1.0
         metrics.cluster_degraded.labels().value = 0.0
 
@@ -106,7 +105,6 @@ class ClusterNode:
                 extra={"on_redis_down": self.settings.on_redis_down, "error": str(error)},
             )
         self.degraded = True
-        self._restore = True
         self._metrics.cluster_degraded.labels().value = 1.0
 
     def _found(self) -> None:
@@ -143,16 +141,15 @@ class ClusterNode:
     async def _renew(self) -> None:
         if self.shared is None:
             return
-        restore, leases = self._restore, [(key, member) for member, key in self._leases.items()]
+        leases = [(key, member) for member, key in self._leases.items()]
         try:
             if leases:
-                await self.shared.renew(leases, self.settings.node_ttl, restore=restore)
+                await self.shared.renew(leases, self.settings.node_ttl)
             else:  # nothing to renew: still find out whether Redis answers
                 await self.shared.client.ping()
         except REDIS_ERRORS as exc:
             self._lost(exc)
             return
-        self._restore = False
         self._found()
 
     # --- limits ----------------------------------------------------------------------------

@@ -43,18 +43,16 @@ redis.call('PEXPIRE', KEYS[1], 2 * ttl)
 return 1
 """
 
-# KEYS: leases, one per member; ARGV: ttl (ms), "XX" (renew only what is there) or "",
-# then the members. After Redis lost its data (a restart), "" puts every lease back.
+# KEYS: leases, one per member; ARGV: ttl (ms), then the members. A lease that lapsed
+# (its node was starved for longer than node_ttl) or that Redis lost (a restart) is put
+# back: its stream is still open. A stream closing while this runs may come back for
+# one node_ttl at most, since nobody renews it again.
 _RENEW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
-  if ARGV[2] == 'XX' then
-    redis.call('ZADD', key, 'XX', now + ttl, ARGV[i + 2])
-  else
-    redis.call('ZADD', key, now + ttl, ARGV[i + 2])
-  end
+  redis.call('ZADD', key, now + ttl, ARGV[i + 1])
   redis.call('PEXPIRE', key, 2 * ttl)
 end
 return #KEYS
@@ -127,12 +125,11 @@ class SharedLimits:
         admitted = await self._admit(keys=[key], args=[member, limit, _ms(ttl)])
         return bool(admitted)
 
-    async def renew(self, leases: list[tuple[str, str]], ttl: float, *, restore: bool) -> None:
-        """Extend the leases (key, member) this node holds; ``restore``: put back those
-        Redis no longer has (it restarted), else renew only those still there."""
+    async def renew(self, leases: list[tuple[str, str]], ttl: float) -> None:
+        """Extend the leases (key, member) this node holds, putting back any Redis lost."""
         if leases:
             keys, members = zip(*leases, strict=True)
-            await self._renew(keys=list(keys), args=[_ms(ttl), "" if restore else "XX", *members])
+            await self._renew(keys=list(keys), args=[_ms(ttl), *members])
 
     async def release(self, key: str, member: str) -> None:
         await self.client.zrem(key, member)

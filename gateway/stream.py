@@ -104,6 +104,16 @@ class StreamSession:
             self.admitted.key, self.admitted.tier, self.subscriber, keys
         )
         self.runtime.metrics.connections.labels(self.protocol).inc()
+        try:
+            await self._attach()
+        except BaseException as exc:
+            # Counted in (in a cluster a lease in Redis, renewed while this node holds
+            # it): give the place back, or the subscription is one short for good.
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def _attach(self) -> None:
         if self.subscribe:
             await self._scope.enter_async_context(self._catch_up.scope())
             after = parse_event_id(self.resume_from)
@@ -138,7 +148,6 @@ class StreamSession:
         )
         self._schedule_ping()
         log.info("stream opened", extra={"protocol": self.protocol, "event_id": self.resume_from})
-        return self
 
     async def __aexit__(
         self,

@@ -92,3 +92,17 @@ def test_the_memory_broker_in_a_cluster_requires_the_log() -> None:
 
 def test_the_memory_broker_without_a_cluster_is_fine() -> None:
     assert parse_config({"brokers": {"demo": {"type": "memory"}}}).cluster is None
+
+
+def test_more_than_one_worker_needs_cluster_redis() -> None:
+    from gateway.workers import workers_problem
+
+    alone = parse_config({"brokers": BROKERS})
+    log_only = parse_config({"brokers": BROKERS, "cluster": {"log": "kafka-main"}})
+    shared = parse_config({"brokers": BROKERS, "cluster": {"redis": "redis://r:6379/0"}})
+    for config in (alone, log_only, None):
+        problem = workers_problem(config, 2)
+        assert problem is not None
+        assert [p.path for p in problem.problems] == ["cluster.redis"]
+    assert workers_problem(shared, 4) is None
+    assert workers_problem(alone, 1) is None
