@@ -1,0 +1,162 @@
+"""A Faust windowed table that closes windows per partition, exactly once.
+
+Faust's ``Table._del_old_keys`` keeps one ``last_closed_window`` for the whole table and
+emits a closing window only when its start is after it. Partitions are walked one after
+the other: once partition 0 has closed the window starting at T, partition 1's keys of
+that same window fail ``T > last_closed_window`` and are dropped unseen. With two
+partitions, one partition's windows were never emitted. And keys restored from the
+changelog are never given an expiry (``apply_changelog_batch`` does not call
+``_maybe_set_key_ttl``), so a partition moved to another worker never closed its windows.
+
+:class:`ClosingTable` replaces both. Per partition ``p`` it
+
+- closes a window when wall-clock time passes its end by ``expires`` (longer than a
+  rebalance stall, so events re-read after a failover still land in their window);
+  windows close in order of (end, group);
+- writes each closed group to partition ``p`` of the output topic, and reads that
+  partition's last record when it takes ``p`` over: whatever order sorts at or before it
+  was emitted already, by this worker or a killed one, and is not emitted again;
+- gives recovered keys their expiry, and closes nothing before ``p``'s recovery is done.
+
+Keys are ``(group, (window_start, window_end))`` with ``group`` the JSON text of the group
+value; the window's own end (not Faust's ``end - 0.1``) is used throughout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from heapq import heappop
+from typing import Any
+
+import faust
+from faust.types import TP, EventT
+
+from connectors.kafka_topics import Tail
+
+WINDOW_END_HEADER = "sb-window-end"
+
+Key = tuple[str, tuple[float, float]]
+Emit = Callable[[int, list[tuple[Key, Any]]], Awaitable[None]]
+ReadTails = Callable[[Iterable[int]], Awaitable[dict[int, Tail]]]
+
+
+def emitted_mark(tail: Tail) -> tuple[float, str]:
+    """The (window end, group) of an output record: the last one emitted there."""
+    end = float(tail.headers[WINDOW_END_HEADER].decode())
+    return end, (tail.key or b"").decode()
+
+
+class ClosingTable(faust.Table[Key, Any]):
+    """See the module docstring. ``emit(partition, [(key, value), ...])`` must return
+    once the broker has the records; ``read_tails(partitions)`` reads the output topic."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        *,
+        name: str,
+        partitions: int,
+        expires: float,
+        window_size: float,
+        groups_topic: str,
+        emit: Emit,
+        read_tails: ReadTails,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            app,
+            name=name,
+            partitions=partitions,
+            default=None,
+            window=faust.TumblingWindow(window_size, expires=expires),
+            **kwargs,
+        )
+        self.expires = expires
+        self._groups_topic = groups_topic
+        self._emit = emit
+        self._read_tails = read_tails
+        self._owned: set[int] = set()
+        self._ready: set[int] = set()  # owned and recovered: may close windows
+        self._emitted: dict[int, tuple[float, str]] = {}  # last (end, group) emitted
+        self._closed_end: dict[int, float] = {}  # windows ending by this are closed
+        self.late = 0  # events dropped because their window had closed
+
+    # --- what the agent asks ----------------------------------------------------------------
+    def is_closed(self, partition: int, window_end: float) -> bool:
+        """Whether the window of this partition ending at ``window_end`` closed already:
+        an event for it arrives too late to count and is dropped."""
+        return window_end <= self._closed_end.get(partition, float("-inf"))
+
+    # --- closing ------------------------------------------------------------------------------
+    async def _del_old_keys(self) -> None:
+        now = time.time()
+        for partition in sorted(self._ready):
+            heap = self._partition_timestamps.get(partition)
+            due: set[Key] = set()
+            while heap and heap[0] + self.expires <= now:
+                end = heappop(heap)
+                due |= self._partition_timestamp_keys.pop((partition, end), set())
+            if due:
+                await self._close(partition, sorted(due, key=lambda k: (k[1][1], k[0])))
+
+    async def _close(self, partition: int, keys: list[Key]) -> None:
+        self._closed_end[partition] = max(
+            self._closed_end.get(partition, float("-inf")), keys[-1][1][1]
+        )
+        mark = self._emitted.get(partition)
+        closing = [
+            (key, value)
+            for key in keys
+            if (value := self.data.get(key)) is not None
+            and (mark is None or (key[1][1], key[0]) > mark)
+        ]
+        if closing:
+            await self._emit(partition, closing)
+            last = closing[-1][0]
+            self._emitted[partition] = (last[1][1], last[0])
+        for key in keys:  # a tombstone: the changelog need not restore a closed window
+            self.data.pop(key, None)
+            self.send_changelog(partition, key, None, value_serializer="raw")
+
+    # --- recovery and rebalancing ---------------------------------------------------------
+    def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
+        batch = list(batch)
+        super().apply_changelog_batch(batch)
+        for event in batch:
+            key = self._to_key(event.key)
+            partition = event.message.partition
+            if event.message.value is None:
+                self._maybe_del_key_ttl(key, partition)
+            else:
+                self._maybe_set_key_ttl(key, partition)
+
+    async def on_rebalance(
+        self,
+        assigned: set[TP],
+        revoked: set[TP],
+        newly_assigned: set[TP],
+        generation_id: int = 0,
+    ) -> None:
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+        self._ready = set()
+        self._owned = {tp.partition for tp in assigned if tp.topic == self._groups_topic}
+        for partition in set(self._emitted) - self._owned:
+            del self._emitted[partition]
+        for partition in set(self._closed_end) - self._owned:
+            del self._closed_end[partition]
+        tails = await self._read_tails(self._owned)
+        for partition, tail in tails.items():
+            self._emitted[partition] = emitted_mark(tail)
+            self._closed_end[partition] = max(
+                self._closed_end.get(partition, float("-inf")), self._emitted[partition][0]
+            )
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        await super().on_recovery_completed(active_tps, standby_tps)
+        active = {tp.partition for tp in active_tps} & self._owned
+        for partition in set(self._partition_timestamps) - active:
+            del self._partition_timestamps[partition]
+        for key in [k for k in self._partition_timestamp_keys if k[0] not in active]:
+            del self._partition_timestamp_keys[key]
+        self._ready = active
