@@ -72,7 +72,7 @@ def window_job(config: Config, api: Api, topic: Topic) -> WindowJob | None:
     cluster = config.cluster
     if cluster is None or api.broker is None or api.endpoint is not None:
         return None
-    if topic.mode == "publish" or "{" in topic.channel or topic.debezium:
+    if topic.mode == "publish" or "{" in topic.name + topic.channel or topic.debezium:
         return None
     split = split_at_window(topic.pipeline)
     if split is None:

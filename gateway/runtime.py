@@ -31,6 +31,7 @@ from bridge.policy import FailedAttempts
 from bridge.secrets import hash_secret
 from bridge.store import Snapshot, Store
 from bridge.supervision import Supervisor
+from bridge.window_topics import WindowJob, window_job
 from connectors import Connector, connector_for
 from gateway.auth import TokenAuthority
 from gateway.connections import Connections
@@ -289,14 +290,15 @@ class Runtime:
         assert api.broker is not None
         return self.connectors[api.broker]
 
-    @staticmethod
     def hub_key(
-        match: TopicMatch, masked: bool = False, target: Target = "production"
+        self, match: TopicMatch, masked: bool = False, target: Target = "production"
     ) -> tuple[str, str, str]:
         """Topics share a hub when they read the same channel the same way."""
         topic = match.topic
+        job = self.window_job(match)
+        steps = topic.pipeline if job is None else job.after
         shape = {
-            "steps": [s.model_dump(mode="json") for s in topic.pipeline],
+            "steps": [s.model_dump(mode="json") for s in steps],
             "replay": match.api.replay.model_dump(mode="json"),
             "debezium": topic.debezium,
             "unwrap": topic.unwrap,
@@ -305,8 +307,15 @@ class Runtime:
         endpoint = match.api.endpoint
         if endpoint is not None:  # a changed endpoint is another upstream connection
             shape["endpoint"] = endpoint.model_dump(mode="json")
+        if job is not None:  # the worker's output: another topic, maybe on another broker
+            return (job.kafka, job.output, json.dumps(shape, sort_keys=True))
         source = source_name(match.api, target)
         return (source, match.channel, json.dumps(shape, sort_keys=True))
+
+    def window_job(self, match: TopicMatch) -> WindowJob | None:
+        """With ``cluster``, a topic's window runs in the workers: its hub reads their
+        output topic and runs only the steps after the window (CONTRACT §11)."""
+        return window_job(self.config, match.api, match.topic)
 
     def hub(self, match: TopicMatch, *, masked: bool = False, target: Target = "production") -> Hub:
         """The hub of a topic; ``masked``: the variant with the topic's masked columns
@@ -332,11 +341,18 @@ class Runtime:
 
         budget = self.config.gateway.limits.step_budget
 
+        job = self.window_job(match)
+        connector = self.source(api, target) if job is None else self.connectors[job.kafka]
+        channel = match.channel if job is None else job.output
+        steps = None if job is None else job.after
+
         def factory() -> Hub:
             return Hub(
-                connector=self.source(api, target),
-                channel=match.channel,
-                new_pipeline=lambda: topic_pipeline(topic, on_error, masked=masked, budget=budget),
+                connector=connector,
+                channel=channel,
+                new_pipeline=lambda: topic_pipeline(
+                    topic, on_error, masked=masked, budget=budget, steps=steps
+                ),
                 replay=api.replay,
                 epoch=self.epoch,
                 sequence=self.hubs.sequence,
