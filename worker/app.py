@@ -192,6 +192,11 @@ def _add_job(
     )
     app.tables.add(table)
 
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await table.stop_closing()
+
+    app.on_partitions_revoked.connect(on_revoked)
+
     def windows(moment: float) -> list[tuple[float, float]]:
         pane = period_index(moment, pane_seconds)
         return [

@@ -24,6 +24,7 @@ value; the window's own end (not Faust's ``end - 0.1``) is used throughout.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from heapq import heappop
@@ -81,6 +82,7 @@ class ClosingTable(faust.Table[Key, Any]):
         self._emitted: dict[int, tuple[float, str]] = {}  # last (end, group) emitted
         self._closed_end: dict[int, float] = {}  # windows ending by this are closed
         self.late = 0  # events dropped because their window had closed
+        self._closing = asyncio.Lock()  # held while a partition's windows are written
 
     # --- what the agent asks ----------------------------------------------------------------
     def is_closed(self, partition: int, window_end: float) -> bool:
@@ -89,8 +91,18 @@ class ClosingTable(faust.Table[Key, Any]):
         return window_end <= self._closed_end.get(partition, float("-inf"))
 
     # --- closing ------------------------------------------------------------------------------
+    async def stop_closing(self) -> None:
+        """Close nothing until recovery after the next assignment: called when a rebalance
+        revokes the partitions, before any other worker can be given them. Returns once a
+        write under way is acknowledged, so the next owner reads it in the output's tail."""
+        async with self._closing:
+            self._ready = set()
+
     async def _del_old_keys(self) -> None:
-        now = time.time()
+        async with self._closing:
+            await self._close_due(time.time())
+
+    async def _close_due(self, now: float) -> None:
         for partition in sorted(self._ready):
             heap = self._partition_timestamps.get(partition)
             due: set[Key] = set()

@@ -33,8 +33,8 @@ pytestmark = pytest.mark.broker
 SECRET = "windows-secret-01"
 WINDOW = 1  # seconds
 REGIONS = ("eu", "us", "asia", "af")
-PRODUCE_SECONDS = 5.0
-KILL_AFTER = 2.0
+RATE = 1 / 40  # seconds between events
+AFTER_KILL = 1.5  # seconds of events after the kill
 
 
 def cluster_config(directory: Path, api: str, source: str) -> dict[str, Any]:
@@ -82,15 +82,13 @@ def iso(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-async def produce(source: str, until_kill: asyncio.Event) -> dict[tuple[str, str], list[int]]:
-    """Events at a steady rate over both partitions; the expected [sum, count] per
-    (group, window start). A filtered-out event (amount 0) now and then counts nowhere."""
+async def produce(source: str, stop: asyncio.Event) -> dict[tuple[str, str], list[int]]:
+    """Events at a steady rate over both partitions until ``stop``; the expected
+    [sum, count] per (group, window start). Every 17th (amount 0) is filtered out."""
     expected: dict[tuple[str, str], list[int]] = {}
-    started = time.time()
     async with kafka_producer() as producer:
-        for n in range(int(PRODUCE_SECONDS * 40)):
-            if time.time() - started > KILL_AFTER:
-                until_kill.set()
+        n = 0
+        while not stop.is_set():
             region = REGIONS[n % len(REGIONS)]
             amount = 0 if n % 17 == 0 else 1 + n % 50
             now_ms = int(time.time() * 1000)
@@ -105,7 +103,8 @@ async def produce(source: str, until_kill: asyncio.Event) -> dict[tuple[str, str
                 total = expected.setdefault(window, [0, 0])
                 total[0] += amount
                 total[1] += 1
-            await asyncio.sleep(PRODUCE_SECONDS / 200)
+            n += 1
+            await asyncio.sleep(RATE)
     return expected
 
 
@@ -153,10 +152,17 @@ async def test_two_workers_and_a_kill_emit_every_window_once_with_exact_sums(
         await eventually(balanced, timeout=60, what="each worker holding one partition")
         token = await fetch_token(gateway.base_url, "dash", SECRET)
         async with sse_stream(gateway.base_url, path, token) as stream:
-            kill = asyncio.Event()
-            producing = asyncio.create_task(produce(source, kill))
-            await kill.wait()
+            stop = asyncio.Event()
+            producing = asyncio.create_task(produce(source, stop))
+
+            async def emitted() -> bool:  # the first windows end EXPIRES after they close
+                return "windows closed" in workers[0].log()
+
+            # Killed once it has written windows: the survivor must not write them again.
+            await eventually(emitted, timeout=EXPIRES + 20, what="windows from the first worker")
             workers[0].process.send_signal(signal.SIGKILL)
+            await asyncio.sleep(AFTER_KILL)  # events flow on meanwhile: not a synchronisation
+            stop.set()
             expected = await producing
             want = Counter((g, start, s, n) for (g, start), (s, n) in expected.items())
             # The last window closes EXPIRES after its end, later still on a stalled partition.
