@@ -53,7 +53,11 @@ class WindowJob:
     before: tuple[Step, ...]  # the steps up to the window, run by the worker
     window: WindowSpec
     after: tuple[Step, ...]  # the steps after it, run by the gateway on the output
-    output: str  # sb.win.<api>.<version>.<topic>
+
+    @property
+    def output(self) -> str:
+        """``sb.win.<api>.<version>.<topic>``"""
+        return window_topic(self.api, self.version, self.topic)
 
 
 def split_at_window(
@@ -87,17 +91,7 @@ def window_job(config: Config, api: Api, topic: Topic) -> WindowJob | None:
     else:
         return None
     before, window, after = split
-    return WindowJob(
-        api=api.name,
-        version=api.version,
-        topic=topic.name,
-        kafka=kafka,
-        source=source,
-        before=before,
-        window=window,
-        after=after,
-        output=window_topic(api.name, api.version, topic.name),
-    )
+    return WindowJob(api.name, api.version, topic.name, kafka, source, before, window, after)
 
 
 def window_jobs(config: Config, apis: Iterable[Api] | None = None) -> list[WindowJob]:
