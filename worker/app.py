@@ -37,11 +37,9 @@ from pipelines.aggregation import Aggregation, Totals
 from pipelines.pipeline import build_pipeline
 from pipelines.values import period_index, value_key
 from pipelines.window import panes
-from worker.table import WINDOW_END_HEADER, ClosingTable, Key
+from worker.table import GROUP_HEADER, WINDOW_END_HEADER, ClosingTable, Key
 
 log = logging.getLogger("streambridge.worker")
-
-GROUP_HEADER = "sb-group"
 
 
 @dataclass(frozen=True, slots=True)

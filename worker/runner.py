@@ -8,6 +8,7 @@ import sys
 import faust
 
 from bridge.config import Config
+from bridge.errors import ConnectorError
 from bridge.window_topics import window_jobs
 from worker.app import WorkerOptions, prepare, window_app
 
@@ -32,7 +33,11 @@ def run(config: Config, options: WorkerOptions, *, loglevel: str = "info") -> in
         return EXIT_INVALID
     broker = config.brokers[kafkas[0]]
     assert broker.type == "kafka"  # window_job picks kafka brokers only
-    topics = asyncio.run(prepare(broker.bootstrap, jobs, options))
+    try:
+        topics = asyncio.run(prepare(broker.bootstrap, jobs, options))
+    except ConnectorError as exc:  # Kafka unreachable, or a topic with another partition count
+        print(f"brokers.{kafkas[0]}: {exc}", file=sys.stderr)
+        return 1
     app = window_app(broker.bootstrap, list(zip(jobs, topics, strict=True)), options)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
     worker.execute_from_commandline()  # exits the process when the worker stops

@@ -35,7 +35,10 @@ from faust.types import TP, EventT
 
 from connectors.kafka_topics import Tail
 
+# Headers of an output record: the window's end (seconds) and the group's JSON text, also
+# when the window has no group_by and the record no key.
 WINDOW_END_HEADER = "sb-window-end"
+GROUP_HEADER = "sb-group"
 
 Key = tuple[str, tuple[float, float]]
 Emit = Callable[[int, list[tuple[Key, Any]]], Awaitable[None]]
@@ -44,8 +47,7 @@ ReadTails = Callable[[Iterable[int]], Awaitable[dict[int, Tail]]]
 
 def emitted_mark(tail: Tail) -> tuple[float, str]:
     """The (window end, group) of an output record: the last one emitted there."""
-    end = float(tail.headers[WINDOW_END_HEADER].decode())
-    return end, (tail.key or b"").decode()
+    return float(tail.headers[WINDOW_END_HEADER].decode()), tail.headers[GROUP_HEADER].decode()
 
 
 class ClosingTable(faust.Table[Key, Any]):

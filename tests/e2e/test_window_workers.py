@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -25,7 +28,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.e2e.helpers import KAFKA, eventually, fetch_token, kafka_producer, sse_stream
-from tests.e2e.servers import running_server, state_url, write_config
+from tests.e2e.servers import ROOT, running_server, state_url, write_config
 from tests.e2e.workers import EXPIRES, running_workers
 
 pytestmark = pytest.mark.broker
@@ -184,3 +187,23 @@ async def test_two_workers_and_a_kill_emit_every_window_once_with_exact_sums(
         assert windows([json.loads(e.data) for e in rest]) == windows(
             [json.loads(e.data) for e in received[middle + 1 :]]
         ), "exactly the windows after the resume id"
+
+
+def test_a_worker_without_cluster_or_windows_exits_2_naming_why(tmp_path: Path) -> None:
+    config = cluster_config(tmp_path, "nocluster", "nowhere")
+    del config["cluster"]
+    without_cluster = write_config(tmp_path, config, "no-cluster.yaml")
+    config = cluster_config(tmp_path, "nowindow", "nowhere")
+    config["apis"][0]["topics"][0]["pipeline"] = [{"filter": "true"}]
+    without_window = write_config(tmp_path, config, "no-window.yaml")
+    for path, named in ((without_cluster, "cluster:"), (without_window, "apis:")):
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "worker", "--config", str(path)],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(named)

@@ -13,7 +13,7 @@ import faust
 from faust.types import TP
 
 from connectors.kafka_topics import Tail
-from worker.table import WINDOW_END_HEADER, ClosingTable, Key
+from worker.table import GROUP_HEADER, WINDOW_END_HEADER, ClosingTable, Key
 
 
 class Recorder:
@@ -76,7 +76,7 @@ async def test_the_same_window_closes_on_every_partition() -> None:
 async def test_a_partition_taken_over_skips_what_its_output_already_holds() -> None:
     recorder = Recorder()
     # A killed worker wrote (10, "eu") of partition 0, then died before its tombstones.
-    tail = Tail(b'"eu"', {WINDOW_END_HEADER: b"10.0", "sb-group": b'"eu"'})
+    tail = Tail(b'"eu"', {WINDOW_END_HEADER: b"10.0", GROUP_HEADER: b'"eu"'})
     closing = table(recorder, {0: tail})
     await closing.on_rebalance({TP("groups", 0)}, set(), {TP("groups", 0)})
     closing._ready = {0}
