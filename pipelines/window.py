@@ -113,3 +113,14 @@ def panes(spec: WindowSpec) -> tuple[float, int]:
         return spec.tumbling, 1
     assert spec.sliding is not None and spec.every is not None  # WindowSpec validated this
     return spec.every, round(spec.sliding / spec.every)
+
+
+def windows_holding(
+    moment: float, pane_seconds: float, panes_per_window: int
+) -> list[tuple[float, float]]:
+    """The (start, end) of each window an event at ``moment`` counts in, oldest first."""
+    pane = period_index(moment, pane_seconds)
+    return [
+        ((tick - panes_per_window + 1) * pane_seconds, (tick + 1) * pane_seconds)
+        for tick in range(pane, pane + panes_per_window)
+    ]

@@ -35,8 +35,8 @@ from bridge.window_topics import WindowJob, kafka_name
 from connectors.kafka_topics import KafkaTopics, Tail
 from pipelines.aggregation import Aggregation, Totals
 from pipelines.pipeline import build_pipeline
-from pipelines.values import period_index, value_key
-from pipelines.window import panes
+from pipelines.values import value_key
+from pipelines.window import panes, windows_holding
 from worker.table import GROUP_HEADER, WINDOW_END_HEADER, ClosingTable, Key
 
 log = logging.getLogger("streambridge.worker")
@@ -195,13 +195,6 @@ def _add_job(
 
     app.on_partitions_revoked.connect(on_revoked)
 
-    def windows(moment: float) -> list[tuple[float, float]]:
-        pane = period_index(moment, pane_seconds)
-        return [
-            ((tick - panes_per_window + 1) * pane_seconds, (tick + 1) * pane_seconds)
-            for tick in range(pane, pane + panes_per_window)
-        ]
-
     async def split(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for record in stream.events():
             message = record.message
@@ -238,7 +231,7 @@ def _add_job(
             value = record.value
             group = record.key.decode()
             source, *position = value["m"]
-            for start, end in windows(value["t"]):
+            for start, end in windows_holding(value["t"], pane_seconds, panes_per_window):
                 if table.is_closed(partition, end):
                     table.late += 1
                     log.warning(
