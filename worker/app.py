@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -231,6 +232,7 @@ def _add_job(
             value = record.value
             group = record.key.decode()
             source, *position = value["m"]
+            table.observe(partition, value["t"], time.time())
             for start, end in windows_holding(value["t"], pane_seconds, panes_per_window):
                 if table.is_closed(partition, end):
                     table.late += 1

@@ -10,9 +10,12 @@ changelog are never given an expiry (``apply_changelog_batch`` does not call
 
 :class:`ClosingTable` replaces both. Per partition ``p`` it
 
-- closes a window when wall-clock time passes its end by ``expires`` (longer than a
-  rebalance stall, so events re-read after a failover still land in their window);
-  windows close in order of (end, group);
+- closes a window once the partition's stream time (the latest event time counted
+  there) passes its end by ``expires``, or, with no event for ``expires`` seconds, once
+  the wall clock does. After a failover the partition's backlog is read before its
+  stream time moves on, and a recovery, however slow, cannot close a window early; an
+  event from a partition that stalled is ``expires`` late at most when the stall is
+  shorter (Kafka's session timeout). Windows close in order of (end, group);
 - writes each closed group to partition ``p`` of the output topic, and reads that
   partition's last record when it takes ``p`` over: whatever order sorts at or before it
   was emitted already, by this worker or a killed one, and is not emitted again;
@@ -83,6 +86,8 @@ class ClosingTable(faust.Table[Key, Any]):
         self._ready: set[int] = set()  # owned and recovered: may close windows
         self._emitted: dict[int, tuple[float, str]] = {}  # last (end, group) emitted
         self._closed_end: dict[int, float] = {}  # windows ending by this are closed
+        self._stream_time: dict[int, float] = {}  # latest event time counted per partition
+        self._last_event: dict[int, float] = {}  # wall-clock time of that, or of readiness
         self.late = 0  # events dropped because their window had closed
         self._closing = asyncio.Lock()  # held while a partition's windows are written
 
@@ -91,6 +96,21 @@ class ClosingTable(faust.Table[Key, Any]):
         """Whether the window of this partition ending at ``window_end`` closed already:
         an event for it arrives too late to count and is dropped."""
         return window_end <= self._closed_end.get(partition, float("-inf"))
+
+    def observe(self, partition: int, event_time: float, now: float) -> None:
+        """An event of ``partition`` is being counted: its time moves the partition on."""
+        self._stream_time[partition] = max(
+            self._stream_time.get(partition, float("-inf")), event_time
+        )
+        self._last_event[partition] = now
+
+    def _closes_through(self, partition: int, now: float) -> float:
+        """Windows ending by this, plus ``expires``, may close: the partition's stream
+        time, or the wall clock once the partition has been idle for ``expires``."""
+        stream_time = self._stream_time.get(partition, float("-inf"))
+        if now - self._last_event.get(partition, now) >= self.expires:
+            return max(stream_time, now)
+        return stream_time
 
     # --- closing ------------------------------------------------------------------------------
     async def stop_closing(self) -> None:
@@ -108,7 +128,8 @@ class ClosingTable(faust.Table[Key, Any]):
         for partition in sorted(self._ready):
             heap = self._partition_timestamps.get(partition)
             due: set[Key] = set()
-            while heap and heap[0] + self.expires <= now:
+            limit = self._closes_through(partition, now)
+            while heap and heap[0] + self.expires <= limit:
                 end = heappop(heap)
                 due |= self._partition_timestamp_keys.pop((partition, end), set())
             if due:
@@ -159,6 +180,8 @@ class ClosingTable(faust.Table[Key, Any]):
             del self._emitted[partition]
         for partition in set(self._closed_end) - self._owned:
             del self._closed_end[partition]
+        for partition in set(self._stream_time) - self._owned:
+            del self._stream_time[partition]
         tails = await self._read_tails(self._owned)
         for partition, tail in tails.items():
             self._emitted[partition] = emitted_mark(tail)
@@ -174,3 +197,6 @@ class ClosingTable(faust.Table[Key, Any]):
         for key in [k for k in self._partition_timestamp_keys if k[0] not in active]:
             del self._partition_timestamp_keys[key]
         self._ready = active
+        now = time.time()
+        for partition in active:  # a partition taken over gets its backlog's worth of time
+            self._last_event[partition] = now

@@ -13,6 +13,7 @@ windows after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -146,6 +147,7 @@ async def test_two_workers_and_a_kill_emit_every_window_once_with_exact_sums(
     with (  # the gateway first: three processes starting at once on 2 cores are slow
         running_server(tmp_path / "a", config) as gateway,
         running_workers(tmp_path, config_path, f"sbtest-{suffix}", 2) as workers,
+        contextlib.ExitStack() as later,
     ):
 
         async def balanced() -> bool:
@@ -164,6 +166,10 @@ async def test_two_workers_and_a_kill_emit_every_window_once_with_exact_sums(
             # Killed once it has written windows: the survivor must not write them again.
             await eventually(emitted, timeout=EXPIRES + 20, what="windows from the first worker")
             workers[0].process.send_signal(signal.SIGKILL)
+            # A second gateway starts meanwhile, for the resume below.
+            other_config = cluster_config(tmp_path / "b", api, source)
+            other_server = running_server(tmp_path / "b", other_config)
+            starting = asyncio.create_task(asyncio.to_thread(later.enter_context, other_server))
             await asyncio.sleep(AFTER_KILL)  # events flow on meanwhile: not a synchronisation
             stop.set()
             expected = await producing
@@ -179,11 +185,11 @@ async def test_two_workers_and_a_kill_emit_every_window_once_with_exact_sums(
 
         # Resume on another gateway from the id of a window in the middle.
         middle = len(received) // 2
-        with running_server(tmp_path / "b", cluster_config(tmp_path / "b", api, source)) as other:
-            token = await fetch_token(other.base_url, "dash", SECRET)
-            resume = {"Last-Event-ID": ids[middle]}
-            async with sse_stream(other.base_url, path, token, headers=resume) as again:
-                rest = await again.events(len(received) - middle - 1, timeout=10)
+        other = await starting
+        token = await fetch_token(other.base_url, "dash", SECRET)
+        resume = {"Last-Event-ID": ids[middle]}
+        async with sse_stream(other.base_url, path, token, headers=resume) as again:
+            rest = await again.events(len(received) - middle - 1, timeout=10)
         assert windows([json.loads(e.data) for e in rest]) == windows(
             [json.loads(e.data) for e in received[middle + 1 :]]
         ), "exactly the windows after the resume id"

@@ -61,6 +61,8 @@ async def test_the_same_window_closes_on_every_partition() -> None:
     for partition, group in ((0, '"eu"'), (1, '"us"'), (1, '"asia"')):
         put(closing, partition, (group, (0.0, 10.0)), ["v"])
     put(closing, 0, ('"eu"', (10.0, 20.0)), ["open"])  # ends at 20: open until 25
+    closing.observe(0, 16.0, now=16.0)
+    closing.observe(1, 16.0, now=16.0)
     await closing._close_due(now=16.0)
     assert recorder.emitted == [
         (0, ('"eu"', (0.0, 10.0))),
@@ -84,6 +86,7 @@ async def test_a_partition_taken_over_skips_what_its_output_already_holds() -> N
         put(closing, 0, (group, (0.0, 10.0)), ["v"])
     put(closing, 0, ('"eu"', (10.0, 20.0)), ["v"])
     assert closing.is_closed(0, 10.0), "late events of a written window are dropped"
+    closing.observe(0, 30.0, now=30.0)
     await closing._close_due(now=30.0)
     assert recorder.emitted == [(0, ('"us"', (0.0, 10.0))), (0, ('"eu"', (10.0, 20.0)))]
 
@@ -93,6 +96,26 @@ async def test_nothing_closes_while_a_rebalance_is_under_way() -> None:
     closing = table(recorder)
     closing._owned = closing._ready = {0}
     put(closing, 0, ('"eu"', (0.0, 10.0)), ["v"])
+    closing.observe(0, 30.0, now=30.0)
     await closing.stop_closing()
     await closing._close_due(now=30.0)
     assert recorder.emitted == []
+
+
+async def test_a_partition_behind_closes_by_its_stream_time_or_once_idle() -> None:
+    recorder = Recorder()
+    closing = table(recorder)
+    closing._owned = closing._ready = {0}
+    put(closing, 0, ('"eu"', (0.0, 10.0)), ["v"])
+    # Taken over late: the wall clock is far past the window, its events are not.
+    closing.observe(0, 12.0, now=100.0)
+    await closing._close_due(now=100.0)
+    assert recorder.emitted == [], "the backlog still counts"
+    closing.observe(0, 15.0, now=101.0)
+    await closing._close_due(now=101.0)
+    assert recorder.emitted == [(0, ('"eu"', (0.0, 10.0)))]
+    put(closing, 0, ('"eu"', (10.0, 20.0)), ["v"])
+    await closing._close_due(now=105.0)
+    assert len(recorder.emitted) == 1, "idle for less than expires"
+    await closing._close_due(now=106.0)
+    assert recorder.emitted[-1] == (0, ('"eu"', (10.0, 20.0))), "idle: the wall clock closes"
