@@ -14,6 +14,7 @@ parameters stay in the gateway: a worker cannot know which channels clients will
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,11 +35,12 @@ def window_topic(api: str, version: str, topic: str) -> str:
 
 
 def cluster_log_topic(broker: str, channel: str) -> str:
-    """The cluster log's copy of an offset-less channel (MQTT, AMQP, memory).
-
-    Assumed here as ``sb.log.<broker>.<channel>``: the copier of the cluster log is
-    built on another branch; this is the one place to align with it."""
-    return kafka_name("sb", "log", broker, channel)
+    """The cluster log's copy of an offset-less channel (MQTT, AMQP, memory):
+    ``sb.log.<broker>.<channel>.<hash>``, as the cluster log's copier names it (branch
+    w3-clog, ``connectors.cluster.fence.log_topic``; one of the two goes once both merge)."""
+    digest = hashlib.sha256(f"{broker}\0{channel}".encode()).hexdigest()[:12]
+    readable = _UNSAFE.sub("_", f"{broker}.{channel}")[:200]
+    return f"sb.log.{readable}.{digest}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,7 @@ class WindowJob:
     before: tuple[Step, ...]  # the steps up to the window, run by the worker
     window: WindowSpec
     after: tuple[Step, ...]  # the steps after it, run by the gateway on the output
+    logged: bool = False  # the source is a cluster log topic (copier records to filter)
 
     @property
     def output(self) -> str:
@@ -84,14 +87,17 @@ def window_job(config: Config, api: Api, topic: Topic) -> WindowJob | None:
     broker = config.brokers.get(api.broker)
     if broker is None:
         return None
-    if broker.type == "kafka":
+    logged = broker.type != "kafka"
+    if not logged:
         kafka, source = api.broker, topic.channel
     elif cluster.log is not None and broker.type in ("mqtt", "amqp", "memory"):
         kafka, source = cluster.log, cluster_log_topic(api.broker, topic.channel)
     else:
         return None
     before, window, after = split
-    return WindowJob(api.name, api.version, topic.name, kafka, source, before, window, after)
+    return WindowJob(
+        api.name, api.version, topic.name, kafka, source, before, window, after, logged
+    )
 
 
 def window_jobs(config: Config, apis: Iterable[Api] | None = None) -> list[WindowJob]:

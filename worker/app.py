@@ -38,6 +38,7 @@ from pipelines.aggregation import Aggregation, Totals
 from pipelines.pipeline import build_pipeline
 from pipelines.values import value_key
 from pipelines.window import panes, windows_holding
+from worker.log_records import CHANNEL, LogFence, source_headers
 from worker.table import GROUP_HEADER, WINDOW_END_HEADER, ClosingTable, Key
 
 log = logging.getLogger("streambridge.worker")
@@ -196,14 +197,24 @@ def _add_job(
 
     app.on_partitions_revoked.connect(on_revoked)
 
+    fences: dict[int, LogFence] = {}  # per source partition, for a cluster log source
+
     async def split(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for record in stream.events():
             message = record.message
+            headers = {k: v.decode(errors="replace") for k, v in message.headers or ()}
+            channel = job.source
+            if job.logged:
+                if not fences.setdefault(message.partition, LogFence()).admit(headers):
+                    yield None
+                    continue
+                channel = headers.get(CHANNEL, channel)
+                headers = source_headers(headers)
             event = Event(
-                channel=job.source,
+                channel=channel,
                 data=decode_payload(message.value or b""),
                 key=message.key.decode(errors="replace") if message.key is not None else None,
-                headers={k: v.decode(errors="replace") for k, v in message.headers or ()},
+                headers=headers,
                 time=message.timestamp,
             )
             for index, out in enumerate(before.feed(event, event.time)):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from bridge.config import FilterStep, MapStep, parse_config
 from bridge.window_topics import cluster_log_topic, window_jobs, window_topic
+from worker.log_records import LogFence, source_headers
 
 WINDOW = {"window": {"tumbling": "10s", "group_by": "data.region", "aggregate": {"n": "count()"}}}
 
@@ -64,3 +66,25 @@ def test_topics_without_window_or_with_parameters_stay_in_the_gateway() -> None:
     plain = {"name": "/all", "channel": "orders"}
     param = {"name": "/by/{region}", "channel": "orders.{region}", "pipeline": [WINDOW]}
     assert window_jobs(config({"log": "kafka"}, plain, param)) == []
+
+
+def test_a_cluster_log_topic_is_named_as_its_copier_names_it() -> None:
+    digest = hashlib.sha256(b"mqtt-main\0sensors/+/temp").hexdigest()[:12]
+    assert (
+        cluster_log_topic("mqtt-main", "sensors/+/temp")
+        == f"sb.log.mqtt-main.sensors_temp.{digest}"
+    )
+
+
+def test_a_worker_reads_a_cluster_log_as_gateways_do() -> None:
+    fence = LogFence()
+
+    def at(epoch: int, sequence: int) -> dict[str, str]:
+        return {"sb-epoch": str(epoch), "sb-seq": str(sequence), "sb-channel": "a/b", "x": "1"}
+
+    admitted = [
+        fence.admit(h) for h in (at(1, 0), at(1, 1), at(1, 1), at(2, 0), at(1, 2), at(2, 1))
+    ]
+    assert admitted == [False, True, False, False, False, True], "markers, repeats, late appends"
+    assert fence.admit({"x": "1"}), "a record written straight to the log"
+    assert source_headers(at(1, 1)) == {"x": "1"}
