@@ -94,7 +94,10 @@ async def prepare(
     prepared: list[JobTopics] = []
     async with KafkaTopics(bootstrap) as admin:
         for job in jobs:
-            count = await admin.partitions(job.source) or options.partitions
+            # A cluster log topic has one partition (total order per channel), as its
+            # copier creates it.
+            missing = 1 if job.logged else options.partitions
+            count = await admin.partitions(job.source) or missing
             await admin.ensure(job.source, count)
             topics = job_topics(job, options.app_id, count)
             await admin.ensure(topics.groups, count)
