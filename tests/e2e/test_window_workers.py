@@ -13,7 +13,6 @@ windows after it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -144,10 +143,11 @@ async def test_two_workers_and_a_kill_emit_every_window_once_with_exact_sums(
     config = cluster_config(tmp_path / "a", api, source)
     (tmp_path / "a").mkdir()
     config_path = write_config(tmp_path, config, "worker.yaml")
-    with (  # the gateway first: three processes starting at once on 2 cores are slow
+    other_config = cluster_config(tmp_path / "b", api, source)
+    with (  # the gateways first, one by one: processes starting at once on 2 cores are slow
         running_server(tmp_path / "a", config) as gateway,
+        running_server(tmp_path / "b", other_config) as other,
         running_workers(tmp_path, config_path, f"sbtest-{suffix}", 2) as workers,
-        contextlib.ExitStack() as later,
     ):
 
         async def balanced() -> bool:
@@ -166,10 +166,6 @@ async def test_two_workers_and_a_kill_emit_every_window_once_with_exact_sums(
             # Killed once it has written windows: the survivor must not write them again.
             await eventually(emitted, timeout=EXPIRES + 20, what="windows from the first worker")
             workers[0].process.send_signal(signal.SIGKILL)
-            # A second gateway starts meanwhile, for the resume below.
-            other_config = cluster_config(tmp_path / "b", api, source)
-            other_server = running_server(tmp_path / "b", other_config)
-            starting = asyncio.create_task(asyncio.to_thread(later.enter_context, other_server))
             await asyncio.sleep(AFTER_KILL)  # events flow on meanwhile: not a synchronisation
             stop.set()
             expected = await producing
@@ -185,7 +181,6 @@ async def test_two_workers_and_a_kill_emit_every_window_once_with_exact_sums(
 
         # Resume on another gateway from the id of a window in the middle.
         middle = len(received) // 2
-        other = await starting
         token = await fetch_token(other.base_url, "dash", SECRET)
         resume = {"Last-Event-ID": ids[middle]}
         async with sse_stream(other.base_url, path, token, headers=resume) as again:
