@@ -36,7 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--config", default=os.environ.get("STREAMBRIDGE_CONFIG"), required=False)
     worker.add_argument("--app-id", default="streambridge-windows", help="Faust app and group id")
     worker.add_argument(
-        "--expires", type=float, default=30.0, help="seconds a window waits after its end"
+        "--expires",
+        type=float,
+        default=30.0,
+        help="a window closes once events this many seconds past its end are counted "
+        "(or after this long without events); above --session-timeout",
     )
     worker.add_argument("--session-timeout", type=float, default=10.0)
     worker.add_argument(
