@@ -130,6 +130,11 @@ def work(args: argparse.Namespace) -> int:
     if not args.config:
         print("--config: a worker needs a config file", file=sys.stderr)
         return EXIT_INVALID
+    if args.expires <= args.session_timeout:
+        # A dead worker's partitions move after the session timeout: their events would
+        # come after their windows closed.
+        print("--expires: must be longer than --session-timeout", file=sys.stderr)
+        return EXIT_INVALID
     try:
         config = load_config(args.config)
     except ConfigError as exc:
