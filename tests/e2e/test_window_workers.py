@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.e2e.helpers import KAFKA, eventually, fetch_token, kafka_producer, sse_stream
 from tests.e2e.servers import ROOT, running_server, state_url, write_config
-from tests.e2e.workers import EXPIRES, running_workers
+from tests.e2e.workers import BYTECODE_CACHE, EXPIRES, running_workers
 
 pytestmark = pytest.mark.broker
 
@@ -133,6 +133,7 @@ def windows(records: list[dict[str, Any]]) -> Counter[tuple[str, str, int, int]]
     return Counter((r["group"], r["window_start"], r["total"], r["n"]) for r in records)
 
 
+@pytest.mark.timeout(240)  # 4 processes, a rebalance after a kill, then EXPIRES: ~90 s
 async def test_two_workers_and_a_kill_emit_every_window_once_with_exact_sums(
     tmp_path: Path,
 ) -> None:
@@ -145,8 +146,8 @@ async def test_two_workers_and_a_kill_emit_every_window_once_with_exact_sums(
     config_path = write_config(tmp_path, config, "worker.yaml")
     other_config = cluster_config(tmp_path / "b", api, source)
     with (  # the gateways first, one by one: processes starting at once on 2 cores are slow
-        running_server(tmp_path / "a", config) as gateway,
-        running_server(tmp_path / "b", other_config) as other,
+        running_server(tmp_path / "a", config, env=BYTECODE_CACHE, startup=60) as gateway,
+        running_server(tmp_path / "b", other_config, env=BYTECODE_CACHE, startup=60) as other,
         running_workers(tmp_path, config_path, f"sbtest-{suffix}", 2) as workers,
     ):
 

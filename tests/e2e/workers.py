@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,14 @@ from tests.e2e.servers import ROOT, STOP_SECONDS
 # a window waits this long after its end, so events re-read after the failover count.
 SESSION_TIMEOUT = 6.0
 EXPIRES = 10.0
+
+# The processes of these tests compile their modules once, into a cache outside the
+# source tree, rather than each on its own (PYTHONDONTWRITEBYTECODE may be set): four
+# processes compiling at once on a loaded 2-core machine missed the startup deadline.
+BYTECODE_CACHE = {
+    "PYTHONDONTWRITEBYTECODE": "",
+    "PYTHONPYCACHEPREFIX": str(Path(tempfile.gettempdir()) / "streambridge-test-pycache"),
+}
 
 _ASSIGNED = re.compile(r"-groups\s+\|\s+\{([0-9-]+)\}")
 
@@ -66,7 +75,12 @@ def running_workers(
                         str(SESSION_TIMEOUT),
                     ],
                     cwd=directory,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
+                    env={
+                        **os.environ,
+                        **BYTECODE_CACHE,
+                        "PYTHONUNBUFFERED": "1",
+                        "PYTHONPATH": str(ROOT),
+                    },
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
