@@ -30,7 +30,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.installed-dev
-	$(BIN)/mypy bridge pipelines connectors gateway
+	$(BIN)/mypy bridge pipelines connectors gateway worker
 
 # Real services the tests use, installed when missing and started when not listening,
 # on loopback only; the official AsyncAPI parser (npm) the export tests feed; and Debian's

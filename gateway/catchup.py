@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from bridge.catalog import TopicMatch
-from bridge.config import WindowStep
 from bridge.cursor import SNAPSHOT_ID, EventId
 from bridge.errors import ConnectorError, Interrupted
 from bridge.event import Event
@@ -82,7 +81,7 @@ class CatchUp:
                     return None
             elif self.start != EARLIEST:
                 return None
-        if any(isinstance(step, WindowStep) for step in match.topic.pipeline):
+        if hub.pipeline.windowed:  # the gateway's own window (not a cluster worker's)
             return None  # windows cannot be rebuilt from a replay: the client gets a gap
         return await hub.join(self.subscriber, after, snapshot=snapshot)
 

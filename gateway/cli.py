@@ -40,6 +40,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     # Set by ``--workers``' supervisor for each process it starts (gateway.workers).
     serve.add_argument("--worker", help=argparse.SUPPRESS)  # <index>:<supervisor pid>
+    worker = commands.add_parser("worker", help="run the window steps of a cluster (Faust)")
+    worker.add_argument("--config", default=os.environ.get("STREAMBRIDGE_CONFIG"), required=False)
+    worker.add_argument("--app-id", default="streambridge-windows", help="Faust app and group id")
+    worker.add_argument(
+        "--expires",
+        type=float,
+        default=30.0,
+        help="a window closes once events this many seconds past its end are counted "
+        "(or after this long without events); above --session-timeout",
+    )
+    worker.add_argument("--session-timeout", type=float, default=10.0)
+    worker.add_argument(
+        "--partitions", type=int, default=2, help="of a source topic the worker creates"
+    )
     check = commands.add_parser("check", help="validate a config file")
     check.add_argument("--config", required=True)
     check.add_argument("--workers", type=_positive, default=1, help="as serve will be started")
@@ -157,6 +171,32 @@ def serve(
     return 0 if server.started else 1
 
 
+def work(args: argparse.Namespace) -> int:
+    from worker.app import WorkerOptions
+    from worker.runner import run
+
+    if not args.config:
+        print("--config: a worker needs a config file", file=sys.stderr)
+        return EXIT_INVALID
+    if args.expires <= args.session_timeout:
+        # A dead worker's partitions move after the session timeout: their events would
+        # come after their windows closed.
+        print("--expires: must be longer than --session-timeout", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _report(exc)
+    options = WorkerOptions(
+        app_id=args.app_id,
+        expires=args.expires,
+        partitions=args.partitions,
+        session_timeout=args.session_timeout,
+        step_budget=config.gateway.limits.step_budget,
+    )
+    return run(config, options)
+
+
 def asyncapi_export(path: str, name: str, version: str | None, fmt: str) -> int:
     from bridge.asyncapi import export_document, to_yaml
 
@@ -218,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return check(args.config, args.workers)
+    if args.command == "worker":
+        return work(args)
     if args.command == "asyncapi":
         if args.asyncapi_command == "export":
             return asyncapi_export(args.config, args.api, args.version, args.format)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +28,7 @@ from bridge.lifecycle import VISIBLE_STATES
 from bridge.secrets import hash_secret
 from bridge.store import Snapshot, Store
 from bridge.supervision import Supervisor
+from bridge.window_topics import WindowJob, window_job
 from connectors import LOGGED_TYPES, Connector, cluster_logged, connector_for
 from gateway.attempts import Attempts
 from gateway.auth import TokenAuthority
@@ -36,8 +36,9 @@ from gateway.cluster import ClusterNode
 from gateway.connections import Connections
 from gateway.data_dir import claim_data_dir
 from gateway.hub import Hub, HubSet
+from gateway.hub_keys import hub_key
 from gateway.metrics import Metrics, open_files
-from gateway.upstreams import Upstreams, source_name
+from gateway.upstreams import Upstreams
 from gateway.websub.service import WebSubService
 from pipelines.topic import topic_pipeline
 
@@ -309,24 +310,15 @@ class Runtime:
         assert api.broker is not None
         return self.connectors[api.broker]
 
-    @staticmethod
     def hub_key(
-        match: TopicMatch, masked: bool = False, target: Target = "production"
+        self, match: TopicMatch, masked: bool = False, target: Target = "production"
     ) -> tuple[str, str, str]:
-        """Topics share a hub when they read the same channel the same way."""
-        topic = match.topic
-        shape = {
-            "steps": [s.model_dump(mode="json") for s in topic.pipeline],
-            "replay": match.api.replay.model_dump(mode="json"),
-            "debezium": topic.debezium,
-            "unwrap": topic.unwrap,
-            "mask": topic.mask.model_dump(mode="json") if masked and topic.mask else None,
-        }
-        endpoint = match.api.endpoint
-        if endpoint is not None:  # a changed endpoint is another upstream connection
-            shape["endpoint"] = endpoint.model_dump(mode="json")
-        source = source_name(match.api, target)
-        return (source, match.channel, json.dumps(shape, sort_keys=True))
+        return hub_key(match, self.window_job(match), masked, target)
+
+    def window_job(self, match: TopicMatch) -> WindowJob | None:
+        """With ``cluster``, a topic's window runs in the workers: its hub reads their
+        output topic and runs only the steps after the window (CONTRACT §11)."""
+        return window_job(self.config, match.api, match.topic)
 
     def hub(self, match: TopicMatch, *, masked: bool = False, target: Target = "production") -> Hub:
         """The hub of a topic; ``masked``: the variant with the topic's masked columns
@@ -352,11 +344,18 @@ class Runtime:
 
         budget = self.config.gateway.limits.step_budget
 
+        job = self.window_job(match)
+        connector = self.source(api, target) if job is None else self.connectors[job.kafka]
+        channel = match.channel if job is None else job.output
+        steps = None if job is None else job.after
+
         def factory() -> Hub:
             return Hub(
-                connector=self.source(api, target),
-                channel=match.channel,
-                new_pipeline=lambda: topic_pipeline(topic, on_error, masked=masked, budget=budget),
+                connector=connector,
+                channel=channel,
+                new_pipeline=lambda: topic_pipeline(
+                    topic, on_error, masked=masked, budget=budget, steps=steps
+                ),
                 replay=api.replay,
                 epoch=self.epoch,
                 sequence=self.hubs.sequence,

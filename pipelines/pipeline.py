@@ -42,13 +42,21 @@ class Pipeline:
 
     stateless: bool
     """True when every output is one input, changed or not (no window, dedupe, sample)."""
+    windowed: bool
+    """True with a window step: its outputs cannot be rebuilt by replaying a range."""
 
     def __init__(
-        self, operators: Sequence[Operator], on_error: ErrorHandler, *, stateless: bool
+        self,
+        operators: Sequence[Operator],
+        on_error: ErrorHandler,
+        *,
+        stateless: bool,
+        windowed: bool = False,
     ) -> None:
         self._operators = list(operators)
         self._on_error = on_error
         self.stateless = stateless
+        self.windowed = windowed
 
     def feed(self, event: Event, now: float) -> list[Event]:
         """The events out after this one came in (may be none, or closed windows)."""
@@ -121,4 +129,5 @@ def build_pipeline(
     operators: list[Operator] = [_EachEvent(f) for f in before]
     operators += [_operator(step, budget) for step in steps]
     operators += [_EachEvent(f) for f in after]
-    return Pipeline(operators, on_error, stateless=stateless)
+    windowed = any(isinstance(step, WindowStep) for step in steps)
+    return Pipeline(operators, on_error, stateless=stateless, windowed=windowed)

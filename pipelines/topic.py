@@ -8,10 +8,10 @@ A masked and an unmasked variant are two hubs (each encodes its events once).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 
-from bridge.config import Topic
+from bridge.config import Step, Topic
 from bridge.event import Event
 from pipelines.cdc import from_debezium, mask, unwrap
 from pipelines.operators import EventFunction
@@ -25,8 +25,14 @@ def masked_for(topic: Topic, scopes: Collection[str]) -> bool:
 
 
 def topic_pipeline(
-    topic: Topic, on_error: ErrorHandler, *, masked: bool, budget: float | None = None
+    topic: Topic,
+    on_error: ErrorHandler,
+    *,
+    masked: bool,
+    budget: float | None = None,
+    steps: Sequence[Step] | None = None,
 ) -> Pipeline:
+    """``steps``: instead of the topic's own (the steps after a window a worker runs)."""
     before: list[EventFunction] = [_from_debezium] if topic.debezium else []
     after: list[EventFunction] = []
     if masked and topic.mask is not None:
@@ -35,7 +41,8 @@ def topic_pipeline(
         after.append(lambda event: event.with_data(mask(event.data, columns)))
     if topic.unwrap:
         after.append(_unwrap)
-    return build_pipeline(topic.pipeline, on_error, before=before, after=after, budget=budget)
+    steps = topic.pipeline if steps is None else steps
+    return build_pipeline(steps, on_error, before=before, after=after, budget=budget)
 
 
 def _from_debezium(event: Event) -> Event | None:

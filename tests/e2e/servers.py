@@ -107,8 +107,8 @@ class Server:
 STARTED: list[Server] = []
 
 
-def _wait_healthy(server: Server) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
+def _wait_healthy(server: Server, startup: float = STARTUP_SECONDS) -> None:
+    deadline = time.monotonic() + startup
     with httpx.Client(timeout=1.0) as client:
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
@@ -120,7 +120,7 @@ def _wait_healthy(server: Server) -> None:
                 if client.get(f"{server.base_url}/healthz").status_code == 200:
                     return
             time.sleep(0.05)  # polling interval, not synchronisation
-    raise RuntimeError(f"server not healthy within {STARTUP_SECONDS}s:\n" + server.stderr())
+    raise RuntimeError(f"server not healthy within {startup}s:\n" + server.stderr())
 
 
 def stop_server(server: Server) -> None:
@@ -142,6 +142,7 @@ def running_server(
     command: list[str] | None = None,
     env: dict[str, str] | None = None,
     port: int | None = None,
+    startup: float = STARTUP_SECONDS,
 ) -> Iterator[Server]:
     """Start a gateway with ``config`` (None: the embedded demo), yield it once healthy.
 
@@ -173,7 +174,7 @@ def running_server(
     server = Server(port, process, log_path, directory, config or {})
     STARTED.append(server)
     try:
-        _wait_healthy(server)
+        _wait_healthy(server, startup)
         yield server
     finally:
         stop_server(server)

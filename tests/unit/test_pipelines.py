@@ -18,6 +18,7 @@ from bridge.expressions import compile_expression
 from pipelines import Pipeline, build_pipeline
 from pipelines.operators import Dedupe, Sample
 from pipelines.values import period_index
+from pipelines.window import windows_holding
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z, a multiple of 10 s
 STEPS: TypeAdapter[list[Step]] = TypeAdapter(list[Step])
@@ -515,3 +516,9 @@ def test_sub_second_windows_have_exact_bounds() -> None:
             "n": 1,
         }
     ]
+
+
+def test_the_windows_holding_a_moment_are_those_its_pane_ends_or_follows() -> None:
+    assert windows_holding(25.0, 10.0, 1) == [(20.0, 30.0)]
+    assert windows_holding(25.0, 10.0, 3) == [(0.0, 30.0), (10.0, 40.0), (20.0, 50.0)]
+    assert windows_holding(30.0, 10.0, 1) == [(30.0, 40.0)], "an end belongs to the next"

@@ -1,0 +1,269 @@
+"""The Faust app of ``streambridge worker`` (CONTRACT §1, §11): windows in the cluster.
+
+Per :class:`bridge.window_topics.WindowJob`, two agents and one table:
+
+``<table>-split`` reads the source topic, decodes each record as the Kafka connector
+would (an :class:`bridge.event.Event` with the record's time), runs the steps before the
+window (``pipelines``), and forwards each output's group and aggregate arguments to the
+``<app>-<table>-groups`` topic, keyed by the group. The record's source partition and
+offset travel with it. Forwards are attached to the source offset: Faust commits the
+offset only once they are written (at least once).
+
+``<table>-count`` reads the groups topic and adds each contribution to the windows it
+falls in by its *event time*, in the :class:`worker.table.ClosingTable` (its changelog
+is ``<app>-<table>-changelog``). A window's value keeps, per source partition, the last
+(offset, index) it counted, so an event forwarded twice (a worker killed before its
+commit) is counted once. The table closes windows per partition and writes them to
+``sb.win.<api>.<version>.<topic>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from bridge.errors import PipelineError
+from bridge.event import Event, decode_payload
+from bridge.window_topics import WindowJob, kafka_name
+from connectors.kafka_topics import KafkaTopics, Tail
+from pipelines.aggregation import Aggregation, Totals
+from pipelines.pipeline import build_pipeline
+from pipelines.values import value_key
+from pipelines.window import panes, windows_holding
+from worker.log_records import CHANNEL, LogFence, source_headers
+from worker.table import GROUP_HEADER, WINDOW_END_HEADER, ClosingTable, Key
+
+log = logging.getLogger("streambridge.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    app_id: str = "streambridge-windows"
+    expires: float = 30.0  # longer than a rebalance stall (session timeout + recovery)
+    partitions: int = 2  # of a source topic the worker creates
+    session_timeout: float = 10.0
+    commit_interval: float = 0.5
+    cleanup_interval: float = 1.0
+    step_budget: float | None = None
+
+
+def table_name(job: WindowJob) -> str:
+    """The table of a job; a changed window or earlier steps make another table."""
+    shape = json.dumps(
+        [[s.model_dump(mode="json") for s in job.before], job.window.model_dump(mode="json")],
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(f"{job.source}\n{shape}".encode()).hexdigest()[:8]
+    return kafka_name(job.api, job.version, job.topic.lstrip("/"), digest)
+
+
+@dataclass(frozen=True, slots=True)
+class JobTopics:
+    """The Kafka topics of one job, all with ``partitions`` partitions."""
+
+    source: str
+    groups: str
+    changelog: str
+    output: str
+    partitions: int
+
+
+def job_topics(job: WindowJob, app_id: str, partitions: int) -> JobTopics:
+    name = table_name(job)
+    return JobTopics(
+        job.source,
+        f"{app_id}-{name}-groups",
+        f"{app_id}-{name}-changelog",
+        job.output,
+        partitions,
+    )
+
+
+async def prepare(
+    bootstrap: str, jobs: Iterable[WindowJob], options: WorkerOptions
+) -> list[JobTopics]:
+    """Create each job's missing topics, all with its source's partition count."""
+    prepared: list[JobTopics] = []
+    async with KafkaTopics(bootstrap) as admin:
+        for job in jobs:
+            # A cluster log topic has one partition (total order per channel), as its
+            # copier creates it.
+            missing = 1 if job.logged else options.partitions
+            count = await admin.partitions(job.source) or missing
+            await admin.ensure(job.source, count)
+            topics = job_topics(job, options.app_id, count)
+            await admin.ensure(topics.groups, count)
+            await admin.ensure(topics.changelog, count, compact=True)
+            await admin.ensure(topics.output, count)
+            prepared.append(topics)
+    return prepared
+
+
+def window_app(
+    bootstrap: str, jobs: list[tuple[WindowJob, JobTopics]], options: WorkerOptions
+) -> faust.App:
+    app = faust.App(
+        options.app_id,
+        broker=f"kafka://{bootstrap}",
+        autodiscover=False,
+        web_enabled=False,  # it would bind 0.0.0.0:6066
+        store="memory://",
+        processing_guarantee="at_least_once",
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        table_cleanup_interval=options.cleanup_interval,
+        broker_session_timeout=options.session_timeout,
+        broker_heartbeat_interval=max(options.session_timeout / 10, 0.1),
+        broker_commit_interval=options.commit_interval,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        stream_wait_empty=False,
+    )
+    for job, topics in jobs:
+        _add_job(app, bootstrap, job, topics, options)
+    return app
+
+
+def _add_job(
+    app: faust.App, bootstrap: str, job: WindowJob, topics: JobTopics, options: WorkerOptions
+) -> None:
+    name = table_name(job)
+    labels = {"api": job.api, "version": job.version, "topic": job.topic}
+
+    def on_error(step: int, error: PipelineError, event: Event) -> None:
+        log.warning(
+            "a pipeline step skipped an event", extra={**labels, "step": step, "error": str(error)}
+        )
+
+    before = build_pipeline(job.before, on_error, budget=options.step_budget)
+    aggregation = Aggregation.from_spec(job.window, budget=options.step_budget)
+    pane_seconds, panes_per_window = panes(job.window)
+    source = app.topic(topics.source, key_serializer="raw", value_serializer="raw")
+    groups = app.topic(
+        topics.groups,
+        key_serializer="raw",
+        value_serializer="json",
+        partitions=topics.partitions,
+        internal=True,
+    )
+
+    async def read_tails(partitions: Iterable[int]) -> dict[int, Tail]:
+        async with KafkaTopics(bootstrap) as admin:
+            return await admin.last_records(topics.output, partitions)
+
+    async def emit(partition: int, closing: list[tuple[Key, Any]]) -> None:
+        sent = []
+        for (group, (start, end)), state in closing:
+            totals = Totals(state[0], state[1], state[2], state[3])
+            data = aggregation.data(totals, start, end)
+            sent.append(
+                await app.producer.send(
+                    topics.output,
+                    key=group.encode() if aggregation.grouped else None,
+                    value=json.dumps(data, separators=(",", ":")).encode(),
+                    partition=partition,
+                    timestamp=end,
+                    headers=[
+                        (WINDOW_END_HEADER, repr(end).encode()),
+                        (GROUP_HEADER, group.encode()),
+                    ],
+                )
+            )
+        await asyncio.gather(*sent)
+        log.info("windows closed", extra={**labels, "partition": partition, "groups": len(closing)})
+
+    table = ClosingTable(
+        app,
+        name=name,
+        partitions=topics.partitions,
+        expires=options.expires,
+        window_size=pane_seconds * panes_per_window,
+        groups_topic=topics.groups,
+        changelog_topic=app.topic(
+            topics.changelog, partitions=topics.partitions, internal=True, key_serializer="json"
+        ),
+        emit=emit,
+        read_tails=read_tails,
+    )
+    app.tables.add(table)
+
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await table.stop_closing()
+
+    app.on_partitions_revoked.connect(on_revoked)
+
+    fences: dict[int, LogFence] = {}  # per source partition, for a cluster log source
+
+    async def split(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for record in stream.events():
+            message = record.message
+            headers = {k: v.decode(errors="replace") for k, v in message.headers or ()}
+            channel = job.source
+            if job.logged:
+                if not fences.setdefault(message.partition, LogFence()).admit(headers):
+                    yield None
+                    continue
+                channel = headers.get(CHANNEL, channel)
+                headers = source_headers(headers)
+            event = Event(
+                channel=channel,
+                data=decode_payload(message.value or b""),
+                key=message.key.decode(errors="replace") if message.key is not None else None,
+                headers=headers,
+                time=message.timestamp,
+            )
+            for index, out in enumerate(before.feed(event, event.time)):
+                try:
+                    group, arguments = aggregation.contribution(out)
+                except PipelineError as error:
+                    on_error(len(job.before), error, out)
+                    continue
+                await record.send(
+                    groups,
+                    key=value_key(group).encode(),
+                    value={
+                        "g": group,
+                        "c": out.channel,
+                        "a": arguments,
+                        "t": out.time,
+                        "m": [message.partition, message.offset, index],
+                    },
+                    timestamp=out.time,
+                )
+            yield None
+
+    async def count(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
+        async for record in stream.events():
+            partition = record.message.partition
+            value = record.value
+            group = record.key.decode()
+            source, *position = value["m"]
+            table.observe(partition, value["t"], time.time())
+            for start, end in windows_holding(value["t"], pane_seconds, panes_per_window):
+                if table.is_closed(partition, end):
+                    table.late += 1
+                    log.warning(
+                        "an event came after its window closed", extra={**labels, "window_end": end}
+                    )
+                    continue
+                key: Key = (group, (start, end))
+                state = table.get(key)
+                marks: dict[str, list[int]] = dict(state[4]) if state else {}
+                if marks.get(str(source), [-1]) >= position:
+                    continue  # forwarded again after a failover: counted already
+                totals = Totals(*state[:4]) if state else Totals(value["g"], value["c"])
+                totals.add(aggregation.functions, value["a"])
+                marks[str(source)] = position
+                table[key] = [totals.value, totals.channel, totals.count, totals.partials, marks]
+            yield None
+
+    app.agent(source, name=f"{name}-split")(split)
+    app.agent(groups, name=f"{name}-count")(count)
