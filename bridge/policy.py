@@ -122,16 +122,22 @@ class RollingWindow:
     def is_empty(self, now: float) -> bool:
         return not self._times or self._times[-1] <= now - self.window
 
-    def acquire(self, now: float) -> None:
-        """Count one event, or raise Throttled with whole seconds until one fits."""
+    def take(self, now: float) -> bool:
+        """Count one event if it fits; False (nothing counted) when the window is spent."""
         times = self._times
         horizon = now - self.window
         while times and times[0] <= horizon:
             times.popleft()
         if len(times) >= self.limit:
-            retry_after = max(1, math.ceil(times[0] - horizon))
-            raise Throttled("events_per_minute exceeded", retry_after=retry_after)
+            return False
         times.append(now)
+        return True
+
+    def acquire(self, now: float) -> None:
+        """Count one event, or raise Throttled with whole seconds until one fits."""
+        if not self.take(now):
+            retry_after = max(1, math.ceil(self._times[0] - (now - self.window)))
+            raise Throttled("events_per_minute exceeded", retry_after=retry_after)
 
 
 class FailedAttempts:

@@ -27,6 +27,7 @@ from gateway.errors import answer, problem
 from gateway.logs import fields_scope
 from gateway.management import router as management_router
 from gateway.oauth import router as oauth_router
+from gateway.outlet import outlet_of
 from gateway.portal import router as portal_router
 from gateway.runtime import Runtime
 from gateway.sse import resume_id, serve_sse, start_at
@@ -83,7 +84,13 @@ class Gateway:
                 )
                 return
             await serve_sse(
-                self.runtime, admitted, resume_id(headers, query), receive, send, start=start
+                self.runtime,
+                admitted,
+                resume_id(headers, query),
+                receive,
+                send,
+                start=start,
+                outlet=outlet_of(scope) if scope["method"] == "GET" else None,
             )
         except AccessDenied as exc:  # raised only before the response starts
             await refused(self.runtime, exc).response(instance=path)(scope, receive, send)

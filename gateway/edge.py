@@ -9,6 +9,10 @@ protocol, so they hold for every route:
   (or of the previous response), else the connection is closed;
 - past ``max_header_bytes`` the answer is 431 and the connection is closed.
 
+It also gives each connection an :class:`~gateway.outlet.Outlet` (ASGI scope extension
+``streambridge.outlet``): the fan-out path writes an admitted stream's events to its
+transport directly, and learns of a paused transport or a hang-up from this protocol.
+
 :class:`BodyLimit` is the ASGI side: a body over ``max_body_bytes`` gets 413 before it
 is read further, on every route, whether or not the request is authenticated: by its
 ``Content-Length`` before the application runs, and for a chunked body once the bytes
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 from http import HTTPStatus
+from typing import Any, cast
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +32,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bridge.config import Limits
 from gateway.errors import problem, problem_details
+from gateway.outlet import OUTLET, Outlet
 
 
 def _raw_problem(status: int, detail: str) -> bytes:
@@ -51,14 +57,28 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
         _awaiting_headers = True
         _refused = False  # answered 431: the rest of what arrives is ignored
         _header_timer: asyncio.TimerHandle | None = None
+        outlet: Outlet | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self.outlet = Outlet(transport)
             self._await_headers()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_timer()
+            if self.outlet is not None:
+                self.outlet.lost()
             super().connection_lost(exc)
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self.outlet is not None:
+                self.outlet.pause()
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if self.outlet is not None:
+                self.outlet.resume()
 
         def _await_headers(self) -> None:
             self._header_bytes = 0
@@ -101,6 +121,9 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                 self._refuse()
                 return
             super().on_headers_complete()
+            if self.outlet is not None:
+                extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))
+                extensions[OUTLET] = self.outlet
 
         def on_body(self, body: bytes) -> None:
             if not self._refused:

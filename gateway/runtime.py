@@ -36,6 +36,7 @@ from gateway.auth import TokenAuthority
 from gateway.connections import Connections
 from gateway.hub import Hub, HubSet
 from gateway.metrics import Metrics, open_files
+from gateway.outlet import Coalescer
 from gateway.upstreams import Upstreams, source_name
 from gateway.websub.service import WebSubService
 from pipelines.topic import topic_pipeline
@@ -54,6 +55,8 @@ class Runtime:
         self.catalog = Catalog(Snapshot(revision=-1))  # until the store is open
         self.metrics = Metrics()
         self.connections = Connections()
+        coalesce = config.gateway.coalesce  # gather each client's writes (issue 14)
+        self.coalescer = Coalescer(coalesce) if coalesce is not None else None
         # Failed POST /oauth2/token per client id or address (CONTRACT §4c).
         self.token_attempts = FailedAttempts(config.gateway.limits.token_attempts_per_minute)
         # Client secrets are checked (scrypt: 16 MiB, tens of ms each) on threads of their
