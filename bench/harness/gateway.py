@@ -24,6 +24,7 @@ CLIENT_ID = "bench"
 TIER = "Unlimited"
 SSE_PATH = "/bench-sse/1/events"  # the topic of sse_api()
 WS_PATH = "/bench-ws/1/publish"  # the topic of publish_api()
+WS_SUB_PATH = "/bench-wss/1/events"  # the topic of ws_subscribe_api()
 
 
 def api(
@@ -56,6 +57,11 @@ def api(
 def sse_api(channel: str) -> dict[str, Any]:
     """``BenchSSE``: one SSE subscribe topic on ``channel``, at ``SSE_PATH``."""
     return api("BenchSSE", "sse", channel, context="/bench-sse")
+
+
+def ws_subscribe_api(channel: str) -> dict[str, Any]:
+    """``BenchWSSub``: one WebSocket subscribe topic on ``channel``, at ``WS_SUB_PATH``."""
+    return api("BenchWSSub", "websocket", channel, context="/bench-wss")
 
 
 def publish_api(channel: str) -> dict[str, Any]:
@@ -96,6 +102,7 @@ class Gateway:
         broker: dict[str, Any],
         apis: list[dict[str, Any]],
         client_queue: int = 4096,
+        coalesce: str | None = None,
         **sections: Any,
     ) -> None:
         """Write the config: the broker ``bench``, ``apis`` and one application
@@ -105,6 +112,7 @@ class Gateway:
                 "public_url": self.url(""),
                 "state": f"sqlite:///{self.workdir / f'state-{self.port}.db'}",
                 "client_queue": client_queue,
+                **({"coalesce": coalesce} if coalesce else {}),
             },
             **sections,
             "brokers": {"bench": broker},
