@@ -173,6 +173,8 @@ class Runtime:
             if snapshot.revision == self.catalog.revision:
                 return
             self.catalog = Catalog(snapshot)
+            if self.authority is not None:  # verified tokens are looked at anew (issue 14)
+                self.authority.verified.clear()
             self._end_disallowed_streams()
             self._start_eager_hubs()
 
