@@ -52,12 +52,11 @@ class Gateway:
         if scope["type"] in ("http", "websocket") and not scope["path"].startswith(
             RESERVED_PREFIXES
         ):
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             with fields_scope(connection=secrets.token_hex(6)):
                 if scope["type"] == "websocket":
-                    await serve_websocket(self.runtime, scope, receive, send, headers)
+                    await serve_websocket(self.runtime, scope, receive, send, _headers(scope))
                 else:
-                    await self._http(scope, receive, send, headers)
+                    await self._http(scope, receive, send, _headers(scope))
             return
         await self.control(scope, receive, send)
 
@@ -83,10 +82,12 @@ class Gateway:
                     scope, receive, send
                 )
                 return
+            resume_from = resume_id(headers, query)
+            del headers, query  # not held for the stream's life (memory per connection)
             await serve_sse(
                 self.runtime,
                 admitted,
-                resume_id(headers, query),
+                resume_from,
                 receive,
                 send,
                 start=start,
@@ -94,6 +95,10 @@ class Gateway:
             )
         except AccessDenied as exc:  # raised only before the response starts
             await refused(self.runtime, exc).response(instance=path)(scope, receive, send)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 def create_app(config: Config) -> Gateway:

@@ -57,6 +57,7 @@ class Runtime:
         self.connections = Connections()
         coalesce = config.gateway.coalesce  # gather each client's writes (issue 14)
         self.coalescer = Coalescer(coalesce) if coalesce is not None else None
+        self._hub_shapes: dict[tuple[int, int, bool], tuple[str, object, object]] = {}
         # Failed POST /oauth2/token per client id or address (CONTRACT §4c).
         self.token_attempts = FailedAttempts(config.gateway.limits.token_attempts_per_minute)
         # Client secrets are checked (scrypt: 16 MiB, tens of ms each) on threads of their
@@ -175,6 +176,7 @@ class Runtime:
             self.catalog = Catalog(snapshot)
             if self.authority is not None:  # verified tokens are looked at anew (issue 14)
                 self.authority.verified.clear()
+            self._hub_shapes.clear()
             self._end_disallowed_streams()
             self._start_eager_hubs()
 
@@ -294,24 +296,27 @@ class Runtime:
         assert api.broker is not None
         return self.connectors[api.broker]
 
-    @staticmethod
     def hub_key(
-        match: TopicMatch, masked: bool = False, target: Target = "production"
+        self, match: TopicMatch, masked: bool = False, target: Target = "production"
     ) -> tuple[str, str, str]:
-        """Topics share a hub when they read the same channel the same way."""
-        topic = match.topic
-        shape = {
-            "steps": [s.model_dump(mode="json") for s in topic.pipeline],
-            "replay": match.api.replay.model_dump(mode="json"),
-            "debezium": topic.debezium,
-            "unwrap": topic.unwrap,
-            "mask": topic.mask.model_dump(mode="json") if masked and topic.mask else None,
-        }
-        endpoint = match.api.endpoint
-        if endpoint is not None:  # a changed endpoint is another upstream connection
-            shape["endpoint"] = endpoint.model_dump(mode="json")
-        source = source_name(match.api, target)
-        return (source, match.channel, json.dumps(shape, sort_keys=True))
+        """Topics share a hub when they read the same channel the same way. The way is
+        worked out once per topic of the catalogue (a reconnect storm asks it per stream)."""
+        api, topic = match.api, match.topic
+        cache_key = (id(topic), id(api), masked)
+        cached = self._hub_shapes.get(cache_key)
+        if cached is None or cached[1] is not topic or cached[2] is not api:
+            shape = {
+                "steps": [s.model_dump(mode="json") for s in topic.pipeline],
+                "replay": api.replay.model_dump(mode="json"),
+                "debezium": topic.debezium,
+                "unwrap": topic.unwrap,
+                "mask": topic.mask.model_dump(mode="json") if masked and topic.mask else None,
+            }
+            if api.endpoint is not None:  # a changed endpoint is another upstream connection
+                shape["endpoint"] = api.endpoint.model_dump(mode="json")
+            # The objects are kept with their shape: their ids stay theirs meanwhile.
+            cached = self._hub_shapes[cache_key] = (json.dumps(shape, sort_keys=True), topic, api)
+        return (source_name(api, target), match.channel, cached[0])
 
     def hub(self, match: TopicMatch, *, masked: bool = False, target: Target = "production") -> Hub:
         """The hub of a topic; ``masked``: the variant with the topic's masked columns

@@ -58,7 +58,7 @@ class StreamSession:
         self._catch_up = CatchUp(
             self.subscriber, resume_from, start, on_task_failure=runtime.task_failed
         )
-        self._scope = AsyncExitStack()  # the catch-up's task lives as long as the stream
+        self._scope: AsyncExitStack | None = None  # the catch-up's task: as long as the stream
         self.subscribe = subscribe
         self.ping_due = False
         self._hubs: list[Hub] = []
@@ -104,7 +104,9 @@ class StreamSession:
         self.runtime.connections.open(self.admitted.key, self.admitted.tier, self.subscriber, keys)
         self.runtime.metrics.connections.labels(self.protocol).inc()
         if self.subscribe:
-            await self._scope.enter_async_context(self._catch_up.scope())
+            if self._catch_up.possible(self.admitted.topics):
+                self._scope = AsyncExitStack()
+                await self._scope.enter_async_context(self._catch_up.scope())
             after = parse_event_id(self.resume_from)
             scopes = self.admitted.grant.scopes
             for match in self.admitted.topics:
@@ -117,7 +119,11 @@ class StreamSession:
                 )
                 name = match.name if self.admitted.multi else None
                 self._hubs.append(hub)
-                if not self.admitted.multi and await self._catch_up.begin(hub, match, after):
+                if (
+                    not self.admitted.multi
+                    and self._scope is not None
+                    and await self._catch_up.begin(hub, match, after)
+                ):
                     continue
                 hub.attach(
                     self.subscriber,
@@ -152,7 +158,8 @@ class StreamSession:
             self.outlet.release()
         if self._policy is not None:
             self._policy.close()
-        await self._scope.aclose()
+        if self._scope is not None:
+            await self._scope.aclose()
         for hub in self._hubs:
             hub.detach(self.subscriber)
         self.runtime.connections.close(self.admitted.key, self.subscriber)
