@@ -17,6 +17,7 @@ from collections.abc import Callable, Hashable, Iterable
 
 from bridge.client_filter import admits
 from bridge.config import ConflateDelivery, Delivery, SampleDelivery
+from bridge.cost import affordable_values
 from bridge.errors import PipelineError
 from bridge.expressions import Expression, compile_expression
 from gateway.queueing import Item, Subscriber
@@ -134,18 +135,33 @@ class Sample(Policy):
 
 
 class ConnectionGate:
-    """A client's filter, then its tier's policy (``Subscriber.gate``)."""
+    """A client's filter, then its tier's policy (``Subscriber.gate``).
 
-    def __init__(self, client_filter: Expression | None, policy: Policy) -> None:
+    A filter with a comprehension is evaluated only on events holding few enough values
+    for it to finish within ``budget`` seconds (``gateway.limits.step_budget``, as for
+    pipeline steps, bridge.cost): the CEL runtime cannot be stopped half-way, so the
+    cost is bounded before it starts; a larger event is skipped for this client only.
+    """
+
+    def __init__(
+        self, client_filter: Expression | None, policy: Policy, budget: float | None = None
+    ) -> None:
         self.client_filter = client_filter
         self.policy = policy
+        self._cap = self._most = 0
+        if client_filter is not None and client_filter.comprehensions and budget is not None:
+            self._cap = affordable_values(budget, client_filter.comprehensions)
+            # Literal lists in the filter are iterated too: at most one item per comma.
+            self._most = self._cap - client_filter.source.count(",")
 
     def _passes(self, item: Item) -> bool:
-        return (
-            self.client_filter is None
-            or not isinstance(item, tuple)
-            or admits(self.client_filter, item[0].context())
-        )
+        client_filter = self.client_filter
+        if client_filter is None or not isinstance(item, tuple):
+            return True
+        entry = item[0]
+        if self._cap and entry.values(self._cap) > self._most:
+            return False  # too costly to evaluate on this event
+        return admits(client_filter, entry.context())
 
     def offer(self, item: Item) -> None:
         if self._passes(item):

@@ -7,7 +7,10 @@ protocol, so they hold for every route:
 
 - the request line and headers must arrive within ``header_timeout`` of the connection
   (or of the previous response), else the connection is closed;
-- past ``max_header_bytes`` the answer is 431 and the connection is closed.
+- past ``max_header_bytes`` the answer is 431 and the connection is closed;
+- the kernel send buffer is ``send_buffer_bytes`` (SO_SNDBUF) instead of autotuned up
+  to megabytes: a client that reads slowly then falls behind in its queue, where the
+  gateway signals lag, conflates and cuts (CONTRACT §5, §10), not in the kernel.
 
 It also gives each connection an :class:`~gateway.outlet.Outlet` (ASGI scope extension
 ``streambridge.outlet``): the fan-out path writes an admitted stream's events to its
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -51,6 +55,7 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with a header timeout and a header size limit."""
     timeout = limits.header_timeout
     max_bytes = limits.max_header_bytes
+    send_buffer = limits.send_buffer_bytes
 
     class BoundedHttpProtocol(HttpToolsProtocol):
         _header_bytes = 0  # received while the headers are not complete
@@ -61,6 +66,9 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            sock = transport.get_extra_info("socket")
+            if send_buffer and sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
             self.outlet = Outlet(transport)
             self._await_headers()
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from websockets.frames import Frame, Opcode
 
 from bridge.client_filter import event_context
+from bridge.cost import values_within
 from bridge.cursor import event_id
 from bridge.event import Event, payload_text
 from bridge.wire.sse import encode_event
@@ -42,6 +43,7 @@ class Entry:
     _envelopes: dict[str | None, str] | None = None
     _wire: dict[tuple[int, str | None], bytes] | None = None  # what outlets write
     _context: Any = None
+    _values: tuple[int, int] | None = None  # (counted up to, values held): client filters
 
     @classmethod
     def replayed(cls, event: Event, clock: Clock) -> Entry:
@@ -116,6 +118,15 @@ class Entry:
                 f'"headers":{json.dumps(headers, ensure_ascii=False)}}}'
             )
         return frame
+
+    def values(self, cap: int) -> int:
+        """The values the event holds, counted once up to just past ``cap`` (the budget of
+        a client filter's comprehension, bridge.cost)."""
+        counted = self._values
+        if counted is None or counted[0] != cap:
+            held = 0 if self.origin is None else values_within(self.origin.activation(), cap)
+            counted = self._values = (cap, held)
+        return counted[1]
 
     def context(self) -> Any:
         """The event as client filters see it, built once for every client."""

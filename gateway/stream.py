@@ -89,7 +89,9 @@ class StreamSession:
                 conflated=metrics.conflated.labels(api.name, api.version).inc,
                 sampled_out=metrics.sampled_out.labels(api.name, api.version).inc,
             )
-            self.subscriber.pass_through(ConnectionGate(admitted.client_filter, self._policy))
+            budget = runtime.config.gateway.limits.step_budget
+            gate = ConnectionGate(admitted.client_filter, self._policy, budget)
+            self.subscriber.pass_through(gate)
 
     async def __aenter__(self) -> Self:
         """Count the connection (may raise TooManyConnections) and attach to the hubs."""

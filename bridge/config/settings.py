@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import PositiveInt, SecretStr, field_validator, model_validator
+from pydantic import NonNegativeInt, PositiveInt, SecretStr, field_validator, model_validator
 
 from bridge.config.fields import Duration, Strict
 
@@ -65,6 +65,10 @@ class Limits(Strict):
     cel_max_length: PositiveInt = 4096
     cel_max_depth: PositiveInt = 32
     step_budget: Duration = 0.05  # one CEL evaluation on one event
+    # The kernel send buffer of each connection (SO_SNDBUF; 0: the kernel's autotuning, up
+    # to megabytes). Bounded, a slow client's backlog stays in its queue, where lag is
+    # signalled, conflation applies and the slow-client cut sees it (CONTRACT §5, §10).
+    send_buffer_bytes: NonNegativeInt = 131_072
 
 
 class GatewaySettings(Strict):

@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, insert, select, update
 
 from bridge.errors import Conflict, NotFound
 from bridge.store.queries import Aggregate, exists
-from bridge.store.schema import developer_applications, developers, portal_sessions
+from bridge.store.schema import (
+    developer_applications,
+    developers,
+    portal_sessions,
+    sign_in_failures,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,3 +123,27 @@ class DeveloperStore(Aggregate):
     async def close_session(self, session_id: str) -> None:
         async with self._db.transaction(write=True) as conn:
             await conn.execute(delete(portal_sessions).where(portal_sessions.c.id == session_id))
+
+    # --- failed sign-ins -----------------------------------------------------------------
+    async def sign_in_failures(self, keys: Sequence[str], since: float) -> dict[str, list[float]]:
+        """When each key failed to sign in after ``since``, oldest first (keys without
+        failures are absent)."""
+        query = (
+            select(sign_in_failures.c.key, sign_in_failures.c.at)
+            .where(sign_in_failures.c.key.in_(keys), sign_in_failures.c.at > since)
+            .order_by(sign_in_failures.c.at)
+        )
+        found: dict[str, list[float]] = {}
+        async with self._db.transaction(write=False) as conn:
+            for key, at in (await conn.execute(query)).all():
+                found.setdefault(key, []).append(at)
+        return found
+
+    async def sign_in_failed(self, keys: Sequence[str], now: float, forget_before: float) -> None:
+        """Count a failed sign-in for each key; anybody's failures before ``forget_before``
+        go at the same time, so the table holds about a minute of failures."""
+        async with self._db.transaction(write=True) as conn:
+            await conn.execute(
+                delete(sign_in_failures).where(sign_in_failures.c.at < forget_before)
+            )
+            await conn.execute(insert(sign_in_failures), [{"key": k, "at": now} for k in keys])

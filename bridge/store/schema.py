@@ -223,6 +223,17 @@ portal_sessions = Table(
     Column("expires_at", Float, nullable=False),
 )
 
+# Failed portal sign-ins (CONTRACT §12, §4c), one row per failure and key ("user:<name>"
+# or "address:<ip>"): every gateway sharing the store counts the same attempts. Rows
+# older than the limit's minute are deleted as new ones come.
+sign_in_failures = Table(
+    "sb_sign_in_failures",
+    metadata,
+    Column("key", String(200), nullable=False),
+    Column("at", Float, nullable=False),
+    Index(None, "key", "at"),
+)
+
 
 def new_subscription_id() -> str:
     """Subscription ids are made by the store: random, so they reveal nothing and never

@@ -42,7 +42,7 @@ def _asset(name: str) -> bytes:
 
 def router(runtime: Runtime, control: FastAPI) -> APIRouter:
     sessions = Sessions(runtime)
-    limiter = SignInLimiter()
+    limiter = SignInLimiter(runtime)
     portal = APIRouter(include_in_schema=False)
 
     @portal.get("/portal")

@@ -56,12 +56,12 @@ def router(
     @api.post("/signin/publisher")
     async def signin(body: AdminSignIn, request: Request, response: Response) -> dict[str, Any]:
         address = request.client.host if request.client else "unknown"
-        limiter.check(f"address:{address}")
+        await limiter.check(f"address:{address}")
         expected = admin_token()
         if expected is None or not hmac.compare_digest(
             body.admin_token.encode(), expected.encode()
         ):
-            limiter.failed(f"address:{address}")
+            await limiter.failed(f"address:{address}")
             raise HTTPException(401, "wrong admin token")
         opened = await sessions.open(response, None)
         return {"username": None, "role": "publisher", "csrf": opened.csrf}

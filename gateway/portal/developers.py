@@ -131,11 +131,11 @@ def router(runtime: Runtime, sessions: Sessions, limiter: SignInLimiter) -> APIR
         # guessing at one account never locks out others behind the same address (§4c).
         address = request.client.host if request.client else "unknown"
         keys = (f"user:{body.username}",) if stored else (f"address:{address}",)
-        limiter.check(*keys)
+        await limiter.check(*keys)
         # scrypt either way: an unknown user costs what a wrong password costs.
         matches = await asyncio.to_thread(verify_secret, body.password, stored or DUMMY_HASH)
         if stored is None or not matches:
-            limiter.failed(*keys)
+            await limiter.failed(*keys)
             raise HTTPException(401, WRONG)
         opened = await sessions.open(response, body.username)
         return {"username": body.username, "role": "developer", "csrf": opened.csrf}

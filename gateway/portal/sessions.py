@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Literal
 
@@ -92,32 +92,35 @@ class Sessions:
 
 
 class SignInLimiter:
-    """At most ``attempts`` failed sign-ins per minute per key (a username, an address)."""
+    """At most ``attempts`` failed sign-ins per rolling minute per key (a username, an
+    address), counted in the state store: every gateway sharing it holds the same limit,
+    and a restart does not reset it. Wall-clock time, as the gateways share it."""
 
-    def __init__(self, attempts: int = 10, clock: Callable[[], float] = time.monotonic) -> None:
+    WINDOW = 60.0
+
+    def __init__(
+        self, runtime: Runtime, attempts: int = 10, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.runtime = runtime
         self.attempts = attempts
         self.clock = clock
-        self._failures: dict[str, deque[float]] = {}
 
-    def _recent(self, key: str) -> deque[float]:
-        failures = self._failures.setdefault(key, deque())
-        while failures and failures[0] <= self.clock() - 60:
-            failures.popleft()
-        if not failures:
-            del self._failures[key]
-            return deque()
-        return failures
-
-    def check(self, *keys: str) -> None:
+    async def check(self, *keys: str) -> None:
         """429 with Retry-After while any key is over its limit."""
-        for key in keys:
-            failures = self._recent(key)
-            if len(failures) >= self.attempts:
-                wait = max(1, int(failures[0] + 60 - self.clock()) + 1)
+        assert self.runtime.store is not None
+        now = self.clock()
+        failures = await self.runtime.store.sign_in_failures(keys, now - self.WINDOW)
+        for times in failures.values():
+            if len(times) >= self.attempts:
+                # Free again once enough of them are a minute old.
+                wait = times[len(times) - self.attempts] + self.WINDOW - now
                 raise HTTPException(
-                    429, "too many failed sign-ins; try again later", {"Retry-After": str(wait)}
+                    429,
+                    "too many failed sign-ins; try again later",
+                    {"Retry-After": str(max(1, math.ceil(wait)))},
                 )
 
-    def failed(self, *keys: str) -> None:
-        for key in keys:
-            self._failures.setdefault(key, deque()).append(self.clock())
+    async def failed(self, *keys: str) -> None:
+        assert self.runtime.store is not None
+        now = self.clock()
+        await self.runtime.store.sign_in_failed(keys, now, now - self.WINDOW)

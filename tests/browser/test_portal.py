@@ -8,120 +8,23 @@ by ``STREAMBRIDGE_SCREENSHOTS`` (``make screenshots`` sets docs/img), else to a 
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from playwright.async_api import Browser, FilePayload, Page, expect
+from playwright.async_api import FilePayload, Page, expect
 
-from tests.e2e.helpers import HTTP_TIMEOUT, eventually, fetch_token, sse_stream
-from tests.e2e.servers import Server, running_server
-
-STREAMBRIDGE = Path(sys.executable).parent / "streambridge"
-WAIT_MS = 15_000
-
-
-class Demo:
-    def __init__(self, server: Server, printed: tuple[str, str, str]) -> None:
-        self.server = server
-        self.password, self.admin_token, self.client_secret = printed
-        self.portal = f"{server.base_url}/portal/"
-
-
-@pytest.fixture(scope="module")
-def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    directory = tmp_path_factory.mktemp("portal-demo")
-    with running_server(directory, None, command=[str(STREAMBRIDGE), "serve"]) as server:
-        yield server
-
-
-@pytest.fixture
-async def demo(demo_server: Server) -> Demo:
-    async def printed() -> tuple[str, str, str] | None:
-        text = demo_server.stdout()
-        found = [
-            re.search(pattern, text)
-            for pattern in (
-                r"developer account: newcomer / (\S+)",
-                r"admin token: (\S+)",
-                r"client_secret:\s+(\S+)",
-            )
-        ]
-        return tuple(m.group(1) for m in found) if all(found) else None  # type: ignore[union-attr,return-value]
-
-    return Demo(demo_server, await eventually(printed, what="the demo's printed accounts"))
-
-
-@pytest.fixture(scope="session")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    chosen = os.environ.get("STREAMBRIDGE_SCREENSHOTS")
-    directory = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
-
-
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context(viewport={"width": 1200, "height": 860})
-    opened = await context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    opened.on(
-        "console",
-        lambda message: (
-            errors.append(message.text)
-            if message.type == "error" and "Content Security Policy" in message.text
-            else None
-        ),
-    )
-    try:
-        yield opened
-    finally:
-        await context.close()
-    assert errors == [], errors
-
-
-def username() -> str:
-    return "dev-" + uuid.uuid4().hex[:8]
-
-
-async def sign_up(page: Page, demo: Demo, name: str, password: str = "correct-horse") -> None:
-    await page.goto(demo.portal)
-    await page.get_by_role("link", name="Sign up").click()
-    await page.get_by_label("Username").fill(name)
-    await page.get_by_label("Password").fill(password)
-    await page.get_by_role("button", name="Sign up").click()
-    await expect(page.get_by_text(f"Signed in as {name}")).to_be_visible()
-
-
-async def create_application(page: Page, name: str) -> str:
-    await page.get_by_role("link", name="Applications").click()
-    await page.get_by_label("Application name").fill(name)
-    await page.get_by_role("button", name="Create application").click()
-    secret = page.get_by_label("Client secret")
-    await expect(secret).not_to_have_value("")
-    return await page.get_by_label("Client ID").input_value()
-
-
-async def open_api(page: Page, title: str) -> None:
-    await page.get_by_role("link", name="Catalogue").click()
-    await page.get_by_role("link", name=title).click()
-    await expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
-
-
-async def subscribe_and_get_token(page: Page, application: str, tier: str = "Gold") -> None:
-    await page.get_by_label("Application", exact=True).select_option(label=application)
-    await page.get_by_label("Tier", exact=True).select_option(tier)
-    await page.get_by_role("button", name="Subscribe").click()
-    await expect(page.get_by_role("status")).to_contain_text("Subscribed")
-    await page.get_by_role("button", name="Generate token").click()
-    await expect(page.get_by_label("Access token")).not_to_have_value("")
-
+from tests.browser.portal_setup import (
+    WAIT_MS,
+    Demo,
+    create_application,
+    open_api,
+    sign_up,
+    subscribe_and_get_token,
+    username,
+)
+from tests.e2e.helpers import HTTP_TIMEOUT, fetch_token, sse_stream
 
 # --- developers ----------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Postgres CDC end to end (CONTRACT §7b): a real gateway serving a table as SSE, real
-inserts, updates and deletes, and an exact resume by Last-Event-ID across a restart."""
+inserts, updates and deletes, and an exact resume by Last-Event-ID across a restart, on
+SSE and on the WebSocket ``streambridge.v1`` subprotocol."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+from websockets.asyncio.client import ClientConnection
 
 from tests.cdc.helpers import module_database, sql
-from tests.e2e.helpers import eventually, fetch_token, get, sse_stream
+from tests.e2e.helpers import eventually, fetch_token, get, sse_stream, ws_connect
 from tests.e2e.servers import Server, running_server, state_url
 
 SECRET = "cdc-secret-000001"
@@ -175,3 +178,51 @@ async def test_a_missing_table_makes_readyz_503_until_it_exists(
             await sql(dsn, "INSERT INTO later VALUES (1)")
             (event,) = await stream.events(1, timeout=30)
             assert json.loads(event.data)["after"] == {"id": 1}
+
+
+async def test_a_v1_websocket_resumes_exactly_after_a_restart(
+    database: str, tmp_path: Path
+) -> None:
+    """CONTRACT §6: ``?last_event_id=`` on a ``streambridge.v1`` WebSocket resumes a CDC
+    topic as SSE does, from the LSN, also after a gateway restart."""
+    dsn = database
+    config = cdc_config(tmp_path, dsn, f"sbtest_{uuid.uuid4().hex[:16]}")
+    ws_api = {**config["apis"][0], "name": "ShopWs", "context": "/shopws", "protocol": "websocket"}
+    config["apis"].append(ws_api)
+    subscription = {"api": "ShopWs", "version": "1.0.0", "tier": "Unlimited"}
+    config["applications"][0]["subscriptions"].append(subscription)
+    path = "/shopws/1.0.0/orders"
+
+    async def frame(ws: ClientConnection) -> dict[str, Any]:
+        parsed = json.loads(await asyncio.wait_for(ws.recv(), 20))
+        assert isinstance(parsed, dict) and "id" in parsed, parsed
+        return parsed
+
+    with running_server(tmp_path, config) as server:
+        token = await fetch_token(server.base_url, "shop", SECRET)
+        async with ws_connect(server.ws_url, path, token, subprotocols=["streambridge.v1"]) as ws:
+            received = asyncio.ensure_future(frame(ws))
+            probe = -1000  # rows of its own: the module's other tests probe from -1 down
+            while not received.done():
+                await sql(dsn, "INSERT INTO orders VALUES (%s, 0, 'probe')", probe)
+                probe -= 1
+                await asyncio.wait([received], timeout=0.3)
+            await sql(dsn, "INSERT INTO orders VALUES (10, 1, 'v1')")
+            await sql(dsn, "UPDATE orders SET note = 'v1 paid' WHERE id = 10")
+            frames: list[dict[str, Any]] = []
+            while len(frames) < 2:
+                got = await frame(ws)
+                if (got["data"]["after"] or {}).get("note") != "probe":
+                    frames.append(got)
+    assert [f["data"]["op"] for f in frames] == ["c", "u"]
+    await sql(dsn, "INSERT INTO orders VALUES (11, 2, 'v1 while down')")
+    with running_server(tmp_path, config) as server:
+        token = await fetch_token(server.base_url, "shop", SECRET)
+        resume = f"{path}?last_event_id={quote(frames[0]['id'])}"
+        async with ws_connect(server.ws_url, resume, token, subprotocols=["streambridge.v1"]) as ws:
+            resumed = [await frame(ws) for _ in range(2)]
+    assert [(f["data"]["op"], f["data"]["after"]["note"]) for f in resumed] == [
+        ("u", "v1 paid"),
+        ("c", "v1 while down"),
+    ], "exactly after the id, across a restart"
+    assert _cursor(resumed[0]["id"]) == _cursor(frames[1]["id"])

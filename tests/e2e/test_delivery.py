@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,11 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from bridge.wire.sse import ParsedEvent
 from tests.e2e.helpers import (
     HTTP_TIMEOUT,
     TIMEOUT,
+    SSEReader,
     assert_problem,
     bearer,
     eventually,
@@ -179,37 +182,80 @@ async def test_a_sampled_client_gets_max_per_window_and_sampled_out_is_counted(
             await stream.next_event(timeout=0.5)  # nothing else comes, and no cut either
 
 
-async def test_a_slow_client_on_all_gets_lag_before_it_is_cut(gateway: Server, token: str) -> None:
+async def test_a_slow_client_on_all_gets_lag_then_is_cut_and_resumes_with_its_last_id(
+    gateway: Server, token: str
+) -> None:
+    """A client that reads slowly (and keeps its own receive buffer small, as one that
+    reads a little at a time should) sees ``lag`` once half a queue behind; when it falls
+    a whole queue behind it is cut, and resumes with its last id, losing nothing.
+
+    Each event is larger than the gateway's bounded send buffer and the client's receive
+    buffer together, so what is in flight beyond the queue is one event written and one
+    in the writer's hands: the queue is what the client is behind by."""
     r = room()
-    pad = "x" * 20_000
+    big = "x" * 400_000
+    path = f"/all/1.0.0/t/{r}"
+    small_receive_buffer = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 16_384)]
+    transport = httpx.AsyncHTTPTransport(socket_options=small_receive_buffer)
+    slow_cuts = metric(
+        await metrics_text(gateway.base_url), "streambridge_slow_client_disconnects_total"
+    )
     async with (
-        httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client,
-        client.stream("GET", f"{gateway.base_url}/all/1.0.0/t/{r}", headers=bearer(token)) as resp,
+        httpx.AsyncClient(timeout=HTTP_TIMEOUT, transport=transport) as client,
+        client.stream("GET", gateway.base_url + path, headers=bearer(token)) as response,
+        sse_stream(gateway.base_url, path, token) as fast,
         publisher(gateway.ws_url, f"/ws/1.0.0/in/{r}", token) as pub,
     ):
-        assert resp.status_code == 200
+        assert response.status_code == 200
+        slow = SSEReader(response)
 
-        async def publish() -> None:
-            # About 10 MB/s, while the client reads at most 3.2 MB/s: its queue grows
-            # batch by batch, past half of it (lag) and then past all of it (cut).
-            for n in range(3000):
-                await pub.send({"n": n, "pad": pad})
-                await asyncio.sleep(0.002)  # the publishing rate, not a synchronisation
+        async def publish(numbers: range) -> None:
+            for n in numbers:
+                await pub.send({"n": n, "pad": big})
+            # The hub hands each event to every client in one loop: once the fast client
+            # has the last, the slow one has it queued.
+            got = await fast.events(len(numbers), timeout=15)
+            assert [json.loads(e.data)["n"] for e in got] == list(numbers)
 
-        sending = asyncio.create_task(publish())
-        body = b""
-        with contextlib.suppress(httpx.RemoteProtocolError):  # the cut: no last chunk
-            async with asyncio.timeout(30):
-                async for chunk in resp.aiter_raw(65536):
-                    body += chunk
-                    await asyncio.sleep(0.02)  # a slow reader, not a synchronisation
-        sending.cancel()
-    text = body.decode()
-    assert "event: lag" in text, "lag is signalled before the cut"
-    lag = text.split("event: lag\ndata: ", 1)[1].split("\n", 1)[0]
-    behind = json.loads(lag)
-    assert behind["limit"] == QUEUE and behind["behind"] > QUEUE // 2
-    assert text.count('"pad"') < 3000, "the slow client was cut"
+        # The slow client reads nothing while 8 events come: one written, one in the
+        # writer's hands, about 6 queued (of 8): more than half.
+        await publish(range(8))
+        events: list[ParsedEvent] = []
+        while (event := await slow.next_event(timeout=15)) is not None:
+            if event.event == "lag":
+                lag = json.loads(event.data)
+                break
+            events.append(event)
+        else:
+            pytest.fail("the slow client was cut without a lag signal")
+        assert event.id is None, "a lag signal has no id"
+        assert lag["limit"] == QUEUE and QUEUE // 2 < lag["behind"] <= QUEUE, lag
+
+        # It stops reading again while 12 more come: a whole queue behind, it is cut.
+        await publish(range(8, 20))
+
+        async def cut() -> bool:
+            text = await metrics_text(gateway.base_url)
+            return metric(text, "streambridge_slow_client_disconnects_total") > slow_cuts
+
+        await eventually(cut, what="the slow client's cut")
+        with contextlib.suppress(httpx.RemoteProtocolError):  # cut: no last chunk
+            while (event := await slow.next_event(timeout=15)) is not None:
+                events.append(event)
+    numbers = [json.loads(e.data)["n"] for e in events if e.event is None]
+    assert numbers == list(range(len(numbers))) and len(numbers) < 20, "cut before the end"
+    last = events[-1].id
+    assert last is not None
+    async with sse_stream(
+        gateway.base_url, path, token, headers={"Last-Event-ID": last}
+    ) as resumed:
+        rest: list[int] = []
+        while len(rest) < 20 - len(numbers):
+            event = await resumed.next_event(timeout=15)
+            assert event is not None
+            if event.event is None:  # a resumed client half a queue behind gets lag too
+                rest.append(json.loads(event.data)["n"])
+    assert rest == list(range(len(numbers), 20)), "the resume lost nothing"
     metrics = await metrics_text(gateway.base_url)
     assert metric(metrics, "streambridge_client_lag_events_count", api="All") >= 1
 

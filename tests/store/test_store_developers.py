@@ -56,3 +56,25 @@ async def test_ownership_and_sessions_end_with_their_developer(store: Store) -> 
     assert await store.session("s-pub", now=50.0) is None
     with pytest.raises(NotFound):
         await store.delete_developer("ada")
+
+
+async def test_failed_sign_ins_are_counted_per_key_and_forgotten_after_their_window(
+    store: Store,
+) -> None:
+    await store.sign_in_failed(["user:ada"], now=10.0, forget_before=0.0)
+    await store.sign_in_failed(["user:ada", "address:10.0.0.1"], now=20.0, forget_before=0.0)
+    keys = ["user:ada", "address:10.0.0.1", "user:grace"]
+    assert await store.sign_in_failures(keys, since=5.0) == {
+        "user:ada": [10.0, 20.0],
+        "address:10.0.0.1": [20.0],
+    }
+    assert await store.sign_in_failures(keys, since=10.0) == {
+        "user:ada": [20.0],
+        "address:10.0.0.1": [20.0],
+    }
+    await store.sign_in_failed(["user:grace"], now=80.0, forget_before=15.0)
+    assert await store.sign_in_failures(keys, since=0.0) == {
+        "user:ada": [20.0],
+        "address:10.0.0.1": [20.0],
+        "user:grace": [80.0],
+    }

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from bridge.client_filter import compile_client_filter
 from bridge.config import ConflateDelivery, SampleDelivery, Tier, parse_config
+from bridge.cost import affordable_values
 from bridge.errors import ConfigError, InvalidFilter
 from bridge.event import Event
 from bridge.wire import websocket_v1 as v1
@@ -127,6 +128,20 @@ async def test_a_filter_skips_events_it_fails_on_for_this_client_only() -> None:
     subscriber.offer(entry(2))  # no data.x: an evaluation error
     subscriber.offer(entry(3, x=0))
     subscriber.backfill([entry(4, x=5), entry(5)])
+    assert numbers(list(subscriber.queue)) == [1, 4]
+
+
+async def test_a_filter_comprehension_runs_only_on_events_it_can_afford() -> None:
+    """Evaluation has a cost limit: the step budget, as for pipeline steps (bridge.cost)."""
+    budget = 0.005
+    cap = affordable_values(budget, 1)
+    subscriber = GatedSubscriber(limit=10)
+    exists = compile_client_filter("data.l.exists(x, x == 7)")
+    subscriber.pass_through(ConnectionGate(exists, Policy(subscriber), budget))
+    subscriber.offer(entry(1, l=[7]))
+    subscriber.offer(entry(2, l=[7, *range(100, 100 + cap)]))  # too many values: skipped
+    subscriber.offer(entry(3, l=[1, 2]))  # evaluated: no 7
+    subscriber.offer(entry(4, l=list(range(cap // 2))))  # holds 7: cap is far above 8
     assert numbers(list(subscriber.queue)) == [1, 4]
 
 

@@ -1,11 +1,18 @@
 """The portal's sign-in limit (CONTRACT §12, §4c): failures per key over a rolling minute,
-then 429 with Retry-After; other keys unaffected. Time is injected."""
+then 429 with Retry-After; other keys unaffected. Failures are counted in the state store,
+so two gateways sharing it (two limiters here) hold one limit. Time is injected."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from fastapi import HTTPException
 
+from bridge.store import Store
 from gateway.portal.sessions import SignInLimiter
 
 
@@ -17,21 +24,37 @@ class Clock:
         return self.now
 
 
-def test_failures_past_the_limit_get_429_until_a_minute_has_passed() -> None:
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with Store.from_url(f"sqlite:///{tmp_path}/state.db") as opened:
+        yield opened
+
+
+def limiter(store: Store, clock: Clock) -> SignInLimiter:
+    runtime: Any = SimpleNamespace(store=store)  # what the limiter uses of the Runtime
+    return SignInLimiter(runtime, attempts=3, clock=clock)
+
+
+async def test_failures_on_every_gateway_count_until_a_minute_has_passed(store: Store) -> None:
     clock = Clock()
-    limiter = SignInLimiter(attempts=3, clock=clock)
-    for _ in range(3):
-        limiter.check("user:ada")
-        limiter.failed("user:ada")
+    one, other = limiter(store, clock), limiter(store, clock)  # two gateways, one store
+    for gateway in (one, other, one):
+        await gateway.check("user:ada")
+        await gateway.failed("user:ada")
         clock.now += 1
-    with pytest.raises(HTTPException) as refused:
-        limiter.check("user:ada")
-    assert refused.value.status_code == 429
-    assert refused.value.headers is not None
-    assert 1 <= int(refused.value.headers["Retry-After"]) <= 60
-    limiter.check("user:grace")  # another account is not slowed
+    for gateway in (one, other):
+        with pytest.raises(HTTPException) as refused:
+            await gateway.check("user:ada")
+        assert refused.value.status_code == 429
+        assert refused.value.headers is not None
+        assert int(refused.value.headers["Retry-After"]) == 57  # the first failure ages out
+    await other.check("user:grace")  # another account is not slowed
     clock.now += 57  # the first failure is now a minute old, the other two are not
-    limiter.check("user:ada")
-    limiter.failed("user:ada")
+    await other.check("user:ada")
+    await other.failed("user:ada")
     with pytest.raises(HTTPException):
-        limiter.check("user:ada")
+        await one.check("user:ada")
+    clock.now += 61
+    await one.check("user:ada")
+    await one.failed("address:10.0.0.1")  # old failures of any key went meanwhile
+    assert await store.sign_in_failures(["user:ada"], 0.0) == {}

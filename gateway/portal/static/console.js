@@ -31,7 +31,7 @@ async function consoleView() {
         await call("POST", `/manage/subscriptions/${s.id}/${s.state === "BLOCKED" ? "unblock" : "block"}`, {});
         await consoleView(); }) }, s.state === "BLOCKED" ? "Unblock" : "Block"))));
   const letterRows = deadLetters.map((d) =>
-    h("tr", {}, h("td", {}, `${d.api} ${d.version}${d.topic}`), h("td", {}, d.last_error || ""),
+    h("tr", { "aria-label": `${d.api} ${d.version}${d.topic}` }, h("td", {}, `${d.api} ${d.version}${d.topic}`), h("td", {}, d.last_error || ""),
       h("td", {}, String(d.attempts)), h("td", {}, h("button", { type: "button", onclick: guard(async () => {
         await call("POST", `/manage/webhooks/deadletters/${encodeURIComponent(d.id)}/replay`, {});
         await consoleView(); notice("Replayed."); }) }, "Replay"))));

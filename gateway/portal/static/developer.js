@@ -165,6 +165,8 @@ function tryIt(api, topic) {
     while (events.children.length > 200) events.lastChild.remove();
   }
 
+  const resume = { path: null, id: null }; // WebSocket: where Connect resumes
+
   function open() {
     stopLive();
     if (!state.token) {
@@ -180,16 +182,41 @@ function tryIt(api, topic) {
     target.searchParams.set("access_token", state.token);
     if (api.protocol === "websocket") {
       target.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-      const socket = new WebSocket(target);
+      // streambridge.v1 (CONTRACT §6): ids, signals, acks; Connect again resumes after
+      // the last id seen on this URL, as EventSource does.
+      if (resume.path !== path) Object.assign(resume, { path, id: null });
+      if (resume.id) target.searchParams.set("last_event_id", resume.id);
+      const socket = new WebSocket(target, "streambridge.v1");
+      let ended = null;
+      let refs = 0;
       socket.onopen = () => (status.textContent = "connected (WebSocket)");
-      socket.onmessage = (event) => add("", event.data);
+      socket.onmessage = (event) => {
+        if (socket.protocol !== "streambridge.v1") return add("", event.data); // plain frames
+        const frame = JSON.parse(event.data);
+        if (frame.id) {
+          resume.id = frame.id;
+          add(frame.id, JSON.stringify(frame.data));
+        } else if (frame.event === "ack") {
+          add("", "message " + frame.ref + " confirmed by the broker", "ack");
+        } else if (frame.event === "nack" || frame.event === "error") {
+          add("", (frame.ref ? "message " + frame.ref + ": " : "") + (frame.error || frame.detail), frame.event);
+        } else {
+          add("", frame.data === undefined ? "" : JSON.stringify(frame.data), frame.event);
+          if (frame.event === "throttled" || frame.event === "revoked") ended = frame.event;
+        }
+      };
       socket.onclose = (event) => {
-        status.textContent = `closed ${event.code} ${event.reason}`;
-        if (event.reason === "throttled") add("", `{"code": ${event.code}}`, "throttled");
-        else if (event.code === 1008) add("", event.reason || "policy", "revoked");
+        if (ended) status.textContent = `closed (${ended})`;
+        else status.textContent = `closed ${event.code} ${event.reason}`;
       };
       state.live = socket;
-      if (send) send.onclick = () => socket.send(message.querySelector("input").value);
+      if (send) send.onclick = () => {
+        const text = message.querySelector("input").value;
+        if (socket.protocol !== "streambridge.v1") return socket.send(text);
+        let data = text;
+        try { data = JSON.parse(text); } catch { /* not JSON: sent as a string */ }
+        socket.send(JSON.stringify({ ref: String(++refs), data }));
+      };
     } else {
       const source = new EventSource(target);
       source.onopen = () => (status.textContent = "connected (Server-Sent Events)");
