@@ -36,7 +36,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bridge.config import Limits
 from gateway.errors import problem, problem_details
-from gateway.outlet import OUTLET, Outlet
+from gateway.outlet import OUTLET, Outlet, OutletHooks
 
 
 def _raw_problem(status: int, detail: str) -> bytes:
@@ -57,12 +57,11 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
     max_bytes = limits.max_header_bytes
     send_buffer = limits.send_buffer_bytes
 
-    class BoundedHttpProtocol(HttpToolsProtocol):
+    class BoundedHttpProtocol(OutletHooks, HttpToolsProtocol):
         _header_bytes = 0  # received while the headers are not complete
         _awaiting_headers = True
         _refused = False  # answered 431: the rest of what arrives is ignored
         _header_timer: asyncio.TimerHandle | None = None
-        outlet: Outlet | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -74,19 +73,7 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_timer()
-            if self.outlet is not None:
-                self.outlet.lost()
             super().connection_lost(exc)
-
-        def pause_writing(self) -> None:
-            super().pause_writing()
-            if self.outlet is not None:
-                self.outlet.pause()
-
-        def resume_writing(self) -> None:
-            super().resume_writing()
-            if self.outlet is not None:
-                self.outlet.resume()
 
         def _await_headers(self) -> None:
             self._header_bytes = 0

@@ -179,20 +179,11 @@ class Coalescer:
             outlet.flush()
 
 
-class OutletWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol with an :class:`Outlet` in the scope."""
+class OutletHooks(asyncio.Protocol):
+    """What a server protocol tells its connection's :class:`Outlet`; mixed in before
+    uvicorn's protocol class, whose own handling runs too."""
 
     outlet: Outlet | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.outlet = Outlet(self.transport)
-
-    def handle_connect(self, event: Any) -> None:
-        super().handle_connect(event)
-        scope: Any = getattr(self, "scope", None)
-        if scope is not None and self.outlet is not None:
-            scope["extensions"][OUTLET] = self.outlet
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -208,3 +199,17 @@ class OutletWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.outlet is not None:
             self.outlet.lost()
         super().connection_lost(exc)
+
+
+class OutletWebSocketProtocol(OutletHooks, WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol with an :class:`Outlet` in the scope."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.outlet = Outlet(self.transport)
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope: Any = getattr(self, "scope", None)
+        if scope is not None and self.outlet is not None:
+            scope["extensions"][OUTLET] = self.outlet

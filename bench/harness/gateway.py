@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .machine import free_port, raise_nofile
+from .process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_ID = "bench"
@@ -71,7 +72,7 @@ def publish_api(channel: str) -> dict[str, Any]:
     )
 
 
-class Gateway:
+class Gateway(ServerProcess):
     """One ``streambridge serve`` process on a free loopback port, with a config of its own.
 
     It runs in ``workdir`` (its data stays out of the source tree) with ``root`` on
@@ -189,19 +190,7 @@ class Gateway:
         with urllib.request.urlopen(request, timeout=10) as resp:
             return str(json.load(resp)["access_token"])
 
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT if self.profile else signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def __enter__(self) -> Gateway:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    @property
+    def stop_signal(self) -> signal.Signals:  # type: ignore[override]
+        """SIGINT under cProfile, which then writes its file (SIGTERM would not)."""
+        return signal.SIGINT if self.profile else signal.SIGTERM

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 from .machine import free_port, raise_nofile
+from .process import ServerProcess
 
 MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 PACKAGES = ["nginx-light", "libnginx-mod-nchan"]
@@ -79,7 +79,7 @@ def children(pid: int) -> list[int]:
     return found
 
 
-class Nchan:
+class Nchan(ServerProcess):
     """One nginx + nchan process tree on a free port, in ``workdir``, pinned to ``core``."""
 
     name = "nginx + nchan"
@@ -126,20 +126,3 @@ class Nchan:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def __enter__(self) -> Nchan:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

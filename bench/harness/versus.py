@@ -54,6 +54,14 @@ def _ratio(ours: float, theirs: float) -> str:
     return f"{ours / theirs:.2f}x" if theirs else "n/a"
 
 
+def _split(result: Result) -> str:
+    """User + system µs of server CPU per delivery."""
+    if not result.deliveries:
+        return "n/a"
+    user = 1e6 * result.server_user / result.deliveries
+    return f"{user:.1f}+{1e6 * (result.server_cpu - result.server_user) / result.deliveries:.1f}"
+
+
 def _rows(workload: Workload, load: str, gw: Result, nc: Result) -> list[str]:
     return [
         workload.label,
@@ -63,6 +71,7 @@ def _rows(workload: Workload, load: str, gw: Result, nc: Result) -> list[str]:
         f"{gw.latency.p50_ms:.1f} / {nc.latency.p50_ms:.1f}",
         f"{gw.latency.p99_ms:.1f} / {nc.latency.p99_ms:.1f}",
         f"**{_ratio(gw.latency.p99_ms, nc.latency.p99_ms)}**",
+        f"{_split(gw)} / {_split(nc)}",
         f"{gw.kb_per_conn:.1f} / {nc.kb_per_conn:.1f}",
         f"{gw.setup_seconds:.2f} / {nc.setup_seconds:.2f}",
         f"{gw.missing}+{gw.out_of_order} / {nc.missing}+{nc.out_of_order}",
@@ -77,6 +86,7 @@ COLUMNS = (
     "p50 ms",
     "p99 ms",
     "p99 ratio",
+    "µs CPU / delivery, user+sys",
     "idle KiB / conn",
     "N connected in s",
     "lost+reordered",
