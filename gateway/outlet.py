@@ -10,8 +10,8 @@ armed client's transport in its one fan-out loop, with no task woken per client.
 An outlet refuses (and the event goes to the client's bounded queue, its writer woken) when
 the transport is paused (its write buffer is over the high-water mark), closing, or the
 tier's events-per-minute window is spent: the queue path then applies the slow-client cut
-and the throttling exactly as before. ``gateway.coalesce`` gathers an outlet's writes for
-that long and writes them together (:class:`Coalescer`).
+and the throttling exactly as before. An outlet's writes are gathered until the end of the
+loop's turn (or ``gateway.coalesce`` long) and written together (:class:`Coalescer`).
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class Outlet:
         if pending:
             self.pending = []
             if not self.transport.is_closing():
-                self.transport.write(b"".join(pending))
+                self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     # --- called by the protocol ---------------------------------------------------------
     def pause(self) -> None:
@@ -159,18 +159,24 @@ def outlet_of(scope: Mapping[str, Any]) -> Outlet | None:
 
 
 class Coalescer:
-    """``gateway.coalesce``: the outlets written to within ``delay`` are flushed together,
-    one write per client per delay instead of one per event (off by default)."""
+    """The outlets written to are flushed together, one write per client: by default at
+    the end of the event loop's current turn (what a burst of events brings in one turn,
+    as when the server was busy, goes out in one write per client, as the queue path
+    does; one event alone goes out at once), or ``gateway.coalesce`` later."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
         self._due: list[Outlet] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
 
     def add(self, outlet: Outlet) -> None:
         self._due.append(outlet)
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.delay, self._flush)
+            loop = asyncio.get_running_loop()
+            if self.delay:
+                self._timer = loop.call_later(self.delay, self._flush)
+            else:
+                self._timer = loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._timer = None

@@ -55,8 +55,8 @@ class Runtime:
         self.catalog = Catalog(Snapshot(revision=-1))  # until the store is open
         self.metrics = Metrics()
         self.connections = Connections()
-        coalesce = config.gateway.coalesce  # gather each client's writes (issue 14)
-        self.coalescer = Coalescer(coalesce) if coalesce is not None else None
+        # Each client's writes of one loop turn go out together (or gateway.coalesce).
+        self.coalescer = Coalescer(config.gateway.coalesce or 0.0)
         self._hub_shapes: dict[tuple[int, int, bool], tuple[str, object, object]] = {}
         # Failed POST /oauth2/token per client id or address (CONTRACT §4c).
         self.token_attempts = FailedAttempts(config.gateway.limits.token_attempts_per_minute)

@@ -137,7 +137,8 @@ async def run_round(
     clients: list[Receiver] = []
     headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
     options = {"kind": kind, "ready_on_headers": on_headers}
-    async with connect(target.publish_url, additional_headers=headers) as ws:
+    # No keepalive pings: a starved client (a loaded machine) must not cut the publisher.
+    async with connect(target.publish_url, additional_headers=headers, ping_interval=None) as ws:
         # One connection first (the hub now exists), then the baseline, then the other N-1.
         await open_clients(target.port, request, 1, tally, clients, **options)  # type: ignore[arg-type]
         await asyncio.sleep(0.5)

@@ -88,3 +88,16 @@ async def test_coalesced_events_go_out_in_one_write_after_the_delay() -> None:
     assert transport.writes == []
     await asyncio.sleep(0.05)
     assert transport.writes == [b"".join(entry(n).sse_chunk(None) for n in range(3))]
+
+
+async def test_by_default_events_of_one_loop_turn_go_out_in_one_write() -> None:
+    subscriber, _, transport = armed(coalescer=Coalescer())
+    subscriber.offer((entry(1), None))
+    subscriber.offer((entry(2), None))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert transport.writes == [entry(1).sse_chunk(None) + entry(2).sse_chunk(None)]
+    subscriber.offer((entry(3), None))  # alone in its turn: written by itself
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert transport.writes[1:] == [entry(3).sse_chunk(None)]
