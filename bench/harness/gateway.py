@@ -9,7 +9,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -151,17 +150,11 @@ class Gateway(ServerProcess):
                 stderr=subprocess.STDOUT,
                 preexec_fn=self._preexec,  # this process has no other threads
             )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited; see {self.log}:\n{self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(self.url("/healthz"), timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"server did not start; see {self.log}")
+        self.await_health(
+            self.url("/healthz"),
+            30,
+            lambda: f"server exited; see {self.log}:\n{self.log.read_text()}",
+        )
 
     @property
     def pid(self) -> int:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 from .machine import free_port, raise_nofile
@@ -106,18 +104,12 @@ class Nchan(ServerProcess):
             stderr=subprocess.STDOUT,
             preexec_fn=self._preexec,
         )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                log = (self.prefix / "error.log").read_text(errors="replace")
-                raise RuntimeError(f"nginx exited:\n{log}")
-            try:
-                with urllib.request.urlopen(self.url("/healthz"), timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("nginx did not start")
+        error_log = self.prefix / "error.log"
+        self.await_health(
+            self.url("/healthz"),
+            15,
+            lambda: f"nginx exited:\n{error_log.read_text(errors='replace')}",
+        )
 
     @property
     def pids(self) -> list[int]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
 from typing import Self
 
 
@@ -13,6 +16,22 @@ class ServerProcess:
 
     def start(self) -> None:
         raise NotImplementedError
+
+    def await_health(self, url: str, seconds: float, exited: Callable[[], str]) -> None:
+        """Poll ``url`` until it answers 200; raise (with ``exited()``) if the process
+        ends first, or when ``seconds`` pass."""
+        assert self.proc is not None
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(exited())
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{url} did not answer within {seconds:g} s")
 
     def stop(self) -> None:
         """The stop signal, then a kill if it is still running 15 s later."""
