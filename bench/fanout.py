@@ -27,44 +27,42 @@ bottleneck).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import json
 import os
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from harness.gateway import ROOT, SSE_PATH, WS_PATH, Gateway, publish_api, sse_api
-from harness.machine import (
-    core_busy_seconds,
-    describe,
-    event_loop,
-    pick_cores,
-    raise_nofile,
-    rss_kb,
-    server_cpu_seconds,
+from harness import versus
+from harness.gateway import (
+    ROOT,
+    SSE_PATH,
+    WS_PATH,
+    WS_SUB_PATH,
+    Gateway,
+    publish_api,
+    sse_api,
+    ws_subscribe_api,
 )
-from harness.report import Latency, conclude, shortfall
-from harness.schedule import paced
-from harness.sse import SSEClient, Tally, close_all, open_clients, sse_request
-from websockets.asyncio.client import connect
+from harness.machine import describe, event_loop, pick_cores, raise_nofile
+from harness.report import conclude
+from harness.rounds import Result, Target, run_round
 
-WARMUP_EVENTS = 20
 DEFAULT_CLIENTS = [100, 1000]
 DEFAULT_DELIVERY_RATES = [20_000.0, 50_000.0, 100_000.0]
 
 
-def configure(server: Gateway, queue: int, client_filters: bool = False) -> None:
-    """Memory broker; an SSE API and a WebSocket publish API on one channel."""
+def configure(
+    server: Gateway, queue: int, client_filters: bool = False, coalesce: str | None = None
+) -> None:
+    """Memory broker; an SSE API, a WebSocket subscribe API and a WebSocket publish API
+    on one channel."""
     channel = "bench.events"
     sse = sse_api(channel)
     if client_filters:  # CONTRACT §10: clients may send ?filter=
         sse["topics"][0]["client_filters"] = True
-    server.configure({"type": "memory"}, [sse, publish_api(channel)], queue)
+    apis = [sse, ws_subscribe_api(channel), publish_api(channel)]
+    server.configure({"type": "memory"}, apis, queue, coalesce=coalesce)
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -89,130 +87,20 @@ COLUMNS = (
 )
 
 
-# --- a round ----------------------------------------------------------------------------------
+# --- a round ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Result:
-    clients: int
-    events: int
-    rate: float
-    deliveries: int
-    missing: int
-    cut: int
-    out_of_order: int
-    wall: float
-    server_cpu: float
-    server_user: float
-    core_busy: float
-    bench_cpu: float
-    writes: int
-    latency: Latency
-    kb_per_conn: float
-
-    @property
-    def per_cpu_second(self) -> float:
-        return self.deliveries / self.server_cpu if self.server_cpu else float("nan")
-
-    def progress(self) -> str:
-        return (
-            f"N={self.clients}, {self.rate:g} events/s: "
-            f"{self.deliveries}/{self.clients * self.events} deliveries, "
-            f"{self.per_cpu_second:,.0f} per server CPU-second"
-        )
-
-    def cells(self) -> list[str]:
-        system = self.server_cpu - self.server_user
-        return [
-            str(self.clients),
-            f"{self.rate:g}",
-            str(self.events),
-            str(self.deliveries),
-            f"{self.missing} / {self.cut}",
-            f"{self.deliveries / self.writes:.2f}" if self.writes else "n/a",
-            f"{self.wall:.1f}",
-            f"{self.server_cpu:.2f} ({self.server_user:.2f}+{system:.2f})",
-            f"{100 * self.server_cpu / self.wall:.0f}",
-            f"**{self.per_cpu_second:,.0f}**",
-            f"{self.deliveries / self.core_busy:,.0f}" if self.core_busy else "n/a",
-            *self.latency.cells(),
-            f"{self.kb_per_conn:.1f}",
-            f"{100 * self.bench_cpu / self.wall:.0f}",
-        ]
-
-    def shortfall(self) -> str | None:
-        return shortfall(f"N={self.clients}", self.missing, self.cut, self.out_of_order)
-
-
-def make_payload(seq: int, pad: str) -> str:
-    return json.dumps({"seq": seq, "t": time.time_ns(), "pad": pad}, separators=(",", ":"))
-
-
-async def run_round(
-    server: Gateway,
-    n: int,
-    events: int,
-    rate: float,
-    payload: int,
-    drain: float,
-    client_filter: str | None = None,
-) -> Result:
-    token = server.token()
+def target(server: Gateway, client_filter: str | None = None) -> Target:
     path = SSE_PATH if client_filter is None else f"{SSE_PATH}?filter={quote(client_filter)}"
-    request = sse_request(server.port, path, token)
-    pad = "x" * max(0, payload - len(make_payload(0, "")))
-    tally = Tally(n * events)
-    clients: list[SSEClient] = []
-    headers = {"Authorization": f"Bearer {token}"}
-    async with connect(server.ws_url(WS_PATH), additional_headers=headers) as ws:
-        # One connection first (the hub now exists), then the baseline, then the other N-1.
-        await open_clients(server.port, request, 1, tally, clients)
-        await asyncio.sleep(0.5)
-        base_rss = rss_kb(server.pid)
-        await open_clients(server.port, request, n - 1, tally, clients)
-        await asyncio.sleep(1.0)
-        idle_rss = rss_kb(server.pid)
-        kb_per_conn = (idle_rss - base_rss) / max(1, n - 1)
-
-        # Warm-up: a few events every client must see before the measured phase.
-        tally.warm_target = n * WARMUP_EVENTS
-        for i in range(WARMUP_EVENTS):
-            await ws.send(make_payload(-1 - i, pad))
-        await asyncio.wait_for(tally.warmed.wait(), 60)
-        await asyncio.sleep(0.2)
-
-        cpu0 = server_cpu_seconds(server.pid)
-        core0 = core_busy_seconds(server.core)
-        bench0 = time.process_time()
-        tally.writes = 0
-        wall0 = time.perf_counter()
-        async for seq in paced(events, rate):
-            await ws.send(make_payload(seq, pad))
-        # Every client has every event, or the deadline after the last publish.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(tally.done.wait(), drain)
-        wall = time.perf_counter() - wall0
-        cpu1 = server_cpu_seconds(server.pid)
-        user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
-        core1 = core_busy_seconds(server.core)
-        bench_cpu = time.process_time() - bench0
-    cut = close_all(clients)
-    return Result(
-        clients=n,
-        events=events,
-        rate=rate,
-        deliveries=tally.deliveries,
-        missing=n * events - tally.deliveries,
-        cut=cut,
-        out_of_order=tally.out_of_order,
-        wall=wall,
-        server_cpu=user + system,
-        server_user=user,
-        core_busy=core1 - core0,
-        bench_cpu=bench_cpu,
-        writes=tally.writes,
-        latency=Latency.of(tally.latencies_us),
-        kb_per_conn=kb_per_conn,
+    return Target(
+        "gateway",
+        server.port,
+        server.core,
+        [server.pid],
+        path,
+        WS_SUB_PATH,
+        server.ws_url(WS_PATH),
+        server.token(),
     )
 
 
@@ -261,6 +149,22 @@ def main() -> int:
         "client_filters: true",
     )
     parser.add_argument(
+        "--against",
+        choices=["nchan"],
+        help="run each --workload on the gateway and on nginx + nchan in the same run "
+        "(nginx-light and libnginx-mod-nchan are installed with apt when missing) and "
+        "report both, with the ratios; --seconds sets the publishing time",
+    )
+    parser.add_argument(
+        "--workload",
+        action="append",
+        choices=sorted(versus.WORKLOADS),
+        help="with --against (repeatable; default all)",
+    )
+    parser.add_argument(
+        "--coalesce", help="gateway.coalesce for the gateway (e.g. 5ms; default off)"
+    )
+    parser.add_argument(
         "--server-root",
         type=Path,
         default=ROOT,
@@ -269,6 +173,8 @@ def main() -> int:
     args = parser.parse_args()
     rounds = plan(args)
     most = max(n for n, _, _ in rounds)
+    if args.against:
+        most = max(versus.WORKLOADS[w].clients for w in args.workload or versus.WORKLOADS)
 
     nofile = raise_nofile()
     if nofile < most + 64:
@@ -283,13 +189,30 @@ def main() -> int:
     print(describe(pinning, f"client loop {loop_name}"), flush=True)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="streambridge-bench-") as tmp:
-        for n, rate, count in rounds:
+
+        def gateway() -> Gateway:
             server = Gateway(Path(tmp), server_core, args.server_root.resolve())
-            configure(server, args.queue, client_filters=args.filter is not None)
-            with server:
-                result = run(
-                    run_round(server, n, count, rate, args.payload, args.timeout, args.filter)
+            configure(server, args.queue, args.filter is not None, args.coalesce)
+            return server
+
+        if args.against:
+            return versus.compare(
+                run,
+                Path(tmp),
+                server_core,
+                args.workload or list(versus.WORKLOADS),
+                seconds=args.seconds,
+                payload=args.payload,
+                timeout=args.timeout,
+                gateway=gateway,
+                gateway_target=target,
+            )
+        for n, rate, count in rounds:
+            with gateway() as server:
+                round_ = run_round(
+                    target(server, args.filter), n, count, rate, args.payload, args.timeout
                 )
+                result = run(round_)
             results.append(result)
             print(result.progress(), flush=True)
     return conclude(COLUMNS, results)

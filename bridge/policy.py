@@ -124,14 +124,8 @@ class RollingWindow:
 
     def acquire(self, now: float) -> None:
         """Count one event, or raise Throttled with whole seconds until one fits."""
-        times = self._times
-        horizon = now - self.window
-        while times and times[0] <= horizon:
-            times.popleft()
-        if len(times) >= self.limit:
-            retry_after = max(1, math.ceil(times[0] - horizon))
-            raise Throttled("events_per_minute exceeded", retry_after=retry_after)
-        times.append(now)
+        if not self.take(1, now):
+            raise Throttled("events_per_minute exceeded", retry_after=self.retry_after(now))
 
     def take(self, wanted: int, now: float) -> int:
         """Count up to ``wanted`` events now; how many fit (a stream writes that many)."""

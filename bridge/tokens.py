@@ -114,6 +114,44 @@ class TrustedKeys:
     keys: Mapping[str, Mapping[str, Any]]
 
 
+class VerifiedTokens:
+    """Grants of tokens already verified, by their signature, until they expire (issue 14).
+
+    A reconnect storm of known tokens then costs a lookup, not a signature check. An entry
+    holds the whole token (a signature is only reused with the header and claims it
+    signed) and its grant, whose key generation the caller still checks against the
+    catalogue on every use; the owner clears it whenever the catalogue or the trusted keys
+    change. Bounded: at ``max_entries`` the oldest entry goes first.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._grants: dict[str, tuple[str, Grant]] = {}
+
+    def get(self, token: str, now: float) -> Grant | None:
+        signature = token[token.rfind(".") + 1 :]
+        hit = self._grants.get(signature)
+        if hit is None or hit[0] != token:
+            return None
+        grant = hit[1]
+        if grant.expires_at <= now:
+            del self._grants[signature]
+            return None
+        return grant
+
+    def put(self, token: str, grant: Grant) -> None:
+        grants = self._grants
+        if len(grants) >= self.max_entries:
+            del grants[next(iter(grants))]
+        grants[token[token.rfind(".") + 1 :]] = (token, grant)
+
+    def clear(self) -> None:
+        self._grants.clear()
+
+    def __len__(self) -> int:
+        return len(self._grants)
+
+
 def verify_token(token: str, trusted: Mapping[str, TrustedKeys]) -> Grant:
     """Verify signature, algorithm, exp/nbf, iss and aud; raise Unauthenticated on any failure."""
     try:

@@ -28,6 +28,7 @@ from gateway.logs import fields_scope
 from gateway.management import document_api_body
 from gateway.management import router as management_router
 from gateway.oauth import router as oauth_router
+from gateway.outlet import outlet_of
 from gateway.portal import router as portal_router
 from gateway.runtime import Runtime
 from gateway.sse import resume_id, serve_sse, start_at
@@ -52,12 +53,11 @@ class Gateway:
         if scope["type"] in ("http", "websocket") and not scope["path"].startswith(
             RESERVED_PREFIXES
         ):
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             with fields_scope(connection=secrets.token_hex(6)):
                 if scope["type"] == "websocket":
-                    await serve_websocket(self.runtime, scope, receive, send, headers)
+                    await serve_websocket(self.runtime, scope, receive, send, _headers(scope))
                 else:
-                    await self._http(scope, receive, send, headers)
+                    await self._http(scope, receive, send, _headers(scope))
             return
         await self.control(scope, receive, send)
 
@@ -83,11 +83,23 @@ class Gateway:
                     scope, receive, send
                 )
                 return
+            resume_from = resume_id(headers, query)
+            del headers, query  # not held for the stream's life (memory per connection)
             await serve_sse(
-                self.runtime, admitted, resume_id(headers, query), receive, send, start=start
+                self.runtime,
+                admitted,
+                resume_from,
+                receive,
+                send,
+                start=start,
+                outlet=outlet_of(scope) if scope["method"] == "GET" else None,
             )
         except AccessDenied as exc:  # raised only before the response starts
             await refused(self.runtime, exc).response(instance=path)(scope, receive, send)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 def create_app(config: Config) -> Gateway:

@@ -21,6 +21,7 @@ from bridge.tokens import (
     SigningKey,
     TokenIssuer,
     TrustedKeys,
+    VerifiedTokens,
     new_signing_key,
     signing_key_from_pem,
     verify_token,
@@ -42,6 +43,8 @@ class TokenAuthority:
         self._external = {t.issuer: t for t in auth.trusted_issuers}
         self._fetched_at: dict[str, float] = {}
         self._http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
+        # Reconnect storms: a known token costs a lookup (cleared on catalogue changes).
+        self.verified = VerifiedTokens()
 
     @classmethod
     async def open(cls, auth: AuthSettings, store: Store) -> TokenAuthority:
@@ -75,12 +78,21 @@ class TokenAuthority:
             log.warning("could not fetch the JWKS", extra={"issuer": issuer, "error": str(exc)})
             return
         self.trusted[issuer] = TrustedKeys(issuer, settings.audience, keys)
+        self.verified.clear()  # a key dropped from the set no longer verifies anything
 
     async def refresh_all(self) -> None:
         for issuer in self._external:
             await self.refresh(issuer)
 
     async def verify(self, token: str) -> Grant:
+        grant = self.verified.get(token, time.time())
+        if grant is not None:
+            return grant
+        grant = await self._verify(token)
+        self.verified.put(token, grant)
+        return grant
+
+    async def _verify(self, token: str) -> Grant:
         try:
             return verify_token(token, self.trusted)
         except Unauthenticated as exc:

@@ -67,6 +67,16 @@ class CatchUp:
         self._tasks.spawn(f"catch-up:{match.channel}", lambda: self.replay(handover), restart=False)
         return True
 
+    def possible(self, matches: list[TopicMatch]) -> bool:
+        """Whether ``join`` may hand this stream over at all: a resume, ``from=earliest``
+        or a snapshot topic. A new live stream (most of a reconnect storm's are not) needs
+        no ``scope()``, and its tasks and memory are spared."""
+        return (
+            self.resume_from is not None
+            or self.start == EARLIEST
+            or any(self._snapshot(match) for match in matches)
+        )
+
     def _snapshot(self, match: TopicMatch) -> bool:
         """A new stream (or one whose snapshot was cut) on a ``snapshot: true`` topic."""
         return match.topic.snapshot and self.resume_from in (None, SNAPSHOT_ID)

@@ -33,6 +33,11 @@ class Rate:
         self.local = RollingWindow(limit)  # alone, or in a cluster while Redis is down
         self.cluster = cluster
 
+    def take_now(self) -> bool:
+        """One event for a direct write, if this process alone decides and it fits; False
+        sends it down the queue path, which asks the cluster (or ends the stream)."""
+        return self.cluster is None and self.local.take(1, time.time()) == 1
+
     async def take(self, wanted: int) -> tuple[int, int]:
         """Up to ``wanted`` events to write now: (granted, seconds until more fit)."""
         now = time.time()

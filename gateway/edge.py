@@ -12,6 +12,10 @@ protocol, so they hold for every route:
   to megabytes: a client that reads slowly then falls behind in its queue, where the
   gateway signals lag, conflates and cuts (CONTRACT §5, §10), not in the kernel.
 
+It also gives each connection an :class:`~gateway.outlet.Outlet` (ASGI scope extension
+``streambridge.outlet``): the fan-out path writes an admitted stream's events to its
+transport directly, and learns of a paused transport or a hang-up from this protocol.
+
 :class:`BodyLimit` is the ASGI side: a body over ``max_body_bytes`` gets 413 before it
 is read further, on every route, whether or not the request is authenticated: by its
 ``Content-Length`` before the application runs, and for a chunked body once the bytes
@@ -24,6 +28,7 @@ import asyncio
 import json
 import socket
 from http import HTTPStatus
+from typing import Any, cast
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,6 +36,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bridge.config import Limits
 from gateway.errors import problem, problem_details
+from gateway.outlet import OUTLET, Outlet, OutletHooks
 
 
 def _raw_problem(status: int, detail: str) -> bytes:
@@ -51,7 +57,7 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
     max_bytes = limits.max_header_bytes
     send_buffer = limits.send_buffer_bytes
 
-    class BoundedHttpProtocol(HttpToolsProtocol):
+    class BoundedHttpProtocol(OutletHooks, HttpToolsProtocol):
         _header_bytes = 0  # received while the headers are not complete
         _awaiting_headers = True
         _refused = False  # answered 431: the rest of what arrives is ignored
@@ -62,6 +68,7 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
             sock = transport.get_extra_info("socket")
             if send_buffer and sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+            self.outlet = Outlet(transport)
             self._await_headers()
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -109,6 +116,9 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                 self._refuse()
                 return
             super().on_headers_complete()
+            if self.outlet is not None:
+                extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))
+                extensions[OUTLET] = self.outlet
 
         def on_body(self, body: bytes) -> None:
             if not self._refused:

@@ -11,9 +11,32 @@ from bridge.window_topics import WindowJob
 from gateway.upstreams import source_name
 
 
-def hub_key(
-    match: TopicMatch, job: WindowJob | None, masked: bool = False, target: Target = "production"
-) -> tuple[str, str, str]:
+class HubKeys:
+    """The hub key of each topic, its shape worked out once per topic of the catalogue
+    (a reconnect storm asks it per stream)."""
+
+    def __init__(self) -> None:
+        self._shapes: dict[tuple[int, int, bool], tuple[str, object, object]] = {}
+
+    def key(
+        self,
+        match: TopicMatch,
+        job: WindowJob | None,
+        masked: bool = False,
+        target: Target = "production",
+    ) -> tuple[str, str, str]:
+        api, topic = match.api, match.topic
+        cache_key = (id(topic), id(api), masked)
+        cached = self._shapes.get(cache_key)
+        if cached is None or cached[1] is not topic or cached[2] is not api:
+            # The objects are kept with their shape: their ids stay theirs meanwhile.
+            cached = self._shapes[cache_key] = (hub_shape(match, job, masked), topic, api)
+        if job is not None:  # the worker's output: another topic, maybe on another broker
+            return (job.kafka, job.output, cached[0])
+        return (source_name(api, target), match.channel, cached[0])
+
+
+def hub_shape(match: TopicMatch, job: WindowJob | None, masked: bool) -> str:
     """Topics share a hub when they read the same channel the same way."""
     topic = match.topic
     steps = topic.pipeline if job is None else job.after
@@ -27,7 +50,4 @@ def hub_key(
     endpoint = match.api.endpoint
     if endpoint is not None:  # a changed endpoint is another upstream connection
         shape["endpoint"] = endpoint.model_dump(mode="json")
-    if job is not None:  # the worker's output: another topic, maybe on another broker
-        return (job.kafka, job.output, json.dumps(shape, sort_keys=True))
-    source = source_name(match.api, target)
-    return (source, match.channel, json.dumps(shape, sort_keys=True))
+    return json.dumps(shape, sort_keys=True)

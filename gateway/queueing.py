@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from websockets.frames import Frame, Opcode
+
 from bridge.client_filter import event_context
 from bridge.cost import values_within
 from bridge.cursor import event_id
@@ -39,6 +41,7 @@ class Entry:
     origin: Event | None = None  # the pipeline's output: key, headers, client filters
     _frames: dict[str | None, bytes] = field(default_factory=dict)
     _envelopes: dict[str | None, str] | None = None
+    _wire: dict[tuple[int, str | None], bytes] | None = None  # what outlets write
     _context: Any = None
     _values: tuple[int, int] | None = None  # (counted up to, values held): client filters
 
@@ -69,6 +72,30 @@ class Entry:
             frame = self._frames[event_name] = encode_event(
                 self.payload, id=self.id, event=self.name(event_name)
             )
+        return frame
+
+    def sse_chunk(self, event_name: str | None) -> bytes:
+        """The SSE frame as one HTTP/1.1 chunk, for the outlets (gateway/outlet.py)."""
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = {}
+        chunk = wire.get((0, event_name))
+        if chunk is None:
+            frame = self.sse(event_name)
+            chunk = wire[(0, event_name)] = b"%x\r\n%b\r\n" % (len(frame), frame)
+        return chunk
+
+    def ws_frame(self, event_name: str | None, topic: str, enveloped: bool) -> bytes:
+        """The unmasked WebSocket text frame (RFC 6455 §5.2), header and payload, built once
+        for every client: the payload, or its ``streambridge.v1`` envelope."""
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = {}
+        key = (2, event_name) if enveloped else (1, None)
+        frame = wire.get(key)
+        if frame is None:
+            text = self.envelope(event_name, topic) if enveloped else self.payload
+            frame = wire[key] = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
         return frame
 
     def envelope(self, event_name: str | None, topic: str) -> str:
@@ -145,6 +172,12 @@ class Gate(Protocol):
     def backlog(self, items: Iterable[Item]) -> list[Item]: ...
 
 
+class Outlet(Protocol):
+    """The direct way to a client's socket (gateway/outlet.py) as the queue sees it."""
+
+    def deliver(self, entry: Entry, name: str | None) -> bool: ...
+
+
 class Wake:
     """``asyncio.Event`` for a single waiter (the client's writer), without its overhead.
 
@@ -206,6 +239,7 @@ class Subscriber:
         "held",
         "limit",
         "on_overflow",
+        "outlet",
         "overflowed",
         "queue",
         "spill",
@@ -228,6 +262,17 @@ class Subscriber:
         # Called once when the queue overflows: lets a transport abandon a blocked write.
         self.on_overflow: Callable[[], None] | None = None
         self.gate: Gate | None = None  # the client's filter and its tier's policy (Gated)
+        # Armed by the parked writer when nothing is queued: live events are then written
+        # straight to the client's socket by the hub (gateway/outlet.py).
+        self.outlet: Outlet | None = None
+
+    def arm(self, outlet: Outlet) -> None:
+        """The writer parks with nothing queued: the hub may write past the queue."""
+        if self.held is None and not self.queue and self.closed is None and not self.overflowed:
+            self.outlet = outlet
+
+    def disarm(self) -> None:
+        self.outlet = None
 
     def backfill(self, items: list[Item]) -> None:
         """A resumed client's backlog, before any live output; through the gate, if any."""
@@ -243,6 +288,11 @@ class Subscriber:
         )
 
     def enqueue(self, item: Item) -> None:
+        outlet = self.outlet
+        if outlet is not None:
+            if type(item) is tuple and outlet.deliver(item[0], item[1]):
+                return
+            self.outlet = None  # from now on in order through the queue, writer woken
         if self.overflowed:
             return
         held = self.held
@@ -284,7 +334,14 @@ class Subscriber:
         if drained is not None:
             drained.set()
 
+    def push(self, item: Item) -> None:
+        """An answer of the stream's own (a WebSocket reply): after what is queued."""
+        self.outlet = None
+        self.queue.append(item)
+        self.wake.set()
+
     def hold(self, *, spill: bool = False) -> None:
+        self.outlet = None
         self.held = deque()
         self.spill = spill
         self.spilled = False
@@ -305,6 +362,7 @@ class Subscriber:
         """End the stream from outside (revocation, API blocked, shutdown)."""
         if self.closed is None:
             self.closed = reason
+        self.outlet = None
         self.wake.set()
 
 

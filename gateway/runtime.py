@@ -36,8 +36,9 @@ from gateway.cluster import ClusterNode
 from gateway.connections import Connections
 from gateway.data_dir import claim_data_dir
 from gateway.hub import Hub, HubSet
-from gateway.hub_keys import hub_key
+from gateway.hub_keys import HubKeys
 from gateway.metrics import Metrics, open_files
+from gateway.outlet import Coalescer
 from gateway.upstreams import Upstreams
 from gateway.websub.service import WebSubService
 from pipelines.topic import topic_pipeline
@@ -57,13 +58,14 @@ class Runtime:
         # CONTRACT §11: a node of a cluster, whose limits count every node's streams.
         self.cluster = None if config.cluster is None else ClusterNode(config.cluster, self.metrics)
         self.connections = Connections(self.cluster)
+        # Each client's writes of one loop turn go out together (or gateway.coalesce).
+        self.coalescer = Coalescer(config.gateway.coalesce or 0.0)
+        self.hub_keys = HubKeys()
         # Failed POST /oauth2/token per client id or address (CONTRACT §4c).
-        self.token_attempts = Attempts(
-            "token", config.gateway.limits.token_attempts_per_minute, self.cluster
-        )
-        # Client secrets are checked (scrypt: 16 MiB, tens of ms each) on threads of their
-        # own: guessing cannot take the loop's default executor, and glibc keeps an arena
-        # per thread that ran one, so few threads bound the memory it leaves behind.
+        limits = config.gateway.limits
+        self.token_attempts = Attempts("token", limits.token_attempts_per_minute, self.cluster)
+        # Client secrets (scrypt: 16 MiB, tens of ms) are checked on few threads of their own:
+        # guessing cannot take the default executor, and glibc keeps an arena per thread.
         self.secret_checks = ThreadPoolExecutor(SECRET_CHECK_THREADS, "secret-check")
         self.epoch = new_epoch()
         # Every long-lived task of the gateway; the WebSub service has its own.
@@ -71,8 +73,7 @@ class Runtime:
         self.hubs = HubSet(self.epoch, self.supervisor)
         self._hub_restarts: dict[str, int] = {}
         self.hubs.on_restart = self._count_hub_restart
-        self.metrics.before_collect.append(self._collect_reconnects)
-        self.metrics.before_collect.append(self._collect_resources)
+        self.metrics.before_collect += [self._collect_reconnects, self._collect_resources]
         self.connectors: dict[str, Connector] = {}
         self.upstreams = Upstreams(self.metrics)  # endpoint APIs' servers (CONTRACT §13)
         self.authority: TokenAuthority | None = None
@@ -191,6 +192,9 @@ class Runtime:
             if snapshot.revision == self.catalog.revision:
                 return
             self.catalog = Catalog(snapshot)
+            if self.authority is not None:  # verified tokens are looked at anew (issue 14)
+                self.authority.verified.clear()
+            self.hub_keys = HubKeys()
             self._end_disallowed_streams()
             self._start_eager_hubs()
 
@@ -313,7 +317,7 @@ class Runtime:
     def hub_key(
         self, match: TopicMatch, masked: bool = False, target: Target = "production"
     ) -> tuple[str, str, str]:
-        return hub_key(match, self.window_job(match), masked, target)
+        return self.hub_keys.key(match, self.window_job(match), masked, target)
 
     def window_job(self, match: TopicMatch) -> WindowJob | None:
         """With ``cluster``, a topic's window runs in the workers: its hub reads their

@@ -16,6 +16,7 @@ from gateway.app import create_app
 from gateway.edge import bounded_protocol
 from gateway.heap import return_large_blocks
 from gateway.logs import access_log_enabled
+from gateway.outlet import OutletWebSocketProtocol
 from gateway.runtime import Runtime
 
 
@@ -65,7 +66,7 @@ def build_server(
         host=host,
         port=port,
         http=bounded_protocol(config.gateway.limits),
-        ws="websockets-sansio",
+        ws=OutletWebSocketProtocol,  # uvicorn's websockets-sansio, with the outlet
         ws_max_size=config.gateway.max_message_bytes,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,

@@ -14,13 +14,14 @@ from typing import Any, Literal
 
 from starlette.types import Receive, Send
 
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, ClientGone
 from bridge.wire.sse import PING, encode_event, encode_retry
 from connectors.base import EARLIEST
 from gateway.access import Admitted
 from gateway.errors import ending
 from gateway.hub import Entry, GapNotice
 from gateway.logs import CUT_ON_PURPOSE
+from gateway.outlet import Outlet
 from gateway.queueing import LagNotice
 from gateway.runtime import Runtime
 from gateway.stream import CutOnOverflow, StreamSession, watch_disconnect
@@ -31,6 +32,7 @@ HEADERS = [
     (b"cache-control", b"no-store"),
     (b"x-accel-buffering", b"no"),
 ]
+PING_CHUNK = b"%x\r\n%b\r\n" % (len(PING), PING)  # as the outlet writes it (HTTP/1.1 chunk)
 
 
 def resume_id(headers: dict[str, str], query: list[tuple[str, str]]) -> str | None:
@@ -57,8 +59,13 @@ async def serve_sse(
     send: Send,
     *,
     start: str | None = None,
+    outlet: Outlet | None = None,
 ) -> None:
-    """Run one SSE stream until it must end; raises TooManyConnections before any byte."""
+    """Run one SSE stream until it must end; raises TooManyConnections before any byte.
+
+    With the connection's ``outlet`` (a GET on our server protocol) the hub writes live
+    events to the socket itself, and the protocol tells of a hang-up; without one the
+    writer sends everything through ASGI and a task watches for the disconnect."""
     async with StreamSession(
         runtime, admitted, "sse", resume_from=resume_from, start=start
     ) as session:
@@ -66,6 +73,12 @@ async def serve_sse(
         await send(
             {"type": "http.response.body", "body": encode_retry(RETRY_MS) + PING, "more_body": True}
         )
+        if outlet is not None:
+            session.claim(outlet, Entry.sse_chunk, PING_CHUNK)
+            if outlet.transport.is_closing():  # gone before the outlet was claimed
+                session.subscriber.close(ClientGone("client disconnected"))
+            await _finish(session, send)
+            return
         async with asyncio.TaskGroup() as tasks:
             watcher = tasks.create_task(
                 watch_disconnect(receive, session.subscriber), name="disconnect-watch"

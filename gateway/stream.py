@@ -25,6 +25,7 @@ from gateway.catchup import CatchUp
 from gateway.delivery import ConnectionGate, Policy, policy_for
 from gateway.hub import Entry, GapNotice, Hub, Subscriber
 from gateway.logs import unbound
+from gateway.outlet import Encode, Outlet
 from gateway.queueing import GatedSubscriber, LagNotice, Reply
 from gateway.runtime import Runtime
 from pipelines.topic import masked_for
@@ -57,7 +58,7 @@ class StreamSession:
         self._catch_up = CatchUp(
             self.subscriber, resume_from, start, on_task_failure=runtime.task_failed
         )
-        self._scope = AsyncExitStack()  # the catch-up's task lives as long as the stream
+        self._scope: AsyncExitStack | None = None  # the catch-up's task: as long as the stream
         self.subscribe = subscribe
         self.ping_due = False
         self._hubs: list[Hub] = []
@@ -79,6 +80,8 @@ class StreamSession:
         self._lag = metrics.client_lag.labels(api.name, api.version)
         self._lag_signalled = self._lag_observed = float("-inf")
         self._policy: Policy | None = None
+        self.outlet: Outlet | None = None  # the direct way to the socket, once claimed
+        self._ping_bytes: bytes | None = None  # a heartbeat as the outlet writes it
         if isinstance(self.subscriber, GatedSubscriber):
             self._policy = policy_for(
                 self.subscriber,
@@ -115,7 +118,9 @@ class StreamSession:
 
     async def _attach(self) -> None:
         if self.subscribe:
-            await self._scope.enter_async_context(self._catch_up.scope())
+            if self._catch_up.possible(self.admitted.topics):
+                self._scope = AsyncExitStack()
+                await self._scope.enter_async_context(self._catch_up.scope())
             after = parse_event_id(self.resume_from)
             scopes = self.admitted.grant.scopes
             for match in self.admitted.topics:
@@ -128,7 +133,11 @@ class StreamSession:
                 )
                 name = match.name if self.admitted.multi else None
                 self._hubs.append(hub)
-                if not self.admitted.multi and await self._catch_up.begin(hub, match, after):
+                if (
+                    not self.admitted.multi
+                    and self._scope is not None
+                    and await self._catch_up.begin(hub, match, after)
+                ):
                     continue
                 hub.attach(
                     self.subscriber,
@@ -157,9 +166,13 @@ class StreamSession:
     ) -> None:
         for timer in self._timers:
             timer.cancel()
+        self._settle()
+        if self.outlet is not None:
+            self.outlet.release()
         if self._policy is not None:
             self._policy.close()
-        await self._scope.aclose()
+        if self._scope is not None:
+            await self._scope.aclose()
         for hub in self._hubs:
             hub.detach(self.subscriber)
         self.runtime.metrics.connections.labels(self.protocol).dec()
@@ -189,12 +202,43 @@ class StreamSession:
             metrics.slow_disconnects.labels(self.protocol).inc()
         return reason
 
+    def claim(self, outlet: Outlet | None, encode: Encode, ping: bytes | None) -> None:
+        """Let the hub write events to the socket directly (gateway/outlet.py) once the
+        response has begun; ``ping``: a heartbeat as written there (b"": none needed)."""
+        if outlet is None:
+            return
+        self.outlet = outlet
+        self._ping_bytes = ping
+        outlet.claim(
+            self.subscriber,
+            encode,
+            window=self._window,
+            counters=self._out,
+            latency=self._latency,
+            coalescer=self.runtime.coalescer,
+        )
+
+    def _settle(self) -> None:
+        """Fold what the outlet wrote into the stream's counts (before newer writes)."""
+        outlet = self.outlet
+        if outlet is not None and outlet.sent:
+            self.sent += outlet.sent
+            self.last_id = outlet.last_id
+            outlet.sent = 0
+
     def _schedule_ping(self) -> None:
         loop = asyncio.get_running_loop()
 
         def fire() -> None:
-            self.ping_due = True
-            self.subscriber.wake.set()
+            outlet, ping = self.outlet, self._ping_bytes  # written there while it is armed
+            if (
+                outlet is None
+                or self.subscriber.outlet is not outlet
+                or ping is None
+                or (ping and not outlet.write(ping))
+            ):
+                self.ping_due = True  # the writer sends it
+                self.subscriber.wake.set()
             self._timers[1:] = [loop.call_later(self.runtime.config.gateway.heartbeat, fire)]
 
         self._timers[1:] = [loop.call_later(self.runtime.config.gateway.heartbeat, fire)]
@@ -230,7 +274,15 @@ class StreamSession:
             ):
                 waiter = wake.waiter()
                 if waiter is not None:
-                    await waiter
+                    outlet = self.outlet
+                    if outlet is not None:
+                        subscriber.arm(outlet)  # the hub writes past the queue meanwhile
+                        await waiter
+                        subscriber.disarm()
+                        outlet.flush()  # coalesced writes go before the writer's
+                        self._settle()
+                    else:
+                        await waiter
             wake.clear()
             if subscriber.closed is not None:
                 raise self._end(subscriber.closed)

@@ -31,6 +31,7 @@ from bridge.wire import websocket_v1 as v1
 from gateway.access import Admitted, admit, query_params, refused
 from gateway.errors import INTERNAL_ERROR, POLICY_VIOLATION, Ending, ending
 from gateway.hub import Entry, GapNotice
+from gateway.outlet import outlet_of
 from gateway.proxy import serve_proxy
 from gateway.queueing import LagNotice, Reply
 from gateway.runtime import Runtime
@@ -90,6 +91,14 @@ async def _serve(
     enveloped: bool,
 ) -> None:
     """Write and read until the stream ends, then close with the ending's code."""
+    topic = admitted.topics[0].name
+
+    def encode(entry: Entry, name: str | None) -> bytes:
+        return entry.ws_frame(name, topic, enveloped)
+
+    # The hub writes live events to the socket itself (gateway/outlet.py); RFC 6455 pings
+    # are the protocol layer's, so heartbeats need no write here.
+    session.claim(outlet_of(websocket.scope), encode, b"")
     cut = CutOnOverflow(session)
     async with asyncio.TaskGroup() as tasks:
         reader = tasks.create_task(
@@ -171,9 +180,7 @@ async def _write(
 
 def _reply(session: StreamSession, frame: str) -> None:
     """Queue an answer to the client's frame: the one writer sends it, in order."""
-    subscriber = session.subscriber
-    subscriber.queue.append(Reply(frame))
-    subscriber.wake.set()
+    session.subscriber.push(Reply(frame))
 
 
 async def _read(

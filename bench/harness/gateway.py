@@ -9,7 +9,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -18,12 +17,14 @@ from typing import Any
 import yaml
 
 from .machine import free_port, raise_nofile
+from .process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_ID = "bench"
 TIER = "Unlimited"
 SSE_PATH = "/bench-sse/1/events"  # the topic of sse_api()
 WS_PATH = "/bench-ws/1/publish"  # the topic of publish_api()
+WS_SUB_PATH = "/bench-wss/1/events"  # the topic of ws_subscribe_api()
 
 
 def api(
@@ -58,6 +59,11 @@ def sse_api(channel: str) -> dict[str, Any]:
     return api("BenchSSE", "sse", channel, context="/bench-sse")
 
 
+def ws_subscribe_api(channel: str) -> dict[str, Any]:
+    """``BenchWSSub``: one WebSocket subscribe topic on ``channel``, at ``WS_SUB_PATH``."""
+    return api("BenchWSSub", "websocket", channel, context="/bench-wss")
+
+
 def publish_api(channel: str) -> dict[str, Any]:
     """``BenchWS``: one WebSocket publish topic on ``channel``, at ``WS_PATH``."""
     return api(
@@ -65,7 +71,7 @@ def publish_api(channel: str) -> dict[str, Any]:
     )
 
 
-class Gateway:
+class Gateway(ServerProcess):
     """One ``streambridge serve`` process on a free loopback port, with a config of its own.
 
     It runs in ``workdir`` (its data stays out of the source tree) with ``root`` on
@@ -98,6 +104,7 @@ class Gateway:
         broker: dict[str, Any],
         apis: list[dict[str, Any]],
         client_queue: int = 4096,
+        coalesce: str | None = None,
         **sections: Any,
     ) -> None:
         """Write the config: the broker ``bench``, ``apis`` and one application
@@ -107,6 +114,7 @@ class Gateway:
                 "public_url": self.url(""),
                 "state": f"sqlite:///{self.workdir / f'state-{self.port}.db'}",
                 "client_queue": client_queue,
+                **({"coalesce": coalesce} if coalesce else {}),
             },
             **sections,
             "brokers": {"bench": broker},
@@ -144,17 +152,11 @@ class Gateway:
                 stderr=subprocess.STDOUT,
                 preexec_fn=self._preexec,  # this process has no other threads
             )
-        deadline = time.monotonic() + self.start_seconds
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited; see {self.log}:\n{self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(self.url("/healthz"), timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"server did not start; see {self.log}")
+        self.await_health(
+            self.url("/healthz"),
+            self.start_seconds,
+            lambda: f"server exited; see {self.log}:\n{self.log.read_text()}",
+        )
 
     @property
     def pid(self) -> int:
@@ -183,23 +185,7 @@ class Gateway:
         with urllib.request.urlopen(request, timeout=10) as resp:
             return str(json.load(resp)["access_token"])
 
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT if self.profile else signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def __enter__(self) -> Gateway:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()  # a server that did not answer in time is still running
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    @property
+    def stop_signal(self) -> signal.Signals:  # type: ignore[override]
+        """SIGINT under cProfile, which then writes its file (SIGTERM would not)."""
+        return signal.SIGINT if self.profile else signal.SIGTERM

@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from array import array
+from typing import Any
 
 
 class Tally:
@@ -45,25 +46,24 @@ def stamp(data: bytes) -> tuple[int, int]:
     return int(payload["seq"]), int(payload["t"])
 
 
-class SSEClient(asyncio.Protocol):
-    """One raw HTTP/1.1 SSE connection: status line, headers, chunked body, events."""
+class Receiver(asyncio.Protocol):
+    """What every raw client counts: in-order payloads and their latency, into a Tally.
 
-    def __init__(self, request: bytes, tally: Tally) -> None:
+    ``ready`` resolves once the stream has begun: at its ``retry:`` field (the gateway's
+    first bytes), or with ``ready_on_headers`` at a 200 answer (nchan sends no retry)."""
+
+    def __init__(self, request: bytes, tally: Tally, ready_on_headers: bool = False) -> None:
         self.request = request
         self.tally = tally
+        self.ready_on_headers = ready_on_headers
         self.transport: asyncio.Transport | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.raw = bytearray()  # bytes not yet through the HTTP framing
+        self.raw = bytearray()  # bytes not yet through the framing
         self.headers_done = False
-        self.chunked = False
-        self.chunk_left = 0  # data bytes left in the current chunk
-        self.skip = 0  # CRLF bytes left after a chunk
-        self.text = b""  # body bytes not yet split into events
         self.next_seq = 0
         self.lost = False
         self.ended = False
 
-    # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         transport.write(self.request)  # type: ignore[attr-defined]
@@ -72,6 +72,67 @@ class SSEClient(asyncio.Protocol):
         self.lost = True
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(f"closed before the stream began: {exc}"))
+
+    def head(self, status: str) -> dict[str, str] | None:
+        """The answer's header fields once complete (None before), checking its status."""
+        end = self.raw.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head = bytes(self.raw[:end]).decode("latin-1").split("\r\n")
+        del self.raw[: end + 4]
+        line = head[0].split(" ", 2)
+        if len(line) < 2 or line[1] != status:
+            self.ready.set_exception(ConnectionError(f"HTTP answer {head[0]!r}"))
+            assert self.transport is not None
+            self.transport.close()
+            return None
+        self.headers_done = True
+        if self.ready_on_headers:
+            self.ready.set_result(None)
+        return {
+            k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])
+        }
+
+    def record(self, payloads: list[bytes], now: int) -> None:
+        latencies: list[int] = []
+        next_seq = self.next_seq
+        warm = disorder = 0
+        for data in payloads:
+            seq, published = stamp(data)
+            if seq < 0:
+                warm += 1
+                continue
+            if seq != next_seq:
+                disorder += 1
+            next_seq = seq + 1
+            latencies.append((now - published) // 1000)
+        self.next_seq = next_seq
+        tally = self.tally
+        if warm:
+            tally.warm += warm
+            if tally.warm >= tally.warm_target:
+                tally.warmed.set()
+        if latencies:
+            tally.out_of_order += disorder
+            tally.latencies_us.extend(latencies)
+            tally.deliveries += len(latencies)
+            if tally.deliveries >= tally.expected:
+                tally.done.set()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class SSEClient(Receiver):
+    """One raw HTTP/1.1 SSE connection: status line, headers, chunked body, events."""
+
+    def __init__(self, request: bytes, tally: Tally, ready_on_headers: bool = False) -> None:
+        super().__init__(request, tally, ready_on_headers)
+        self.chunked = False
+        self.chunk_left = 0  # data bytes left in the current chunk
+        self.skip = 0  # CRLF bytes left after a chunk
+        self.text = b""  # body bytes not yet split into events
 
     def data_received(self, data: bytes) -> None:
         now = time.time_ns()
@@ -84,22 +145,10 @@ class SSEClient(asyncio.Protocol):
 
     # HTTP framing
     def _headers(self) -> bool:
-        end = self.raw.find(b"\r\n\r\n")
-        if end < 0:
+        fields = self.head("200")
+        if fields is None:
             return False
-        head = bytes(self.raw[:end]).decode("latin-1").split("\r\n")
-        del self.raw[: end + 4]
-        status = head[0].split(" ", 2)
-        if len(status) < 2 or status[1] != "200":
-            self.ready.set_exception(ConnectionError(f"HTTP answer {head[0]!r}"))
-            assert self.transport is not None
-            self.transport.close()
-            return False
-        fields = {
-            k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])
-        }
         self.chunked = "chunked" in fields.get("transfer-encoding", "").lower()
-        self.headers_done = True
         return True
 
     def _take_all(self) -> bytes:
@@ -142,9 +191,7 @@ class SSEClient(asyncio.Protocol):
     def _events(self, body: bytes, now: int) -> None:
         blocks = (self.text + body if self.text else body).split(b"\n\n")
         self.text = blocks.pop()  # an event is complete only at its empty line
-        latencies: list[int] = []
-        next_seq = self.next_seq
-        warm = disorder = 0
+        payloads: list[bytes] = []
         for block in blocks:
             eol = block.find(b"\n")
             if (
@@ -155,28 +202,9 @@ class SSEClient(asyncio.Protocol):
                 data: bytes | None = block[eol + 7 :]  # the usual shape: one id, one data line
             else:
                 data = self._data(block)
-            if data is None:
-                continue
-            seq, published = stamp(data)
-            if seq < 0:
-                warm += 1
-                continue
-            if seq != next_seq:
-                disorder += 1
-            next_seq = seq + 1
-            latencies.append((now - published) // 1000)
-        self.next_seq = next_seq
-        tally = self.tally
-        if warm:
-            tally.warm += warm
-            if tally.warm >= tally.warm_target:
-                tally.warmed.set()
-        if latencies:
-            tally.out_of_order += disorder
-            tally.latencies_us.extend(latencies)
-            tally.deliveries += len(latencies)
-            if tally.deliveries >= tally.expected:
-                tally.done.set()
+            if data is not None:
+                payloads.append(data)
+        self.record(payloads, now)
 
     def _data(self, block: bytes) -> bytes | None:
         """Any other block (WHATWG field parsing): data lines joined, comments skipped."""
@@ -191,10 +219,6 @@ class SSEClient(asyncio.Protocol):
                 self.ready.set_result(None)
         return data
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
 
 def sse_request(port: int, path: str, token: str) -> bytes:
     return (
@@ -203,30 +227,40 @@ def sse_request(port: int, path: str, token: str) -> bytes:
     ).encode()
 
 
-async def open_client(port: int, request: bytes, tally: Tally) -> SSEClient:
-    """One connected client; its ``ready`` resolves once the stream has begun (``retry:``)."""
-    client = SSEClient(request, tally)
+async def open_client(
+    port: int, request: bytes, tally: Tally, kind: type[Receiver] = SSEClient, **options: Any
+) -> Receiver:
+    """One connected client; its ``ready`` resolves once the stream has begun."""
+    client = kind(request, tally, **options)
     await asyncio.get_running_loop().create_connection(lambda: client, "127.0.0.1", port)
     return client
 
 
 async def open_clients(
-    port: int, request: bytes, count: int, tally: Tally, clients: list[SSEClient]
+    port: int,
+    request: bytes,
+    count: int,
+    tally: Tally,
+    clients: list[Receiver],
+    *,
+    kind: type[Receiver] = SSEClient,
+    at_once: int = 64,
+    **options: Any,
 ) -> None:
-    """``count`` clients sharing ``tally``, 64 connecting at a time, each appended to
-    ``clients`` as soon as it is connected (so that a failure still closes it)."""
-    gate = asyncio.Semaphore(64)
+    """``count`` clients sharing ``tally``, ``at_once`` connecting at a time, each appended
+    to ``clients`` as soon as it is connected (so that a failure still closes it)."""
+    gate = asyncio.Semaphore(at_once)
 
     async def one() -> None:
         async with gate:
-            client = await open_client(port, request, tally)
+            client = await open_client(port, request, tally, kind, **options)
             clients.append(client)
-            await asyncio.wait_for(client.ready, 30)
+            await asyncio.wait_for(client.ready, 60)
 
     await asyncio.gather(*(one() for _ in range(count)))
 
 
-def close_all(clients: list[SSEClient]) -> int:
+def close_all(clients: list[Receiver]) -> int:
     """Close every client; how many had been cut (closed or ended by the server)."""
     cut = sum(1 for c in clients if c.lost or c.ended)
     for client in clients:

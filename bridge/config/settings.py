@@ -85,6 +85,9 @@ class GatewaySettings(Strict):
     max_message_bytes: PositiveInt = 1_048_576
     heartbeat: Duration = 15.0
     client_queue: PositiveInt = 1024
+    # Gather each client's writes for this long and write them together (issue 14): fewer
+    # system calls under load, up to this much more latency. Off (None) by default.
+    coalesce: Duration | None = None
     cors: CorsSettings = CorsSettings()
     # Local files of this gateway: the durable replay logs of MQTT, AMQP and CDC channels.
     # Relative paths are relative to the working directory; unset, see data_path.
@@ -110,6 +113,13 @@ class GatewaySettings(Strict):
     def _state(cls, value: str) -> str:
         if not value.startswith(("sqlite://", "postgresql://", "postgresql+asyncpg://")):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("coalesce")
+    @classmethod
+    def _coalesce(cls, value: float | None) -> float | None:
+        if value is not None and value > 0.1:
+            raise ValueError("must be at most 100ms (it delays every event by up to this)")
         return value
 
     @field_validator("heartbeat")

@@ -622,3 +622,10 @@ def test_every_bad_cors_origin_is_named(raw: dict[str, Any]) -> None:
     paths = [p.path for p in problems]
     assert paths == ["gateway.cors.allow_origins", "apis[0].cors.allow_origins"]
     assert "app.example, http://a.example/path" in problems[0].message
+
+
+def test_coalesce_is_off_by_default_and_takes_a_short_duration() -> None:
+    assert Config().gateway.coalesce is None
+    assert parse_config({"gateway": {"coalesce": "5ms"}}, {}).gateway.coalesce == 0.005
+    bad = {"gateway": {"coalesce": "1s", "heartbeat": "1m"}}
+    assert sorted(paths_of(bad, {})) == ["gateway.coalesce", "gateway.heartbeat"]  # both

@@ -20,6 +20,7 @@ from bridge.tokens import (
     SigningKey,
     TokenIssuer,
     TrustedKeys,
+    VerifiedTokens,
     new_signing_key,
     signing_key_from_pem,
     verify_token,
@@ -313,3 +314,36 @@ def test_token_signed_by_another_key_with_our_kid_is_refused(key: SigningKey) ->
 @pytest.mark.parametrize("token", ["", "garbage", "a.b", "a.b.c", "...."])
 def test_malformed_tokens_are_refused(key: SigningKey, token: str) -> None:
     refused(token, trusted(key))
+
+
+def test_a_verified_token_is_served_from_the_cache_until_it_expires(key: SigningKey) -> None:
+    now = time.time()
+    token = issuer_for(key).issue("c", frozenset({"orders:read"}), now)
+    cache = VerifiedTokens()
+    grant = verify_token(token, trusted(key))
+    cache.put(token, grant)
+    assert cache.get(token, now) == grant
+    assert cache.get(token, grant.expires_at) is None  # expired: verified anew, and refused
+    assert len(cache) == 0
+
+
+def test_the_cache_never_lends_a_signature_to_other_claims(key: SigningKey) -> None:
+    token = issuer_for(key).issue("c", frozenset({"orders:read"}), time.time())
+    cache = VerifiedTokens()
+    cache.put(token, verify_token(token, trusted(key)))
+    head, body, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    claims["scope"] = "orders:read admin"
+    forged = f"{head}.{b64(json.dumps(claims).encode())}.{signature}"
+    assert cache.get(forged, time.time()) is None
+    refused(forged, trusted(key))
+
+
+def test_the_cache_is_bounded_and_drops_its_oldest_entry_first(key: SigningKey) -> None:
+    issuer, now = issuer_for(key), time.time()
+    tokens = [issuer.issue(f"c{i}", frozenset(), now) for i in range(3)]
+    cache = VerifiedTokens(max_entries=2)
+    for token in tokens:
+        cache.put(token, verify_token(token, trusted(key)))
+    assert cache.get(tokens[0], now) is None
+    assert cache.get(tokens[2], now) is not None

@@ -1,0 +1,226 @@
+"""A stream's direct way to its client's socket, past the ASGI send chain (issue 14).
+
+The server's protocols (``gateway/edge.py`` for HTTP, :class:`OutletWebSocketProtocol`)
+give every connection an :class:`Outlet` and hand it to the application in the ASGI scope
+extension ``streambridge.outlet``. A stream whose writer is parked with nothing queued
+*arms* it on its subscriber; the hub then writes each event's pre-encoded bytes (an HTTP
+chunk holding the SSE frame, or an unmasked WebSocket frame, built once per event) to every
+armed client's transport in its one fan-out loop, with no task woken per client.
+
+An outlet refuses (and the event goes to the client's bounded queue, its writer woken) when
+the transport is paused (its write buffer is over the high-water mark), closing, or the
+tier's events-per-minute window is spent: the queue path then applies the slow-client cut
+and the throttling exactly as before. An outlet's writes are gathered until the end of the
+loop's turn (or ``gateway.coalesce`` long) and written together (:class:`Coalescer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from bridge.errors import ClientGone
+from gateway.queueing import Entry, Subscriber
+
+if TYPE_CHECKING:
+    from gateway.metrics import Histogram, Value
+
+OUTLET = "streambridge.outlet"  # the ASGI scope extension holding the connection's Outlet
+
+Encode = Callable[[Entry, "str | None"], bytes]
+
+
+class Permits(Protocol):
+    """The tier's events-per-minute window, as a direct write asks it (connections.Rate)."""
+
+    def take_now(self) -> bool: ...
+
+
+class Outlet:
+    """One connection's transport, as the fan-out path writes to it."""
+
+    __slots__ = (
+        "coalescer",
+        "counters",
+        "encode",
+        "last_id",
+        "latency",
+        "paused",
+        "pending",
+        "sent",
+        "subscriber",
+        "transport",
+        "window",
+    )
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.paused = False  # the transport's write buffer is over its high-water mark
+        self.subscriber: Subscriber | None = None  # the stream using it (told of a hang-up)
+        self.encode: Encode | None = None
+        self.window: Permits | None = None
+        self.counters: Mapping[str | None, Value] = {}
+        self.latency: Histogram | None = None
+        self.coalescer: Coalescer | None = None
+        self.pending: list[bytes] = []
+        self.sent = 0  # events written through the outlet, and the id of the last
+        self.last_id: str | None = None
+
+    def claim(
+        self,
+        subscriber: Subscriber,
+        encode: Encode,
+        *,
+        window: Permits | None,
+        counters: Mapping[str | None, Value],
+        latency: Histogram,
+        coalescer: Coalescer | None,
+    ) -> None:
+        """A stream takes the outlet over (once its response or handshake went out)."""
+        self.subscriber = subscriber
+        self.encode = encode
+        self.window = window
+        self.counters = counters
+        self.latency = latency
+        self.coalescer = coalescer
+        self.sent = 0
+        self.last_id = None
+
+    def release(self) -> None:
+        """The stream ended: the hub no longer writes here (keep-alive may reuse it)."""
+        self.flush()
+        subscriber, self.subscriber = self.subscriber, None
+        if subscriber is not None and subscriber.outlet is self:
+            subscriber.outlet = None
+        self.encode = None
+
+    def deliver(self, entry: Entry, name: str | None) -> bool:
+        """Write one event now; False when it must take the queue path instead."""
+        transport = self.transport
+        if self.paused or transport.is_closing():
+            return False
+        window = self.window
+        if window is not None and not window.take_now():
+            return False  # the queue path ends the stream with Throttled
+        encode = self.encode
+        assert encode is not None
+        data = encode(entry, name)
+        coalescer = self.coalescer
+        if coalescer is None:
+            transport.write(data)
+        else:
+            if not self.pending:
+                coalescer.add(self)
+            self.pending.append(data)
+        self.sent += 1
+        self.last_id = entry.id
+        self.counters[name].value += 1
+        assert self.latency is not None
+        self.latency.observe(time.perf_counter() - entry.born)
+        return True
+
+    def write(self, data: bytes) -> bool:
+        """Write a frame that is not an event (a heartbeat); False when it cannot now."""
+        if self.paused or self.transport.is_closing():
+            return False
+        self.flush()
+        self.transport.write(data)
+        return True
+
+    def flush(self) -> None:
+        pending = self.pending
+        if pending:
+            self.pending = []
+            if not self.transport.is_closing():
+                self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    # --- called by the protocol ---------------------------------------------------------
+    def pause(self) -> None:
+        self.paused = True
+        subscriber = self.subscriber
+        if subscriber is not None:
+            subscriber.disarm()
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def lost(self) -> None:
+        """The connection is gone: the stream ends (no task watches for it)."""
+        self.paused = True
+        self.pending = []
+        subscriber = self.subscriber
+        if subscriber is not None:
+            subscriber.close(ClientGone("client disconnected"))
+
+
+def outlet_of(scope: Mapping[str, Any]) -> Outlet | None:
+    extensions = scope.get("extensions")
+    outlet = None if extensions is None else extensions.get(OUTLET)
+    return outlet if isinstance(outlet, Outlet) else None
+
+
+class Coalescer:
+    """The outlets written to are flushed together, one write per client: by default at
+    the end of the event loop's current turn (what a burst of events brings in one turn,
+    as when the server was busy, goes out in one write per client, as the queue path
+    does; one event alone goes out at once), or ``gateway.coalesce`` later."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self._due: list[Outlet] = []
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+
+    def add(self, outlet: Outlet) -> None:
+        self._due.append(outlet)
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            if self.delay:
+                self._timer = loop.call_later(self.delay, self._flush)
+            else:
+                self._timer = loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        due, self._due = self._due, []
+        for outlet in due:
+            outlet.flush()
+
+
+class OutletHooks(asyncio.Protocol):
+    """What a server protocol tells its connection's :class:`Outlet`; mixed in before
+    uvicorn's protocol class, whose own handling runs too."""
+
+    outlet: Outlet | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.outlet is not None:
+            self.outlet.pause()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.outlet is not None:
+            self.outlet.resume()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.outlet is not None:
+            self.outlet.lost()
+        super().connection_lost(exc)
+
+
+class OutletWebSocketProtocol(OutletHooks, WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol with an :class:`Outlet` in the scope."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.outlet = Outlet(self.transport)
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope: Any = getattr(self, "scope", None)
+        if scope is not None and self.outlet is not None:
+            scope["extensions"][OUTLET] = self.outlet

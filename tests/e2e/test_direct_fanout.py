@@ -1,0 +1,177 @@
+"""The direct-write fan-out path (issue 14): the hub writes each event's bytes, encoded
+once, to every ready client's socket; a paused socket falls back to the client's bounded
+queue, which still cuts a client that stopped reading (CONTRACT §5)."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import socket
+import time
+
+from tests.e2e.helpers import (
+    eventually,
+    fetch_token,
+    metric,
+    metrics_text,
+    payloads,
+    publisher,
+    room,
+    sse_stream,
+)
+from tests.e2e.servers import MAIN_SECRET, SLOW_SECRET, Server
+from tests.e2e.test_sse import RawStream, dechunk
+
+THOUSAND = 1000
+
+
+async def test_a_client_that_stops_reading_is_cut_with_its_last_id_while_others_keep_up(
+    slow_server: Server,
+) -> None:
+    server = slow_server
+    token = await fetch_token(server.base_url, "s", SLOW_SECRET)
+    r = room()
+    path = f"/slow/1.0.0/t/{r}"
+    total, pad = 60, "x" * 100_000  # 6 MB: more than the socket buffers hold
+    sample = "streambridge_slow_client_disconnects_total"
+    before = metric(await metrics_text(server.base_url), sample, protocol="sse")
+    stuck = await RawStream.open(server, path, token)
+    try:
+        await stuck.read_until(b": ping")  # attached; from here on it reads nothing
+        async with (
+            sse_stream(server.base_url, path, token) as one,
+            sse_stream(server.base_url, path, token) as two,
+            publisher(server.ws_url, f"/slow-feed/1.0.0/in/{r}", token) as pub,
+        ):
+            lags, received = [], []
+            for n in range(total):
+                sent = time.monotonic()
+                await pub.send({"n": n, "pad": pad})
+                got = await one.events(1)
+                received += got
+                await two.events(1)
+                lags.append(time.monotonic() - sent)
+        assert [p["n"] for p in payloads(received)] == list(range(total))
+        # The stuck client never holds the others back: no event waits for its socket.
+        assert sorted(lags)[len(lags) // 2] < 1.0, f"median {sorted(lags)[len(lags) // 2]:.2f}s"
+
+        async def cut() -> bool:
+            text = await metrics_text(server.base_url)
+            return metric(text, sample, protocol="sse") >= before + 1
+
+        await eventually(cut, what="the stuck client's disconnection")
+        await stuck.read_to_end()
+    finally:
+        stuck.sock.close()
+    got = [e for e in stuck.events() if e.event != "lag"]
+    assert 0 < len(got) < total
+    ids = [e.id for e in received]
+    assert [e.id for e in got] == ids[: len(got)], "a prefix: its last id is where it resumes"
+    async with sse_stream(
+        server.base_url, path, token, headers={"Last-Event-ID": got[-1].id or ""}
+    ) as resumed:
+        rest = []
+        while len(rest) < total - len(got):
+            rest += [e for e in await resumed.events(1) if e.event != "lag"]
+    assert [e.id for e in rest] == ids[len(got) :]
+
+
+async def test_a_paused_socket_resumes_without_loss(slow_server: Server) -> None:
+    """Six events of 500 kB fill the socket and the transport's buffer (it pauses) but
+    not the queue (client_queue: 8): once the client reads again it gets all, in order."""
+    server = slow_server
+    token = await fetch_token(server.base_url, "s", SLOW_SECRET)
+    r = room()
+    path = f"/slow/1.0.0/t/{r}"
+    total, pad = 6, "y" * 500_000
+    paused = await RawStream.open(server, path, token)
+    try:
+        await paused.read_until(b": ping")
+        async with (
+            sse_stream(server.base_url, path, token) as pacer,
+            publisher(server.ws_url, f"/slow-feed/1.0.0/in/{r}", token) as pub,
+        ):
+            for n in range(total):
+                await pub.send({"n": n, "pad": pad})
+            live = await pacer.events(total)
+            await pub.send({"n": total, "pad": ""})  # written straight away once resumed
+            live += await pacer.events(1)
+            await paused.read_until(f'"n":{total},'.encode(), timeout=20.0)
+    finally:
+        paused.sock.close()
+    got = [e for e in paused.events() if e.event != "lag"]
+    assert [e.id for e in got] == [e.id for e in live]
+    assert [p["n"] for p in payloads(got)] == list(range(total + 1))
+
+
+async def _raw_subscriber(
+    port: int, request: bytes, head_end: bytes
+) -> tuple[socket.socket, bytes]:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(sock, request)
+    received = b""
+    while head_end not in received:
+        chunk = await loop.sock_recv(sock, 65536)
+        assert chunk, "closed before the stream began"
+        received += chunk
+    return sock, received
+
+
+async def test_a_thousand_clients_get_byte_identical_frames(server: Server) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4 * THOUSAND:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8 * THOUSAND), hard))
+    token = await fetch_token(server.base_url, "main", MAIN_SECRET)
+    r = room()
+    host = f"Host: 127.0.0.1:{server.port}\r\nAuthorization: Bearer {token}\r\n"
+    sse = f"GET /events/1.0.0/t/{r} HTTP/1.1\r\n{host}Accept: text/event-stream\r\n\r\n"
+    ws = (
+        f"GET /feed/1.0.0/watch/{r} HTTP/1.1\r\n{host}Upgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    gate = asyncio.Semaphore(100)
+
+    async def one(request: str, head_end: bytes) -> tuple[socket.socket, bytes]:
+        async with gate:
+            return await _raw_subscriber(server.port, request.encode(), head_end)
+
+    opened = await asyncio.gather(
+        *(one(sse, b"retry:") for _ in range(THOUSAND)),
+        *(one(ws, b"\r\n\r\n") for _ in range(THOUSAND)),
+        return_exceptions=True,
+    )
+    sockets = [item[0] for item in opened if isinstance(item, tuple)]
+    try:
+        assert len(sockets) == 2 * THOUSAND, [e for e in opened if not isinstance(e, tuple)][:3]
+        events = [{"n": n, "text": "frame ünïcode"} for n in range(3)]
+        async with publisher(server.ws_url, f"/feed/1.0.0/in/e2e/{r}", token) as pub:
+            await pub.send_all(events)
+        marker = b'"n":2,'
+        loop = asyncio.get_running_loop()
+
+        async def drain(item: tuple[socket.socket, bytes]) -> bytes:
+            sock, received = item
+            async with asyncio.timeout(30):
+                while marker not in received:
+                    chunk = await loop.sock_recv(sock, 65536)
+                    assert chunk, "closed early"
+                    received += chunk
+            return received
+
+        bodies = await asyncio.gather(*(drain(item) for item in opened if isinstance(item, tuple)))
+    finally:
+        for sock in sockets:
+            sock.close()
+    sse_frames = set()
+    for body in bodies[:THOUSAND]:
+        stream = dechunk(body.partition(b"\r\n\r\n")[2])
+        blocks = [b for b in stream.split(b"\n\n") if b.startswith(b"id:")]  # pings differ
+        sse_frames.add(tuple(blocks))
+    ws_frames = {body.partition(b"\r\n\r\n")[2] for body in bodies[THOUSAND:]}
+    assert len(sse_frames) == 1 and len(next(iter(sse_frames))) == 3
+    assert len(ws_frames) == 1, "every WebSocket client got the very same frame bytes"
+    assert next(iter(ws_frames)).startswith(b"\x81")  # FIN + text, unmasked

@@ -1,0 +1,103 @@
+"""gateway/outlet.py without sockets: what an Outlet writes, when it refuses, and what
+gateway.coalesce gathers into one write (issue 14)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bridge.errors import ClientGone
+from gateway.connections import Rate
+from gateway.metrics import Histogram, Value
+from gateway.outlet import Coalescer, Outlet
+from gateway.queueing import Entry, Subscriber
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+def entry(n: int) -> Entry:
+    return Entry(f"id-{n}", n, 0.0, f'{{"n":{n}}}', 0.0)
+
+
+def armed(
+    window: Rate | None = None, coalescer: Coalescer | None = None
+) -> tuple[Subscriber, Outlet, Transport]:
+    transport = Transport()
+    outlet = Outlet(transport)  # type: ignore[arg-type]
+    subscriber = Subscriber(8)
+    outlet.claim(
+        subscriber,
+        Entry.sse_chunk,
+        window=window,
+        counters={None: Value()},
+        latency=Histogram("h", "h", [1.0]),
+        coalescer=coalescer,
+    )
+    subscriber.arm(outlet)
+    return subscriber, outlet, transport
+
+
+def test_an_armed_subscriber_gets_each_event_written_as_one_http_chunk() -> None:
+    subscriber, outlet, transport = armed()
+    subscriber.offer((entry(1), None))
+    frame = entry(1).sse(None)
+    assert transport.writes == [b"%x\r\n%b\r\n" % (len(frame), frame)]
+    assert not subscriber.queue and not subscriber.wake.is_set()
+    assert (outlet.sent, outlet.last_id) == (1, "id-1")
+
+
+def test_a_paused_transport_sends_the_event_and_all_after_it_to_the_queue() -> None:
+    subscriber, outlet, transport = armed()
+    outlet.pause()
+    subscriber.offer((entry(1), None))
+    outlet.resume()
+    subscriber.offer((entry(2), None))  # behind the first, in order: the writer sends both
+    assert transport.writes == []
+    assert [item[0].id for item in subscriber.queue] == ["id-1", "id-2"]  # type: ignore[index]
+    assert subscriber.wake.is_set()
+
+
+def test_a_spent_window_leaves_the_event_to_the_queue_path_which_throttles() -> None:
+    subscriber, _, transport = armed(window=Rate(("client", "api", "1.0.0"), 1, None))
+    subscriber.offer((entry(1), None))
+    subscriber.offer((entry(2), None))
+    assert len(transport.writes) == 1
+    assert len(subscriber.queue) == 1
+
+
+def test_a_hang_up_closes_the_stream() -> None:
+    subscriber, outlet, _ = armed()
+    outlet.lost()
+    assert isinstance(subscriber.closed, ClientGone)
+    assert subscriber.outlet is None
+
+
+async def test_coalesced_events_go_out_in_one_write_after_the_delay() -> None:
+    subscriber, _, transport = armed(coalescer=Coalescer(0.005))
+    for n in range(3):
+        subscriber.offer((entry(n), None))
+    assert transport.writes == []
+    await asyncio.sleep(0.05)
+    assert transport.writes == [b"".join(entry(n).sse_chunk(None) for n in range(3))]
+
+
+async def test_by_default_events_of_one_loop_turn_go_out_in_one_write() -> None:
+    subscriber, _, transport = armed(coalescer=Coalescer())
+    subscriber.offer((entry(1), None))
+    subscriber.offer((entry(2), None))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert transport.writes == [entry(1).sse_chunk(None) + entry(2).sse_chunk(None)]
+    subscriber.offer((entry(3), None))  # alone in its turn: written by itself
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert transport.writes[1:] == [entry(3).sse_chunk(None)]
