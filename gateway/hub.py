@@ -30,6 +30,7 @@ __all__ = ["Entry", "GapNotice", "Handover", "Hub", "HubSet", "Item", "Subscribe
 
 log = logging.getLogger("streambridge.hub")
 HUB_START_SECONDS = 5.0  # how long a catch-up waits for a new hub to know its position
+REAP_WAIT = 5.0  # how long closing a hub waits for its reader to stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +72,15 @@ class Hub:
         # Every topic reading through this hub counts what it reads (events_in per topic).
         self.event_in_counters: dict[tuple[str, ...], Callable[[], None]] = {}
         self.log: deque[Entry] = deque()
-        self.evicted_upto = 0  # sequence of the newest entry no longer in the log
+        # Sequence of the newest entry no longer in the log: at first, every id handed out
+        # before this hub began (an id of a closed hub of this channel is not in its log).
+        self.evicted_upto = next(sequence)
         # The connector position of the last event read: a restarted run (broker outage)
         # continues from there, so nothing the broker still holds is lost or repeated.
         self.cursor: str | None = None
         self.subscribers: dict[Subscriber, str | None] = {}
         self.idle_since = clock.monotonic()
+        self.on_idle: Callable[[], None] = lambda: None  # its last subscriber just left
         # Set once the hub knows its position in the channel (``cursor``), so a client
         # catching up knows where the live part begins.
         self.started = asyncio.Event()
@@ -256,6 +260,7 @@ class Hub:
         self.subscribers.pop(subscriber, None)
         if not self.subscribers:
             self.idle_since = self._clock.monotonic()
+            self.on_idle()
 
 
 class HubSet:
@@ -302,7 +307,8 @@ class HubSet:
         name = self._names.pop(key, None)
         task = None if name is None else self._supervisor.cancel(name)
         if task is not None:
-            await asyncio.wait([task])
+            # Bounded: one hub slow to stop must not hold up the others closing.
+            await asyncio.wait([task], timeout=REAP_WAIT)
         if hub is None or not release or not isinstance(hub.connector, Releasing):
             return
         broker, channel, _ = key

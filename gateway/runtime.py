@@ -10,7 +10,7 @@ it no longer allows.
 from __future__ import annotations
 
 import asyncio
-import fcntl
+import contextlib
 import functools
 import json
 import logging
@@ -18,13 +18,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from bridge.catalog import Catalog, TopicMatch
 from bridge.config import Api, Config, Target
 from bridge.cursor import new_epoch
-from bridge.errors import BridgeError, ConfigError, PipelineError, Problem, Revoked, ShuttingDown
+from bridge.errors import BridgeError, PipelineError, Revoked, ShuttingDown
 from bridge.event import Event
 from bridge.lifecycle import VISIBLE_STATES
 from bridge.policy import FailedAttempts
@@ -34,6 +33,7 @@ from bridge.supervision import Supervisor
 from connectors import Connector, connector_for
 from gateway.auth import TokenAuthority
 from gateway.connections import Connections
+from gateway.datadir import claim_data_dir
 from gateway.hub import Hub, HubSet
 from gateway.metrics import Metrics, open_files
 from gateway.upstreams import Upstreams, source_name
@@ -41,11 +41,15 @@ from gateway.websub.service import WebSubService
 from pipelines.topic import topic_pipeline
 
 log = logging.getLogger("streambridge.runtime")
-DURABLE_LOG_BROKERS = ("mqtt", "amqp", "postgres-cdc")  # keep files in gateway.data_dir
 HOUSEKEEPING_SECONDS = 5.0
 SECRET_CHECK_THREADS = 2
-KEPT_HISTORY_IDLE_SECONDS = 10.0  # an idle hub on Kafka: quick reconnects still share it
+KEPT_HISTORY_IDLE_SECONDS = 10.0  # a Kafka hub fetched but never attached to, at most
 STORE_POLL_SECONDS = 1.0  # how soon another gateway's change to the store applies here
+
+
+def keeps_history(source: object) -> bool:
+    """Whether subscribers can read the broker's own history (Kafka), not only the hub's."""
+    return bool(getattr(source, "keeps_history", False))
 
 
 class Runtime:
@@ -75,6 +79,10 @@ class Runtime:
         self.websub: WebSubService | None = None
         self._refresh_lock = asyncio.Lock()
         self._eager: set[tuple[str, str, str]] = set()
+        # Hubs on a broker that keeps its own history (Kafka) whose last subscriber left:
+        # housekeeping closes them at once, and their consumers' sockets with them.
+        self._released: set[tuple[str, str, str]] = set()
+        self._release_now = asyncio.Event()
         self.stopping = False
         # Extra tasks that live as long as the gateway (the embedded demo's producer).
         self.background: list[Callable[[Runtime], Awaitable[None]]] = []
@@ -93,7 +101,7 @@ class Runtime:
             self.catalog = Catalog(await self.store.snapshot())
             self.authority = await TokenAuthority.open(self.config.auth, self.store)
             stack.push_async_callback(self.authority.aclose)
-            data_dir = self._claim_data_dir(stack)
+            data_dir = claim_data_dir(self.config, stack)
             for name, settings in self.config.brokers.items():
                 retain, max_age = self._retention(name)
                 connector = connector_for(
@@ -134,23 +142,6 @@ class Runtime:
                 stopping = [task for name in own if (task := self.supervisor.cancel(name))]
                 if stopping:
                     await asyncio.wait(stopping)
-
-    def _claim_data_dir(self, stack: AsyncExitStack) -> Path | None:
-        """Lock ``gateway.data_dir`` for this process when a broker keeps logs there: two
-        gateways appending to the same replay logs would corrupt them."""
-        if not any(b.type in DURABLE_LOG_BROKERS for b in self.config.brokers.values()):
-            return None
-        path = self.config.gateway.data_path
-        path.mkdir(parents=True, exist_ok=True)
-        lock = (path / ".lock").open("w")
-        stack.callback(lock.close)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                [Problem("gateway.data_dir", f"{path} is in use by another gateway process")]
-            ) from None
-        return path
 
     # --- broker reconnects ----------------------------------------------------------------
     def _count_hub_restart(self, broker: str) -> None:
@@ -251,9 +242,12 @@ class Runtime:
         return max(r.max_events for r in replays), max(r.max_age for r in replays)
 
     def _start_eager_hubs(self) -> None:
-        """Topics without parameters start reading at once, so their replay log fills."""
+        """Topics without parameters start reading at once, so their replay log fills;
+        not on a broker that keeps its own history (Kafka): subscribers read it there."""
         for api in self.catalog.apis():
             if api.state not in VISIBLE_STATES or api.protocol == "websub":
+                continue
+            if keeps_history(self.connectors.get(api.broker or "")):
                 continue
             if api.endpoint is not None and api.protocol != "sse":
                 continue  # a WebSocket endpoint is proxied per client, without a hub
@@ -265,26 +259,47 @@ class Runtime:
                         self.hub(match, masked=masked)
 
     async def _housekeeping(self) -> None:
+        due = time.monotonic() + HOUSEKEEPING_SECONDS
         while True:
-            await asyncio.sleep(HOUSEKEEPING_SECONDS)
-            self.connections.prune_windows(time.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release_now.wait(), due - time.monotonic())
+            self._release_now.clear()
+            if time.monotonic() >= due:
+                due = time.monotonic() + HOUSEKEEPING_SECONDS
+                self.connections.prune_windows(time.time())
             await self.close_idle_hubs()
+
+    def _released_hub(self, key: tuple[str, str, str]) -> None:
+        self._released.add(key)
+        self._release_now.set()
 
     async def close_idle_hubs(self) -> None:
         """Hubs idle for their ``replay.max_age`` close; past ``limits.max_idle_hubs``
         idle ones, the least recently used close early (CONTRACT §4c). A hub on a broker
-        that keeps its own history (Kafka) closes after ``KEPT_HISTORY_IDLE_SECONDS``:
+        that keeps its own history (Kafka) closes as soon as its last subscriber leaves:
         a resume reads the broker again, exactly, and its consumer's sockets go now."""
         idle = [(key, hub) for key, hub in self.hubs.idle() if key not in self._eager]
         surplus = len(idle) - self.config.gateway.limits.max_idle_hubs
         now = time.monotonic()
+        closing: list[tuple[tuple[str, str, str], bool]] = []
         for index, (key, hub) in enumerate(idle):
             keep = hub.replay.max_age
-            if getattr(hub.connector, "keeps_history", False):
+            if keeps_history(hub.connector):
                 keep = min(keep, KEPT_HISTORY_IDLE_SECONDS)
-            expired = index < surplus or now - hub.idle_since > keep
-            if expired and not hub.subscribers:  # none came back while another closed
-                await self.hubs.reap_one(key)
+            if index < surplus or now - hub.idle_since > keep:
+                closing.append((key, False))
+            elif key in self._released:
+                closing.append((key, True))
+
+        async def close(key: tuple[str, str, str], released: bool) -> None:
+            hub = self.hubs.hubs.get(key)
+            # A client may have fetched it since (self.hub: no longer released) or joined.
+            if hub is None or hub.subscribers or (released and key not in self._released):
+                return
+            self._released.discard(key)
+            await self.hubs.reap_one(key)
+
+        await asyncio.gather(*(close(*c) for c in closing))  # one slow hub holds up none
 
     # --- hubs ------------------------------------------------------------------------------
     def source(self, api: Api, target: Target = "production") -> Connector:
@@ -347,7 +362,11 @@ class Runtime:
                 sequence=self.hubs.sequence,
             )
 
-        hub = self.hubs.get(self.hub_key(match, masked, target), factory)
+        key = self.hub_key(match, masked, target)
+        hub = self.hubs.get(key, factory)
+        self._released.discard(key)  # a client attaches to it next
+        if keeps_history(hub.connector):
+            hub.on_idle = functools.partial(self._released_hub, key)
         # Another topic (of this or another API) sharing the hub counts its events too.
         hub.event_in_counters.setdefault(labels, events_in.inc)
         return hub
