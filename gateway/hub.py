@@ -99,9 +99,10 @@ class Hub:
         # Every topic reading through this hub counts what it reads (events_in per topic).
         self.event_in_counters: dict[tuple[str, ...], Callable[[], None]] = {}
         self.log: deque[Entry] = deque()
-        # Sequence of the newest entry no longer in the log: at first, every id handed out
-        # before this hub began (an id of a closed hub of this channel is not in its log).
-        self.evicted_upto = sequence.issued
+        # Sequence of the newest entry no longer in the log. At first: past every id handed
+        # out before this hub began, the newest included (a closed hub of this channel may
+        # have issued it, and what came after it is not in this log but in the broker).
+        self.evicted_upto = sequence.issued + 1
         # The connector position of the last event read: a restarted run (broker outage)
         # continues from there, so nothing the broker still holds is lost or repeated.
         self.cursor: str | None = None

@@ -171,7 +171,11 @@ async def test_a_closed_kafka_stream_gives_back_its_broker_connections_at_once(
                 reader.cancel()
                 await producer.stop()
             assert seen >= every, every - seen
-            assert broker_sockets(pid) > before
+
+            async def connected() -> bool:  # the consumers' own connections
+                return broker_sockets(pid) > before
+
+            await eventually(connected, 10, "the consumers connected to the broker")
 
         async def closed() -> bool:
             return await hubs() == 0
