@@ -38,6 +38,7 @@ from pipelines.aggregation import Aggregation, Totals
 from pipelines.pipeline import build_pipeline
 from pipelines.values import value_key
 from pipelines.window import panes, windows_holding
+from worker.continuity import Continuity
 from worker.log_records import CHANNEL, LogFence, source_headers
 from worker.table import GROUP_HEADER, WINDOW_END_HEADER, ClosingTable, Key
 
@@ -195,7 +196,10 @@ def _add_job(
     )
     app.tables.add(table)
 
+    continuity = Continuity(lambda tp, offset: app.consumer.seek(tp, offset))
+
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        continuity.reset()
         await table.stop_closing()
 
     app.on_partitions_revoked.connect(on_revoked)
@@ -205,6 +209,9 @@ def _add_job(
     async def split(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for record in stream.events():
             message = record.message
+            if not await continuity.admit(message.tp, message.offset):
+                yield None
+                continue
             headers = {k: v.decode(errors="replace") for k, v in message.headers or ()}
             channel = job.source
             if job.logged:
@@ -242,6 +249,9 @@ def _add_job(
 
     async def count(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
         async for record in stream.events():
+            if not await continuity.admit(record.message.tp, record.message.offset):
+                yield None
+                continue
             partition = record.message.partition
             value = record.value
             group = record.key.decode()
