@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: run test lint typecheck services kafka-early unit e2e bench screenshots clean
+.PHONY: run test coverage lint typecheck services kafka-early unit e2e bench screenshots clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
@@ -47,17 +47,22 @@ kafka-early:
 
 # The suite runs in TEST_WORKERS pytest-xdist processes (most tests wait on sockets and
 # subprocesses, not the CPU), a file's tests on one worker (its module fixtures are built
-# once). Coverage includes the workers and the gateway processes the tests start
-# ([tool.coverage.run] in pyproject.toml); their data files are combined. The report shows
-# the 15 least covered files and the total, and fails under fail_under.
-# Bytecode is cached (__pycache__, git-ignored) even where the environment sets
+# once). Bytecode is cached (__pycache__, git-ignored) even where the environment sets
 # PYTHONDONTWRITEBYTECODE: every worker and gateway process would compile the sources and
 # rewrite the test modules again.
+# `make test` runs without coverage: tracing every gateway process nearly doubled the
+# suite on 2 cores (two e2e files: 101 s plain, 188 s traced), past the 10-minute budget.
+# `make coverage` runs the same suite traced, the gateway and worker processes the tests
+# start included ([tool.coverage.run] in pyproject.toml), combines their data files,
+# shows the 15 least covered files and the total, and fails under fail_under.
 TEST_WORKERS ?= 4
+PYTEST_SUITE = -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 test: kafka-early lint typecheck services
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python $(PYTEST_SUITE)
+
+coverage: kafka-early lint typecheck services
 	$(BIN)/coverage erase
-	env -u PYTHONDONTWRITEBYTECODE \
-	  $(BIN)/coverage run -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/coverage run $(PYTEST_SUITE)
 	$(BIN)/coverage combine -q
 	@$(BIN)/coverage report --skip-covered --sort=cover > $(VENV)/coverage.txt; \
 	  status=$$?; head -n 17 $(VENV)/coverage.txt; tail -n 5 $(VENV)/coverage.txt; exit $$status

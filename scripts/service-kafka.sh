@@ -66,7 +66,16 @@ fi
 no_wait=0
 [ "${1:-}" = "--no-wait" ] && no_wait=1
 
-if listening; then
+# A broker of ours still booting (`make kafka-early` started it) is waited for, never
+# started twice: a second JVM on the same ports and store stops at once, and may take the
+# first one's controller port with it.
+booting() {
+  local pid
+  pid=$(cat "$DATA/kafka.pid" 2>/dev/null) || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -q kafka.Kafka "/proc/$pid/cmdline" 2>/dev/null
+}
+
+if listening || booting; then
   [ "$no_wait" -eq 1 ] && exit 0
   wait_up
   say "Kafka up on $HOST:$PORT"
@@ -159,10 +168,39 @@ if [ ! -f "$DATA/logs/meta.properties" ]; then
     -t "$cluster_id" -c "$DATA/server.properties" >/dev/null
 fi
 
-setsid nohup java "${JAVA_OPTS[@]}" -cp "$CP" kafka.Kafka "$DATA/server.properties" \
-  >>"$LOG" 2>&1 </dev/null &
-echo $! >"$DATA/kafka.pid"
+start_broker() {
+  setsid nohup java "${JAVA_OPTS[@]}" -cp "$CP" kafka.Kafka "$DATA/server.properties" \
+    >>"$LOG" 2>&1 </dev/null &
+  echo $! >"$DATA/kafka.pid"
+}
+
+# Waits as wait_up does, and starts the broker again (twice at most) when its JVM has
+# exited: once a broker still shutting down held the controller port, and the new one
+# stopped at once ("Address already in use").
+wait_started() {
+  local deadline=$((SECONDS + WAIT_SECONDS)) restarts=0
+  until listening && answers; do
+    if ! kill -0 "$(cat "$DATA/kafka.pid" 2>/dev/null || echo 0)" 2>/dev/null; then
+      if [ "$restarts" -ge 2 ]; then
+        say "Kafka exited at start $((restarts + 1)) times; see $LOG" >&2
+        exit 1
+      fi
+      restarts=$((restarts + 1))
+      say "Kafka exited at start (see $LOG); starting it again in 2s"
+      sleep 2
+      start_broker
+      deadline=$((SECONDS + WAIT_SECONDS))
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      say "Kafka did not answer on $HOST:$PORT within ${WAIT_SECONDS}s; see $LOG" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+}
+
+start_broker
 say "starting Apache Kafka $KAFKA_VERSION on $HOST:$PORT (store $DATA, log $LOG)"
 [ "$no_wait" -eq 1 ] && exit 0
-wait_up
+wait_started
 say "Kafka up on $HOST:$PORT"

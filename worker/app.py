@@ -126,7 +126,7 @@ def window_app(
         broker_commit_interval=options.commit_interval,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        stream_wait_empty=False,
+        stream_wait_empty=True,  # a revocation waits for the record in hand, then commits
     )
     for job, topics in jobs:
         _add_job(app, bootstrap, job, topics, options)

@@ -58,13 +58,12 @@ class Continuity:
             expected = self._next.get(tp)
             if expected is not None and offset > expected:
                 log.warning(
-                    "the consumer skipped records; reading them again",
-                    extra={
-                        "topic": tp.topic,
-                        "partition": tp.partition,
-                        "missing": expected,
-                        "given": offset,
-                    },
+                    "the consumer skipped records of %s[%d] from %d to %d; reading them again",
+                    tp.topic,
+                    tp.partition,
+                    expected,
+                    offset,
+                    extra={"topic": tp.topic, "partition": tp.partition},
                 )
                 self._rewinding[tp] = offset
                 await self._seek(tp, expected)

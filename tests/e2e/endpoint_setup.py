@@ -45,7 +45,9 @@ def endpoint_config(
                 "version": "1.0.0",
                 "context": "/clock",
                 "protocol": "sse",
-                "endpoint": {"production": sse_url, "connect_timeout": "2s", "suspend": suspend},
+                # 10 s: on a loaded 2-core run the origin's headers took over 2 s once, the
+                # gateway connected again, and the origin briefly held two connections.
+                "endpoint": {"production": sse_url, "connect_timeout": "10s", "suspend": suspend},
                 "replay": {"max_events": 1000, "max_age": "10m"},
                 "topics": [
                     {"name": "/ticks", "url_mapping": "/stream/ticks"},
