@@ -1,72 +1,110 @@
-"""Records a Faust agent skipped, read again.
+"""Records a Faust agent was never given, read by the worker itself.
 
 After a rebalance, faust-streaming (0.15) can hand an agent a partition's records with a
-hole: in a two-worker run with a ``kill -9``, the survivor took the killed worker's
-source partition over, forwarded offsets 189..209, then 215. Offsets 210..214 never
-reached the agent, the committed offset stayed at 210, and their windows closed without
-them (the same family as faust-streaming issues #216 and #221: records prefetched or
-queued around a rebalance). Nothing else would read them before the next restart.
+hole. In two-worker runs with a ``kill -9``, the survivor took the killed worker's source
+partition over and its split agent was given offsets up to 209, then 215; or up to 177,
+then 182. The missing records never reached the agent, and their windows closed without
+them. Records fetched during the recovery of the tables, and a seek to the committed
+offsets after it, are involved (the family of faust-streaming issues #216 and #221); a
+seek of our own back to the hole was not answered either.
 
 :class:`Continuity` watches the offsets each agent is given per partition. On a hole it
-seeks the consumer back to the first missing offset and passes over what was fetched
-before the seek (offsets past the one that showed the hole), seeking again at each: Faust
-drops a record below the latest offset it handed out, so the last seek must follow the
-last of them. They all come again, in order.
-Its callers then neither count nor forward a record twice for this reason. A hole that
-the log really has (compaction, transaction markers) is seen again at once after the
-seek, at or before the offset that showed it, and accepted.
+reads the missing records from Kafka with a consumer of its own, for the agent to process
+before the record that showed the hole, and tells Faust's consumer they are done, so its
+committed offset moves past them. Should Faust give them later after all, the agents'
+deduplication (the per-source marks of a window) drops them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
 log = logging.getLogger("streambridge.worker")
 
-Seek = Callable[[TP, int], Awaitable[None]]
+READ_SECONDS = 30.0  # to read one hole; a worker that cannot reach Kafka fails anyway
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record read past Faust: what the agents use of a Faust message."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp: float  # seconds, as Faust gives it
+
+
+ReadRange = Callable[[TP, int, int], Awaitable[list[Record]]]
+Settle = Callable[[TP, int, int], Awaitable[None]]
 
 
 class Continuity:
-    """Per partition: the next offset expected, and a rewind under way."""
+    """Per partition, the next offset expected; ``read_range(tp, start, end)`` reads
+    offsets ``start <= o < end``; ``settle(tp, start, end)`` marks them done in Faust."""
 
-    def __init__(self, seek: Seek) -> None:
-        self._seek = seek
+    def __init__(self, read_range: ReadRange, settle: Settle) -> None:
+        self._read_range = read_range
+        self._settle = settle
         self._next: dict[TP, int] = {}
-        self._rewinding: dict[TP, int] = {}  # partition -> the offset that showed the hole
 
     def reset(self) -> None:
         """Forget every partition: a rebalance seeks them to their committed offsets."""
         self._next.clear()
-        self._rewinding.clear()
 
-    async def admit(self, tp: TP, offset: int) -> bool:
-        """Whether the agent may process the record at ``offset`` of ``tp`` now. False
-        when it was given past a hole (or fetched before the rewind that fills one): the
-        consumer gives it again after the missing ones."""
-        showed_hole = self._rewinding.get(tp)
-        if showed_hole is not None:
-            if offset > showed_hole:
-                # Fetched before the seek, and it may have moved Faust's read offset past
-                # the records the seek asked for again: seek once more. It comes again.
-                await self._seek(tp, self._next[tp])
-                return False
-            del self._rewinding[tp]
-        else:
-            expected = self._next.get(tp)
-            if expected is not None and offset > expected:
-                log.warning(
-                    "the consumer skipped records of %s[%d] from %d to %d; reading them again",
-                    tp.topic,
-                    tp.partition,
-                    expected,
-                    offset,
-                    extra={"topic": tp.topic, "partition": tp.partition},
-                )
-                self._rewinding[tp] = offset
-                await self._seek(tp, expected)
-                return False
-        self._next[tp] = offset + 1
-        return True
+    async def missed_before(self, tp: TP, offset: int) -> list[Record]:
+        """The records of ``tp`` before ``offset`` that the agent was not given, in order
+        (mostly none): it processes them first, then the record at ``offset``."""
+        expected = self._next.get(tp)
+        self._next[tp] = offset + 1 if expected is None else max(expected, offset + 1)
+        if expected is None or offset <= expected:
+            return []  # in order, or given again (deduplicated downstream)
+        log.warning(
+            "the consumer skipped offsets %d to %d of %s[%d]; reading them directly",
+            expected,
+            offset - 1,
+            tp.topic,
+            tp.partition,
+            extra={"topic": tp.topic, "partition": tp.partition},
+        )
+        missed = await self._read_range(tp, expected, offset)
+        await self._settle(tp, expected, offset)
+        return missed
+
+
+async def read_range(bootstrap: str, tp: TP, start: int, end: int) -> list[Record]:
+    """Offsets ``start <= o < end`` of ``tp`` (fewer where the log has none)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        part = TopicPartition(tp.topic, tp.partition)
+        consumer.assign([part])
+        consumer.seek(part, start)
+        records: list[Record] = []
+        async with asyncio.timeout(READ_SECONDS):
+            while await consumer.position(part) < end:
+                batch = await consumer.getmany(part, timeout_ms=500)
+                records += [
+                    Record(
+                        r.partition,
+                        r.offset,
+                        r.key,
+                        r.value,
+                        list(r.headers or ()),
+                        r.timestamp / 1000,
+                    )
+                    for r in batch.get(part, [])
+                    if r.offset < end
+                ]
+        return records
+    finally:
+        await consumer.stop()
