@@ -203,7 +203,13 @@ def _add_job(
         # (it uses it for the holes of compacted topics): private, pinned with Faust.
         await cast(Any, app.consumer)._add_gap(tp, start, end - 1)
 
-    continuity = Continuity(partial(read_range, bootstrap), settle)
+    def committed(tp: TP) -> int | None:
+        # What Faust's consumer read as the group's committed offset when it last sought
+        # to it (after each rebalance's recovery): private too.
+        offset = cast(Any, app.consumer)._committed_offset.get(tp)
+        return offset if isinstance(offset, int) else None
+
+    continuity = Continuity(partial(read_range, bootstrap), settle, committed)
 
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         continuity.reset()

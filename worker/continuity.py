@@ -44,15 +44,21 @@ class Record:
 
 ReadRange = Callable[[TP, int, int], Awaitable[list[Record]]]
 Settle = Callable[[TP, int, int], Awaitable[None]]
+Committed = Callable[[TP], int | None]
 
 
 class Continuity:
     """Per partition, the next offset expected; ``read_range(tp, start, end)`` reads
-    offsets ``start <= o < end``; ``settle(tp, start, end)`` marks them done in Faust."""
+    offsets ``start <= o < end``; ``settle(tp, start, end)`` marks them done in Faust;
+    ``committed(tp)`` is where the consumer group resumes a partition (None when it does
+    not know), which the first record of a partition after a rebalance is checked against."""
 
-    def __init__(self, read_range: ReadRange, settle: Settle) -> None:
+    def __init__(
+        self, read_range: ReadRange, settle: Settle, committed: Committed = lambda tp: None
+    ) -> None:
         self._read_range = read_range
         self._settle = settle
+        self._committed = committed
         self._next: dict[TP, int] = {}
 
     def reset(self) -> None:
@@ -63,6 +69,8 @@ class Continuity:
         """The records of ``tp`` before ``offset`` that the agent was not given, in order
         (mostly none): it processes them first, then the record at ``offset``."""
         expected = self._next.get(tp)
+        if expected is None:
+            expected = self._committed(tp)
         self._next[tp] = offset + 1 if expected is None else max(expected, offset + 1)
         if expected is None or offset <= expected:
             return []  # in order, or given again (deduplicated downstream)

@@ -87,3 +87,13 @@ async def test_partitions_are_apart_and_a_rebalance_forgets_them() -> None:
     assert await processed(continuity, SOURCE, [40, 41]) == [40, 41]
     assert await processed(continuity, OTHER, [3]) == [3]
     assert log.reads == []
+
+
+async def test_the_first_record_after_a_rebalance_is_checked_against_the_commit() -> None:
+    log = Log(list(range(300)))
+    commits = {SOURCE: 178}
+    continuity = Continuity(log.read_range, log.settle, commits.get)
+    # The partition taken over resumes at 178; Faust's first record is 182.
+    assert await processed(continuity, SOURCE, [182, 183]) == [178, 179, 180, 181, 182, 183]
+    assert await processed(continuity, OTHER, [40]) == [40], "no commit known: no check"
+    assert log.reads == [(SOURCE, 178, 182)]
