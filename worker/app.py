@@ -33,12 +33,12 @@ import faust
 from bridge.errors import PipelineError
 from bridge.event import Event, decode_payload
 from bridge.window_topics import WindowJob, kafka_name
+from connectors.cluster.fence import CHANNEL, Fence, source_headers
 from connectors.kafka_topics import KafkaTopics, Tail
 from pipelines.aggregation import Aggregation, Totals
 from pipelines.pipeline import build_pipeline
 from pipelines.values import value_key
 from pipelines.window import panes, windows_holding
-from worker.log_records import CHANNEL, LogFence, source_headers
 from worker.table import GROUP_HEADER, WINDOW_END_HEADER, ClosingTable, Key
 
 log = logging.getLogger("streambridge.worker")
@@ -200,7 +200,7 @@ def _add_job(
 
     app.on_partitions_revoked.connect(on_revoked)
 
-    fences: dict[int, LogFence] = {}  # per source partition, for a cluster log source
+    fences: dict[int, Fence] = {}  # per source partition, for a cluster log source
 
     async def split(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for record in stream.events():
@@ -208,7 +208,7 @@ def _add_job(
             headers = {k: v.decode(errors="replace") for k, v in message.headers or ()}
             channel = job.source
             if job.logged:
-                if not fences.setdefault(message.partition, LogFence()).admit(headers):
+                if not fences.setdefault(message.partition, Fence()).admit(headers):
                     yield None
                     continue
                 channel = headers.get(CHANNEL, channel)

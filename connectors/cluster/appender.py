@@ -22,6 +22,7 @@ from connectors.cluster.fence import (
     Fence,
     fingerprint,
     position,
+    source_headers,
 )
 from connectors.kafka import format_cursor
 
@@ -52,7 +53,7 @@ def without_own_headers(event: Event) -> Event:
     """A source message cannot pass for a copier's record by carrying its headers."""
     if OWN_HEADERS.isdisjoint(event.headers):
         return event
-    return replace(event, headers={k: v for k, v in event.headers.items() if k not in OWN_HEADERS})
+    return replace(event, headers=source_headers(event.headers))
 
 
 class Appender:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from functools import partial
@@ -33,7 +33,7 @@ from bridge.supervision import Supervisor
 from connectors.amqp import AmqpConnector
 from connectors.base import EARLIEST, AsyncResource, Connector, Gap
 from connectors.cluster.appender import Appender, Leases, without_own_headers
-from connectors.cluster.fence import CHANNEL, OWN_HEADERS, Fence, log_topic
+from connectors.cluster.fence import CHANNEL, Fence, log_topic, source_headers
 from connectors.cluster.sources import AmqpSource, MqttSource, Source
 from connectors.kafka import KafkaConnector, format_cursor, parse_cursor
 from connectors.mqtt import MqttConnector
@@ -68,6 +68,7 @@ class ClusterLog(AsyncResource):
         self._source: Source | None = None
         self._supervisor_: Supervisor | None = None
         self._held: set[str] = set()  # log topics whose lease this node may hold
+        self._kept: frozenset[str] = frozenset()  # copied without subscribers (workers')
 
     @property
     def reconnects(self) -> int:
@@ -113,6 +114,13 @@ class ClusterLog(AsyncResource):
         task = f"copier {self.name} {channel}"
         if not supervisor.running(task):
             supervisor.spawn(task, partial(self._copy, channel))
+
+    def keep_copying(self, channels: Collection[str]) -> None:
+        """Copy ``channels`` with or without subscribers here: window workers read their
+        log (CONTRACT §11). One dropped from the set stops once a hub here releases it."""
+        self._kept = frozenset(channels)
+        for channel in self._kept:
+            self._use(channel)
 
     async def _copy(self, channel: str) -> None:
         assert self._source is not None
@@ -161,7 +169,10 @@ class ClusterLog(AsyncResource):
                 raise ConnectorError(f"broker {self.name}: copier lease of {topic} lost")
 
     async def release(self, channel: str) -> None:
-        """Stop copying ``channel`` here (its last hub on this node closed)."""
+        """Stop copying ``channel`` here (its last hub on this node closed), unless the
+        window workers need it copied."""
+        if channel in self._kept:
+            return
         supervisor = self._supervisor_
         task = supervisor.cancel(f"copier {self.name} {channel}") if supervisor else None
         if task is not None:
@@ -241,5 +252,5 @@ def _admitted(item: Event | Gap, fence: Fence, channel: str) -> Event | Gap | No
         return item
     if not fence.admit(item.headers):
         return None
-    headers = {k: v for k, v in item.headers.items() if k not in OWN_HEADERS}
-    return replace(item, channel=item.headers.get(CHANNEL, channel), headers=headers)
+    channel = item.headers.get(CHANNEL, channel)
+    return replace(item, channel=channel, headers=source_headers(item.headers))
