@@ -97,6 +97,11 @@ class Copying(Protocol):
         a channel left out is copied on only while a subscriber reads it."""
         ...
 
+    def failing(self) -> dict[str, str]:
+        """Copier tasks whose last session failed and none began since (the log cannot
+        be appended to, the source is away), with their last error."""
+        ...
+
 
 @runtime_checkable
 class Snapshotting(Protocol):

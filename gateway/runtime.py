@@ -241,10 +241,14 @@ class Runtime:
         self.metrics.task_restarts.labels(task_kind(name)).inc()
 
     def failing_tasks(self) -> dict[str, str]:
-        """Tasks that keep failing, with their last error: the gateway's and WebSub's."""
+        """Tasks that keep failing, with their last error: the gateway's, WebSub's and
+        the cluster log's copiers'."""
         failing = self.supervisor.failing()
         if self.websub is not None:
             failing.update(self.websub.failing())
+        for connector in self.connectors.values():
+            if isinstance(connector, Copying):  # the cluster log's copiers
+                failing.update(connector.failing())
         return failing
 
     def begin_shutdown(self) -> None:

@@ -96,6 +96,7 @@ class ClusterLog(AsyncResource):
                 f"cluster-log {self.name}",
                 on_failure=self.on_task_failure,
                 max_delay=MAX_RESTART_DELAY,
+                failing_after=1,  # a channel not copied is news for /readyz at once
             )
         )
 
@@ -111,9 +112,17 @@ class ClusterLog(AsyncResource):
         supervisor = self._supervisor_
         if self._source is None or supervisor is None:
             return
-        task = f"copier {self.name} {channel}"
+        task = self._task(channel)
         if not supervisor.running(task):
             supervisor.spawn(task, partial(self._copy, channel))
+
+    def _task(self, channel: str) -> str:
+        """``copier:<broker> <channel>``: /readyz names it ``task:copier:...``, and
+        ``streambridge_task_restarts_total`` counts it as ``copier``."""
+        return f"copier:{self.name} {channel}"
+
+    def failing(self) -> dict[str, str]:
+        return {} if self._supervisor_ is None else self._supervisor_.failing()
 
     def keep_copying(self, channels: Collection[str]) -> None:
         """Copy ``channels`` with or without subscribers here: window workers read their
@@ -155,6 +164,8 @@ class ClusterLog(AsyncResource):
         assert self._source is not None
         appender = await Appender(self.log, topic, epoch, window=self._source.window).open()
         self.copying.add(channel)
+        if self._supervisor_ is not None:  # the marker is in the log: copying works again
+            self._supervisor_.healthy(self._task(channel))
         log.info("copying", extra={"broker": self.name, "channel": channel, "epoch": epoch})
         return appender
 
@@ -174,7 +185,7 @@ class ClusterLog(AsyncResource):
         if channel in self._kept:
             return
         supervisor = self._supervisor_
-        task = supervisor.cancel(f"copier {self.name} {channel}") if supervisor else None
+        task = supervisor.cancel(self._task(channel)) if supervisor else None
         if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
