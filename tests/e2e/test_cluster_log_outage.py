@@ -17,52 +17,26 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import httpx
 import pytest
 
-from tests.e2e.helpers import HTTP_TIMEOUT, SSEReader, eventually, fetch_token, sse_stream
-from tests.e2e.private_brokers import private_kafka
-from tests.e2e.servers import running_server, state_url
+from tests.e2e.helpers import SSEReader, eventually, fetch_token, sse_stream
+from tests.e2e.private_brokers import PrivateBroker, private_kafka
+from tests.e2e.servers import running_server
+from tests.e2e.test_outage import SECRET, Outage, config, mqtt_publisher, readyz
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]  # a JVM started twice
 
-SECRET = "log-outage-secret-1"
 BEFORE, DURING, AFTER = range(0, 5), range(5, 15), range(15, 20)
 
 
-def outage_config(directory: Path, bootstrap: str, channel: str) -> dict[str, Any]:
-    return {
-        "gateway": {"state": state_url(directory), "heartbeat": "1s"},
-        "brokers": {
-            "log": {"type": "kafka", "bootstrap": bootstrap},
-            "mqtt": {"type": "mqtt", "url": "mqtt://127.0.0.1:1883", "qos": 1},
-        },
-        "cluster": {"log": "log", "node_ttl": "3s"},
-        "tiers": {"Open": {}},
-        "apis": [
-            {
-                "name": "Feed",
-                "version": "1",
-                "context": "/feed",
-                "broker": "mqtt",
-                "tiers": ["Open"],
-                "topics": [{"name": "/line", "channel": channel}],
-            }
-        ],
-        "applications": [
-            {
-                "name": "ops",
-                "client_id": "ops",
-                "client_secret": SECRET,
-                "subscriptions": [{"api": "Feed", "version": "1", "tier": "Open"}],
-            }
-        ],
-    }
-
-
-async def readyz(base: str) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
-        return await client.get(base + "/readyz")
+def outage_config(directory: Path, kafka: PrivateBroker) -> dict[str, Any]:
+    """test_outage's gateway on the shared Mosquitto, in a cluster whose log is ``kafka``."""
+    mqtt = {"type": "mqtt", "url": "mqtt://127.0.0.1:1883", "qos": 1}
+    outage = Outage(mqtt, "logout/{id}", kafka.stop, kafka.start, mqtt_publisher(1883))
+    settings = config(directory, outage)
+    settings["brokers"]["log"] = {"type": "kafka", "bootstrap": kafka.url}
+    settings["cluster"] = {"log": "log", "node_ttl": "3s"}
+    return settings
 
 
 async def numbers(stream: SSEReader, until: int) -> list[int]:
@@ -78,13 +52,14 @@ async def numbers(stream: SSEReader, until: int) -> list[int]:
 
 
 async def test_kafka_away_degrades_readyz_and_the_stream_is_only_delayed(tmp_path: Path) -> None:
-    channel = f"logout/{uuid.uuid4().hex[:10]}/line"
+    line = uuid.uuid4().hex[:10]
+    channel = f"logout/{line}"
     with private_kafka(tmp_path / "kafka") as kafka:
-        config = outage_config(tmp_path, kafka.url, channel)
-        with running_server(tmp_path / "gateway", config) as gateway:
+        settings = outage_config(tmp_path, kafka)
+        with running_server(tmp_path / "gateway", settings) as gateway:
             token = await fetch_token(gateway.base_url, "ops", SECRET)
             async with (
-                sse_stream(gateway.base_url, "/feed/1/line", token) as stream,
+                sse_stream(gateway.base_url, f"/plant/1/line/{line}", token) as stream,
                 aiomqtt.Client("127.0.0.1", 1883, identifier=f"p-{uuid.uuid4().hex[:8]}") as mqtt,
             ):
 
@@ -112,12 +87,13 @@ async def test_kafka_away_degrades_readyz_and_the_stream_is_only_delayed(tmp_pat
 
                 down = await eventually(degraded, timeout=15, what="/readyz 503 without Kafka")
                 assert down["checks"]["broker:log"] is False, down
+                assert down["checks"]["broker:mq"] is False, "the log is how mq is served"
                 for n in DURING:  # Mosquitto holds them for the copier's session
                     await publish(n)
 
                 async def copier_reported() -> dict[str, Any] | None:
                     body = (await readyz(gateway.base_url)).json()
-                    failing = [k for k in body["checks"] if k.startswith("task:copier:mqtt ")]
+                    failing = [k for k in body["checks"] if k.startswith("task:copier:mq ")]
                     return body if failing else None
 
                 await eventually(copier_reported, timeout=40, what="the copier named by /readyz")
