@@ -200,7 +200,10 @@ def _add_job(
 
     app.on_partitions_revoked.connect(on_revoked)
 
-    fences: dict[int, Fence] = {}  # per source partition, for a cluster log source
+    # Per source partition of a cluster log source, as gateways read it. A worker taking a
+    # partition over starts a fresh fence at its committed offset: a fenced copier's late
+    # append just after that offset is not recognised as late there.
+    fences: dict[int, Fence] = {}
 
     async def split(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for record in stream.events():
