@@ -34,6 +34,7 @@ from bridge.errors import PipelineError
 from bridge.event import Event, decode_payload
 from bridge.window_topics import WindowJob, kafka_name
 from connectors.cluster.fence import CHANNEL, Fence, source_headers
+from connectors.cluster.log import fence_before
 from connectors.kafka_topics import KafkaTopics, Tail
 from pipelines.aggregation import Aggregation, Totals
 from pipelines.pipeline import build_pipeline
@@ -195,15 +196,15 @@ def _add_job(
     )
     app.tables.add(table)
 
+    # Per source partition of a cluster log source, as gateways read it: after a
+    # rebalance, the fence the log's records give at the offset reading starts from.
+    fences: dict[int, Fence] = {}
+
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        fences.clear()
         await table.stop_closing()
 
     app.on_partitions_revoked.connect(on_revoked)
-
-    # Per source partition of a cluster log source, as gateways read it. A worker taking a
-    # partition over starts a fresh fence at its committed offset: a fenced copier's late
-    # append just after that offset is not recognised as late there.
-    fences: dict[int, Fence] = {}
 
     async def split(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for record in stream.events():
@@ -211,7 +212,10 @@ def _add_job(
             headers = {k: v.decode(errors="replace") for k, v in message.headers or ()}
             channel = job.source
             if job.logged:
-                if not fences.setdefault(message.partition, Fence()).admit(headers):
+                if message.partition not in fences:
+                    fence = await fence_before(bootstrap, job.source, message.offset)
+                    fences[message.partition] = fence
+                if not fences[message.partition].admit(headers):
                     yield None
                     continue
                 channel = headers.get(CHANNEL, channel)

@@ -26,12 +26,12 @@ from contextlib import AsyncExitStack
 from dataclasses import replace
 from functools import partial
 
-from bridge.config import AmqpBroker, MemoryBroker, MqttBroker
+from bridge.config import AmqpBroker, KafkaBroker, MemoryBroker, MqttBroker
 from bridge.errors import ConnectorError
 from bridge.event import Event
 from bridge.supervision import Supervisor
 from connectors.amqp import AmqpConnector
-from connectors.base import EARLIEST, AsyncResource, Connector, Gap
+from connectors.base import EARLIEST, AsyncResource, Connector, Gap, Replaying
 from connectors.cluster.appender import Appender, Leases, without_own_headers
 from connectors.cluster.fence import CHANNEL, Fence, log_topic, source_headers
 from connectors.cluster.sources import AmqpSource, MqttSource, Source
@@ -220,7 +220,7 @@ class ClusterLog(AsyncResource):
     ) -> AsyncIterator[Event | Gap]:
         self._use(channel)
         topic = log_topic(self.name, channel)
-        fence = await self._fence_at(topic, from_cursor)
+        fence = await fence_at(self.log, topic, from_cursor)
         async for item in self.log.subscribe(topic, from_cursor):
             if (admitted := _admitted(item, fence, channel)) is not None:
                 yield admitted
@@ -235,7 +235,7 @@ class ClusterLog(AsyncResource):
         max_age: float | None = None,
     ) -> AsyncIterator[Event | Gap]:
         topic = log_topic(self.name, channel)
-        fence = await self._fence_at(topic, from_cursor)
+        fence = await fence_at(self.log, topic, from_cursor)
         items = self.log.read_range(
             topic, from_cursor, until_cursor, max_events=max_events, max_age=max_age
         )
@@ -243,19 +243,31 @@ class ClusterLog(AsyncResource):
             if (admitted := _admitted(item, fence, channel)) is not None:
                 yield admitted
 
-    async def _fence_at(self, topic: str, cursor: str | None) -> Fence:
-        """The fence a reader had after the record at ``cursor``, from the records
-        before it: a resume on any node drops exactly what the first reader dropped."""
-        fence = Fence()
-        offsets = parse_cursor(cursor) if cursor and cursor != EARLIEST else None
-        if not offsets or 0 not in offsets:
-            return fence
-        first = max(0, offsets[0] - PRIME_RECORDS)
-        start = format_cursor({0: first - 1}) if first > 0 else EARLIEST
-        async for item in self.log.read_range(topic, start, format_cursor({0: offsets[0]})):
-            if isinstance(item, Event):
-                fence.admit(item.headers)
+
+async def fence_at(log: Replaying, topic: str, cursor: str | None) -> Fence:
+    """The fence a reader of ``topic`` had after the record at ``cursor``, from the
+    records before it: a resume on any node, or a window worker taking a partition over,
+    drops exactly what the first reader dropped."""
+    fence = Fence()
+    offsets = parse_cursor(cursor) if cursor and cursor != EARLIEST else None
+    if not offsets or 0 not in offsets:
         return fence
+    first = max(0, offsets[0] - PRIME_RECORDS)
+    start = format_cursor({0: first - 1}) if first > 0 else EARLIEST
+    async for item in log.read_range(topic, start, format_cursor({0: offsets[0]})):
+        if isinstance(item, Event):
+            fence.admit(item.headers)
+    return fence
+
+
+async def fence_before(bootstrap: str, topic: str, offset: int) -> Fence:
+    """The fence a reader of the log ``topic`` had before the record at ``offset``: where
+    a window worker (re)starts reading it, at its committed offset."""
+    if offset <= 0:
+        return Fence()
+    settings = KafkaBroker(type="kafka", bootstrap=bootstrap)
+    async with KafkaConnector(topic, settings, retain=1, max_age=1.0) as log:
+        return await fence_at(log, topic, format_cursor({0: offset - 1}))
 
 
 def _admitted(item: Event | Gap, fence: Fence, channel: str) -> Event | Gap | None:
