@@ -10,7 +10,8 @@ failure is swallowed by ``gather(return_exceptions=True)``.
 
 ``failing()`` names the tasks that failed ``failing_after`` times in a row without a
 healthy run between, so ``/readyz`` can say which part of the gateway keeps failing; a
-task whose current run has lasted ``HEALTHY_AFTER`` is healthy again.
+task whose current run has lasted ``HEALTHY_AFTER``, or that said so (``healthy``), is
+healthy again.
 
 Only asyncio is used here, so connectors and the gateway share this one implementation.
 """
@@ -126,6 +127,13 @@ class Supervisor:
             if c.streak >= self._failing_after
             and (c.started is None or now - c.started < HEALTHY_AFTER)
         }
+
+    def healthy(self, name: str) -> None:
+        """Task ``name`` says it works again (a session it began is up): its failure
+        streak is forgotten now, not ``HEALTHY_AFTER`` into its run."""
+        child = self._children.get(name)
+        if child is not None:
+            child.streak = 0
 
     def restarts(self, name: str) -> int:
         child = self._children.get(name)

@@ -35,9 +35,9 @@ def window_topic(api: str, version: str, topic: str) -> str:
 
 
 def cluster_log_topic(broker: str, channel: str) -> str:
-    """The cluster log's copy of an offset-less channel (MQTT, AMQP, memory):
-    ``sb.log.<broker>.<channel>.<hash>``, as the cluster log's copier names it (branch
-    w3-clog, ``connectors.cluster.fence.log_topic``; one of the two goes once both merge)."""
+    """The cluster log's copy of an offset-less channel (MQTT, AMQP, memory), the topic
+    its copier writes and workers read: ``sb.log.<broker>.<channel>.<hash>``, readable and
+    unique through a hash of ``channel`` (a name, filter or pattern)."""
     digest = hashlib.sha256(f"{broker}\0{channel}".encode()).hexdigest()[:12]
     readable = _UNSAFE.sub("_", f"{broker}.{channel}")[:200]
     return f"sb.log.{readable}.{digest}"

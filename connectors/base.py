@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
@@ -83,6 +83,23 @@ class Releasing(Protocol):
 
     async def release(self, channel: str) -> None:
         """Let go of what ``channel`` holds; a later ``subscribe`` takes it up again."""
+        ...
+
+
+@runtime_checkable
+class Copying(Protocol):
+    """A connector that copies channels into a log others read (the cluster log, CONTRACT
+    §11): it can keep copying a channel no subscriber of this node reads, for the window
+    workers reading the log."""
+
+    def keep_copying(self, channels: Collection[str]) -> None:
+        """Copy ``channels`` (compete for it) from now on, with or without subscribers;
+        a channel left out is copied on only while a subscriber reads it."""
+        ...
+
+    def failing(self) -> dict[str, str]:
+        """Copier tasks whose last session failed and none began since (the log cannot
+        be appended to, the source is away), with their last error."""
         ...
 
 

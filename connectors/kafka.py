@@ -191,9 +191,15 @@ class KafkaConnector(AsyncResource):
     async def publish(self, channel: str, event: Event) -> None:
         await self.append(channel, event)
 
-    async def append(self, channel: str, event: Event) -> int:
+    async def append(
+        self, channel: str, event: Event, *, confirm_within: float | None = None
+    ) -> int:
         """Publish ``event`` and return its offset once the broker has confirmed it (the
-        cluster log's copiers write their markers so, connectors/cluster/)."""
+        cluster log's copiers write their markers so, connectors/cluster/).
+
+        ``confirm_within``: seconds to wait for it, then ConnectorError (retriable). The
+        producer retries an unreachable broker for ever; a copier must notice it. The
+        record stays queued in the producer and may still be appended later."""
         producer, _ = self._clients()
         with self._errors(f"publish to {channel}"):
             await self._ensure_topic(channel)
@@ -203,7 +209,9 @@ class KafkaConnector(AsyncResource):
                 key=event.key.encode() if event.key is not None else None,
                 headers=[(k, v.encode()) for k, v in event.headers.items()],
             )
-            metadata = await sent
+            # Shielded: the producer's own future is not ours to cancel. TimeoutError is
+            # an OSError, so _errors maps it.
+            metadata = await asyncio.wait_for(asyncio.shield(sent), confirm_within)
         return int(metadata.offset)
 
     @asynccontextmanager

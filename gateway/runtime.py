@@ -29,6 +29,7 @@ from bridge.store import Snapshot, Store
 from bridge.supervision import Supervisor
 from bridge.window_topics import WindowJob, window_job
 from connectors import Connector
+from connectors.base import Copying
 from gateway.attempts import Attempts
 from gateway.auth import TokenAuthority
 from gateway.broker_connectors import broker_connector
@@ -124,6 +125,7 @@ class Runtime:
             await stack.enter_async_context(self.supervisor)  # left after hubs and WebSub
             stack.push_async_callback(self.hubs.aclose)
             self._start_eager_hubs()
+            self._copy_window_sources()
             self.websub = await stack.enter_async_context(
                 WebSubService(
                     store=self.store.webhooks,
@@ -183,6 +185,7 @@ class Runtime:
             self.hub_keys = HubKeys()
             self._end_disallowed_streams()
             self._start_eager_hubs()
+            self._copy_window_sources()
 
     def _end_disallowed_streams(self) -> None:
         """Blocked/deleted subscriptions, blocked/retired/deleted APIs, regenerated keys."""
@@ -238,10 +241,14 @@ class Runtime:
         self.metrics.task_restarts.labels(task_kind(name)).inc()
 
     def failing_tasks(self) -> dict[str, str]:
-        """Tasks that keep failing, with their last error: the gateway's and WebSub's."""
+        """Tasks that keep failing, with their last error: the gateway's, WebSub's and
+        the cluster log's copiers'."""
         failing = self.supervisor.failing()
         if self.websub is not None:
             failing.update(self.websub.failing())
+        for connector in self.connectors.values():
+            if isinstance(connector, Copying):  # the cluster log's copiers
+                failing.update(connector.failing())
         return failing
 
     def begin_shutdown(self) -> None:
@@ -265,6 +272,19 @@ class Runtime:
                     for masked in (False, True) if topic.mask else (False,):
                         self._eager.add(self.hub_key(match, masked))
                         self.hub(match, masked=masked)
+
+    def _copy_window_sources(self) -> None:
+        """The workers window MQTT/AMQP channels from their copy in the cluster log: it
+        is copied whether or not a client streams the channel (CONTRACT §11)."""
+        kept: dict[str, set[str]] = {name: set() for name in self.connectors}
+        for api in self.catalog.apis():
+            for topic in api.topics:
+                job = window_job(self.config, api, topic)
+                if job is not None and job.logged and api.broker in kept:
+                    kept[api.broker].add(topic.channel)
+        for name, channels in kept.items():
+            if isinstance(connector := self.connectors[name], Copying):
+                connector.keep_copying(channels)
 
     async def _housekeeping(self) -> None:
         due = time.monotonic() + HOUSEKEEPING_SECONDS

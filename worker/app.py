@@ -6,8 +6,9 @@ Per :class:`bridge.window_topics.WindowJob`, two agents and one table:
 would (an :class:`bridge.event.Event` with the record's time), runs the steps before the
 window (``pipelines``), and forwards each output's group and aggregate arguments to the
 ``<app>-<table>-groups`` topic, keyed by the group. The record's source partition and
-offset travel with it. Forwards are attached to the source offset: Faust commits the
-offset only once they are written (at least once).
+offset travel with it. Faust flushes its producer before it commits a source offset, so
+the forwards of what it commits are written (at least once). Records Faust skips after a
+rebalance are read by :class:`worker.continuity.Continuity` instead.
 
 ``<table>-count`` reads the groups topic and adds each contribution to the windows it
 falls in by its *event time*, in the :class:`worker.table.ClosingTable` (its changelog
@@ -35,13 +36,14 @@ from faust.types import TP
 from bridge.errors import PipelineError
 from bridge.event import Event, decode_payload
 from bridge.window_topics import WindowJob, kafka_name
+from connectors.cluster.fence import CHANNEL, Fence, source_headers
+from connectors.cluster.log import fence_before
 from connectors.kafka_topics import KafkaTopics, Tail
 from pipelines.aggregation import Aggregation, Totals
 from pipelines.pipeline import build_pipeline
 from pipelines.values import value_key
 from pipelines.window import panes, windows_holding
 from worker.continuity import Continuity, Record, read_range
-from worker.log_records import CHANNEL, LogFence, source_headers
 from worker.table import GROUP_HEADER, WINDOW_END_HEADER, ClosingTable, Key
 
 log = logging.getLogger("streambridge.worker")
@@ -210,20 +212,26 @@ def _add_job(
         return offset if isinstance(offset, int) else None
 
     continuity = Continuity(partial(read_range, bootstrap), settle, committed)
+    # Per source partition of a cluster log source, as gateways read it: after a
+    # rebalance, the fence the log's records give at the offset reading starts from.
+    fences: dict[int, Fence] = {}
 
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         continuity.reset()
+        fences.clear()
         await table.stop_closing()
 
     app.on_partitions_revoked.connect(on_revoked)
-
-    fences: dict[int, LogFence] = {}  # per source partition, for a cluster log source
 
     async def forward(message: Record) -> None:
         headers = {k: v.decode(errors="replace") for k, v in message.headers or ()}
         channel = job.source
         if job.logged:
-            if not fences.setdefault(message.partition, LogFence()).admit(headers):
+            if message.partition not in fences:
+                fences[message.partition] = await fence_before(
+                    bootstrap, job.source, message.offset
+                )
+            if not fences[message.partition].admit(headers):
                 return
             channel = headers.get(CHANNEL, channel)
             headers = source_headers(headers)

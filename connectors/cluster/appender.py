@@ -2,7 +2,9 @@
 marker and the alignment with what its predecessor left unacknowledged (fence.py).
 
 The source message is acknowledged by the caller only after :meth:`Appender.append`
-returned, i.e. once Kafka confirmed the record (acks=all).
+returned, i.e. once Kafka confirmed the record (acks=all). A record Kafka does not confirm
+within ``CONFIRM_SECONDS`` ends the session: the source delivers the message again to the
+next one, whose alignment (fence.py) skips it if the late record did land before its marker.
 """
 
 from __future__ import annotations
@@ -22,14 +24,21 @@ from connectors.cluster.fence import (
     Fence,
     fingerprint,
     position,
+    source_headers,
 )
 from connectors.kafka import format_cursor
+
+# Seconds a copier waits for Kafka to confirm a record before its session ends (it is
+# reported on /readyz and starts again): the source message stays unacknowledged.
+CONFIRM_SECONDS = 5.0
 
 
 class Log(Replaying, Protocol):
     """The Kafka connector, as the cluster log uses it."""
 
-    async def append(self, channel: str, event: Event) -> int: ...
+    async def append(
+        self, channel: str, event: Event, *, confirm_within: float | None = None
+    ) -> int: ...
 
 
 class Leases(Protocol):
@@ -52,7 +61,7 @@ def without_own_headers(event: Event) -> Event:
     """A source message cannot pass for a copier's record by carrying its headers."""
     if OWN_HEADERS.isdisjoint(event.headers):
         return event
-    return replace(event, headers={k: v for k, v in event.headers.items() if k not in OWN_HEADERS})
+    return replace(event, headers=source_headers(event.headers))
 
 
 class Appender:
@@ -70,7 +79,7 @@ class Appender:
         """Write the marker, then read the tail before it: call once the source delivers
         to this copier alone."""
         marker = Event(channel=self.topic, data="", headers={EPOCH: str(self.epoch), SEQUENCE: "0"})
-        offset = await self.log.append(self.topic, marker)
+        offset = await self.log.append(self.topic, marker, confirm_within=CONFIRM_SECONDS)
         self._aligner = Aligner(await self._tail(offset))
         return self
 
@@ -106,5 +115,6 @@ class Appender:
             CHANNEL: event.channel,
             DIGEST: digest,
         }
-        await self.log.append(self.topic, replace(event, headers=headers))
+        stamped = replace(event, headers=headers)
+        await self.log.append(self.topic, stamped, confirm_within=CONFIRM_SECONDS)
         self.appended += 1

@@ -22,9 +22,10 @@ are always delivered.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from bridge.window_topics import cluster_log_topic as log_topic
 
 EPOCH = "sb-epoch"
 SEQUENCE = "sb-seq"
@@ -32,15 +33,19 @@ CHANNEL = "sb-channel"  # the source topic or routing key (a filter's log holds 
 DIGEST = "sb-digest"  # the source message's fingerprint, for the next copier's alignment
 OWN_HEADERS = frozenset({EPOCH, SEQUENCE, CHANNEL, DIGEST})
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def log_topic(broker: str, channel: str) -> str:
-    """The Kafka topic holding ``channel`` of ``broker`` (a name, filter or pattern).
-    Readable, and unique through a hash: ``sb.log.mqtt-main.sensors_+_temp.3f2a...``."""
-    digest = hashlib.sha256(f"{broker}\0{channel}".encode()).hexdigest()[:12]
-    readable = _UNSAFE.sub("_", f"{broker}.{channel}")[:200]
-    return f"sb.log.{readable}.{digest}"
+__all__ = [
+    "CHANNEL",
+    "DIGEST",
+    "EPOCH",
+    "OWN_HEADERS",
+    "SEQUENCE",
+    "Aligner",
+    "Fence",
+    "fingerprint",
+    "log_topic",
+    "position",
+    "source_headers",
+]
 
 
 def fingerprint(channel: str, body: str, key: str | None, source_id: str) -> str:
@@ -58,6 +63,11 @@ def position(headers: Mapping[str, str]) -> tuple[int, int] | None:
     if epoch is None or sequence is None or not epoch.isdigit() or not sequence.isdigit():
         return None
     return int(epoch), int(sequence)
+
+
+def source_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A record's headers without the copier's: the source message's own."""
+    return {k: v for k, v in headers.items() if k not in OWN_HEADERS}
 
 
 @dataclass(slots=True)

@@ -21,19 +21,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from functools import partial
 
-from bridge.config import AmqpBroker, MemoryBroker, MqttBroker
+from bridge.config import AmqpBroker, KafkaBroker, MemoryBroker, MqttBroker
 from bridge.errors import ConnectorError
 from bridge.event import Event
 from bridge.supervision import Supervisor
 from connectors.amqp import AmqpConnector
-from connectors.base import EARLIEST, AsyncResource, Connector, Gap
+from connectors.base import EARLIEST, AsyncResource, Connector, Gap, Replaying
 from connectors.cluster.appender import Appender, Leases, without_own_headers
-from connectors.cluster.fence import CHANNEL, OWN_HEADERS, Fence, log_topic
+from connectors.cluster.fence import CHANNEL, Fence, log_topic, source_headers
 from connectors.cluster.sources import AmqpSource, MqttSource, Source
 from connectors.kafka import KafkaConnector, format_cursor, parse_cursor
 from connectors.mqtt import MqttConnector
@@ -68,6 +68,7 @@ class ClusterLog(AsyncResource):
         self._source: Source | None = None
         self._supervisor_: Supervisor | None = None
         self._held: set[str] = set()  # log topics whose lease this node may hold
+        self._kept: frozenset[str] = frozenset()  # copied without subscribers (workers')
 
     @property
     def reconnects(self) -> int:
@@ -95,6 +96,7 @@ class ClusterLog(AsyncResource):
                 f"cluster-log {self.name}",
                 on_failure=self.on_task_failure,
                 max_delay=MAX_RESTART_DELAY,
+                failing_after=1,  # a channel not copied is news for /readyz at once
             )
         )
 
@@ -110,9 +112,24 @@ class ClusterLog(AsyncResource):
         supervisor = self._supervisor_
         if self._source is None or supervisor is None:
             return
-        task = f"copier {self.name} {channel}"
+        task = self._task(channel)
         if not supervisor.running(task):
             supervisor.spawn(task, partial(self._copy, channel))
+
+    def _task(self, channel: str) -> str:
+        """``copier:<broker> <channel>``: /readyz names it ``task:copier:...``, and
+        ``streambridge_task_restarts_total`` counts it as ``copier``."""
+        return f"copier:{self.name} {channel}"
+
+    def failing(self) -> dict[str, str]:
+        return {} if self._supervisor_ is None else self._supervisor_.failing()
+
+    def keep_copying(self, channels: Collection[str]) -> None:
+        """Copy ``channels`` with or without subscribers here: window workers read their
+        log (CONTRACT §11). One dropped from the set stops once a hub here releases it."""
+        self._kept = frozenset(channels)
+        for channel in self._kept:
+            self._use(channel)
 
     async def _copy(self, channel: str) -> None:
         assert self._source is not None
@@ -147,6 +164,8 @@ class ClusterLog(AsyncResource):
         assert self._source is not None
         appender = await Appender(self.log, topic, epoch, window=self._source.window).open()
         self.copying.add(channel)
+        if self._supervisor_ is not None:  # the marker is in the log: copying works again
+            self._supervisor_.healthy(self._task(channel))
         log.info("copying", extra={"broker": self.name, "channel": channel, "epoch": epoch})
         return appender
 
@@ -161,9 +180,12 @@ class ClusterLog(AsyncResource):
                 raise ConnectorError(f"broker {self.name}: copier lease of {topic} lost")
 
     async def release(self, channel: str) -> None:
-        """Stop copying ``channel`` here (its last hub on this node closed)."""
+        """Stop copying ``channel`` here (its last hub on this node closed), unless the
+        window workers need it copied."""
+        if channel in self._kept:
+            return
         supervisor = self._supervisor_
-        task = supervisor.cancel(f"copier {self.name} {channel}") if supervisor else None
+        task = supervisor.cancel(self._task(channel)) if supervisor else None
         if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -198,7 +220,7 @@ class ClusterLog(AsyncResource):
     ) -> AsyncIterator[Event | Gap]:
         self._use(channel)
         topic = log_topic(self.name, channel)
-        fence = await self._fence_at(topic, from_cursor)
+        fence = await fence_at(self.log, topic, from_cursor)
         async for item in self.log.subscribe(topic, from_cursor):
             if (admitted := _admitted(item, fence, channel)) is not None:
                 yield admitted
@@ -213,7 +235,7 @@ class ClusterLog(AsyncResource):
         max_age: float | None = None,
     ) -> AsyncIterator[Event | Gap]:
         topic = log_topic(self.name, channel)
-        fence = await self._fence_at(topic, from_cursor)
+        fence = await fence_at(self.log, topic, from_cursor)
         items = self.log.read_range(
             topic, from_cursor, until_cursor, max_events=max_events, max_age=max_age
         )
@@ -221,19 +243,31 @@ class ClusterLog(AsyncResource):
             if (admitted := _admitted(item, fence, channel)) is not None:
                 yield admitted
 
-    async def _fence_at(self, topic: str, cursor: str | None) -> Fence:
-        """The fence a reader had after the record at ``cursor``, from the records
-        before it: a resume on any node drops exactly what the first reader dropped."""
-        fence = Fence()
-        offsets = parse_cursor(cursor) if cursor and cursor != EARLIEST else None
-        if not offsets or 0 not in offsets:
-            return fence
-        first = max(0, offsets[0] - PRIME_RECORDS)
-        start = format_cursor({0: first - 1}) if first > 0 else EARLIEST
-        async for item in self.log.read_range(topic, start, format_cursor({0: offsets[0]})):
-            if isinstance(item, Event):
-                fence.admit(item.headers)
+
+async def fence_at(log: Replaying, topic: str, cursor: str | None) -> Fence:
+    """The fence a reader of ``topic`` had after the record at ``cursor``, from the
+    records before it: a resume on any node, or a window worker taking a partition over,
+    drops exactly what the first reader dropped."""
+    fence = Fence()
+    offsets = parse_cursor(cursor) if cursor and cursor != EARLIEST else None
+    if not offsets or 0 not in offsets:
         return fence
+    first = max(0, offsets[0] - PRIME_RECORDS)
+    start = format_cursor({0: first - 1}) if first > 0 else EARLIEST
+    async for item in log.read_range(topic, start, format_cursor({0: offsets[0]})):
+        if isinstance(item, Event):
+            fence.admit(item.headers)
+    return fence
+
+
+async def fence_before(bootstrap: str, topic: str, offset: int) -> Fence:
+    """The fence a reader of the log ``topic`` had before the record at ``offset``: where
+    a window worker (re)starts reading it, at its committed offset."""
+    if offset <= 0:
+        return Fence()
+    settings = KafkaBroker(type="kafka", bootstrap=bootstrap)
+    async with KafkaConnector(topic, settings, retain=1, max_age=1.0) as log:
+        return await fence_at(log, topic, format_cursor({0: offset - 1}))
 
 
 def _admitted(item: Event | Gap, fence: Fence, channel: str) -> Event | Gap | None:
@@ -241,5 +275,5 @@ def _admitted(item: Event | Gap, fence: Fence, channel: str) -> Event | Gap | No
         return item
     if not fence.admit(item.headers):
         return None
-    headers = {k: v for k, v in item.headers.items() if k not in OWN_HEADERS}
-    return replace(item, channel=item.headers.get(CHANNEL, channel), headers=headers)
+    channel = item.headers.get(CHANNEL, channel)
+    return replace(item, channel=channel, headers=source_headers(item.headers))

@@ -29,6 +29,7 @@ from connectors.base import EARLIEST, Gap
 from connectors.cluster import ClusterLog
 from connectors.cluster.appender import Leases
 from connectors.cluster.fence import EPOCH, SEQUENCE, log_topic
+from connectors.cluster.log import fence_before
 from connectors.kafka import KafkaConnector
 from tests.e2e.servers import free_port
 from tests.store.helpers import postgres_database
@@ -323,3 +324,23 @@ async def _true(value: bool) -> bool:
 
 async def _not(ready: Awaitable[bool]) -> bool:
     return not await ready
+
+
+async def test_a_reader_starting_mid_log_drops_what_the_first_reader_dropped(
+    kafka: KafkaConnector,
+) -> None:
+    """A window worker taking the log over at an offset (fence_before) knows the fence
+    there: a fenced copier's late append just after it is dropped, as a gateway drops it."""
+    topic = log_topic("mqtt", f"fence/{uuid.uuid4().hex}")
+    positions = [(1, 0), (1, 1), (1, 2), (2, 0), (1, 3), (2, 1)]
+    for epoch, sequence in positions:
+        headers = {EPOCH: str(epoch), SEQUENCE: str(sequence)}
+        await kafka.append(topic, Event(channel=topic, data="x", headers=headers))
+    bootstrap = kafka.settings.bootstrap
+    fresh = await fence_before(bootstrap, topic, 0)
+    assert (fresh.epoch, fresh.sequence) == (-1, -1)
+    fence = await fence_before(bootstrap, topic, 4)  # the late (1, 3) comes next
+    assert [fence.admit({EPOCH: str(e), SEQUENCE: str(s)}) for e, s in positions[4:]] == [
+        False,
+        True,
+    ]

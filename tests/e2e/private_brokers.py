@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.servers import ROOT, free_port
+from tests.e2e.servers import ROOT, port_is_free
 
 START_SECONDS = 120.0  # a JVM or an Erlang node on a loaded 2-core machine
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")  # Debian's rabbitmq-server, without its su wrapper
@@ -36,6 +37,16 @@ class PrivateBroker:
     start: Callable[[], None]
 
 
+def restartable_port() -> int:
+    """A free loopback port below the ephemeral range: while its broker is stopped, no
+    client's outgoing connection can take it as its local port (free_port's ports can)."""
+    first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(first_ephemeral // 2, first_ephemeral)
+        if port_is_free(port):
+            return port
+
+
 def listening(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
@@ -49,6 +60,25 @@ def wait_listening(port: int, what: str, log: Path) -> None:
             tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
             raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port}:\n{tail}")
         time.sleep(0.1)  # polling interval, not synchronisation
+
+
+def wait_bindable(*ports: int) -> None:
+    """Until ``ports`` can be listened on again. While a broker is stopped, any client's
+    outgoing connection may take one of its ports as its local ephemeral port (both come
+    from the same range); such connections are short-lived, the broker's bind is not
+    retried."""
+    deadline = time.monotonic() + START_SECONDS
+    for port in ports:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the broker
+                try:
+                    sock.bind(("127.0.0.1", port))
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"127.0.0.1:{port} stays taken") from None
+            time.sleep(0.1)  # polling interval, not synchronisation
 
 
 def end(process: subprocess.Popen[bytes] | None, seconds: float = 30.0) -> None:
@@ -80,7 +110,7 @@ def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subp
 @contextlib.contextmanager
 def private_mosquitto(directory: Path) -> Iterator[PrivateBroker]:
     """Mosquitto with persistence (QoS 1 sessions survive its restart)."""
-    port = free_port()
+    port = restartable_port()
     data = directory / f"mosquitto-{port}"
     data.mkdir(parents=True)
     data.chmod(0o777)  # started as root, mosquitto drops to its own user
@@ -110,7 +140,7 @@ def private_mosquitto(directory: Path) -> Iterator[PrivateBroker]:
 def private_rabbitmq(directory: Path) -> Iterator[PrivateBroker]:
     """A RabbitMQ node of its own (name, ports, cookie, database). ``stop`` stops its
     rabbit application: the node stays up, its AMQP listener and every connection go."""
-    port, dist = free_port(), free_port()
+    port, dist = restartable_port(), restartable_port()
     node = f"sbtest{port}@localhost"
     data = directory / f"rabbitmq-{port}"
     data.mkdir(parents=True)
@@ -159,7 +189,7 @@ def private_rabbitmq(directory: Path) -> Iterator[PrivateBroker]:
 def private_kafka(directory: Path) -> Iterator[PrivateBroker]:
     """Apache Kafka as scripts/service-kafka.sh runs it (same release, same settings),
     on ports and a store of its own. ``stop`` ends the JVM."""
-    port, controller = free_port(), free_port()
+    port, controller = restartable_port(), restartable_port()
     data = directory / f"kafka-{port}"
     env = {
         "KAFKA_PORT": str(port),
@@ -169,6 +199,7 @@ def private_kafka(directory: Path) -> Iterator[PrivateBroker]:
     pid_file = data / "kafka.pid"
 
     def start() -> None:
+        wait_bindable(port, controller)
         subprocess.run(
             ["bash", str(ROOT / "scripts" / "service-kafka.sh")],
             env={**os.environ, **env},

@@ -51,9 +51,10 @@ class Worker:
 
 @contextlib.contextmanager
 def running_workers(
-    directory: Path, config_path: Path, app_id: str, count: int
+    directory: Path, config_path: Path, app_id: str, count: int, *, expires: float = EXPIRES
 ) -> Iterator[list[Worker]]:
-    """``count`` worker processes of one Faust app (one consumer group)."""
+    """``count`` worker processes of one Faust app (one consumer group); ``expires``:
+    how long after its end a window closes (short where no worker is killed)."""
     workers: list[Worker] = []
     try:
         for index in range(count):
@@ -70,7 +71,7 @@ def running_workers(
                         "--app-id",
                         app_id,
                         "--expires",
-                        str(EXPIRES),
+                        str(expires),
                         "--session-timeout",
                         str(SESSION_TIMEOUT),
                     ],

@@ -113,3 +113,24 @@ async def test_a_task_that_recovered_is_no_longer_failing() -> None:
         assert sup.failing() == {"store-watch": "ValueError: store gone"}  # not healthy yet
         now[0] += 30.0  # the run has lasted HEALTHY_AFTER
         assert sup.failing() == {}
+
+
+async def test_a_task_that_says_it_is_healthy_is_no_longer_failing_at_once() -> None:
+    began = asyncio.Event()
+    count = 0
+
+    async def session() -> None:
+        nonlocal count
+        count += 1
+        if count == 1:
+            raise ValueError("log unreachable")
+        began.set()
+        await asyncio.Event().wait()
+
+    async with Supervisor("test", first_delay=0.001, max_delay=0.001, failing_after=1) as sup:
+        sup.spawn("copier:mqtt a/b", session)
+        await asyncio.wait_for(began.wait(), 5)
+        assert sup.failing() == {"copier:mqtt a/b": "ValueError: log unreachable"}
+        sup.healthy("copier:mqtt a/b")  # its session began
+        assert sup.failing() == {}
+        sup.healthy("unknown")  # a task that is gone: nothing to forget

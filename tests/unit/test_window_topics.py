@@ -7,7 +7,7 @@ from typing import Any
 
 from bridge.config import FilterStep, MapStep, parse_config
 from bridge.window_topics import cluster_log_topic, window_jobs, window_topic
-from worker.log_records import LogFence, source_headers
+from connectors.cluster.fence import Fence, source_headers
 
 WINDOW = {"window": {"tumbling": "10s", "group_by": "data.region", "aggregate": {"n": "count()"}}}
 
@@ -77,7 +77,7 @@ def test_a_cluster_log_topic_is_named_as_its_copier_names_it() -> None:
 
 
 def test_a_worker_reads_a_cluster_log_as_gateways_do() -> None:
-    fence = LogFence()
+    fence = Fence()
 
     def at(epoch: int, sequence: int) -> dict[str, str]:
         return {"sb-epoch": str(epoch), "sb-seq": str(sequence), "sb-channel": "a/b", "x": "1"}
