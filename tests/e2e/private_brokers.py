@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.servers import ROOT, port_is_free
+from tests.e2e.servers import ROOT, free_port
 
 START_SECONDS = 120.0  # a JVM or an Erlang node on a loaded 2-core machine
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")  # Debian's rabbitmq-server, without its su wrapper
@@ -39,12 +38,8 @@ class PrivateBroker:
 
 def restartable_port() -> int:
     """A free loopback port below the ephemeral range: while its broker is stopped, no
-    client's outgoing connection can take it as its local port (free_port's ports can)."""
-    first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    while True:
-        port = random.randrange(first_ephemeral // 2, first_ephemeral)
-        if port_is_free(port):
-            return port
+    client's outgoing connection can take it as its local port."""
+    return free_port()
 
 
 def listening(port: int) -> bool:
