@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.catalog import Catalog, TopicMatch
-from bridge.config import Api, Broker, Config, Target
+from bridge.config import Api, Broker, Config, Replay, Target
 from bridge.cursor import new_epoch
 from bridge.errors import BridgeError, PipelineError, Revoked, ShuttingDown
 from bridge.event import Event
@@ -159,12 +159,13 @@ class Runtime:
                 lease_ttl=self.cluster.settings.node_ttl,
                 on_task_failure=self.task_failed,
             )
-        retain, max_age = self._retention(name)
+        replay = self._retention(name)
         return connector_for(
             name,
             settings,
-            retain=retain,
-            max_age=max_age,
+            retain=replay.max_events,
+            max_age=replay.max_age,
+            max_bytes=replay.max_bytes,
             data_dir=data_dir,
             on_task_failure=self.task_failed,
         )
@@ -263,12 +264,9 @@ class Runtime:
             self.stopping = True
             self.connections.end_all(ShuttingDown("the gateway is shutting down"))
 
-    def _retention(self, broker: str) -> tuple[int, float]:
-        """A memory broker keeps the longest replay any API on it asks for."""
-        replays = [api.replay for api in self.catalog.apis() if api.broker == broker]
-        if not replays:
-            return 1000, 600.0
-        return max(r.max_events for r in replays), max(r.max_age for r in replays)
+    def _retention(self, broker: str) -> Replay:
+        """A broker's replay logs keep the longest replay any API on it asks for."""
+        return Replay.covering([api.replay for api in self.catalog.apis() if api.broker == broker])
 
     def _start_eager_hubs(self) -> None:
         """Topics without parameters start reading at once, so their replay log fills."""
