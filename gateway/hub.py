@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.config import Replay
@@ -26,10 +26,38 @@ from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.queueing import Entry, GapNotice, Item, Subscriber, Wake
 from pipelines import Pipeline
 
-__all__ = ["Entry", "GapNotice", "Handover", "Hub", "HubSet", "Item", "Subscriber", "Wake"]
+__all__ = [
+    "Entry",
+    "GapNotice",
+    "Handover",
+    "Hub",
+    "HubSet",
+    "IdSequence",
+    "Item",
+    "Subscriber",
+    "Wake",
+]
 
 log = logging.getLogger("streambridge.hub")
 HUB_START_SECONDS = 5.0  # how long a catch-up waits for a new hub to know its position
+REAP_WAIT = 5.0  # how long closing a hub waits for its reader to stop
+
+
+class IdSequence:
+    """The sequence numbers of the ids of one gateway run's hubs, shared by them all so
+    ids compare across hubs; ``issued`` is the newest handed out (0: none yet)."""
+
+    __slots__ = ("issued",)
+
+    def __init__(self) -> None:
+        self.issued = 0
+
+    def __iter__(self) -> IdSequence:
+        return self
+
+    def __next__(self) -> int:
+        self.issued += 1
+        return self.issued
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +83,7 @@ class Hub:
         new_pipeline: Callable[[], Pipeline],
         replay: Replay,
         epoch: str,
-        sequence: Iterator[int],
+        sequence: IdSequence,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``new_pipeline`` makes the topic's pipeline: one for the hub, a fresh one for
@@ -72,12 +100,15 @@ class Hub:
         self.event_in_counters: dict[tuple[str, ...], Callable[[], None]] = {}
         self.log: deque[Entry] = deque()
         self.log_chars = 0  # the payloads' length in the log, for ``replay.max_bytes``
-        self.evicted_upto = 0  # sequence of the newest entry no longer in the log
+        # Sequence of the newest entry no longer in the log: at first, every id handed out
+        # before this hub began (an id of a closed hub of this channel is not in its log).
+        self.evicted_upto = sequence.issued
         # The connector position of the last event read: a restarted run (broker outage)
         # continues from there, so nothing the broker still holds is lost or repeated.
         self.cursor: str | None = None
         self.subscribers: dict[Subscriber, str | None] = {}
         self.idle_since = clock.monotonic()
+        self.on_idle: Callable[[], None] = lambda: None  # its last subscriber just left
         # Set once the hub knows its position in the channel (``cursor``), so a client
         # catching up knows where the live part begins.
         self.started = asyncio.Event()
@@ -265,6 +296,7 @@ class Hub:
         self.subscribers.pop(subscriber, None)
         if not self.subscribers:
             self.idle_since = self._clock.monotonic()
+            self.on_idle()
 
 
 class HubSet:
@@ -274,7 +306,7 @@ class HubSet:
 
     def __init__(self, epoch: str, supervisor: Supervisor) -> None:
         self.epoch = epoch
-        self.sequence = itertools.count(1)
+        self.sequence = IdSequence()
         self.hubs: dict[tuple[str, str, str], Hub] = {}
         self._supervisor = supervisor
         self._names: dict[tuple[str, str, str], str] = {}
@@ -311,7 +343,8 @@ class HubSet:
         name = self._names.pop(key, None)
         task = None if name is None else self._supervisor.cancel(name)
         if task is not None:
-            await asyncio.wait([task])
+            # Bounded: one hub slow to stop must not hold up the others closing.
+            await asyncio.wait([task], timeout=REAP_WAIT)
         if hub is None or not release or not isinstance(hub.connector, Releasing):
             return
         broker, channel, _ = key

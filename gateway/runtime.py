@@ -16,11 +16,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from bridge.catalog import Catalog, TopicMatch
-from bridge.config import Api, Broker, Config, Replay, Target
+from bridge.config import Api, Config, Target
 from bridge.cursor import new_epoch
 from bridge.errors import BridgeError, PipelineError, Revoked, ShuttingDown
 from bridge.event import Event
@@ -29,14 +28,16 @@ from bridge.secrets import hash_secret
 from bridge.store import Snapshot, Store
 from bridge.supervision import Supervisor
 from bridge.window_topics import WindowJob, window_job
-from connectors import LOGGED_TYPES, Connector, cluster_logged, connector_for
+from connectors import Connector
 from gateway.attempts import Attempts
 from gateway.auth import TokenAuthority
+from gateway.broker_connectors import broker_connector
 from gateway.cluster import ClusterNode
 from gateway.connections import Connections
 from gateway.data_dir import claim_data_dir
 from gateway.hub import Hub, HubSet
 from gateway.hub_keys import HubKeys
+from gateway.idle_hubs import IdleHubs, keeps_history
 from gateway.metrics import Metrics, open_files
 from gateway.outlet import Coalescer
 from gateway.upstreams import Upstreams
@@ -46,7 +47,6 @@ from pipelines.topic import topic_pipeline
 log = logging.getLogger("streambridge.runtime")
 HOUSEKEEPING_SECONDS = 5.0
 SECRET_CHECK_THREADS = 2
-KEPT_HISTORY_IDLE_SECONDS = 10.0  # an idle hub on Kafka: quick reconnects still share it
 STORE_POLL_SECONDS = 1.0  # how soon another gateway's change to the store applies here
 
 
@@ -81,6 +81,9 @@ class Runtime:
         self.websub: WebSubService | None = None
         self._refresh_lock = asyncio.Lock()
         self._eager: set[tuple[str, str, str]] = set()
+        # Hubs on a broker that keeps its own history (Kafka) whose last subscriber left:
+        # housekeeping closes them at once, and their consumers' sockets with them.
+        self.idle_hubs = IdleHubs(self.hubs, self._eager, config.gateway.limits.max_idle_hubs)
         self.stopping = False
         # Extra tasks that live as long as the gateway (the embedded demo's producer).
         self.background: list[Callable[[Runtime], Awaitable[None]]] = []
@@ -102,9 +105,20 @@ class Runtime:
             if self.cluster is not None:
                 await stack.enter_async_context(self.cluster)
             data_dir = claim_data_dir(self.config, stack)
-            log_first = sorted(self.config.brokers.items(), key=lambda b: b[0] != self._log)
+            log = None if self.config.cluster is None else self.config.cluster.log
+            log_first = sorted(self.config.brokers.items(), key=lambda b: b[0] != log)
             for name, settings in log_first:  # the cluster log first: the others copy into it
-                connector = self._connector(name, settings, data_dir)
+                connector = broker_connector(
+                    name,
+                    settings,
+                    data_dir,
+                    config=self.config,
+                    catalog=self.catalog,
+                    opened=self.connectors,
+                    store=self.store,
+                    cluster=self.cluster,
+                    on_task_failure=self.task_failed,
+                )
                 self.connectors[name] = await stack.enter_async_context(connector)
             await stack.enter_async_context(self.upstreams)
             await stack.enter_async_context(self.supervisor)  # left after hubs and WebSub
@@ -140,35 +154,6 @@ class Runtime:
                 stopping = [task for name in own if (task := self.supervisor.cancel(name))]
                 if stopping:
                     await asyncio.wait(stopping)
-
-    @property
-    def _log(self) -> str | None:
-        return None if self.config.cluster is None else self.config.cluster.log
-
-    def _connector(self, name: str, settings: Broker, data_dir: Path | None) -> Connector:
-        """In a cluster with ``cluster.log``, MQTT, AMQP and memory channels are served from
-        their copy in that Kafka broker (CONTRACT §11)."""
-        if self._log is not None and self.cluster is not None and settings.type in LOGGED_TYPES:
-            assert self.store is not None
-            return cluster_logged(
-                name,
-                settings,
-                log=self.connectors[self._log],
-                leases=self.store.copiers,
-                node=self.cluster.node,
-                lease_ttl=self.cluster.settings.node_ttl,
-                on_task_failure=self.task_failed,
-            )
-        replay = self._retention(name)
-        return connector_for(
-            name,
-            settings,
-            retain=replay.max_events,
-            max_age=replay.max_age,
-            max_bytes=replay.max_bytes,
-            data_dir=data_dir,
-            on_task_failure=self.task_failed,
-        )
 
     # --- broker reconnects ----------------------------------------------------------------
     def _count_hub_restart(self, broker: str) -> None:
@@ -264,14 +249,13 @@ class Runtime:
             self.stopping = True
             self.connections.end_all(ShuttingDown("the gateway is shutting down"))
 
-    def _retention(self, broker: str) -> Replay:
-        """A broker's replay logs keep the longest replay any API on it asks for."""
-        return Replay.covering([api.replay for api in self.catalog.apis() if api.broker == broker])
-
     def _start_eager_hubs(self) -> None:
-        """Topics without parameters start reading at once, so their replay log fills."""
+        """Topics without parameters start reading at once, so their replay log fills;
+        not on a broker that keeps its own history (Kafka): subscribers read it there."""
         for api in self.catalog.apis():
             if api.state not in VISIBLE_STATES or api.protocol == "websub":
+                continue
+            if keeps_history(self.connectors.get(api.broker or "")):
                 continue
             if api.endpoint is not None and api.protocol != "sse":
                 continue  # a WebSocket endpoint is proxied per client, without a hub
@@ -283,26 +267,13 @@ class Runtime:
                         self.hub(match, masked=masked)
 
     async def _housekeeping(self) -> None:
+        due = time.monotonic() + HOUSEKEEPING_SECONDS
         while True:
-            await asyncio.sleep(HOUSEKEEPING_SECONDS)
-            self.connections.prune_windows(time.time())
-            await self.close_idle_hubs()
-
-    async def close_idle_hubs(self) -> None:
-        """Hubs idle for their ``replay.max_age`` close; past ``limits.max_idle_hubs``
-        idle ones, the least recently used close early (CONTRACT §4c). A hub on a broker
-        that keeps its own history (Kafka) closes after ``KEPT_HISTORY_IDLE_SECONDS``:
-        a resume reads the broker again, exactly, and its consumer's sockets go now."""
-        idle = [(key, hub) for key, hub in self.hubs.idle() if key not in self._eager]
-        surplus = len(idle) - self.config.gateway.limits.max_idle_hubs
-        now = time.monotonic()
-        for index, (key, hub) in enumerate(idle):
-            keep = hub.replay.max_age
-            if getattr(hub.connector, "keeps_history", False):
-                keep = min(keep, KEPT_HISTORY_IDLE_SECONDS)
-            expired = index < surplus or now - hub.idle_since > keep
-            if expired and not hub.subscribers:  # none came back while another closed
-                await self.hubs.reap_one(key)
+            await self.idle_hubs.released_within(due - time.monotonic())
+            if time.monotonic() >= due:
+                due = time.monotonic() + HOUSEKEEPING_SECONDS
+                self.connections.prune_windows(time.time())
+            await self.idle_hubs.close()
 
     # --- hubs ------------------------------------------------------------------------------
     def source(self, api: Api, target: Target = "production") -> Connector:
@@ -363,7 +334,9 @@ class Runtime:
                 sequence=self.hubs.sequence,
             )
 
-        hub = self.hubs.get(self.hub_key(match, masked, target), factory)
+        key = self.hub_key(match, masked, target)
+        hub = self.hubs.get(key, factory)
+        self.idle_hubs.attached(key, hub)  # a client attaches to it next
         # Another topic (of this or another API) sharing the hub counts its events too.
         hub.event_in_counters.setdefault(labels, events_in.inc)
         return hub

@@ -22,5 +22,7 @@ fi
 trap '[ "$own_policy" -eq 1 ] && as_root rm -f "$policy"' EXIT
 # The package lists may be missing on a clean machine; one update, then the install.
 as_root apt-get update -qq
-as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+recommends=--no-install-recommends
+[ "${APT_RECOMMENDS:-0}" = 1 ] && recommends=--install-recommends
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$recommends" \
   -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" </dev/null >/dev/null

@@ -29,20 +29,8 @@ fi
 # --- package ------------------------------------------------------------------------------
 if ! command -v rabbitmq-server >/dev/null || ! command -v rabbitmqctl >/dev/null; then
   say "installing rabbitmq-server"
-  # The postinst tries to start the service; there is no init system here, so tell
-  # invoke-rc.d not to (exit 101 = action forbidden) for the duration of the install.
-  policy=/usr/sbin/policy-rc.d
-  own_policy=0
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
-    as_root chmod 755 "$policy"
-    own_policy=1
-  fi
-  trap '[ "$own_policy" -eq 1 ] && as_root rm -f "$policy"' EXIT
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-    rabbitmq-server </dev/null >/dev/null
+  # With its recommended packages, as it was always installed here.
+  APT_RECOMMENDS=1 bash "$(dirname "$0")/apt-install.sh" rabbitmq-server
 fi
 
 # --- loopback only --------------------------------------------------------------------------

@@ -71,3 +71,10 @@ def test_mounted_gateway_config_is_valid() -> None:
     assert gateway["command"] == ["--workers", "2"]
     assert config.cluster is not None and config.cluster.redis == "redis://redis:6379/0"
     assert config.cluster.log == "kafka-main"
+
+
+def test_compose_runs_the_kafka_version_the_tests_run() -> None:
+    """docker-compose and ``make test`` (scripts/service-kafka.sh) pin one Apache Kafka."""
+    script = (ROOT / "scripts" / "service-kafka.sh").read_text(encoding="utf-8")
+    (version,) = re.findall(r"^KAFKA_VERSION=(\S+)$", script, flags=re.M)
+    assert compose()["services"]["kafka"]["image"] == f"apache/kafka:{version}"

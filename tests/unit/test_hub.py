@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +17,7 @@ from bridge.supervision import Supervisor
 from bridge.wire.sse import ParsedEvent, decode_stream
 from gateway import hub as hub_module
 from gateway import queueing
-from gateway.hub import Entry, GapNotice, Hub, Item, Subscriber
+from gateway.hub import Entry, GapNotice, Hub, IdSequence, Item, Subscriber
 from pipelines import build_pipeline
 
 
@@ -64,7 +62,7 @@ def make_hub(
     clock: Clock,
     max_events: int = 100,
     max_age: float = 600.0,
-    sequence: Iterator[int] | None = None,
+    sequence: IdSequence | None = None,
     max_bytes: int = 1_048_576,
 ) -> Hub:
     errors = Errors()
@@ -74,7 +72,7 @@ def make_hub(
         new_pipeline=lambda: build_pipeline([], errors),
         replay=Replay(max_events=max_events, max_age=max_age, max_bytes=max_bytes),
         epoch="abc",
-        sequence=itertools.count(1) if sequence is None else sequence,
+        sequence=IdSequence() if sequence is None else sequence,
         clock=clock,
     )
 
@@ -259,7 +257,7 @@ def test_gap_on_an_empty_log_names_no_oldest(clock: Clock) -> None:
 
 def test_resume_ids_are_comparable_across_hubs_of_one_sequence(clock: Clock) -> None:
     # A multi-topic stream resumes every hub from one id: the sequence is shared.
-    shared = itertools.count(1)
+    shared = IdSequence()
     a, b = make_hub(clock, sequence=shared), make_hub(clock, sequence=shared)
     emit(a, 1)
     emit(b, 2)
