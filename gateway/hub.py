@@ -100,9 +100,10 @@ class Hub:
         self.event_in_counters: dict[tuple[str, ...], Callable[[], None]] = {}
         self.log: deque[Entry] = deque()
         self.log_chars = 0  # the payloads' length in the log, for ``replay.max_bytes``
-        # Sequence of the newest entry no longer in the log: at first, every id handed out
-        # before this hub began (an id of a closed hub of this channel is not in its log).
-        self.evicted_upto = sequence.issued
+        # Sequence of the newest entry no longer in the log. At first: past every id handed
+        # out before this hub began, the newest included (a closed hub of this channel may
+        # have issued it, and what came after it is not in this log but in the broker).
+        self.evicted_upto = sequence.issued + 1
         # The connector position of the last event read: a restarted run (broker outage)
         # continues from there, so nothing the broker still holds is lost or repeated.
         self.cursor: str | None = None

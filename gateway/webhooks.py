@@ -96,7 +96,7 @@ def router(runtime: Runtime) -> APIRouter:
         record = await websub.store.get_subscription(id)
         if record is None:
             raise HTTPException(404, f"no WebSub subscription {id}")
-        websub.deactivate(id)
+        websub.feeds.ended(id)
         await websub.store.delete_subscription(id)
         return Response(status_code=204)
 

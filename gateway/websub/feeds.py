@@ -9,7 +9,7 @@ own, like an SSE client resuming with its last id.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
 from bridge.cursor import parse_event_id
@@ -48,6 +48,9 @@ class Feeds:
         self._workers = workers
         self._intake = intake  # every feed's subscriber wakes the one intake
         self._feeds: dict[str, Feed] = {}
+        # Ended here while a sync may still hold their records: not activated again until
+        # a sync no longer finds them (upkeep.sync calls ``stored``).
+        self._ended: set[str] = set()
 
     def __iter__(self) -> Iterator[Feed]:
         return iter(list(self._feeds.values()))
@@ -60,6 +63,8 @@ class Feeds:
 
     def activate(self, record: WebSubRecord) -> None:
         """Start (or, for a re-subscription, update) delivery for a verified record."""
+        if record.id in self._ended:
+            return
         feed = self._feeds.get(record.id)
         if feed is not None:
             feed.record = record
@@ -134,6 +139,15 @@ class Feeds:
         )
         self._intake.set()
 
+    def ended(self, id: str) -> None:
+        """Stop delivering for good: the record is being deleted."""
+        self._ended.add(id)
+        self.deactivate(id)
+
+    def stored(self, ids: Iterable[str]) -> None:
+        """A sync read these records: ended ones it did not find are gone for good."""
+        self._ended.intersection_update(ids)
+
     def deactivate(self, id: str) -> None:
         """Stop delivering (the record stays in the store)."""
         feed = self._stop(id)
@@ -155,7 +169,7 @@ class Feeds:
     async def end(self, feed: Feed, reason: str) -> None:
         """The subscription is over (lease, 410, unsubscribe, revoked): stop and forget it."""
         log.info("websub subscription ended", extra={"subscription": feed.id, "reason": reason})
-        self.deactivate(feed.id)
+        self.ended(feed.id)
         await self._store.delete_subscription(feed.id)
 
     async def _ended_by_worker(self, feed: Feed, reason: str) -> None:
@@ -163,6 +177,7 @@ class Feeds:
         record goes first: until then a sync only updates the feed, it cannot start a
         second worker beside this one."""
         log.info("websub subscription ended", extra={"subscription": feed.id, "reason": reason})
+        self._ended.add(feed.id)
         await self._store.delete_subscription(feed.id)
         self._stop(feed.id)
 

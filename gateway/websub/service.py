@@ -89,7 +89,7 @@ class WebSubService:
             topics=topics,
             public_url=public_url,
             subscribed=self._verified,
-            unsubscribed=self.feeds.deactivate,
+            unsubscribed=self.feeds.ended,
             max_pending=max_pending,
         )
         self.upkeep = Upkeep(

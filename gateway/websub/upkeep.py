@@ -87,6 +87,7 @@ class Upkeep:
         renewed ones update, removed ones stop."""
         now = time.time()
         stored = {record.id: record for record in await self._store.subscriptions()}
+        self._feeds.stored(stored)
         for id in [id for id in self._feeds.ids() if id not in stored]:
             self._feeds.deactivate(id)
         for record in stored.values():

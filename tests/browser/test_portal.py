@@ -101,6 +101,8 @@ async def test_a_developer_sees_only_their_own_applications(page: Page, demo: De
     await sign_up(page, demo, first)
     client_id = await create_application(page, f"{first}'s app")
     await page.get_by_role("button", name="Sign out").click()
+    # The sign-out request ends before the next page load, or that load is still signed in.
+    await expect(page.get_by_role("link", name="Sign up")).to_be_visible()
     await sign_up(page, demo, second)
     await page.get_by_role("link", name="Applications").click()
     await expect(page.get_by_role("list", name="Your applications")).not_to_contain_text(first)

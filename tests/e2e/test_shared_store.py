@@ -64,6 +64,7 @@ async def test_a_change_on_one_gateway_applies_on_the_other(
         path = f"/{name.lower()}/1/t/{unique('c')}"
         channel = path.rsplit("/", 1)[1]
         inject = await fetch_token(b.base_url, "injector", "injector-secret-01")
+        await _eventually_streams(b, path, token)  # the subscription too, not only the app
         async with sse_stream(b.base_url, path, token) as stream:
             async with publisher(b.ws_url, f"/inject/1/{channel}", inject) as pub:
                 await pub.send({"via": "b"})
@@ -96,6 +97,19 @@ async def _eventually_token(server: Server, client_id: str, secret: str) -> str:
         return response.json()["access_token"] if response.status_code == 200 else None
 
     return await eventually(attempt, timeout=PROPAGATION, what="application visible on B")
+
+
+async def _eventually_streams(server: Server, path: str, token: str) -> None:
+    async def attempt() -> bool:
+        async with (
+            httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client,
+            client.stream(
+                "GET", server.base_url + path, headers={"Authorization": f"Bearer {token}"}
+            ) as response,
+        ):
+            return response.status_code == 200
+
+    await eventually(attempt, timeout=PROPAGATION, what="subscription visible on B")
 
 
 async def test_failed_portal_sign_ins_count_on_every_gateway(
