@@ -133,7 +133,13 @@ class _Connection(asyncio.Protocol):
         self._body_size = 0
         self.received = False
         self.transport.write(request)
-        return await waiter
+        try:
+            return await waiter
+        finally:
+            # A failure raised here holds this frame: the frame must not hold the future
+            # that holds the failure, a cycle kept until the next full collection.
+            self._waiter = None
+            del waiter
 
 
 class CallbackClient:
