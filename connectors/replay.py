@@ -29,9 +29,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bridge.event import Event, payload_text
+from bridge.event import Event
 from connectors.base import EARLIEST, Gap
 from connectors.log_files import log_path, logged_channels, parse_line
+from connectors.stored_event import StoredEvent
 
 __all__ = ["ReplayLog", "log_path", "logged_channels"]
 
@@ -75,7 +76,7 @@ class ReplayLog:
         self.max_age = max_age
         self.max_bytes = max_bytes  # None: bounded by count and age only
         self.path = path
-        self.buffer: deque[Event] = deque()
+        self.buffer: deque[StoredEvent] = deque()  # payloads as text (stored_event.py)
         # The size of each event's record (its JSON line) and their sum, for ``max_bytes``.
         self.sizes: deque[int] = deque()
         self.bytes = 0
@@ -147,7 +148,7 @@ class ReplayLog:
                     self.by_cursor[event.cursor] = sequence
                 else:
                     event = replace(event, cursor=f"{self.epoch}:{sequence}")
-                self.buffer.append(event)
+                self.buffer.append(StoredEvent.of(event))
                 self.stored_at.append(stored)
                 self.sizes.append(len(line))
                 self.bytes += len(line)
@@ -191,17 +192,17 @@ class ReplayLog:
                 "name": self.name,
             }
             file.write(json.dumps(header) + "\n")
-            for sequence, (event, stored) in enumerate(
+            for sequence, (item, stored) in enumerate(
                 zip(self.buffer, self.stored_at, strict=True), self.evicted + 1
             ):
-                file.write(self._record(event, sequence, stored))
+                file.write(self._record(item, sequence, stored))
         os.replace(temporary, self.path)
         self._lines = len(self.buffer)
 
-    def _record(self, event: Event, sequence: int, stored: float) -> str:
+    def _record(self, item: StoredEvent, sequence: int, stored: float) -> str:
+        event = item.bare
         cursor = event.cursor if event.cursor in self.by_cursor else None
         record: dict[str, Any] = {"n": sequence, "s": stored, "ch": event.channel}
-        record["d"] = event.data
         if cursor is not None:
             record["c"] = cursor
         if event.key is not None:
@@ -209,7 +210,9 @@ class ReplayLog:
         if event.headers:
             record["h"] = dict(event.headers)
         record["t"] = event.time
-        return json.dumps(record, separators=(",", ":"), default=str) + "\n"
+        head = json.dumps(record, separators=(",", ":"), default=str)
+        data = item.text if item.is_json else json.dumps(item.text)  # the payload encoded once
+        return f'{head[:-1]},"d":{data}}}\n'
 
     def close(self) -> None:
         self.wake_all()
@@ -224,11 +227,12 @@ class ReplayLog:
         stored = replace(
             event, time=event.time or now, cursor=cursor or f"{self.epoch}:{self.last}"
         )
-        self.buffer.append(stored)
+        item = StoredEvent.of(stored)
+        self.buffer.append(item)
         self.stored_at.append(now)
         record = None
         if self.path is not None:
-            record = self._record(stored, self.last, now)
+            record = self._record(item, self.last, now)
             # Opened for each write: an idle log holds no file (CONTRACT §4c), however
             # many channels a gateway has logs for. An append costs an open and a close.
             with self.path.open("a", encoding="utf-8") as file:
@@ -236,7 +240,7 @@ class ReplayLog:
             self._lines += 1
         size = 0  # counted when bounded or free (a durable log's record)
         if record is not None or self.max_bytes is not None:
-            size = _size(record if record is not None else payload_text(stored.data))
+            size = _size(record if record is not None else item.text)
         self.sizes.append(size)
         self.bytes += size
         self.trim(now)
@@ -285,7 +289,7 @@ class ReplayLog:
 
     def after(self, sequence: int) -> list[Event]:
         start = max(0, sequence - self.evicted)
-        return list(itertools.islice(self.buffer, start, None))
+        return [item.event() for item in itertools.islice(self.buffer, start, None)]
 
     def sequence_of(self, cursor: str) -> int | None:
         """The sequence a cursor of this log names while retained (or just evicted)."""

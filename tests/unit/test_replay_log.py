@@ -162,3 +162,24 @@ def test_log_paths_stay_inside_the_data_dir(tmp_path: Path, channel: str) -> Non
     path = log_path(tmp_path, "../broker", channel)
     assert path is not None
     assert tmp_path in path.resolve().parents
+
+
+PAYLOADS = [{"n": [1, 2.5, None, True], "é": "ü\u2603"}, "123", "plain text", 7, [], None]
+
+
+@pytest.mark.parametrize("durable", [False, True])
+async def test_payloads_come_back_as_they_went_in_though_kept_as_text(
+    tmp_path: Path, durable: bool
+) -> None:
+    path = tmp_path / "log.jsonl" if durable else None
+    log = ReplayLog("e1", retain=10, max_age=60, path=path, max_bytes=1 << 20)
+    for data in PAYLOADS:
+        log.append(Event(channel="c", data=data, key="k"), 100.0)
+    assert all(isinstance(item.text, str) for item in log.buffer)  # no decoded payload kept
+    read = [i for i in await _range(log, EARLIEST, log.position) if isinstance(i, Event)]
+    assert [e.data for e in read] == PAYLOADS and {e.key for e in read} == {"k"}
+    log.close()
+    if path is not None:
+        again = ReplayLog("e2", retain=10, max_age=60, path=path)
+        assert [e.data for e in again.after(0)] == PAYLOADS
+        again.close()

@@ -1,0 +1,40 @@
+"""An event as a replay log keeps it: its payload as text, decoded again for each read.
+
+Decoded, a payload takes several times its JSON size (an int is a 28-byte object, a list
+8 bytes a slot more): a log of 1 MiB of JSON (``replay.max_bytes``) held 8 MB of objects
+for events of 3,000 numbers, spread over allocator pools that stay once one live object
+is left in them (the soak of CONTRACT §4c, BENCHMARKS.md). As text it holds about what
+``max_bytes`` says. The text is the one a client is sent (``payload_text``), so a bounded
+log encodes no more than before.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+
+from bridge.event import Event, payload_text
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    bare: Event  # the event without its payload (``data`` None)
+    text: str  # the payload as a client receives it
+    is_json: bool  # the payload was not a string, ``text`` is its JSON
+
+    @classmethod
+    def of(cls, event: Event, text: str | None = None) -> StoredEvent:
+        """``event`` kept compact; ``text`` is its ``payload_text`` when already known."""
+        return cls(
+            replace(event, data=None),
+            payload_text(event.data) if text is None else text,
+            not isinstance(event.data, str),
+        )
+
+    @property
+    def cursor(self) -> str | None:
+        return self.bare.cursor
+
+    def event(self) -> Event:
+        """The event again, with its payload decoded afresh."""
+        return replace(self.bare, data=json.loads(self.text) if self.is_json else self.text)
