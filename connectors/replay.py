@@ -53,6 +53,7 @@ class ReplayLog:
         "max_age",
         "max_bytes",
         "name",
+        "newest",
         "path",
         "retain",
         "sizes",
@@ -77,6 +78,8 @@ class ReplayLog:
         self.max_bytes = max_bytes  # None: bounded by count and age only
         self.path = path
         self.buffer: deque[StoredEvent] = deque()  # payloads as text (stored_event.py)
+        # The newest event as appended: followers reading live need not decode it again.
+        self.newest: tuple[StoredEvent, Event] | None = None
         # The size of each event's record (its JSON line) and their sum, for ``max_bytes``.
         self.sizes: deque[int] = deque()
         self.bytes = 0
@@ -229,6 +232,7 @@ class ReplayLog:
         )
         item = StoredEvent.of(stored)
         self.buffer.append(item)
+        self.newest = (item, stored)
         self.stored_at.append(now)
         record = None
         if self.path is not None:
@@ -289,7 +293,11 @@ class ReplayLog:
 
     def after(self, sequence: int) -> list[Event]:
         start = max(0, sequence - self.evicted)
-        return [item.event() for item in itertools.islice(self.buffer, start, None)]
+        buffer, newest = self.buffer, self.newest
+        if start >= len(buffer) or newest is None or buffer[-1] is not newest[0]:
+            return [item.event() for item in itertools.islice(buffer, start, None)]
+        older = itertools.islice(buffer, start, len(buffer) - 1)
+        return [*(item.event() for item in older), newest[1]]
 
     def sequence_of(self, cursor: str) -> int | None:
         """The sequence a cursor of this log names while retained (or just evicted)."""

@@ -23,13 +23,12 @@ class StoredEvent:
     is_json: bool  # the payload was not a string, ``text`` is its JSON
 
     @classmethod
-    def of(cls, event: Event, text: str | None = None) -> StoredEvent:
-        """``event`` kept compact; ``text`` is its ``payload_text`` when already known."""
-        return cls(
-            replace(event, data=None),
-            payload_text(event.data) if text is None else text,
-            not isinstance(event.data, str),
-        )
+    def of(cls, event: Event) -> StoredEvent:
+        """``event`` kept compact."""
+        bare = Event(event.channel, None, event.key, event.headers, event.time, event.cursor)
+        if event.name is not None:
+            bare = replace(bare, name=event.name)
+        return cls(bare, payload_text(event.data), not isinstance(event.data, str))
 
     @property
     def cursor(self) -> str | None:
@@ -37,4 +36,6 @@ class StoredEvent:
 
     def event(self) -> Event:
         """The event again, with its payload decoded afresh."""
-        return replace(self.bare, data=json.loads(self.text) if self.is_json else self.text)
+        bare = self.bare
+        data = json.loads(self.text) if self.is_json else self.text
+        return Event(bare.channel, data, bare.key, bare.headers, bare.time, bare.cursor, bare.name)

@@ -173,9 +173,9 @@ async def test_payloads_come_back_as_they_went_in_though_kept_as_text(
 ) -> None:
     path = tmp_path / "log.jsonl" if durable else None
     log = ReplayLog("e1", retain=10, max_age=60, path=path, max_bytes=1 << 20)
-    for data in PAYLOADS:
-        log.append(Event(channel="c", data=data, key="k"), 100.0)
+    stored = [log.append(Event(channel="c", data=data, key="k"), 100.0) for data in PAYLOADS]
     assert all(isinstance(item.text, str) for item in log.buffer)  # no decoded payload kept
+    assert log.after(log.last - 1)[0] is stored[-1]  # the newest as appended, not decoded
     read = [i for i in await _range(log, EARLIEST, log.position) if isinstance(i, Event)]
     assert [e.data for e in read] == PAYLOADS and {e.key for e in read} == {"k"}
     log.close()
