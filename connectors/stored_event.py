@@ -4,14 +4,14 @@ Decoded, a payload takes several times its JSON size (an int is a 28-byte object
 8 bytes a slot more): a log of 1 MiB of JSON (``replay.max_bytes``) held 8 MB of objects
 for events of 3,000 numbers, spread over allocator pools that stay once one live object
 is left in them (the soak of CONTRACT §4c, BENCHMARKS.md). As text it holds about what
-``max_bytes`` says. The text is the one a client is sent (``payload_text``), so a bounded
-log encodes no more than before.
+``max_bytes`` says. The text is the one a client is sent (``payload_text``), which a
+bounded log encoded already to count its bytes; a durable log's line embeds it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from bridge.event import Event, payload_text
 
@@ -25,10 +25,9 @@ class StoredEvent:
     @classmethod
     def of(cls, event: Event) -> StoredEvent:
         """``event`` kept compact."""
-        bare = Event(event.channel, None, event.key, event.headers, event.time, event.cursor)
-        if event.name is not None:
-            bare = replace(bare, name=event.name)
-        return cls(bare, payload_text(event.data), not isinstance(event.data, str))
+        e = event
+        bare = Event(e.channel, None, e.key, e.headers, e.time, e.cursor, e.name)
+        return cls(bare, payload_text(e.data), not isinstance(e.data, str))
 
     @property
     def cursor(self) -> str | None:
