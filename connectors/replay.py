@@ -296,8 +296,7 @@ class ReplayLog:
         buffer, newest = self.buffer, self.newest
         if start >= len(buffer) or newest is None or buffer[-1] is not newest[0]:
             return [item.event() for item in itertools.islice(buffer, start, None)]
-        older = itertools.islice(buffer, start, len(buffer) - 1)
-        return [*(item.event() for item in older), newest[1]]
+        return [*(i.event() for i in itertools.islice(buffer, start, len(buffer) - 1)), newest[1]]
 
     def sequence_of(self, cursor: str) -> int | None:
         """The sequence a cursor of this log names while retained (or just evicted)."""

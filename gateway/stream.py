@@ -187,11 +187,8 @@ class StreamSession:
                 "event_id": self.last_id,
             },
         )
-        # No cycle outlives the stream, so it (its topics, transport, task) goes by
-        # reference counting, not at the next full collection of the cyclic GC (the soak
-        # of CONTRACT §4c, BENCHMARKS.md): the subscriber holds the transport's overflow
-        # cut, which holds this session; a reason raised by next_batch and answered
-        # holds that frame in its traceback, which holds this session too.
+        # No cycle outlives the stream (it goes at once, not at a full GC; BENCHMARKS.md
+        # soak): the overflow cut and the answered reason's traceback hold this session.
         self.subscriber.on_overflow = None
         if self.ended is not None and self.ended is not exc:
             self.ended.__traceback__ = None
