@@ -138,6 +138,7 @@ class AmqpConnector(AsyncResource):
         *,
         retain: int = 1000,
         max_age: float = 600.0,
+        max_bytes: int | None = None,
         data_dir: Path | None = None,
     ) -> None:
         self.name = name
@@ -145,6 +146,7 @@ class AmqpConnector(AsyncResource):
         self.settings = settings
         self.retain = retain
         self.max_age = max_age
+        self.max_bytes = max_bytes
         self._epoch = secrets.token_hex(3)
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None  # on the publisher-confirms channel
@@ -235,6 +237,7 @@ class AmqpConnector(AsyncResource):
                 self._epoch,
                 retain=self.retain,
                 max_age=self.max_age,
+                max_bytes=self.max_bytes,
                 path=log_path(self.data_dir, self.name, pattern),
                 name=pattern,
             )

@@ -73,11 +73,12 @@ class KafkaConnector(AsyncResource):
         *,
         retain: int,
         max_age: float,
+        max_bytes: int | None = None,
         data_dir: Path | None = None,
     ) -> None:
-        # retain/max_age/data_dir size and keep the gateway's replay logs for brokers that
-        # cannot replay; Kafka replays from its own log, retained by the topic's policy.
-        del data_dir
+        # retain/max_age/max_bytes/data_dir size and keep the gateway's replay logs for
+        # brokers that cannot replay; Kafka replays from its own log (the topic's policy).
+        del data_dir, max_bytes
         self.name = name
         self.settings = settings
         self.retain = retain

@@ -1,6 +1,6 @@
 """The in-process broker: for the embedded demo and fast tests, never a real broker's stand-in.
 
-Each channel keeps a bounded replay log (count and age, ``connectors/replay.py``), so
+Each channel keeps a bounded replay log (count, age and bytes, ``connectors/replay.py``), so
 subscribers can resume. Cursors are ``<epoch>:<sequence>`` per channel.
 """
 
@@ -27,6 +27,7 @@ class MemoryConnector(AsyncResource):
         *,
         retain: int = 1000,
         max_age: float = 600.0,
+        max_bytes: int | None = None,
         data_dir: Path | None = None,
     ) -> None:
         # Nothing outlives the process here: ``data_dir`` (durable logs) does not apply.
@@ -34,6 +35,7 @@ class MemoryConnector(AsyncResource):
         self.name = name
         self.retain = retain
         self.max_age = max_age
+        self.max_bytes = max_bytes
         self._epoch = secrets.token_hex(3)
         self._channels: dict[str, ReplayLog] = {}
 
@@ -51,7 +53,7 @@ class MemoryConnector(AsyncResource):
         channel = self._channels.get(name)
         if channel is None:
             channel = self._channels[name] = ReplayLog(
-                self._epoch, retain=self.retain, max_age=self.max_age
+                self._epoch, retain=self.retain, max_age=self.max_age, max_bytes=self.max_bytes
             )
         return channel
 

@@ -109,6 +109,7 @@ class MqttConnector(AsyncResource):
         *,
         retain: int,
         max_age: float,
+        max_bytes: int | None = None,
         data_dir: Path | None = None,
     ) -> None:
         self.name = name
@@ -116,6 +117,7 @@ class MqttConnector(AsyncResource):
         self.settings = settings
         self.retain = retain
         self.max_age = max_age
+        self.max_bytes = max_bytes
         self._epoch = secrets.token_hex(3)
         self._filters: dict[str, _Filter] = {}
         # Filters with a durable log from an earlier run, by subscription identifier: not
@@ -224,6 +226,7 @@ class MqttConnector(AsyncResource):
                     self._epoch,
                     retain=self.retain,
                     max_age=self.max_age,
+                    max_bytes=self.max_bytes,
                     path=log_path(self.data_dir, self.name, topic_filter),
                     name=topic_filter,
                 ),

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from connectors.cluster.appender import Leases
 
 # type -> (module, class), called as ``cls(name, settings, retain=..., max_age=...,
-# data_dir=...)``.
+# max_bytes=..., data_dir=...)``.
 CONNECTORS: dict[str, tuple[str, str]] = {
     "memory": ("connectors.memory", "MemoryConnector"),
     "kafka": ("connectors.kafka", "KafkaConnector"),
@@ -50,11 +50,12 @@ def connector_for(
     *,
     retain: int,
     max_age: float,
+    max_bytes: int | None = None,
     data_dir: Path | None = None,
     on_task_failure: Callable[[str], None] | None = None,
 ) -> Connector:
-    """The connector of broker ``name``; ``retain``/``max_age`` size the replay logs of
-    brokers without offsets, ``data_dir`` holds them durably (None: in memory);
+    """The connector of broker ``name``; ``retain``/``max_age``/``max_bytes`` size the
+    replay logs of brokers without offsets, ``data_dir`` holds them durably (None: in memory);
     ``on_task_failure`` is told of each failure of the connector's background tasks."""
     cls = connector_class(settings.type)
     if cls is None:
@@ -66,7 +67,9 @@ def connector_for(
                 )
             ]
         )
-    connector = cls(name, settings, retain=retain, max_age=max_age, data_dir=data_dir)
+    connector = cls(
+        name, settings, retain=retain, max_age=max_age, max_bytes=max_bytes, data_dir=data_dir
+    )
     connector.on_task_failure = on_task_failure
     return connector
 

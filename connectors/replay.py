@@ -2,10 +2,11 @@
 and of the change feeds a connector decodes itself (CDC).
 
 One log per channel (or filter/pattern): the last ``retain`` events, none older than
-``max_age`` seconds since they arrived here. Cursors are ``<epoch>:<sequence>``, or the
-connector's own (strictly increasing, e.g. a Postgres LSN) when it passes one to
-``append``. A cursor the log does not know — from before a lost log, another epoch, or
-evicted — is answered with a Gap (CONTRACT §5).
+``max_age`` seconds since they arrived here and, with ``max_bytes``, no more than that
+many bytes of them (their JSON records; the newest event is always kept). Cursors are
+``<epoch>:<sequence>``, or the connector's own (strictly increasing, e.g. a Postgres
+LSN) when it passes one to ``append``. A cursor the log does not know — from before a
+lost log, another epoch, or evicted — is answered with a Gap (CONTRACT §5).
 
 With a ``path`` the log is durable: every append is written to an append-only JSON-lines
 file before ``append`` returns (to the OS, not fsynced: it survives a killed process, not
@@ -17,8 +18,6 @@ lives in memory and its epoch is the one given.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import itertools
 import json
 import logging
@@ -32,6 +31,10 @@ from typing import Any
 
 from bridge.event import Event
 from connectors.base import EARLIEST, Gap
+from connectors.log_files import log_path, logged_channels, parse_line
+from connectors.stored_event import StoredEvent
+
+__all__ = ["ReplayLog", "log_path", "logged_channels"]
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +46,17 @@ class ReplayLog:
         "_lines",
         "buffer",
         "by_cursor",
+        "bytes",
         "epoch",
         "evicted",
         "last",
         "max_age",
+        "max_bytes",
         "name",
+        "newest",
         "path",
         "retain",
+        "sizes",
         "stored_at",
         "waiters",
     )
@@ -62,13 +69,20 @@ class ReplayLog:
         max_age: float,
         path: Path | None = None,
         name: str | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.epoch = epoch
         self.name = name  # the channel, filter or pattern; kept in a durable log's header
         self.retain = retain
         self.max_age = max_age
+        self.max_bytes = max_bytes  # None: bounded by count and age only
         self.path = path
-        self.buffer: deque[Event] = deque()
+        self.buffer: deque[StoredEvent] = deque()  # payloads as text (stored_event.py)
+        # The newest event as appended: followers reading live need not decode it again.
+        self.newest: tuple[StoredEvent, Event] | None = None
+        # The size of each event's record (its JSON line) and their sum, for ``max_bytes``.
+        self.sizes: deque[int] = deque()
+        self.bytes = 0
         # When each event arrived here: age counts from arrival, not from the event's own
         # ``time``, which a producer may set to any moment in the past.
         self.stored_at: deque[float] = deque()
@@ -93,7 +107,7 @@ class ReplayLog:
         values, not UTF-8, torn by a crash) is skipped with a warning naming the file and
         line (CONTRACT §4c), so one bad line never keeps the gateway from starting."""
         with path.open("rb") as file:
-            header = _parse(file.readline())
+            header = parse_line(file.readline())
             try:
                 if not header or header.get("format") != _FORMAT or "epoch" not in header:
                     raise ValueError("no format 1 header")
@@ -106,7 +120,7 @@ class ReplayLog:
             self.epoch = str(header["epoch"])
             self.last = self.evicted = evicted
             for number, line in enumerate(file, 2):
-                loaded = self._loaded(_parse(line))
+                loaded = self._loaded(parse_line(line))
                 if loaded is None:
                     if line.strip():
                         log.warning(
@@ -128,6 +142,8 @@ class ReplayLog:
                     )
                     self.buffer.clear()
                     self.stored_at.clear()
+                    self.sizes.clear()
+                    self.bytes = 0
                     self.by_cursor.clear()
                     self.evicted = sequence - 1
                 self.last = sequence
@@ -135,9 +151,11 @@ class ReplayLog:
                     self.by_cursor[event.cursor] = sequence
                 else:
                     event = replace(event, cursor=f"{self.epoch}:{sequence}")
-                self.buffer.append(event)
+                self.buffer.append(StoredEvent.of(event))
                 self.stored_at.append(stored)
-        self._evict(lambda: len(self.buffer) > self.retain)
+                self.sizes.append(len(line))
+                self.bytes += len(line)
+        self._evict(lambda: len(self.buffer) > self.retain or self._over_bytes())
 
     @staticmethod
     def _loaded(record: dict[str, Any] | None) -> tuple[int, Event, float] | None:
@@ -177,17 +195,17 @@ class ReplayLog:
                 "name": self.name,
             }
             file.write(json.dumps(header) + "\n")
-            for sequence, (event, stored) in enumerate(
+            for sequence, (item, stored) in enumerate(
                 zip(self.buffer, self.stored_at, strict=True), self.evicted + 1
             ):
-                file.write(self._record(event, sequence, stored))
+                file.write(self._record(item, sequence, stored))
         os.replace(temporary, self.path)
         self._lines = len(self.buffer)
 
-    def _record(self, event: Event, sequence: int, stored: float) -> str:
+    def _record(self, item: StoredEvent, sequence: int, stored: float) -> str:
+        event = item.bare
         cursor = event.cursor if event.cursor in self.by_cursor else None
         record: dict[str, Any] = {"n": sequence, "s": stored, "ch": event.channel}
-        record["d"] = event.data
         if cursor is not None:
             record["c"] = cursor
         if event.key is not None:
@@ -195,7 +213,9 @@ class ReplayLog:
         if event.headers:
             record["h"] = dict(event.headers)
         record["t"] = event.time
-        return json.dumps(record, separators=(",", ":"), default=str) + "\n"
+        head = json.dumps(record, separators=(",", ":"), default=str)
+        data = item.text if item.is_json else json.dumps(item.text)  # the payload encoded once
+        return f'{head[:-1]},"d":{data}}}\n'
 
     def close(self) -> None:
         self.wake_all()
@@ -210,14 +230,23 @@ class ReplayLog:
         stored = replace(
             event, time=event.time or now, cursor=cursor or f"{self.epoch}:{self.last}"
         )
-        self.buffer.append(stored)
+        item = StoredEvent.of(stored)
+        self.buffer.append(item)
+        self.newest = (item, stored)
         self.stored_at.append(now)
+        record = None
         if self.path is not None:
+            record = self._record(item, self.last, now)
             # Opened for each write: an idle log holds no file (CONTRACT §4c), however
             # many channels a gateway has logs for. An append costs an open and a close.
             with self.path.open("a", encoding="utf-8") as file:
-                file.write(self._record(stored, self.last, now))
+                file.write(record)
             self._lines += 1
+        size = 0  # counted when bounded or free (a durable log's record)
+        if record is not None or self.max_bytes is not None:
+            size = _size(record if record is not None else item.text)
+        self.sizes.append(size)
+        self.bytes += size
         self.trim(now)
         if self.path is not None and self._lines > 2 * self.retain + 64:
             self._rewrite()
@@ -227,13 +256,21 @@ class ReplayLog:
     def trim(self, now: float) -> None:
         horizon = now - self.max_age
         stored_at = self.stored_at
-        self._evict(lambda: len(self.buffer) > self.retain or stored_at[0] < horizon)
+        self._evict(
+            lambda: len(self.buffer) > self.retain or stored_at[0] < horizon or self._over_bytes()
+        )
+
+    def _over_bytes(self) -> bool:
+        """Past ``max_bytes`` with more than the newest event (which is always kept)."""
+        return self.max_bytes is not None and self.bytes > self.max_bytes and len(self.buffer) > 1
 
     def _evict(self, condition: Callable[[], bool]) -> None:
-        buffer, stored_at, by_cursor = self.buffer, self.stored_at, self.by_cursor
+        buffer, stored_at, sizes = self.buffer, self.stored_at, self.sizes
+        by_cursor = self.by_cursor
         while buffer and condition():
             event = buffer.popleft()
             stored_at.popleft()
+            self.bytes -= sizes.popleft()
             self.evicted += 1
             if by_cursor and event.cursor is not None:
                 by_cursor.pop(event.cursor, None)
@@ -256,7 +293,10 @@ class ReplayLog:
 
     def after(self, sequence: int) -> list[Event]:
         start = max(0, sequence - self.evicted)
-        return list(itertools.islice(self.buffer, start, None))
+        buffer, newest = self.buffer, self.newest
+        if start >= len(buffer) or newest is None or buffer[-1] is not newest[0]:
+            return [item.event() for item in itertools.islice(buffer, start, None)]
+        return [*(i.event() for i in itertools.islice(buffer, start, len(buffer) - 1)), newest[1]]
 
     def sequence_of(self, cursor: str) -> int | None:
         """The sequence a cursor of this log names while retained (or just evicted)."""
@@ -347,42 +387,13 @@ class ReplayLog:
             yield event
 
 
+def _size(text: str) -> int:
+    """The UTF-8 length of ``text``."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def _count(value: object) -> int:
     """A non-negative integer field of a log (a bool or a float is not one)."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"not a count: {value!r}")
     return value
-
-
-def _parse(line: str | bytes) -> dict[str, Any] | None:
-    with contextlib.suppress(ValueError):  # UnicodeDecodeError is a ValueError
-        value = json.loads(line)
-        if isinstance(value, dict):
-            return value
-    return None
-
-
-def logged_channels(data_dir: Path | None, broker: str) -> list[str]:
-    """The channels a broker's durable logs are kept for (from their headers)."""
-    if data_dir is None:
-        return []
-    directory = data_dir / "replay" / _safe(broker)
-    names = []
-    for path in sorted(directory.glob("*.jsonl")) if directory.is_dir() else []:
-        with path.open("rb") as file:  # the header line only; a bad one names nothing
-            header = _parse(file.readline())
-        if header and isinstance(header.get("name"), str):
-            names.append(header["name"])
-    return names
-
-
-def log_path(data_dir: Path | None, broker: str, channel: str) -> Path | None:
-    """Where the durable log of ``channel`` lives, or None when logs stay in memory."""
-    if data_dir is None:
-        return None
-    digest = hashlib.sha256(channel.encode()).hexdigest()[:24]
-    return data_dir / "replay" / _safe(broker) / f"{digest}.jsonl"
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"

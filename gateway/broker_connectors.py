@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from bridge.catalog import Catalog
-from bridge.config import Broker, Config
+from bridge.config import Broker, Config, Replay
 from bridge.store import Store
 from connectors import LOGGED_TYPES, Connector, cluster_logged, connector_for
 from gateway.cluster import ClusterNode
@@ -39,20 +39,13 @@ def broker_connector(
             lease_ttl=cluster.settings.node_ttl,
             on_task_failure=on_task_failure,
         )
-    retain, max_age = retention(catalog, name)
+    replay = Replay.covering([api.replay for api in catalog.apis() if api.broker == name])
     return connector_for(
         name,
         settings,
-        retain=retain,
-        max_age=max_age,
+        retain=replay.max_events,
+        max_age=replay.max_age,
+        max_bytes=replay.max_bytes,
         data_dir=data_dir,
         on_task_failure=on_task_failure,
     )
-
-
-def retention(catalog: Catalog, broker: str) -> tuple[int, float]:
-    """A memory broker keeps the longest replay any API on it asks for."""
-    replays = [api.replay for api in catalog.apis() if api.broker == broker]
-    if not replays:
-        return 1000, 600.0
-    return max(r.max_events for r in replays), max(r.max_age for r in replays)

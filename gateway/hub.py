@@ -1,7 +1,7 @@
 """The fan-out hub: one per backend channel and pipeline (STYLE §6).
 
 A hub reads its channel from the connector, runs the pipeline, gives every output an
-id and keeps it in a bounded replay log (count and age, the API's ``replay`` setting).
+id and keeps it in a bounded replay log (count, age and size, the API's ``replay`` setting).
 Each output is encoded once — the SSE frame per event name, the WebSocket text — and
 the same objects are handed to every client. Clients have bounded queues: one that
 falls behind is marked ``overflowed`` and cut by its transport, never skipped silently.
@@ -99,6 +99,7 @@ class Hub:
         # Every topic reading through this hub counts what it reads (events_in per topic).
         self.event_in_counters: dict[tuple[str, ...], Callable[[], None]] = {}
         self.log: deque[Entry] = deque()
+        self.log_chars = 0  # the payloads' length in the log, for ``replay.max_bytes``
         # Sequence of the newest entry no longer in the log. At first: past every id handed
         # out before this hub began, the newest included (a closed hub of this channel may
         # have issued it, and what came after it is not in this log but in the broker).
@@ -181,6 +182,7 @@ class Hub:
             event,
         )
         self.log.append(entry)
+        self.log_chars += len(entry.payload)
         self._trim(now)
         items: dict[str | None, tuple[Entry, str | None]] = {}  # one tuple per event name
         for subscriber, name in self.subscribers.items():
@@ -192,9 +194,15 @@ class Hub:
     def _trim(self, now: float) -> None:
         log_ = self.log
         horizon = now - self.replay.max_age
-        limit = self.replay.max_events
-        while log_ and (len(log_) > limit or log_[0].time < horizon):
-            self.evicted_upto = log_.popleft().sequence
+        limit, max_chars = self.replay.max_events, self.replay.max_bytes
+        while log_ and (
+            len(log_) > limit
+            or log_[0].time < horizon
+            or (self.log_chars > max_chars and len(log_) > 1)  # the newest stays
+        ):
+            entry = log_.popleft()
+            self.evicted_upto = entry.sequence
+            self.log_chars -= len(entry.payload)
 
     # --- consuming ----------------------------------------------------------------------
     def attach(

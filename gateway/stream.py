@@ -187,6 +187,11 @@ class StreamSession:
                 "event_id": self.last_id,
             },
         )
+        # No cycle outlives the stream (it goes at once, not at a full GC; BENCHMARKS.md
+        # soak): the overflow cut and the answered reason's traceback hold this session.
+        self.subscriber.on_overflow = None
+        if self.ended is not None and self.ended is not exc:
+            self.ended.__traceback__ = None
         await self.runtime.connections.close(self.admitted.key, self.subscriber)  # last: awaits
 
     def _end(self, reason: BaseException) -> BaseException:
@@ -227,21 +232,22 @@ class StreamSession:
             outlet.sent = 0
 
     def _schedule_ping(self) -> None:
+        # A method, not a closure that names itself: that would be a cycle holding this
+        # session after the stream ends (cancelling a timer drops its callback).
         loop = asyncio.get_running_loop()
+        self._timers[1:] = [loop.call_later(self.runtime.config.gateway.heartbeat, self._ping)]
 
-        def fire() -> None:
-            outlet, ping = self.outlet, self._ping_bytes  # written there while it is armed
-            if (
-                outlet is None
-                or self.subscriber.outlet is not outlet
-                or ping is None
-                or (ping and not outlet.write(ping))
-            ):
-                self.ping_due = True  # the writer sends it
-                self.subscriber.wake.set()
-            self._timers[1:] = [loop.call_later(self.runtime.config.gateway.heartbeat, fire)]
-
-        self._timers[1:] = [loop.call_later(self.runtime.config.gateway.heartbeat, fire)]
+    def _ping(self) -> None:
+        outlet, ping = self.outlet, self._ping_bytes  # written there while it is armed
+        if (
+            outlet is None
+            or self.subscriber.outlet is not outlet
+            or ping is None
+            or (ping and not outlet.write(ping))
+        ):
+            self.ping_due = True  # the writer sends it
+            self.subscriber.wake.set()
+        self._schedule_ping()
 
     def _behind(self, batch: Batch) -> None:
         """Observe the queue the writer takes; signal lag past half of it (CONTRACT §10)."""

@@ -119,6 +119,20 @@ class Topic(Strict):
 class Replay(Strict):
     max_events: PositiveInt = 1000
     max_age: Duration = 600.0
+    # The bytes of events a channel's replay log keeps (their JSON; the newest is always
+    # kept): a window of large events is bounded by size, not only by count (CONTRACT §4c).
+    max_bytes: PositiveInt = 1_048_576
+
+    @classmethod
+    def covering(cls, replays: list[Replay]) -> Replay:
+        """The window that holds each of ``replays`` (the default one when there is none)."""
+        if not replays:
+            return cls()
+        return cls(
+            max_events=max(r.max_events for r in replays),
+            max_age=max(r.max_age for r in replays),
+            max_bytes=max(r.max_bytes for r in replays),
+        )
 
 
 ApiState = Literal["CREATED", "PUBLISHED", "DEPRECATED", "RETIRED", "BLOCKED"]

@@ -50,18 +50,22 @@ class PostgresCdcConnector(AsyncResource):
         *,
         retain: int,
         max_age: float,
+        max_bytes: int | None = None,
         data_dir: Path | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
         self.retain = retain
         self.max_age = max_age
+        self.max_bytes = max_bytes
         self.data_dir = data_dir
         self.slot = slot_name(name, settings, data_dir)
         self._options = " ".join(
             f"-c {k}={v.replace(' ', '')}" for k, v in SESSION_SETTINGS.items()
         )
-        self._logs = ChangeLogs(self.slot, retain=retain, max_age=max_age, data_dir=data_dir)
+        self._logs = ChangeLogs(
+            self.slot, retain=retain, max_age=max_age, max_bytes=max_bytes, data_dir=data_dir
+        )
         self._poller = Poller(name, settings.dsn, self.slot, self._logs, self._options)
 
     # --- lifecycle ------------------------------------------------------------------------

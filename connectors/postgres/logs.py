@@ -50,10 +50,19 @@ class ChangeLogs:
     on reading them, or their changes made meanwhile would be lost), whose log stays on
     disk until a subscriber, a resume or one of their changes needs it (CONTRACT §4c)."""
 
-    def __init__(self, slot: str, *, retain: int, max_age: float, data_dir: Path | None) -> None:
+    def __init__(
+        self,
+        slot: str,
+        *,
+        retain: int,
+        max_age: float,
+        max_bytes: int | None = None,
+        data_dir: Path | None,
+    ) -> None:
         self.slot = slot
         self.retain = retain
         self.max_age = max_age
+        self.max_bytes = max_bytes
         self.data_dir = data_dir
         self.tables: dict[str, TableLog] = {}
         self.dormant: set[str] = set()
@@ -94,6 +103,7 @@ class ChangeLogs:
             PREFIX.rstrip(":"),
             retain=self.retain,
             max_age=self.max_age,
+            max_bytes=self.max_bytes,
             path=log_path(self.data_dir, self._broker, qualified),
             name=qualified,  # in the file's header: the table is captured again at start
         )

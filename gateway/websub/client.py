@@ -59,7 +59,9 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        # Its callbacks are this object's methods: dropped once the connection is lost,
+        # with the transport, so no cycle keeps a closed connection for the cyclic GC.
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Answer] | None = None
         self._body: list[bytes] = []
         self._body_size = 0
@@ -74,6 +76,8 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received = True
+        if self.parser is None:
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -86,6 +90,8 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(CallbackError("the callback closed the connection"))
+        self.transport = None
+        self.parser = None
 
     # --- httptools callbacks -----------------------------------------------------------
     def on_body(self, body: bytes) -> None:
@@ -96,11 +102,13 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        self.keep_alive = self.parser.should_keep_alive()
+        parser = self.parser
+        assert parser is not None  # called by it
+        self.keep_alive = parser.should_keep_alive()
         waiter = self._waiter
         self._waiter = None
         if waiter is not None and not waiter.done():
-            waiter.set_result(Answer(self.parser.get_status_code(), b"".join(self._body)))
+            waiter.set_result(Answer(parser.get_status_code(), b"".join(self._body)))
 
     # --- use ---------------------------------------------------------------------------
     def _fail(self, error: CallbackError) -> None:
@@ -116,7 +124,8 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     async def exchange(self, request: bytes) -> Answer:
-        assert self.transport is not None
+        if self.transport is None:  # lost since it was taken
+            raise CallbackError("the callback closed the connection")
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Answer] = loop.create_future()
         self._waiter = waiter
@@ -124,7 +133,13 @@ class _Connection(asyncio.Protocol):
         self._body_size = 0
         self.received = False
         self.transport.write(request)
-        return await waiter
+        try:
+            return await waiter
+        finally:
+            # A failure raised here holds this frame: the frame must not hold the future
+            # that holds the failure, a cycle kept until the next full collection.
+            self._waiter = None
+            del waiter
 
 
 class CallbackClient:

@@ -370,7 +370,9 @@ def slow_config(directory: Path) -> dict[str, Any]:
                 "version": "1.0.0",
                 "context": "/slow",
                 "broker": "mem",
-                "replay": {"max_events": 1000},
+                # 60 events of 100 kB are resumed from (test_direct_fanout): past the
+                # default replay.max_bytes (1 MiB).
+                "replay": {"max_events": 1000, "max_bytes": 16 << 20},
                 "topics": [{"name": "/t/{room}", "channel": "slow.{room}"}],
             },
             {

@@ -302,6 +302,13 @@ def test_each_problem_names_its_exact_path(
     assert message in problem.message
 
 
+def test_replay_max_bytes_has_a_default_and_must_be_positive(raw: dict[str, Any]) -> None:
+    assert parse_config(raw, ENV).apis[0].replay.max_bytes == 1_048_576
+    raw["apis"][0]["replay"]["max_bytes"] = 0
+    raw["apis"][0]["replay"]["max_events"] = -1
+    assert sorted(paths_of(raw)) == ["apis[0].replay.max_bytes", "apis[0].replay.max_events"]
+
+
 def test_unknown_key_reads_path_colon_unknown_key(raw: dict[str, Any]) -> None:
     raw["apis"][0]["foo"] = "bar"
     assert [str(p) for p in problems_of(raw)] == ["apis[0].foo: unknown key"]

@@ -63,13 +63,14 @@ def make_hub(
     max_events: int = 100,
     max_age: float = 600.0,
     sequence: IdSequence | None = None,
+    max_bytes: int = 1_048_576,
 ) -> Hub:
     errors = Errors()
     return Hub(
         connector=NoConnector(),
         channel="orders.created",
         new_pipeline=lambda: build_pipeline([], errors),
-        replay=Replay(max_events=max_events, max_age=max_age),
+        replay=Replay(max_events=max_events, max_age=max_age, max_bytes=max_bytes),
         epoch="abc",
         sequence=IdSequence() if sequence is None else sequence,
         clock=clock,
@@ -275,6 +276,17 @@ def test_max_events_bounds_the_log(clock: Clock) -> None:
     emit(hub, 1, 2, 3)
     assert ids(list(hub.log)) == ["abc-2", "abc-3"]
     assert hub.evicted_upto == 1
+
+
+def test_max_bytes_bounds_the_log_and_keeps_the_newest(clock: Clock) -> None:
+    hub = make_hub(clock, max_bytes=40)
+    emit(hub, "a" * 10, "b" * 10, "c" * 10)  # 3 payloads of 18 characters: the oldest goes
+    assert ids(list(hub.log)) == ["abc-2", "abc-3"] and hub.log_chars == 36
+    emit(hub, "d" * 40)  # larger than the bound on its own: kept, alone
+    assert ids(list(hub.log)) == ["abc-4"] and hub.evicted_upto == 3
+    subscriber = Subscriber(10)
+    attach(hub, subscriber, "abc-1")
+    assert isinstance(subscriber.queue[0], GapNotice)
 
 
 def test_max_age_trims_old_entries(clock: Clock) -> None:

@@ -67,6 +67,43 @@ async def test_connector_cursors_are_kept_and_looked_up() -> None:
     assert _numbers(await _take(log, "pg1:0000", 4)) == ["gap", 2, 3, 4]
 
 
+def _padded(n: int) -> Event:
+    """An event whose JSON is exactly 100 bytes: ``{"n":<n>,"pad":"xx…"}``."""
+    return Event(channel="c", data={"n": n, "pad": "x" * (100 - 15 - len(str(n)))})
+
+
+async def test_max_bytes_evicts_the_oldest_first_and_an_older_resume_gets_a_gap() -> None:
+    log = ReplayLog("e1", retain=1000, max_age=60, max_bytes=350)
+    stored = [log.append(_padded(n), 100.0) for n in range(6)]
+    assert log.oldest == stored[3].cursor and log.bytes == 300  # a 4th would make 400
+    assert _numbers(await _take(log, stored[3].cursor, 2)) == [4, 5]
+    items = await _take(log, stored[1].cursor, 4)
+    assert isinstance(items[0], Gap) and items[0].oldest == stored[3].cursor
+    assert _numbers(items[1:]) == [3, 4, 5]
+    assert _numbers(await _range(log, stored[0].cursor, stored[5].cursor)) == ["gap", 3, 4, 5]
+
+
+async def test_the_newest_event_is_kept_however_large() -> None:
+    log = ReplayLog("e1", retain=1000, max_age=60, max_bytes=50)
+    log.append(_padded(1), 100.0)
+    newest = log.append(_padded(2), 100.0)
+    assert log.oldest == newest.cursor and log.bytes == 100
+    assert _numbers(await _take(log, EARLIEST, 1)) == [2]
+
+
+async def test_max_bytes_counts_a_durable_log_by_its_lines_when_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    log = ReplayLog("e1", retain=1000, max_age=60, path=path)  # no byte bound: keeps all
+    for n in range(10):
+        log.append(_padded(n), 100.0)
+    lines = [len(line) for line in path.read_bytes().splitlines(keepends=True)[1:]]
+    assert log.bytes == sum(lines)
+    again = ReplayLog("e1", retain=1000, max_age=60, path=path, max_bytes=sum(lines[-3:]))
+    assert again.bytes == sum(lines[-3:]) and again.oldest == "e1:8"
+    assert _numbers(await _take(again, "e1:2", 4)) == ["gap", 7, 8, 9]
+    again.close()
+
+
 async def test_a_durable_log_survives_a_restart(tmp_path: Path) -> None:
     path = log_path(tmp_path, "mqtt-main", "sensors/+/temp")
     assert path is not None
@@ -125,3 +162,24 @@ def test_log_paths_stay_inside_the_data_dir(tmp_path: Path, channel: str) -> Non
     path = log_path(tmp_path, "../broker", channel)
     assert path is not None
     assert tmp_path in path.resolve().parents
+
+
+PAYLOADS = [{"n": [1, 2.5, None, True], "é": "ü\u2603"}, "123", "plain text", 7, [], None]
+
+
+@pytest.mark.parametrize("durable", [False, True])
+async def test_payloads_come_back_as_they_went_in_though_kept_as_text(
+    tmp_path: Path, durable: bool
+) -> None:
+    path = tmp_path / "log.jsonl" if durable else None
+    log = ReplayLog("e1", retain=10, max_age=60, path=path, max_bytes=1 << 20)
+    stored = [log.append(Event(channel="c", data=data, key="k"), 100.0) for data in PAYLOADS]
+    assert all(isinstance(item.text, str) for item in log.buffer)  # no decoded payload kept
+    assert log.after(log.last - 1)[0] is stored[-1]  # the newest as appended, not decoded
+    read = [i for i in await _range(log, EARLIEST, log.position) if isinstance(i, Event)]
+    assert [e.data for e in read] == PAYLOADS and {e.key for e in read} == {"k"}
+    log.close()
+    if path is not None:
+        again = ReplayLog("e2", retain=10, max_age=60, path=path)
+        assert [e.data for e in again.after(0)] == PAYLOADS
+        again.close()
