@@ -166,7 +166,7 @@ class StreamSession:
     ) -> None:
         for timer in self._timers:
             timer.cancel()
-        self._settle()
+        self.settle()
         if self.outlet is not None:
             self.outlet.release()
         if self._policy is not None:
@@ -202,6 +202,15 @@ class StreamSession:
             metrics.slow_disconnects.labels(self.protocol).inc()
         return reason
 
+    @property
+    def holdable(self) -> bool:
+        """Whether the stream can go on without a task of its own (no catch-up runs)."""
+        return self._scope is None
+
+    def end_with(self, reason: BaseException) -> None:
+        """The transport ended the stream (a slow client cut): count why."""
+        self._end(reason)
+
     def claim(self, outlet: Outlet | None, encode: Encode, ping: bytes | None) -> None:
         """Let the hub write events to the socket directly (gateway/outlet.py) once the
         response has begun; ``ping``: a heartbeat as written there (b"": none needed)."""
@@ -218,7 +227,7 @@ class StreamSession:
             coalescer=self.runtime.coalescer,
         )
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
         """Fold what the outlet wrote into the stream's counts (before newer writes)."""
         outlet = self.outlet
         if outlet is not None and outlet.sent:
@@ -255,7 +264,19 @@ class StreamSession:
             batch.append(LagNotice(behind, limit))
 
     async def next_batch(self) -> Batch:
-        """Wait for work; raise the reason the stream must end, else return queued items.
+        """Wait for work; raise the reason the stream must end, else return queued items."""
+        batch = await self._batch(park=True)
+        assert batch is not None
+        return batch
+
+    async def poll_batch(self) -> Batch | None:
+        """As ``next_batch``, but None instead of waiting when there is no work: the outlet
+        is then armed, and the subscriber's ``wake.callback`` tells of more."""
+        return await self._batch(park=False)
+
+    async def _batch(self, park: bool) -> Batch | None:
+        """Wait for work (unless not ``park``); raise the reason the stream must end, else
+        return queued items.
 
         Items are GapNotice, LagNotice, Reply or (entry, event name). The events-per-minute
         window is asked for as many permits as events are queued (in a cluster, one Redis
@@ -272,6 +293,10 @@ class StreamSession:
                 and not subscriber.overflowed
                 and not self.ping_due
             ):
+                if not park and not wake.is_set():
+                    if self.outlet is not None:
+                        subscriber.arm(self.outlet)
+                    return None
                 waiter = wake.waiter()
                 if waiter is not None:
                     outlet = self.outlet
@@ -280,7 +305,7 @@ class StreamSession:
                         await waiter
                         subscriber.disarm()
                         outlet.flush()  # coalesced writes go before the writer's
-                        self._settle()
+                        self.settle()
                     else:
                         await waiter
             wake.clear()
