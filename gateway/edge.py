@@ -27,8 +27,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import Coroutine
-from contextvars import Context
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -38,6 +36,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bridge.config import Limits
 from gateway.errors import problem, problem_details
+from gateway.holding import HoldingProtocol
 from gateway.outlet import OUTLET, Outlet, OutletHooks
 
 
@@ -53,35 +52,24 @@ def _raw_problem(status: int, detail: str) -> bytes:
     return head.encode("latin-1") + body
 
 
-class _HeldCycle:
-    """What a protocol holding a stream keeps as its cycle: a finished one (uvicorn reads
-    ``response_complete`` and sets ``message_event`` on a hang-up or shutdown)."""
-
-    response_complete = True
-    keep_alive = False
-    disconnected = False
-
-    class message_event:  # uvicorn's attribute name
-        @staticmethod
-        def set() -> None:
-            pass
-
-
-_HELD = _HeldCycle()
-
-
 def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with a header timeout and a header size limit."""
     timeout = limits.header_timeout
     max_bytes = limits.max_header_bytes
     send_buffer = limits.send_buffer_bytes
 
-    class BoundedHttpProtocol(OutletHooks, HttpToolsProtocol):
-        _header_bytes = 0  # received while the headers are not complete
-        _awaiting_headers = True
-        _refused = False  # answered 431: the rest of what arrives is ignored
-        _header_timer: asyncio.TimerHandle | None = None
-        _detached = False  # a held SSE stream owns the connection (gateway/sse_holder.py)
+    class BoundedHttpProtocol(OutletHooks, HoldingProtocol):
+        # Slots, not uvicorn's instance dict: with these in it, it grew past the size
+        # CPython shares keys for (1.6 KiB per connection instead of about 0.4).
+        __slots__ = ("_awaiting_headers", "_header_bytes", "_header_timer", "_refused", "outlet")
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._header_bytes = 0  # received while the headers are not complete
+            self._awaiting_headers = True
+            self._refused = False  # answered 431: the rest of what arrives is ignored
+            self._header_timer: asyncio.TimerHandle | None = None
+            self.outlet: Outlet | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -119,8 +107,8 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                 self.transport.close()
 
         def data_received(self, data: bytes) -> None:
-            if self._refused or self._detached:
-                return  # refused, or a held response is open: nothing is read meanwhile
+            if self._refused:
+                return
             if self._awaiting_headers:
                 self._header_bytes += len(data)
             super().data_received(data)
@@ -147,35 +135,6 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
         def on_message_complete(self) -> None:
             if not self._refused:
                 super().on_message_complete()
-
-        # --- a response held without its request's task (gateway/outlet.Owner) ----------
-        def detach(self) -> bool:
-            cycle = self.cycle
-            keep_alive = cycle.keep_alive
-            cycle.response_complete = True  # uvicorn lets the ASGI task return quietly
-            self._detached = True
-            # What the request held is let go: its cycle (events, body), scope, headers.
-            self.cycle = _HELD  # type: ignore[assignment]
-            self.scope = self.headers = None  # type: ignore[assignment]
-            self.url = b""
-            return keep_alive
-
-        def reattach(self, keep_alive: bool) -> None:
-            self._detached = False
-            if keep_alive and not self.transport.is_closing():
-                self.on_response_complete()  # the next request (keep-alive timer, headers)
-            else:
-                self.transport.close()
-
-        def spawn(self, coroutine: Coroutine[Any, Any, None], context: Context) -> None:
-            task = self.loop.create_task(coroutine, context=context)
-            self.tasks.add(task)  # waited for by a graceful shutdown, as request tasks are
-            task.add_done_callback(self._spawned_done)
-
-        def _spawned_done(self, task: asyncio.Task[None]) -> None:
-            self.tasks.discard(task)
-            if not task.cancelled() and (exc := task.exception()) is not None:
-                self.logger.error("Exception in a held stream's writer", exc_info=exc)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
