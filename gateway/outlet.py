@@ -1,6 +1,6 @@
 """A stream's direct way to its client's socket, past the ASGI send chain (issue 14).
 
-The server's protocols (``gateway/edge.py`` for HTTP, :class:`OutletWebSocketProtocol`)
+The server's protocols (``gateway/edge.py`` for HTTP, ``gateway/websocket_protocol.py``)
 give every connection an :class:`Outlet` and hand it to the application in the ASGI scope
 extension ``streambridge.outlet``. A stream whose writer is parked with nothing queued
 *arms* it on its subscriber; the hub then writes each event's pre-encoded bytes (an HTTP
@@ -21,8 +21,6 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from contextvars import Context
 from typing import TYPE_CHECKING, Any, Protocol
-
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from bridge.errors import ClientGone
 from gateway.queueing import Entry, Subscriber
@@ -247,17 +245,3 @@ class OutletHooks(asyncio.Protocol):
         if self.outlet is not None:
             self.outlet.lost()
         super().connection_lost(exc)
-
-
-class OutletWebSocketProtocol(OutletHooks, WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol with an :class:`Outlet` in the scope."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.outlet = Outlet(self.transport)
-
-    def handle_connect(self, event: Any) -> None:
-        super().handle_connect(event)
-        scope: Any = getattr(self, "scope", None)
-        if scope is not None and self.outlet is not None:
-            scope["extensions"][OUTLET] = self.outlet

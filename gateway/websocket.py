@@ -74,8 +74,10 @@ async def serve_websocket(
             start=start_at(query) or None,
             subscribe=any(m.topic.mode in ("subscribe", "both") for m in admitted.topics),
         )
+        del headers, query  # not held for the stream's life (memory per connection)
         async with session:
             await websocket.accept(subprotocol=v1.SUBPROTOCOL if enveloped else None)
+            scope["headers"] = []  # read by nothing from here on (1 KiB per connection)
             await _serve(runtime, websocket, session, admitted, enveloped)
     except (AccessDenied, UpstreamUnavailable) as exc:
         if websocket.application_state is not WebSocketState.CONNECTING:
