@@ -106,7 +106,9 @@ class StreamSession:
         await self.runtime.connections.open(
             self.admitted.key, self.admitted.tier, self.subscriber, keys
         )
-        self.runtime.metrics.connections.labels(self.protocol).inc()
+        metrics = self.runtime.metrics
+        metrics.connections.labels(self.protocol).inc()
+        metrics.streams_opened.labels(self.protocol).inc()
         try:
             await self._attach()
         except BaseException as exc:
@@ -156,7 +158,9 @@ class StreamSession:
             )
         )
         self._schedule_ping()
-        log.info("stream opened", extra={"protocol": self.protocol, "event_id": self.resume_from})
+        # DEBUG: at INFO this line was 13% of the time to admit a stream (BENCHMARKS.md);
+        # streambridge_streams_opened_total counts them, "stream ended" tells each story.
+        log.debug("stream opened", extra={"protocol": self.protocol, "event_id": self.resume_from})
 
     async def __aexit__(
         self,
