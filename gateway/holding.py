@@ -1,12 +1,13 @@
 """An HTTP connection that holds an open response without its request's task (issue 14).
 
 :class:`HoldingProtocol` is uvicorn's httptools protocol (0.54) able to be the
-:class:`~gateway.outlet.Owner` of a held SSE stream (gateway/sse_holder.py). On
-``detach`` the request's cycle is marked finished, so uvicorn lets the ASGI task return
-quietly, and what only a request in progress needs is let go until ``reattach``: the
-cycle with its event and body, the scope and headers, the HTTP parser, the pipelining
-deque and flow control's event (about 4 KiB per idle connection). Nothing is read
-while a response is held; a keep-alive connection gets all of it back afterwards.
+:class:`~gateway.outlet.Owner` of a held SSE stream (gateway/sse_holder.py). On ``detach``
+the response's head and first chunk are written (one write) and the request's cycle is
+marked finished, so uvicorn lets the ASGI task return quietly; what only a request in
+progress needs is let go until ``reattach``: the cycle with its event and body, the scope
+and headers, the HTTP parser, the pipelining deque and flow control's event (about 4 KiB
+per idle connection). Nothing is read while a response is held; a keep-alive connection
+gets all of it back afterwards.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 
 import httptools
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 
 class _HeldCycle:
@@ -80,10 +82,12 @@ class HoldingProtocol(HttpToolsProtocol):
             return  # a held response is open: nothing is read meanwhile
         super().data_received(data)
 
-    def detach(self) -> bool:
+    def detach(self, head: tuple[list[tuple[bytes, bytes]], bytes] | None) -> bool:
         cycle = self.cycle
         keep_alive = cycle.keep_alive
-        cycle.response_complete = True  # uvicorn lets the ASGI task return quietly
+        if head is not None:
+            self._write_head(*head, keep_alive)
+        cycle.response_started = cycle.response_complete = True  # the ASGI task may return
         self._detached = True
         self.cycle = _HELD_CYCLE  # type: ignore[assignment]
         self.scope = self.headers = None  # type: ignore[assignment]
@@ -93,6 +97,29 @@ class HoldingProtocol(HttpToolsProtocol):
         flow = self.flow
         self.flow = _HeldFlow(self.transport, flow.read_paused, flow.write_paused)  # type: ignore[assignment]
         return keep_alive
+
+    def _write_head(
+        self, headers: list[tuple[bytes, bytes]], first: bytes, keep_alive: bool
+    ) -> None:
+        """A chunked 200 head and its first chunk in one write (uvicorn's send takes two,
+        and checks each header against a pattern: ours are constants)."""
+        content = [STATUS_LINE[200]]
+        for name, value in [*self.server_state.default_headers, *headers]:
+            content += [name, b": ", value, b"\r\n"]
+        if not keep_alive:
+            content.append(b"connection: close\r\n")
+        content.append(b"transfer-encoding: chunked\r\n\r\n%x\r\n%b\r\n" % (len(first), first))
+        if self.access_log:
+            scope = self.scope
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(scope),
+                scope["method"],
+                get_path_with_query_string(scope),
+                scope["http_version"],
+                200,
+            )
+        self.transport.write(b"".join(content))
 
     def reattach(self, keep_alive: bool) -> None:
         self._detached = False

@@ -59,19 +59,22 @@ async def serve_sse(
     *,
     start: str | None = None,
     outlet: Outlet | None = None,
+    direct_head: bool = False,
 ) -> None:
     """Run one SSE stream until it must end, or until it is held without this task;
     raises TooManyConnections before any byte.
 
     With the connection's ``outlet`` (a GET on our server protocol) the hub writes live
     events to the socket itself, and the protocol tells of a hang-up; a new live stream is
-    then held without a task (gateway/sse_holder.py) and this returns at once. Without an
+    then held without a task (gateway/sse_holder.py) and this returns at once; with
+    ``direct_head`` (no middleware adds response headers: no CORS ``Origin``) its head is
+    written there too. Without an
     outlet the writer sends everything through ASGI and a task watches for the disconnect.
     """
     session = StreamSession(runtime, admitted, "sse", resume_from=resume_from, start=start)
     await session.__aenter__()
     try:
-        held = await _begin(session, receive, send, outlet)
+        held = await _begin(session, receive, send, outlet, direct_head)
     except BaseException as exc:
         await session.__aexit__(type(exc), exc, exc.__traceback__)
         raise
@@ -80,19 +83,29 @@ async def serve_sse(
 
 
 async def _begin(
-    session: StreamSession, receive: Receive, send: Send, outlet: Outlet | None
+    session: StreamSession,
+    receive: Receive,
+    send: Send,
+    outlet: Outlet | None,
+    direct_head: bool,
 ) -> bool:
     """Write the stream here, or hand it over to be held (True)."""
+    first = encode_retry(RETRY_MS) + PING
+    holdable = HeldStream.possible(session, outlet)
+    if holdable and direct_head:
+        assert outlet is not None
+        HeldStream.hold(session, outlet, (HEADERS, first), PING_CHUNK)
+        return True
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-    await send(
-        {"type": "http.response.body", "body": encode_retry(RETRY_MS) + PING, "more_body": True}
-    )
+    await send({"type": "http.response.body", "body": first, "more_body": True})
+    if holdable:
+        assert outlet is not None
+        HeldStream.hold(session, outlet, None, PING_CHUNK)
+        return True
     if outlet is not None:
         session.claim(outlet, Entry.sse_chunk, PING_CHUNK)
         if outlet.transport.is_closing():  # gone before the outlet was claimed
             session.subscriber.close(ClientGone("client disconnected"))
-        if HeldStream.hold(session, outlet):
-            return True
         await _finish(session, send)
         return False
     async with asyncio.TaskGroup() as tasks:

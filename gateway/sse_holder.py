@@ -18,7 +18,7 @@ import contextvars
 import json
 from typing import Any
 
-from bridge.errors import BridgeError, SlowConsumer
+from bridge.errors import BridgeError, ClientGone, SlowConsumer
 from bridge.wire.sse import PING, encode_event
 from gateway.errors import ending
 from gateway.hub import GapNotice
@@ -69,15 +69,30 @@ class HeldStream:
         self.context = contextvars.copy_context()
         self.running = False  # a writer task is on its way or running
 
+    @staticmethod
+    def possible(session: StreamSession, outlet: Outlet | None) -> bool:
+        """Whether the connection's protocol can hold the stream, and the stream has no
+        task of its own (a catch-up)."""
+        return outlet is not None and outlet.owner is not None and session.holdable
+
     @classmethod
-    def hold(cls, session: StreamSession, outlet: Outlet) -> bool:
-        """Let the request's task go, if the connection's protocol allows it and the stream
-        has no task of its own (a catch-up); False: the caller writes the stream itself."""
+    def hold(
+        cls,
+        session: StreamSession,
+        outlet: Outlet,
+        head: tuple[list[tuple[bytes, bytes]], bytes] | None,
+        ping: bytes,
+    ) -> None:
+        """Let the request's task go (``possible`` first), beginning the response with
+        ``head`` (headers, first bytes of the body) unless it has begun; ``ping``: a
+        heartbeat as the outlet writes it."""
         owner = outlet.owner
-        if owner is None or not session.holdable:
-            return False
-        held = cls(session, outlet, owner.detach())
+        assert owner is not None
+        held = cls(session, outlet, owner.detach(head))
+        session.claim(outlet, Entry.sse_chunk, ping)
         subscriber = session.subscriber
+        if outlet.transport.is_closing():  # gone before the outlet was claimed
+            subscriber.close(ClientGone("client disconnected"))
         subscriber.wake.callback = held.woken
         subscriber.on_overflow = outlet.unblock  # a write waiting on a paused socket
         if subscriber.queue or subscriber.closed is not None or subscriber.overflowed:
@@ -85,7 +100,6 @@ class HeldStream:
         else:
             subscriber.wake.clear()
             subscriber.arm(outlet)
-        return True
 
     def woken(self) -> None:
         if not self.running:
