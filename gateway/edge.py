@@ -128,6 +128,15 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                 extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))
                 extensions[OUTLET] = self.outlet
 
+        def handle_websocket_upgrade(self) -> None:
+            super().handle_websocket_upgrade()
+            # The WebSocket protocol has the connection now. This one's references to
+            # itself (its outlet's owner, its parser's callbacks) would keep it, its scope
+            # and parser until a full collection (rare: tune_gc): let them go now.
+            self.outlet = None
+            self.parser = None  # type: ignore[assignment]
+            self.scope = self.headers = None  # type: ignore[assignment]
+
         def on_body(self, body: bytes) -> None:
             if not self._refused:
                 super().on_body(body)
