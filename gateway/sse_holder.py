@@ -161,6 +161,8 @@ class HeldStream:
 
     async def _end(self, keep_alive: bool) -> None:
         owner = self.outlet.owner
+        subscriber = self.session.subscriber
+        subscriber.wake.callback = subscriber.on_overflow = None  # no cycle left to collect
         try:
             await self.session.__aexit__(None, None, None)
         finally:

@@ -8,16 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.helpers import (
-    eventually,
-    fetch_token,
-    get,
-    metric,
-    metrics_text,
-    publisher,
-    room,
-    sse_stream,
-)
+from tests.e2e import helpers
+from tests.e2e.helpers import eventually, fetch_token, get, publisher, room, sse_stream
 from tests.e2e.servers import MAIN_SECRET, SECRETS, main_config, running_server
 
 
@@ -56,8 +48,8 @@ async def test_one_clients_whole_story_is_selected_by_client_id(tmp_path: Path) 
             await pub.send_all([{"n": n} for n in range(4)])
             events = await stream.rest()  # the Trickle tier allows 3 events a minute
             assert len(await watcher.events(4)) == 4
-            text = await metrics_text(server.base_url)
-            assert metric(text, "streambridge_streams_opened_total", protocol="sse") == 2
+            text = await helpers.metrics_text(server.base_url)
+            assert helpers.metric(text, "streambridge_streams_opened_total", protocol="sse") == 2
 
         async def ended() -> bool:
             return any(
