@@ -21,9 +21,10 @@ from gateway.errors import ending
 from gateway.hub import Entry
 from gateway.logs import CUT_ON_PURPOSE
 from gateway.outlet import Outlet
+from gateway.overflow_cut import CutOnOverflow
 from gateway.runtime import Runtime
 from gateway.sse_holder import HeldStream, sse_body
-from gateway.stream import CutOnOverflow, StreamSession, watch_disconnect
+from gateway.stream import StreamSession, watch_disconnect
 
 RETRY_MS = 3000
 HEADERS = [

@@ -32,11 +32,12 @@ from gateway.access import Admitted, admit, query_params, refused
 from gateway.errors import INTERNAL_ERROR, POLICY_VIOLATION, Ending, ending
 from gateway.hub import Entry, GapNotice
 from gateway.outlet import outlet_of
+from gateway.overflow_cut import CutOnOverflow
 from gateway.proxy import serve_proxy
 from gateway.queueing import LagNotice, Reply
 from gateway.runtime import Runtime
 from gateway.sse import resume_id, start_at
-from gateway.stream import CutOnOverflow, StreamSession
+from gateway.stream import StreamSession
 
 log = logging.getLogger("streambridge.websocket")
 
