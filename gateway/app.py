@@ -84,6 +84,7 @@ class Gateway:
                 )
                 return
             resume_from = resume_id(headers, query)
+            direct_head = "origin" not in headers  # else CORS adds headers through ASGI
             del headers, query  # not held for the stream's life (memory per connection)
             await serve_sse(
                 self.runtime,
@@ -93,6 +94,7 @@ class Gateway:
                 send,
                 start=start,
                 outlet=outlet_of(scope) if scope["method"] == "GET" else None,
+                direct_head=direct_head,
             )
         except AccessDenied as exc:  # raised only before the response starts
             await refused(self.runtime, exc).response(instance=path)(scope, receive, send)

@@ -36,6 +36,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bridge.config import Limits
 from gateway.errors import problem, problem_details
+from gateway.holding import HoldingProtocol
 from gateway.outlet import OUTLET, Outlet, OutletHooks
 
 
@@ -57,18 +58,25 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
     max_bytes = limits.max_header_bytes
     send_buffer = limits.send_buffer_bytes
 
-    class BoundedHttpProtocol(OutletHooks, HttpToolsProtocol):
-        _header_bytes = 0  # received while the headers are not complete
-        _awaiting_headers = True
-        _refused = False  # answered 431: the rest of what arrives is ignored
-        _header_timer: asyncio.TimerHandle | None = None
+    class BoundedHttpProtocol(OutletHooks, HoldingProtocol):
+        # Slots, not uvicorn's instance dict: with these in it, it grew past the size
+        # CPython shares keys for (1.6 KiB per connection instead of about 0.4).
+        __slots__ = ("_awaiting_headers", "_header_bytes", "_header_timer", "_refused", "outlet")
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._header_bytes = 0  # received while the headers are not complete
+            self._awaiting_headers = True
+            self._refused = False  # answered 431: the rest of what arrives is ignored
+            self._header_timer: asyncio.TimerHandle | None = None
+            self.outlet: Outlet | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             sock = transport.get_extra_info("socket")
             if send_buffer and sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
-            self.outlet = Outlet(transport)
+            self.outlet = Outlet(transport, self)
             self._await_headers()
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -119,6 +127,15 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
             if self.outlet is not None:
                 extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))
                 extensions[OUTLET] = self.outlet
+
+        def handle_websocket_upgrade(self) -> None:
+            super().handle_websocket_upgrade()
+            # The WebSocket protocol has the connection now. This one's references to
+            # itself (its outlet's owner, its parser's callbacks) would keep it, its scope
+            # and parser until a full collection (rare: tune_gc): let them go now.
+            self.outlet = None
+            self.parser = None  # type: ignore[assignment]
+            self.scope = self.headers = None  # type: ignore[assignment]
 
         def on_body(self, body: bytes) -> None:
             if not self._refused:

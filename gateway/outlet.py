@@ -1,6 +1,6 @@
 """A stream's direct way to its client's socket, past the ASGI send chain (issue 14).
 
-The server's protocols (``gateway/edge.py`` for HTTP, :class:`OutletWebSocketProtocol`)
+The server's protocols (``gateway/edge.py`` for HTTP, ``gateway/websocket_protocol.py``)
 give every connection an :class:`Outlet` and hand it to the application in the ASGI scope
 extension ``streambridge.outlet``. A stream whose writer is parked with nothing queued
 *arms* it on its subscriber; the hub then writes each event's pre-encoded bytes (an HTTP
@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from contextvars import Context
 from typing import TYPE_CHECKING, Any, Protocol
-
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from bridge.errors import ClientGone
 from gateway.queueing import Entry, Subscriber
@@ -40,15 +39,37 @@ class Permits(Protocol):
     def take_now(self) -> bool: ...
 
 
+class Owner(Protocol):
+    """The server protocol of an outlet's connection, when it can hold a stream without
+    the request's task (gateway/edge.py, gateway/sse_holder.py)."""
+
+    def detach(self, head: tuple[list[tuple[bytes, bytes]], bytes] | None) -> bool:
+        """The request's task may end with the response still open (``head``: begin it
+        first, a chunked 200 with these headers and this first chunk; None: it has begun);
+        the connection reads nothing more meanwhile. Returns whether it may be kept alive
+        afterwards."""
+        ...
+
+    def reattach(self, keep_alive: bool) -> None:
+        """The held response has ended: serve the next request, or close."""
+        ...
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None], context: Context) -> None:
+        """Run a writer task for the connection, as the server runs request tasks."""
+        ...
+
+
 class Outlet:
     """One connection's transport, as the fan-out path writes to it."""
 
     __slots__ = (
+        "_drain",
         "coalescer",
         "counters",
         "encode",
         "last_id",
         "latency",
+        "owner",
         "paused",
         "pending",
         "sent",
@@ -57,8 +78,10 @@ class Outlet:
         "window",
     )
 
-    def __init__(self, transport: asyncio.Transport) -> None:
+    def __init__(self, transport: asyncio.Transport, owner: Owner | None = None) -> None:
         self.transport = transport
+        self.owner = owner
+        self._drain: asyncio.Future[None] | None = None  # a held stream's writer waits
         self.paused = False  # the transport's write buffer is over its high-water mark
         self.subscriber: Subscriber | None = None  # the stream using it (told of a hang-up)
         self.encode: Encode | None = None
@@ -147,11 +170,25 @@ class Outlet:
 
     def resume(self) -> None:
         self.paused = False
+        self.unblock()
+
+    def drained(self) -> asyncio.Future[None]:
+        """Resolved when the transport resumes writing, is lost, or ``unblock`` is called."""
+        drain = self._drain
+        if drain is None:
+            drain = self._drain = asyncio.get_running_loop().create_future()
+        return drain
+
+    def unblock(self) -> None:
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
 
     def lost(self) -> None:
         """The connection is gone: the stream ends (no task watches for it)."""
         self.paused = True
         self.pending = []
+        self.unblock()
         subscriber = self.subscriber
         if subscriber is not None:
             subscriber.close(ClientGone("client disconnected"))
@@ -210,17 +247,3 @@ class OutletHooks(asyncio.Protocol):
         if self.outlet is not None:
             self.outlet.lost()
         super().connection_lost(exc)
-
-
-class OutletWebSocketProtocol(OutletHooks, WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol with an :class:`Outlet` in the scope."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.outlet = Outlet(self.transport)
-
-    def handle_connect(self, event: Any) -> None:
-        super().handle_connect(event)
-        scope: Any = getattr(self, "scope", None)
-        if scope is not None and self.outlet is not None:
-            scope["extensions"][OUTLET] = self.outlet

@@ -185,10 +185,13 @@ class Wake:
     writer's future when one is armed. ``waiter()`` arms one without a coroutine frame.
     """
 
-    __slots__ = ("_flag", "_loop", "_waiter")
+    __slots__ = ("_flag", "_loop", "_waiter", "callback")
 
     def __init__(self) -> None:
         self._flag = False
+        # Called by ``set`` when no writer waits: a stream held without a task of its own
+        # (gateway/sse_holder.py) starts its writer then.
+        self.callback: Callable[[], None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         # Bound at the first wait, like asyncio.Event; looking the running loop up on
         # every wait costs a getpid() system call on Python 3.11.
@@ -205,6 +208,10 @@ class Wake:
                 self._waiter = None
                 if not waiter.done():
                     waiter.set_result(None)
+                    return
+            callback = self.callback
+            if callback is not None:
+                callback()
 
     def clear(self) -> None:
         self._flag = False

@@ -16,8 +16,8 @@ from gateway.app import create_app
 from gateway.edge import bounded_protocol
 from gateway.heap import return_large_blocks
 from gateway.logs import access_log_enabled
-from gateway.outlet import OutletWebSocketProtocol
 from gateway.runtime import Runtime
+from gateway.websocket_protocol import OutletWebSocketProtocol
 
 
 class _Server(uvicorn.Server):

@@ -9,22 +9,22 @@ deliveries per CPU-second, from the issue) is below what this loop does (BENCHMA
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any, Literal
+from typing import Literal
 
 from starlette.types import Receive, Send
 
 from bridge.errors import BridgeError, ClientGone
-from bridge.wire.sse import PING, encode_event, encode_retry
+from bridge.wire.sse import PING, encode_retry
 from connectors.base import EARLIEST
 from gateway.access import Admitted
 from gateway.errors import ending
-from gateway.hub import Entry, GapNotice
+from gateway.hub import Entry
 from gateway.logs import CUT_ON_PURPOSE
 from gateway.outlet import Outlet
-from gateway.queueing import LagNotice
+from gateway.overflow_cut import CutOnOverflow
 from gateway.runtime import Runtime
-from gateway.stream import CutOnOverflow, StreamSession, watch_disconnect
+from gateway.sse_holder import HeldStream, sse_body
+from gateway.stream import StreamSession, watch_disconnect
 
 RETRY_MS = 3000
 HEADERS = [
@@ -60,33 +60,64 @@ async def serve_sse(
     *,
     start: str | None = None,
     outlet: Outlet | None = None,
+    direct_head: bool = False,
 ) -> None:
-    """Run one SSE stream until it must end; raises TooManyConnections before any byte.
+    """Run one SSE stream until it must end, or until it is held without this task;
+    raises TooManyConnections before any byte.
 
     With the connection's ``outlet`` (a GET on our server protocol) the hub writes live
-    events to the socket itself, and the protocol tells of a hang-up; without one the
-    writer sends everything through ASGI and a task watches for the disconnect."""
-    async with StreamSession(
-        runtime, admitted, "sse", resume_from=resume_from, start=start
-    ) as session:
-        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-        await send(
-            {"type": "http.response.body", "body": encode_retry(RETRY_MS) + PING, "more_body": True}
+    events to the socket itself, and the protocol tells of a hang-up; a new live stream is
+    then held without a task (gateway/sse_holder.py) and this returns at once; with
+    ``direct_head`` (no middleware adds response headers: no CORS ``Origin``) its head is
+    written there too. Without an
+    outlet the writer sends everything through ASGI and a task watches for the disconnect.
+    """
+    session = StreamSession(runtime, admitted, "sse", resume_from=resume_from, start=start)
+    await session.__aenter__()
+    try:
+        held = await _begin(session, receive, send, outlet, direct_head)
+    except BaseException as exc:
+        await session.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    if not held:
+        await session.__aexit__(None, None, None)
+
+
+async def _begin(
+    session: StreamSession,
+    receive: Receive,
+    send: Send,
+    outlet: Outlet | None,
+    direct_head: bool,
+) -> bool:
+    """Write the stream here, or hand it over to be held (True)."""
+    first = encode_retry(RETRY_MS) + PING
+    holdable = HeldStream.possible(session, outlet)
+    if holdable and direct_head:
+        assert outlet is not None
+        HeldStream.hold(session, outlet, (HEADERS, first), PING_CHUNK)
+        return True
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": first, "more_body": True})
+    if holdable:
+        assert outlet is not None
+        HeldStream.hold(session, outlet, None, PING_CHUNK)
+        return True
+    if outlet is not None:
+        session.claim(outlet, Entry.sse_chunk, PING_CHUNK)
+        if outlet.transport.is_closing():  # gone before the outlet was claimed
+            session.subscriber.close(ClientGone("client disconnected"))
+        await _finish(session, send)
+        return False
+    async with asyncio.TaskGroup() as tasks:
+        watcher = tasks.create_task(
+            watch_disconnect(receive, session.subscriber), name="disconnect-watch"
         )
-        if outlet is not None:
-            session.claim(outlet, Entry.sse_chunk, PING_CHUNK)
-            if outlet.transport.is_closing():  # gone before the outlet was claimed
-                session.subscriber.close(ClientGone("client disconnected"))
+        try:
             await _finish(session, send)
-            return
-        async with asyncio.TaskGroup() as tasks:
-            watcher = tasks.create_task(
-                watch_disconnect(receive, session.subscriber), name="disconnect-watch"
-            )
-            try:
-                await _finish(session, send)
-            finally:
-                watcher.cancel()
+        finally:
+            watcher.cancel()
+    return False
 
 
 async def _finish(session: StreamSession, send: Send) -> None:
@@ -115,28 +146,7 @@ async def _pump(session: StreamSession, send: Send, cut: CutOnOverflow) -> bytes
             batch = await next_batch()
         except BridgeError as exc:
             return ending(exc).sse
-        if len(batch) == 1 and type(item := batch[0]) is tuple and not session.ping_due:
-            # The common case under light load: one event, already encoded.
-            body = item[0].sse(item[1])
-            delivered: list[tuple[Entry, str | None]] = batch  # type: ignore[assignment]
-        else:
-            chunks: list[bytes] = []
-            delivered = []
-            for item in batch:
-                if isinstance(item, GapNotice):
-                    gap: dict[str, Any] = {"requested": item.requested, "oldest": item.oldest}
-                    if item.topic is not None:
-                        gap["topic"] = item.topic
-                    chunks.append(encode_event(json.dumps(gap), event="gap"))
-                elif isinstance(item, tuple):
-                    chunks.append(item[0].sse(item[1]))
-                    delivered.append(item)
-                elif isinstance(item, LagNotice):  # CONTRACT §10: no id
-                    lag = {"behind": item.behind, "limit": item.limit}
-                    chunks.append(encode_event(json.dumps(lag), event="lag"))
-            if session.take_ping():
-                chunks.append(PING)
-            body = b"".join(chunks)
+        body, delivered = sse_body(batch, session.take_ping())
         cut.writing = True
         try:
             await send({"type": "http.response.body", "body": body, "more_body": True})

@@ -106,7 +106,9 @@ class StreamSession:
         await self.runtime.connections.open(
             self.admitted.key, self.admitted.tier, self.subscriber, keys
         )
-        self.runtime.metrics.connections.labels(self.protocol).inc()
+        metrics = self.runtime.metrics
+        metrics.connections.labels(self.protocol).inc()
+        metrics.streams_opened.labels(self.protocol).inc()
         try:
             await self._attach()
         except BaseException as exc:
@@ -156,7 +158,9 @@ class StreamSession:
             )
         )
         self._schedule_ping()
-        log.info("stream opened", extra={"protocol": self.protocol, "event_id": self.resume_from})
+        # DEBUG: at INFO this line was 13% of the time to admit a stream (BENCHMARKS.md);
+        # streambridge_streams_opened_total counts them, "stream ended" tells each story.
+        log.debug("stream opened", extra={"protocol": self.protocol, "event_id": self.resume_from})
 
     async def __aexit__(
         self,
@@ -166,7 +170,7 @@ class StreamSession:
     ) -> None:
         for timer in self._timers:
             timer.cancel()
-        self._settle()
+        self.settle()
         if self.outlet is not None:
             self.outlet.release()
         if self._policy is not None:
@@ -207,6 +211,15 @@ class StreamSession:
             metrics.slow_disconnects.labels(self.protocol).inc()
         return reason
 
+    @property
+    def holdable(self) -> bool:
+        """Whether the stream can go on without a task of its own (no catch-up runs)."""
+        return self._scope is None
+
+    def end_with(self, reason: BaseException) -> None:
+        """The transport ended the stream (a slow client cut): count why."""
+        self._end(reason)
+
     def claim(self, outlet: Outlet | None, encode: Encode, ping: bytes | None) -> None:
         """Let the hub write events to the socket directly (gateway/outlet.py) once the
         response has begun; ``ping``: a heartbeat as written there (b"": none needed)."""
@@ -223,7 +236,7 @@ class StreamSession:
             coalescer=self.runtime.coalescer,
         )
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
         """Fold what the outlet wrote into the stream's counts (before newer writes)."""
         outlet = self.outlet
         if outlet is not None and outlet.sent:
@@ -261,7 +274,19 @@ class StreamSession:
             batch.append(LagNotice(behind, limit))
 
     async def next_batch(self) -> Batch:
-        """Wait for work; raise the reason the stream must end, else return queued items.
+        """Wait for work; raise the reason the stream must end, else return queued items."""
+        batch = await self._batch(park=True)
+        assert batch is not None
+        return batch
+
+    async def poll_batch(self) -> Batch | None:
+        """As ``next_batch``, but None instead of waiting when there is no work: the outlet
+        is then armed, and the subscriber's ``wake.callback`` tells of more."""
+        return await self._batch(park=False)
+
+    async def _batch(self, park: bool) -> Batch | None:
+        """Wait for work (unless not ``park``); raise the reason the stream must end, else
+        return queued items.
 
         Items are GapNotice, LagNotice, Reply or (entry, event name). The events-per-minute
         window is asked for as many permits as events are queued (in a cluster, one Redis
@@ -278,6 +303,10 @@ class StreamSession:
                 and not subscriber.overflowed
                 and not self.ping_due
             ):
+                if not park and not wake.is_set():
+                    if self.outlet is not None:
+                        subscriber.arm(self.outlet)
+                    return None
                 waiter = wake.waiter()
                 if waiter is not None:
                     outlet = self.outlet
@@ -286,7 +315,7 @@ class StreamSession:
                         await waiter
                         subscriber.disarm()
                         outlet.flush()  # coalesced writes go before the writer's
-                        self._settle()
+                        self.settle()
                     else:
                         await waiter
             wake.clear()
@@ -354,37 +383,6 @@ class StreamSession:
     def take_ping(self) -> bool:
         due, self.ping_due = self.ping_due, False
         return due
-
-
-class CutOnOverflow:
-    """Abandons a write blocked on a client that stopped reading once its queue overflows.
-
-    Without this a client that never reads keeps the writer waiting on the socket forever
-    (the server's flow control), its queue overflows unnoticed and it is never disconnected
-    (CONTRACT §5). A transport sets ``writing`` around each send and, on CancelledError,
-    asks ``confirm()`` whether the cancellation was this cut (then the stream just ends).
-    """
-
-    __slots__ = ("abandoned", "session", "task", "writing")
-
-    def __init__(self, session: StreamSession) -> None:
-        self.session = session
-        self.task = asyncio.current_task()
-        self.writing = False
-        self.abandoned = False
-        session.subscriber.on_overflow = self._overflowed
-
-    def _overflowed(self) -> None:
-        if self.writing and self.task is not None and not self.abandoned:
-            self.abandoned = True
-            self.task.cancel()
-
-    def confirm(self) -> bool:
-        """True when a CancelledError is ours (and absorbed), False when it is a real one."""
-        ours = self.abandoned and self.task is not None and self.task.uncancel() == 0
-        if ours:
-            self.session._end(SlowConsumer("the client stopped reading"))
-        return ours
 
 
 async def watch_disconnect(receive: Receive, subscriber: Subscriber) -> None:

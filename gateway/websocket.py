@@ -32,11 +32,12 @@ from gateway.access import Admitted, admit, query_params, refused
 from gateway.errors import INTERNAL_ERROR, POLICY_VIOLATION, Ending, ending
 from gateway.hub import Entry, GapNotice
 from gateway.outlet import outlet_of
+from gateway.overflow_cut import CutOnOverflow
 from gateway.proxy import serve_proxy
 from gateway.queueing import LagNotice, Reply
 from gateway.runtime import Runtime
 from gateway.sse import resume_id, start_at
-from gateway.stream import CutOnOverflow, StreamSession
+from gateway.stream import StreamSession
 
 log = logging.getLogger("streambridge.websocket")
 
@@ -74,8 +75,10 @@ async def serve_websocket(
             start=start_at(query) or None,
             subscribe=any(m.topic.mode in ("subscribe", "both") for m in admitted.topics),
         )
+        del headers, query  # not held for the stream's life (memory per connection)
         async with session:
             await websocket.accept(subprotocol=v1.SUBPROTOCOL if enveloped else None)
+            scope["headers"] = []  # read by nothing from here on (1 KiB per connection)
             await _serve(runtime, websocket, session, admitted, enveloped)
     except (AccessDenied, UpstreamUnavailable) as exc:
         if websocket.application_state is not WebSocketState.CONNECTING:

@@ -98,6 +98,7 @@ class Gateway(ServerProcess):
         self.proc: subprocess.Popen[bytes] | None = None
         self.args: list[str] = []  # more arguments of ``serve`` (``--workers 2``)
         self.start_seconds = 30.0
+        self.paths: list[str] = []  # more PYTHONPATH entries (bench/idle.py's tracing hook)
 
     def configure(
         self,
@@ -147,7 +148,7 @@ class Gateway(ServerProcess):
             self.proc = subprocess.Popen(
                 [*command, "--config", str(self.config), "--port", str(self.port), *self.args],
                 cwd=self.workdir,
-                env={**os.environ, "PYTHONPATH": str(self.root)},
+                env={**os.environ, "PYTHONPATH": os.pathsep.join([str(self.root), *self.paths])},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 preexec_fn=self._preexec,  # this process has no other threads

@@ -76,6 +76,8 @@ class Result:
     latency: Latency
     kb_per_conn: float
     setup_seconds: float = float("nan")  # N clients connected (streams begun) in this time
+    setup_client_cpu: float = float("nan")  # this process's CPU seconds meanwhile
+    setup_server_cpu: float = float("nan")  # the server's CPU seconds meanwhile
     server: str = "gateway"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -89,7 +91,9 @@ class Result:
             f"{self.deliveries}/{self.clients * self.events} deliveries, "
             f"{self.per_cpu_second:,.0f} per server CPU-second, "
             f"p99 {self.latency.p99_ms:.1f} ms, {self.kb_per_conn:.1f} KiB/conn, "
-            f"connected in {self.setup_seconds:.2f} s"
+            f"connected in {self.setup_seconds:.2f} s "
+            f"(server CPU {self.setup_server_cpu:.2f} s, "
+            f"clients' CPU {self.setup_client_cpu:.2f} s)"
         )
 
     def cells(self) -> list[str]:
@@ -143,7 +147,7 @@ async def run_round(
         await open_clients(target.port, request, 1, tally, clients, **options)  # type: ignore[arg-type]
         await asyncio.sleep(0.5)
         base_rss = target.rss_kb()
-        setup0 = time.perf_counter()
+        setup0, client0, server0 = time.perf_counter(), time.process_time(), sum(target.cpu())
         await open_clients(
             target.port,
             request,
@@ -154,6 +158,8 @@ async def run_round(
             **options,  # type: ignore[arg-type]
         )
         setup = time.perf_counter() - setup0
+        setup_client = time.process_time() - client0
+        setup_server = sum(target.cpu()) - server0
         await asyncio.sleep(1.0)
         kb_per_conn = (target.rss_kb() - base_rss) / max(1, n - 1)
 
@@ -197,5 +203,7 @@ async def run_round(
         latency=Latency.of(tally.latencies_us),
         kb_per_conn=kb_per_conn,
         setup_seconds=setup,
+        setup_client_cpu=setup_client,
+        setup_server_cpu=setup_server,
         server=target.name,
     )

@@ -74,6 +74,8 @@ def _rows(workload: Workload, load: str, gw: Result, nc: Result) -> list[str]:
         f"{_split(gw)} / {_split(nc)}",
         f"{gw.kb_per_conn:.1f} / {nc.kb_per_conn:.1f}",
         f"{gw.setup_seconds:.2f} / {nc.setup_seconds:.2f}",
+        f"{gw.setup_server_cpu:.2f} / {nc.setup_server_cpu:.2f}",
+        f"{gw.setup_client_cpu:.2f} / {nc.setup_client_cpu:.2f}",
         f"{gw.missing}+{gw.out_of_order} / {nc.missing}+{nc.out_of_order}",
     ]
 
@@ -89,6 +91,8 @@ COLUMNS = (
     "µs CPU / delivery, user+sys",
     "idle KiB / conn",
     "N connected in s",
+    "server CPU-s meanwhile",
+    "clients' CPU-s meanwhile",
     "lost+reordered",
 )
 

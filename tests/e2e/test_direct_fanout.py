@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import signal
 import socket
 import time
+from pathlib import Path
 
 from tests.e2e.helpers import (
     eventually,
@@ -19,7 +21,14 @@ from tests.e2e.helpers import (
     room,
     sse_stream,
 )
-from tests.e2e.servers import MAIN_SECRET, SLOW_SECRET, Server
+from tests.e2e.servers import (
+    MAIN_SECRET,
+    SECRETS,
+    SLOW_SECRET,
+    Server,
+    main_config,
+    running_server,
+)
 from tests.e2e.test_sse import RawStream, dechunk
 
 THOUSAND = 1000
@@ -175,3 +184,53 @@ async def test_a_thousand_clients_get_byte_identical_frames(server: Server) -> N
     assert len(sse_frames) == 1 and len(next(iter(sse_frames))) == 3
     assert len(ws_frames) == 1, "every WebSocket client got the very same frame bytes"
     assert next(iter(ws_frames)).startswith(b"\x81")  # FIN + text, unmasked
+
+
+async def test_a_held_stream_ends_with_its_last_words_and_its_connection_serves_on(
+    tmp_path: Path,
+) -> None:
+    """An idle SSE stream is held without a task of its own (gateway/sse_holder.py):
+    its writer starts when the window is spent, writes the last words and the final
+    chunk, and the keep-alive connection then answers the next request."""
+    with running_server(tmp_path, main_config(tmp_path)) as server:
+        trickle = await fetch_token(server.base_url, "trickle-sse", SECRETS["trickle-sse"])
+        main = await fetch_token(server.base_url, "main", MAIN_SECRET)
+        r = room()
+        stream = await RawStream.open(server, f"/events/1.0.0/t/{r}", trickle)
+        try:
+            await stream.read_until(b": ping")
+            async with publisher(server.ws_url, f"/feed/1.0.0/in/e2e/{r}", main) as pub:
+                await pub.send_all([{"n": n} for n in range(4)])  # Trickle: 3 a minute
+            await stream.read_until(b"\r\n0\r\n\r\n")  # the final chunk, not a hang-up
+            events = stream.events()
+            assert [e.event for e in events] == [None, None, None, "throttled"]
+            assert [payloads([e])[0]["n"] for e in events[:3]] == [0, 1, 2]
+            loop = asyncio.get_running_loop()
+            stream.received = b""
+            await loop.sock_sendall(stream.sock, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            await stream.read_until(b'"ok"')
+            assert stream.received.startswith(b"HTTP/1.1 200")
+        finally:
+            stream.sock.close()
+
+
+async def test_held_streams_end_cleanly_when_the_gateway_stops(tmp_path: Path) -> None:
+    """SIGTERM: every held stream gets the end of its response (the final chunk; an
+    EventSource reconnects elsewhere), and the process exits without waiting them out."""
+    with running_server(tmp_path, main_config(tmp_path)) as server:
+        token = await fetch_token(server.base_url, "main", MAIN_SECRET)
+        path = f"/events/1.0.0/t/{room()}"
+        streams = [await RawStream.open(server, path, token) for _ in range(3)]
+        try:
+            for stream in streams:
+                await stream.read_until(b": ping")
+            stopped = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            for stream in streams:
+                await stream.read_to_end()
+                assert stream.received.endswith(b"\r\n0\r\n\r\n"), stream.received[-40:]
+            await asyncio.to_thread(server.process.wait, 10)
+            assert time.monotonic() - stopped < 5, "the graceful shutdown was waited out"
+        finally:
+            for stream in streams:
+                stream.sock.close()

@@ -1,0 +1,147 @@
+"""An HTTP connection that holds an open response without its request's task (issue 14).
+
+:class:`HoldingProtocol` is uvicorn's httptools protocol (0.54) able to be the
+:class:`~gateway.outlet.Owner` of a held SSE stream (gateway/sse_holder.py). On ``detach``
+the response's head and first chunk are written (one write) and the request's cycle is
+marked finished, so uvicorn lets the ASGI task return quietly; what only a request in
+progress needs is let go until ``reattach``: the cycle with its event and body, the scope
+and headers, the HTTP parser, the pipelining deque and flow control's event (about 4 KiB
+per idle connection). Nothing is read while a response is held; a keep-alive connection
+gets all of it back afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Coroutine
+from contextvars import Context
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+
+
+class _HeldCycle:
+    """The cycle of a held connection: a finished one (uvicorn reads ``response_complete``
+    and sets ``message_event`` on a hang-up or shutdown)."""
+
+    response_complete = True
+    keep_alive = False
+    disconnected = False
+
+    class message_event:  # uvicorn's attribute name
+        @staticmethod
+        def set() -> None:
+            pass
+
+
+class _HeldFlow:
+    """Flow control of a held connection: the flags the protocol keeps, without the event
+    a request's ``send`` waits on (the held stream's writer waits on its outlet)."""
+
+    __slots__ = ("_transport", "read_paused", "write_paused")
+
+    def __init__(self, transport: asyncio.Transport, read_paused: bool, write_paused: bool):
+        self._transport = transport
+        self.read_paused = read_paused
+        self.write_paused = write_paused
+
+    def pause_reading(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            self._transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+
+
+_HELD_CYCLE = _HeldCycle()
+_NO_PIPELINE: deque[Any] = deque(maxlen=0)  # nothing is parsed while a response is held
+
+
+class HoldingProtocol(HttpToolsProtocol):
+    __slots__ = ("_detached",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._detached = False  # a held SSE stream owns the connection
+
+    def data_received(self, data: bytes) -> None:
+        if self._detached:
+            return  # a held response is open: nothing is read meanwhile
+        super().data_received(data)
+
+    def detach(self, head: tuple[list[tuple[bytes, bytes]], bytes] | None) -> bool:
+        cycle = self.cycle
+        keep_alive = cycle.keep_alive
+        if head is not None:
+            self._write_head(*head, keep_alive)
+        cycle.response_started = cycle.response_complete = True  # the ASGI task may return
+        self._detached = True
+        self.cycle = _HELD_CYCLE  # type: ignore[assignment]
+        self.scope = self.headers = None  # type: ignore[assignment]
+        self.url = b""
+        self.parser = None  # type: ignore[assignment]
+        self.pipeline = _NO_PIPELINE
+        flow = self.flow
+        self.flow = _HeldFlow(self.transport, flow.read_paused, flow.write_paused)  # type: ignore[assignment]
+        return keep_alive
+
+    def _write_head(
+        self, headers: list[tuple[bytes, bytes]], first: bytes, keep_alive: bool
+    ) -> None:
+        """A chunked 200 head and its first chunk in one write (uvicorn's send takes two,
+        and checks each header against a pattern: ours are constants)."""
+        content = [STATUS_LINE[200]]
+        for name, value in [*self.server_state.default_headers, *headers]:
+            content += [name, b": ", value, b"\r\n"]
+        if not keep_alive:
+            content.append(b"connection: close\r\n")
+        content.append(b"transfer-encoding: chunked\r\n\r\n%x\r\n%b\r\n" % (len(first), first))
+        if self.access_log:
+            scope = self.scope
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(scope),
+                scope["method"],
+                get_path_with_query_string(scope),
+                scope["http_version"],
+                200,
+            )
+        self.transport.write(b"".join(content))
+
+    def reattach(self, keep_alive: bool) -> None:
+        self._detached = False
+        if not keep_alive or self.transport.is_closing():
+            self.transport.close()
+            return
+        held = self.flow
+        self.flow = FlowControl(self.transport)
+        self.flow.read_paused = held.read_paused
+        if held.write_paused:
+            self.flow.pause_writing()
+        self.pipeline = deque()
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.on_response_complete()  # the next request (keep-alive timer, headers)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None], context: Context) -> None:
+        task = self.loop.create_task(coroutine, context=context)
+        self.tasks.add(task)  # waited for by a graceful shutdown, as request tasks are
+        task.add_done_callback(self._spawned_done)
+
+    def _spawned_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.logger.error("Exception in a held stream's writer", exc_info=exc)
