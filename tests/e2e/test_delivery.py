@@ -52,6 +52,9 @@ def api(name: str, tier: str, protocol: str = "sse") -> dict[str, Any]:
         "context": f"/{name.lower()}",
         "protocol": protocol,
         "broker": "mem",
+        # The slow-client test resumes through twenty 400 kB events: more than the default
+        # replay.max_bytes (1 MiB) keeps.
+        "replay": {"max_bytes": 16 << 20},
         "topics": [
             {"name": "/t/{room}", "channel": "q.{room}", "client_filters": True},
             {"name": "/plain/{room}", "channel": "q.{room}"},
