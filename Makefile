@@ -11,14 +11,18 @@ $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  echo "python3 -m venv failed; installing python3-venv"; \
 	  apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
-	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+# uv installs the project and its dependencies into the venv in seconds; pip took about a
+# minute of every clean `make test`. Same resolution (PyPI, the newest versions allowed).
+$(BIN)/uv: | $(BIN)/python
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e .
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'
 	@touch $(VENV)/.installed $@
 
 run: $(VENV)/.installed
@@ -57,10 +61,13 @@ kafka-early:
 # shows the 15 least covered files and the total, and fails under fail_under.
 TEST_WORKERS ?= 4
 PYTEST_SUITE = -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
-test: kafka-early lint typecheck services
+# The checks and the services start side by side: mypy works while the brokers boot.
+test: kafka-early
+	$(MAKE) --no-print-directory -j3 lint typecheck services
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python $(PYTEST_SUITE)
 
-coverage: kafka-early lint typecheck services
+coverage: kafka-early
+	$(MAKE) --no-print-directory -j3 lint typecheck services
 	$(BIN)/coverage erase
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/coverage run $(PYTEST_SUITE)
 	$(BIN)/coverage combine -q
