@@ -20,6 +20,7 @@ SLOW_FIRST = (
     "tests/e2e/test_robustness.py",
     "tests/e2e/test_outage.py",
     "tests/e2e/test_cluster_log_outage.py",
+    "tests/e2e/test_kafka_nack.py",
     "tests/e2e/test_cluster.py",
     "tests/e2e/test_resume.py",
     "tests/browser/test_browser_v1.py",
