@@ -7,6 +7,8 @@ creates none of the source topics, so the worker creates what is missing here fi
 
 ``last_records`` reads the tail of each partition of the output topic: what a worker
 taking a partition over has already been emitted there, so it emits nothing twice.
+``records`` reads a range of one partition: the records Faust skipped after a rebalance
+(worker/continuity.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from connectors.base import AsyncResource
 
 _TOPIC_EXISTS = 36
 CREATE_ATTEMPTS = 100  # 10 s
+READ_SECONDS = 30.0  # to read a range; a worker that cannot reach Kafka fails anyway
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,18 @@ class Tail:
 
     key: bytes | None
     headers: Mapping[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record of a partition, as the window agents use a Faust message."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp: float  # seconds, as Faust gives it
 
 
 class KafkaTopics(AsyncResource):
@@ -135,3 +150,33 @@ class KafkaTopics(AsyncResource):
                         if await consumer.position(tp) >= ends[tp]:
                             waiting.discard(tp)
         return tails
+
+    async def records(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
+        """Offsets ``start <= o < end`` of one partition (fewer where the log has none)."""
+        tp = TopicPartition(topic, partition)
+        records: list[Record] = []
+        with self._errors(f"read {topic}[{partition}] {start}..{end - 1}"):
+            async with (
+                AIOKafkaConsumer(
+                    bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False
+                ) as consumer,
+                asyncio.timeout(READ_SECONDS),
+            ):
+                consumer.assign([tp])
+                end = min(end, (await consumer.end_offsets([tp]))[tp])
+                consumer.seek(tp, start)
+                while await consumer.position(tp) < end:
+                    batch = await consumer.getmany(tp, timeout_ms=500)
+                    records += [
+                        Record(
+                            r.partition,
+                            r.offset,
+                            r.key,
+                            r.value,
+                            list(r.headers or ()),
+                            r.timestamp / 1000,
+                        )
+                        for r in batch.get(tp, [])
+                        if r.offset < end
+                    ]
+        return records

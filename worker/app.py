@@ -27,7 +27,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, cast
 
 import faust
@@ -38,12 +37,12 @@ from bridge.event import Event, decode_payload
 from bridge.window_topics import WindowJob, kafka_name
 from connectors.cluster.fence import CHANNEL, Fence, source_headers
 from connectors.cluster.log import fence_before
-from connectors.kafka_topics import KafkaTopics, Tail
+from connectors.kafka_topics import KafkaTopics, Record, Tail
 from pipelines.aggregation import Aggregation, Totals
 from pipelines.pipeline import build_pipeline
 from pipelines.values import value_key
 from pipelines.window import panes, windows_holding
-from worker.continuity import Continuity, Record, read_range
+from worker.continuity import Continuity
 from worker.table import GROUP_HEADER, WINDOW_END_HEADER, ClosingTable, Key
 
 log = logging.getLogger("streambridge.worker")
@@ -211,7 +210,11 @@ def _add_job(
         offset = cast(Any, app.consumer)._committed_offset.get(tp)
         return offset if isinstance(offset, int) else None
 
-    continuity = Continuity(partial(read_range, bootstrap), settle, committed)
+    async def read_range(tp: TP, start: int, end: int) -> list[Record]:
+        async with KafkaTopics(bootstrap) as kafka:
+            return await kafka.records(tp.topic, tp.partition, start, end)
+
+    continuity = Continuity(read_range, settle, committed)
     # Per source partition of a cluster log source, as gateways read it: after a
     # rebalance, the fence the log's records give at the offset reading starts from.
     fences: dict[int, Fence] = {}

@@ -9,7 +9,7 @@ offsets after it, are involved (the family of faust-streaming issues #216 and #2
 seek of our own back to the hole was not answered either.
 
 :class:`Continuity` watches the offsets each agent is given per partition. On a hole it
-reads the missing records from Kafka with a consumer of its own, for the agent to process
+reads the missing records from Kafka itself (``KafkaTopics.records``), for the agent to process
 before the record that showed the hole, and tells Faust's consumer they are done, so its
 committed offset moves past them. Should Faust give them later after all, the agents'
 deduplication (the per-source marks of a window) drops them.
@@ -17,30 +17,14 @@ deduplication (the per-source marks of a window) drops them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
+from connectors.kafka_topics import Record
+
 log = logging.getLogger("streambridge.worker")
-
-READ_SECONDS = 30.0  # to read one hole; a worker that cannot reach Kafka fails anyway
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A record read past Faust: what the agents use of a Faust message."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    timestamp: float  # seconds, as Faust gives it
-
 
 ReadRange = Callable[[TP, int, int], Awaitable[list[Record]]]
 Settle = Callable[[TP, int, int], Awaitable[None]]
@@ -85,34 +69,3 @@ class Continuity:
         missed = await self._read_range(tp, expected, offset)
         await self._settle(tp, expected, offset)
         return missed
-
-
-async def read_range(bootstrap: str, tp: TP, start: int, end: int) -> list[Record]:
-    """Offsets ``start <= o < end`` of ``tp`` (fewer where the log has none)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        part = TopicPartition(tp.topic, tp.partition)
-        consumer.assign([part])
-        consumer.seek(part, start)
-        records: list[Record] = []
-        async with asyncio.timeout(READ_SECONDS):
-            while await consumer.position(part) < end:
-                batch = await consumer.getmany(part, timeout_ms=500)
-                records += [
-                    Record(
-                        r.partition,
-                        r.offset,
-                        r.key,
-                        r.value,
-                        list(r.headers or ()),
-                        r.timestamp / 1000,
-                    )
-                    for r in batch.get(part, [])
-                    if r.offset < end
-                ]
-        return records
-    finally:
-        await consumer.stop()

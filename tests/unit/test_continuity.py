@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from faust.types import TP
 
-from worker.continuity import Continuity, Record
+from connectors.kafka_topics import Record
+from worker.continuity import Continuity
 
 SOURCE = TP("source", 0)
 OTHER = TP("source", 1)
