@@ -11,6 +11,7 @@ data it persisted).
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import signal
 import socket
@@ -108,10 +109,12 @@ def private_mosquitto(directory: Path) -> Iterator[PrivateBroker]:
     port = restartable_port()
     data = directory / f"mosquitto-{port}"
     data.mkdir(parents=True)
-    data.chmod(0o777)  # started as root, mosquitto drops to its own user
     conf, log = data / "mosquitto.conf", data / "mosquitto.log"
+    # Started as root, Mosquitto drops to user "mosquitto" unless told to stay: that user
+    # cannot enter the test's private directory, and Mosquitto then persisted nothing
+    # (messages queued for a session over the restart were lost).
     conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n"
         f"persistence true\npersistence_location {data}/\n"
     )
     running: list[subprocess.Popen[bytes]] = []
@@ -122,6 +125,8 @@ def private_mosquitto(directory: Path) -> Iterator[PrivateBroker]:
 
     def stop() -> None:
         end(running.pop())
+        if not (data / "mosquitto.db").exists():
+            raise RuntimeError(f"mosquitto on {port} saved no sessions:\n{log.read_text()}")
 
     start()
     try:
