@@ -37,6 +37,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 async def test_guessing_one_client_is_limited_and_others_are_not_slowed(limited: Server) -> None:
     base = limited.base_url
+    baseline = await _other_token_seconds(base)
     for _ in range(LIMIT):
         assert (await token_response(base, "guessed", "wrong")).status_code == 401
     refused = await token_response(base, "guessed", "wrong")
@@ -44,9 +45,19 @@ async def test_guessing_one_client_is_limited_and_others_are_not_slowed(limited:
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     # The right secret waits too while the client id is locked out.
     assert (await token_response(base, "guessed", "guessed-secret-0001")).status_code == 429
-    started = time.monotonic()
-    assert (await token_response(base, "other", "other-secret-0001")).status_code == 200
-    assert time.monotonic() - started < 1.0
+    # Measured against the same request before the guessing, not a fixed figure: the
+    # suite's load alone took one such request past a second.
+    assert await _other_token_seconds(base) < 2 * baseline + 0.5
+
+
+async def _other_token_seconds(base: str) -> float:
+    """How long the best of three token requests of a client nobody guesses takes."""
+    times = []
+    for _ in range(3):
+        started = time.monotonic()
+        assert (await token_response(base, "other", "other-secret-0001")).status_code == 200
+        times.append(time.monotonic() - started)
+    return min(times)
 
 
 async def test_unknown_client_ids_are_limited_per_address(limited: Server) -> None:
