@@ -153,7 +153,7 @@ class Supervisor:
                     if self._clock() - started >= HEALTHY_AFTER:
                         child.streak, delay = 0, self._first_delay
                     child.streak += 1
-                    child.last_error = f"{type(exc).__name__}: {exc}"
+                    child.last_error = describe(exc)
                     log.error(
                         "task failed",
                         exc_info=exc,
@@ -174,3 +174,11 @@ class Supervisor:
         finally:
             if self._children.get(child.name) is child:
                 del self._children[child.name]
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of what failed; for a task group's failure, of the first error
+    inside it (what /readyz shows, not "unhandled errors in a TaskGroup")."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"

@@ -100,8 +100,10 @@ class KafkaConnector(AsyncResource):
         except (KafkaError, OSError) as exc:
             # A timeout talking to the broker is worth retrying, whatever aiokafka says.
             retriable = isinstance(exc, OSError | KafkaTimeoutError) or exc.retriable
+            # Some of aiokafka's errors (a timeout) say nothing: their type is the news.
+            reason = str(exc) or type(exc).__name__
             raise ConnectorError(
-                f"broker {self.name}: {action}: {exc}", retriable=retriable
+                f"broker {self.name}: {action}: {reason}", retriable=retriable
             ) from exc
 
     async def _open(self, stack: AsyncExitStack) -> None:

@@ -149,6 +149,14 @@ def create_app(config: Config) -> Gateway:
         ready = not runtime.stopping and all(name in tolerated for name in failing)
         status = "unavailable" if not ready else "degraded" if failing else "ready"
         body: dict[str, Any] = {"status": status, "checks": checks}
+        # Why a task check fails: its last error (connector errors name brokers, not URLs).
+        errors = {
+            check: error
+            for name, error in runtime.failing_tasks().items()
+            if (check := f"task:{name}") in checks
+        }
+        if errors:
+            body["errors"] = errors
         if not ready:
             body["detail"] = "not ready: " + (", ".join(failing) or "shutting down")
         elif failing:

@@ -96,7 +96,9 @@ async def test_kafka_away_degrades_readyz_and_the_stream_is_only_delayed(tmp_pat
                     failing = [k for k in body["checks"] if k.startswith("task:copier:mq ")]
                     return body if failing else None
 
-                await eventually(copier_reported, timeout=40, what="the copier named by /readyz")
+                body = await eventually(copier_reported, timeout=40, what="the copier on /readyz")
+                (copier,) = [k for k in body["checks"] if k.startswith("task:copier:mq ")]
+                assert "broker log: " in body["errors"][copier], body  # and why: the log
 
                 await asyncio.to_thread(kafka.start)
 

@@ -173,6 +173,7 @@ async def test_a_failing_store_watcher_is_named_restarted_and_applies_changes_ag
             body = await eventually(named, timeout=15, what="/readyz naming the store watcher")
             assert body["checks"]["task:store-watch"] is False
             assert "task:store-watch" in body["detail"]
+            assert "injected store watcher failure" in body["errors"]["task:store-watch"]
             assert await counted(gateway.base_url, "store-watch", at_least=3) >= 3
             # The watcher runs again: a change another gateway makes in the store (the
             # subscription blocked) reaches this one and ends the open stream.

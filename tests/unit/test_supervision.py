@@ -49,6 +49,27 @@ async def test_failing_names_a_task_that_keeps_failing() -> None:
         assert sup.failing() == {"store-watch": "ValueError: store gone"}
 
 
+async def test_failing_gives_the_error_inside_a_task_group() -> None:
+    failed = asyncio.Event()
+
+    async def grouped() -> None:
+        failed.set()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_raise(ConnectionError("broker mq: refused")))
+
+    async with Supervisor("test", first_delay=1, max_delay=1, failing_after=1) as sup:
+        sup.spawn("copier", grouped)
+        await asyncio.wait_for(failed.wait(), 5)
+        async with asyncio.timeout(5):
+            while not sup.failing():  # the group is failing once its task has raised
+                await asyncio.sleep(0)
+        assert sup.failing() == {"copier": "ConnectionError: broker mq: refused"}
+
+
+async def _raise(exc: Exception) -> None:
+    raise exc
+
+
 async def test_a_task_that_returns_is_done_and_leaving_cancels_the_rest() -> None:
     cancelled = asyncio.Event()
 
