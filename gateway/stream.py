@@ -280,8 +280,12 @@ class StreamSession:
         return batch
 
     async def poll_batch(self) -> Batch | None:
-        """As ``next_batch``, but None instead of waiting when there is no work: the outlet
-        is then armed, and the subscriber's ``wake.callback`` tells of more."""
+        """A held stream's writer: as ``next_batch`` but None instead of waiting when there
+        is no work (the outlet is armed then; ``wake.callback`` tells of more)."""
+        self.subscriber.disarm()
+        if self.outlet is not None:
+            self.outlet.flush()  # the hub's coalesced direct writes go first
+        self.settle()
         return await self._batch(park=False)
 
     async def _batch(self, park: bool) -> Batch | None:
