@@ -24,7 +24,6 @@ from gateway.access import Admitted
 from gateway.catchup import CatchUp
 from gateway.delivery import ConnectionGate, Policy, policy_for
 from gateway.hub import Entry, GapNotice, Hub, Subscriber
-from gateway.logs import unbound
 from gateway.outlet import Encode, Outlet
 from gateway.queueing import GatedSubscriber, LagNotice, Reply
 from gateway.runtime import Runtime
@@ -126,12 +125,8 @@ class StreamSession:
             after = parse_event_id(self.resume_from)
             scopes = self.admitted.grant.scopes
             for match in self.admitted.topics:
-                # A hub outlives this stream and serves others: its lines name no client.
-                hub = unbound(
-                    self.runtime.hub,
-                    match,
-                    masked=masked_for(match.topic, scopes),
-                    target=self.admitted.target,
+                hub = self.runtime.hub(
+                    match, masked=masked_for(match.topic, scopes), target=self.admitted.target
                 )
                 name = match.name if self.admitted.multi else None
                 self._hubs.append(hub)
