@@ -17,12 +17,14 @@ from tests.e2e.helpers import (
     TIMEOUT,
     eventually,
     fetch_token,
+    frames_until_closed,
     metric,
     metrics_text,
     payloads,
     publisher,
     room,
     sse_stream,
+    ws_connect,
 )
 from tests.e2e.servers import (
     MAIN_SECRET,
@@ -280,19 +282,23 @@ async def test_a_held_stream_ends_with_its_last_words_and_its_connection_serves_
 
 async def test_held_streams_end_cleanly_when_the_gateway_stops(tmp_path: Path) -> None:
     """SIGTERM: every held stream gets the end of its response (the final chunk; an
-    EventSource reconnects elsewhere), and the process exits without waiting them out."""
+    EventSource reconnects elsewhere), a held WebSocket its close frame (1001), and the
+    process exits without waiting them out."""
     with running_server(tmp_path, main_config(tmp_path)) as server:
         token = await fetch_token(server.base_url, "main", MAIN_SECRET)
         path = f"/events/1.0.0/t/{room()}"
         streams = [await RawStream.open(server, path, token) for _ in range(3)]
         try:
-            for stream in streams:
-                await stream.read_until(b": ping")
-            stopped = time.monotonic()
-            server.process.send_signal(signal.SIGTERM)
-            for stream in streams:
-                await stream.read_to_end()
-                assert stream.received.endswith(b"\r\n0\r\n\r\n"), stream.received[-40:]
+            async with ws_connect(server.ws_url, f"/feed/1.0.0/watch/{room()}", token) as ws:
+                for stream in streams:
+                    await stream.read_until(b": ping")
+                stopped = time.monotonic()
+                server.process.send_signal(signal.SIGTERM)
+                for stream in streams:
+                    await stream.read_to_end()
+                    assert stream.received.endswith(b"\r\n0\r\n\r\n"), stream.received[-40:]
+                _, close = await frames_until_closed(ws)
+                assert close.code == 1001
             await asyncio.to_thread(server.process.wait, 10)
             assert time.monotonic() - stopped < 5, "the graceful shutdown was waited out"
         finally:
