@@ -9,6 +9,7 @@ Unmasking is websockets' (its C speedup when built).
 
 from __future__ import annotations
 
+from websockets.exceptions import ProtocolError
 from websockets.frames import Close, Frame, Opcode
 
 try:
@@ -48,8 +49,10 @@ def close_code(payload: bytes) -> tuple[int, str]:
         return 1005, ""
     try:
         close = Close.parse(payload)
-    except ValueError as exc:
+    except ProtocolError as exc:  # too short, or a code no endpoint may send
         raise FrameError(PROTOCOL_ERROR, str(exc)) from exc
+    except UnicodeDecodeError as exc:
+        raise FrameError(INVALID_DATA, "invalid UTF-8 in the close reason") from exc
     return close.code, close.reason
 
 
