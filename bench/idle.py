@@ -112,6 +112,7 @@ def main() -> int:
     parser.add_argument("--trace", action="store_true", help="tracemalloc in the server")
     parser.add_argument("--top", type=int, default=30, help="source lines listed with --trace")
     parser.add_argument("--server-root", type=Path, default=ROOT)
+    parser.add_argument("--profile", help="cProfile the server into this file")
     args = parser.parse_args()
     if raise_nofile() < args.clients + 64:
         print(f"warning: the open-file limit may not fit {args.clients} clients")
@@ -121,7 +122,7 @@ def main() -> int:
     run, loop_name = event_loop()
     print(describe(f"server on core {server_core}, clients on core {client_core}", loop_name))
     with tempfile.TemporaryDirectory(prefix="streambridge-idle-") as tmp:
-        server = Gateway(Path(tmp), server_core, args.server_root.resolve())
+        server = Gateway(Path(tmp), server_core, args.server_root.resolve(), args.profile)
         configure(server, 4096)
         prefix = None
         if args.trace:

@@ -154,6 +154,33 @@ class Outlet:
         self.transport.write(data)
         return True
 
+    def park(self, woken: Callable[[], None]) -> None:
+        """A held stream (no task of its own) leaves its claimed subscriber to the hub:
+        ``woken`` is called whenever the queue path has work (a writer task is started);
+        a write waiting on a paused socket is let go when the queue overflows."""
+        subscriber = self.subscriber
+        assert subscriber is not None
+        subscriber.wake.callback = woken
+        subscriber.on_overflow = self.unblock
+        if subscriber.queue or subscriber.closed is not None or subscriber.overflowed:
+            woken()
+        else:
+            subscriber.wake.clear()
+            subscriber.arm(self)
+
+    async def send(self, data: bytes) -> bool:
+        """A held stream's writer writes ``data`` once the socket takes it; False when the
+        client's queue overflowed while its socket was full (it is then cut, CONTRACT §5)."""
+        transport = self.transport
+        while self.paused and not transport.is_closing():
+            subscriber = self.subscriber
+            if subscriber is None or subscriber.overflowed:
+                return False
+            await self.drained()
+        if not transport.is_closing():
+            transport.write(data)
+        return True
+
     def flush(self) -> None:
         pending = self.pending
         if pending:

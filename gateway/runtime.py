@@ -39,6 +39,7 @@ from gateway.data_dir import claim_data_dir
 from gateway.hub import Hub, HubSet
 from gateway.hub_keys import HubKeys
 from gateway.idle_hubs import IdleHubs, keeps_history
+from gateway.logs import unbound
 from gateway.metrics import Metrics, open_files
 from gateway.outlet import Coalescer
 from gateway.upstreams import Upstreams
@@ -314,12 +315,24 @@ class Runtime:
         return window_job(self.config, match.api, match.topic)
 
     def hub(self, match: TopicMatch, *, masked: bool = False, target: Target = "production") -> Hub:
-        """The hub of a topic; ``masked``: the variant with the topic's masked columns
-        as null, for clients without its ``mask.unless_scope``; ``target``: the endpoint
-        a key reaches (CONTRACT §13)."""
+        """The hub of a topic; ``masked``: the variant with the masked columns as null, for
+        clients without ``mask.unless_scope``; ``target``: the endpoint a key reaches (§13)."""
+        labels = (match.api.name, match.api.version, match.topic.name)
+        key = self.hub_key(match, masked, target)
+        hub = self.hubs.hubs.get(key)  # a reconnect storm finds it: nothing else to build
+        if hub is None:
+            # A hub outlives this stream and serves others: its lines name no client.
+            hub = unbound(self.hubs.get, key, self._hub_factory(match, labels, masked, target))
+        self.idle_hubs.attached(key, hub)  # a client attaches to it next
+        if labels not in hub.event_in_counters:
+            # Another topic (of this or another API) sharing the hub counts its events too.
+            hub.event_in_counters[labels] = self.metrics.events_in.labels(*labels).inc
+        return hub
+
+    def _hub_factory(
+        self, match: TopicMatch, labels: tuple[str, str, str], masked: bool, target: Target
+    ) -> Callable[[], Hub]:
         api, topic = match.api, match.topic
-        labels = (api.name, api.version, topic.name)
-        events_in = self.metrics.events_in.labels(*labels)
 
         def on_error(step: int, error: PipelineError, event: Event) -> None:
             self.metrics.expression_errors.labels(*labels, str(step)).inc()
@@ -354,12 +367,7 @@ class Runtime:
                 sequence=self.hubs.sequence,
             )
 
-        key = self.hub_key(match, masked, target)
-        hub = self.hubs.get(key, factory)
-        self.idle_hubs.attached(key, hub)  # a client attaches to it next
-        # Another topic (of this or another API) sharing the hub counts its events too.
-        hub.event_in_counters.setdefault(labels, events_in.inc)
-        return hub
+        return factory
 
     # --- readiness ---------------------------------------------------------------------------
     async def readiness(self) -> dict[str, bool]:

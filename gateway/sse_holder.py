@@ -90,16 +90,9 @@ class HeldStream:
         assert owner is not None
         held = cls(session, outlet, owner.detach(head))
         session.claim(outlet, Entry.sse_chunk, ping)
-        subscriber = session.subscriber
         if outlet.transport.is_closing():  # gone before the outlet was claimed
-            subscriber.close(ClientGone("client disconnected"))
-        subscriber.wake.callback = held.woken
-        subscriber.on_overflow = outlet.unblock  # a write waiting on a paused socket
-        if subscriber.queue or subscriber.closed is not None or subscriber.overflowed:
-            held.woken()
-        else:
-            subscriber.wake.clear()
-            subscriber.arm(outlet)
+            session.subscriber.close(ClientGone("client disconnected"))
+        outlet.park(held.woken)
 
     def woken(self) -> None:
         if not self.running:
@@ -113,7 +106,7 @@ class HeldStream:
             final = await self._write_queued()
             if final is None:
                 return  # parked: the hub writes again
-            if final and await self._write(final):
+            if final and await self.outlet.send(final):
                 keep_alive = self.keep_alive and not self.session.runtime.stopping
             else:
                 keep_alive = False
@@ -127,11 +120,7 @@ class HeldStream:
         """Write batches until there is no work (None) or the stream ends: then the bytes
         that end the response, or b"" when it was cut for not reading."""
         session = self.session
-        subscriber, outlet = session.subscriber, self.outlet
         while True:
-            subscriber.disarm()
-            outlet.flush()  # coalesced direct writes go before the queue's
-            session.settle()
             try:
                 batch = await session.poll_batch()
             except BridgeError as exc:
@@ -141,23 +130,10 @@ class HeldStream:
                 self.running = False  # nothing awaited since poll_batch armed the outlet
                 return None
             body, delivered = sse_body(batch, session.take_ping())
-            if not await self._write(chunk(body)):
+            if not await self.outlet.send(chunk(body)):
                 session.end_with(SlowConsumer("the client stopped reading"))
                 return b""
             session.delivered(delivered)
-
-    async def _write(self, data: bytes) -> bool:
-        """Write when the socket takes it; False when the client's queue overflowed while
-        its socket was full (it is then cut, CONTRACT §5)."""
-        outlet = self.outlet
-        transport = outlet.transport
-        while outlet.paused and not transport.is_closing():
-            if self.session.subscriber.overflowed:
-                return False
-            await outlet.drained()
-        if not transport.is_closing():
-            transport.write(data)
-        return True
 
     async def _end(self, keep_alive: bool) -> None:
         owner = self.outlet.owner

@@ -24,7 +24,6 @@ from gateway.access import Admitted
 from gateway.catchup import CatchUp
 from gateway.delivery import ConnectionGate, Policy, policy_for
 from gateway.hub import Entry, GapNotice, Hub, Subscriber
-from gateway.logs import unbound
 from gateway.outlet import Encode, Outlet
 from gateway.queueing import GatedSubscriber, LagNotice, Reply
 from gateway.runtime import Runtime
@@ -126,12 +125,8 @@ class StreamSession:
             after = parse_event_id(self.resume_from)
             scopes = self.admitted.grant.scopes
             for match in self.admitted.topics:
-                # A hub outlives this stream and serves others: its lines name no client.
-                hub = unbound(
-                    self.runtime.hub,
-                    match,
-                    masked=masked_for(match.topic, scopes),
-                    target=self.admitted.target,
+                hub = self.runtime.hub(
+                    match, masked=masked_for(match.topic, scopes), target=self.admitted.target
                 )
                 name = match.name if self.admitted.multi else None
                 self._hubs.append(hub)
@@ -280,8 +275,12 @@ class StreamSession:
         return batch
 
     async def poll_batch(self) -> Batch | None:
-        """As ``next_batch``, but None instead of waiting when there is no work: the outlet
-        is then armed, and the subscriber's ``wake.callback`` tells of more."""
+        """A held stream's writer: as ``next_batch`` but None instead of waiting when there
+        is no work (the outlet is armed then; ``wake.callback`` tells of more)."""
+        self.subscriber.disarm()
+        if self.outlet is not None:
+            self.outlet.flush()  # the hub's coalesced direct writes go first
+        self.settle()
         return await self._batch(park=False)
 
     async def _batch(self, park: bool) -> Batch | None:

@@ -22,22 +22,21 @@ from bridge.errors import (
     AccessDenied,
     BridgeError,
     ClientGone,
-    ConnectorError,
-    ProtocolClose,
     UpstreamUnavailable,
 )
-from bridge.event import Event, decode_payload
 from bridge.wire import websocket_v1 as v1
 from gateway.access import Admitted, admit, query_params, refused
-from gateway.errors import INTERNAL_ERROR, POLICY_VIOLATION, Ending, ending
-from gateway.hub import Entry, GapNotice
+from gateway.errors import Ending, ending
+from gateway.hub import Entry
 from gateway.outlet import outlet_of
 from gateway.overflow_cut import CutOnOverflow
 from gateway.proxy import serve_proxy
-from gateway.queueing import LagNotice, Reply
 from gateway.runtime import Runtime
 from gateway.sse import resume_id, start_at
 from gateway.stream import StreamSession
+from gateway.websocket_holder import HeldWebSocket, frame_text
+from gateway.websocket_protocol import HAND_OVER, OutletWebSocketProtocol
+from gateway.websocket_publish import publish, refusal
 
 log = logging.getLogger("streambridge.websocket")
 
@@ -76,14 +75,37 @@ async def serve_websocket(
             subscribe=any(m.topic.mode in ("subscribe", "both") for m in admitted.topics),
         )
         del headers, query  # not held for the stream's life (memory per connection)
-        async with session:
+        await session.__aenter__()
+        try:
             await websocket.accept(subprotocol=v1.SUBPROTOCOL if enveloped else None)
             scope["headers"] = []  # read by nothing from here on (1 KiB per connection)
-            await _serve(runtime, websocket, session, admitted, enveloped)
+            held = _hold(runtime, scope, session, enveloped)
+            if not held:
+                await _serve(runtime, websocket, session, admitted, enveloped)
+        except BaseException as exc:
+            await session.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        if not held:
+            await session.__aexit__(None, None, None)
     except (AccessDenied, UpstreamUnavailable) as exc:
         if websocket.application_state is not WebSocketState.CONNECTING:
             raise  # only a refusal before the upgrade is answered so
         await deny(runtime, websocket, exc)
+
+
+def _hold(runtime: Runtime, scope: Scope, session: StreamSession, enveloped: bool) -> bool:
+    """Hand the accepted connection over to a held WebSocket (no task while idle), when
+    the server's protocol can and the stream has no task of its own (a catch-up)."""
+    protocol = scope["extensions"].get(HAND_OVER)
+    outlet = outlet_of(scope)
+    if not isinstance(protocol, OutletWebSocketProtocol) or outlet is None:
+        return False
+    server = protocol.can_hand_over()
+    if server is None or not session.holdable:
+        return False
+    max_size = runtime.config.gateway.max_message_bytes
+    HeldWebSocket.hold(session, outlet, enveloped, max_size, server, protocol.hand_over)
+    return True
 
 
 async def _serve(
@@ -104,9 +126,7 @@ async def _serve(
     session.claim(outlet_of(websocket.scope), encode, b"")
     cut = CutOnOverflow(session)
     async with asyncio.TaskGroup() as tasks:
-        reader = tasks.create_task(
-            _read(runtime, websocket, session, admitted, enveloped), name="websocket-reader"
-        )
+        reader = tasks.create_task(_read(session, websocket, enveloped), name="websocket-reader")
         try:
             final = await _write(websocket, session, cut, admitted, enveloped)
         finally:
@@ -123,25 +143,6 @@ async def _serve(
             raise
     except (RuntimeError, OSError, WebSocketDisconnect):
         pass  # the client is gone already (it closed first): nothing left to tell it
-
-
-def _frame(item: object, topic: str, enveloped: bool) -> str | None:
-    """The text frame of a queued item; None when this client gets nothing for it."""
-    if isinstance(item, tuple):
-        entry: Entry = item[0]
-        return entry.envelope(item[1], topic) if enveloped else entry.payload
-    if not enveloped:
-        return None  # plain frames carry events only
-    if isinstance(item, Reply):
-        return item.frame
-    if isinstance(item, GapNotice):
-        gap = {"requested": item.requested, "oldest": item.oldest}
-        if item.topic is not None:
-            gap["topic"] = item.topic
-        return v1.signal("gap", gap)
-    if isinstance(item, LagNotice):
-        return v1.signal("lag", {"behind": item.behind, "limit": item.limit})
-    return None
 
 
 async def _write(
@@ -161,7 +162,7 @@ async def _write(
             return ending(exc)
         delivered: list[tuple[Entry, str | None]] = []
         for item in batch:
-            text = _frame(item, topic, enveloped)
+            text = frame_text(item, topic, enveloped)
             if text is None:
                 continue
             cut.writing = True
@@ -181,59 +182,18 @@ async def _write(
         session.delivered(delivered)
 
 
-def _reply(session: StreamSession, frame: str) -> None:
-    """Queue an answer to the client's frame: the one writer sends it, in order."""
-    session.subscriber.push(Reply(frame))
-
-
-async def _read(
-    runtime: Runtime,
-    websocket: WebSocket,
-    session: StreamSession,
-    admitted: Admitted,
-    enveloped: bool,
-) -> None:
-    match = admitted.topics[0]
-    connector = runtime.source(admitted.api)
-    timeout = runtime.config.gateway.limits.publish_timeout  # then the publish is a nack
-    counter = runtime.metrics.events_published.labels(
-        admitted.api.name, admitted.api.version, match.topic.name
-    )
+async def _read(session: StreamSession, websocket: WebSocket, enveloped: bool) -> None:
+    refused = refusal(session)
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             session.subscriber.close(ClientGone("client disconnected"))
             return
-        if admitted.multi or match.topic.mode == "subscribe":
-            reason = "publish on a single topic's URL" if admitted.multi else "subscribe-only"
-            session.subscriber.close(ProtocolClose(POLICY_VIOLATION, f"this topic is {reason}"))
+        if refused is not None:
+            session.subscriber.close(refused)
             return
         raw = message.get("text")
         if raw is None:
             raw = message.get("bytes") or b""
-        if enveloped:
-            try:
-                publish = v1.parse_publish(raw)
-            except v1.MalformedFrame as exc:
-                _reply(session, v1.error(exc.detail, exc.ref))
-                continue  # CONTRACT §6: the connection stays open
-            event = Event(match.channel, publish.data, publish.key, publish.headers)
-        else:
-            event = Event(match.channel, decode_payload(raw))
-        try:
-            async with asyncio.timeout(timeout):
-                await connector.publish(match.channel, event)
-        except (ConnectorError, TimeoutError) as exc:
-            # CONTRACT §6: a publish the broker did not confirm is never dropped silently.
-            detail = str(exc) or f"the broker did not confirm within {timeout:g}s"
-            log.warning("publish failed", extra={"channel": match.channel, "error": detail})
-            if enveloped:
-                _reply(session, v1.nack(publish.ref, detail))
-                continue
-            # Plain frames cannot say which frame failed: close 1011, the client knows the
-            # last frame did not land (issue 4).
-            session.subscriber.close(ProtocolClose(INTERNAL_ERROR, "publish failed"))
+        if not await publish(session, raw, enveloped):
             return
-        counter.inc()
-        if enveloped:
-            _reply(session, v1.ack(publish.ref))

@@ -17,6 +17,9 @@ from typing import Any, Generic, TypeVar
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from gateway.outlet import OUTLET, Outlet, OutletHooks
+from gateway.websocket_holder import Server
+
+HAND_OVER = "streambridge.hand_over"  # the scope extension: (server, hand_over) or absent
 
 T = TypeVar("T")
 
@@ -92,6 +95,22 @@ class Writable:
         return True
 
 
+class _Released:
+    """The transport of a protocol that handed its connection over: what uvicorn's task
+    does with it at its end (close it) does nothing."""
+
+    @staticmethod
+    def close() -> None:
+        pass
+
+    @staticmethod
+    def is_closing() -> bool:
+        return True
+
+
+_RELEASED = _Released()
+
+
 class OutletWebSocketProtocol(OutletHooks, WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol with an :class:`Outlet` in the scope."""
 
@@ -111,6 +130,38 @@ class OutletWebSocketProtocol(OutletHooks, WebSocketsSansIOProtocol):
         scope: Any = getattr(self, "scope", None)
         if scope is not None and self.outlet is not None:
             scope["extensions"][OUTLET] = self.outlet
+            scope["extensions"][HAND_OVER] = self
+
+    def can_hand_over(self) -> Server | None:
+        """The server's sets, when the connection can be handed over to a held WebSocket:
+        accepted, open, nothing received from the client yet (it has just been accepted)."""
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.transport.is_closing()
+            or not self.queue.empty()
+            or self.frames
+            or self.conn.reader.buffer
+        ):
+            return None
+        return Server(self.connections, self.tasks)
+
+    def hand_over(self, held: asyncio.Protocol) -> None:
+        """The transport goes to ``held``; this protocol lets go of it, and of the server
+        (the ASGI task then returns without closing the connection)."""
+        self.stop_keepalive()
+        self.connections.discard(self)
+        transport = self.transport
+        transport.set_protocol(held)
+        if self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()
+        self.transport = _RELEASED  # type: ignore[assignment]
+        self.outlet = None
+        # Reference cycles would keep this protocol (with its handshake request, held by
+        # the parser's frame) until a full GC, which tune_gc makes rare: break them.
+        self.scope["extensions"].pop(HAND_OVER, None)
+        self.conn.parser = None  # type: ignore[assignment]
 
     async def send(self, message: Any) -> None:
         await super().send(message)

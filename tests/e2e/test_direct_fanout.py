@@ -11,15 +11,20 @@ import socket
 import time
 from pathlib import Path
 
+from websockets.frames import Close, Frame, Opcode
+
 from tests.e2e.helpers import (
+    TIMEOUT,
     eventually,
     fetch_token,
+    frames_until_closed,
     metric,
     metrics_text,
     payloads,
     publisher,
     room,
     sse_stream,
+    ws_connect,
 )
 from tests.e2e.servers import (
     MAIN_SECRET,
@@ -129,6 +134,28 @@ async def _raw_subscriber(
     return sock, received
 
 
+def _ws_upgrade(port: int, token: str, path: str) -> str:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+
+
+def _data_frames(stream: bytes) -> tuple[bytes, ...]:
+    """The server's unmasked frames (RFC 6455 §5.2) in ``stream`` but its pings (heartbeats
+    differ between clients, as SSE pings do)."""
+    frames, pos = [], 0
+    while pos < len(stream):
+        length, head = stream[pos + 1] & 0x7F, pos + 2
+        if length == 126:
+            length, head = int.from_bytes(stream[head : head + 2]), head + 2
+        frame, pos = stream[pos : head + length], head + length
+        if frame[0] & 0x0F != 0x9:
+            frames.append(frame)
+    return tuple(frames)
+
+
 async def test_a_thousand_clients_get_byte_identical_frames(server: Server) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 4 * THOUSAND:
@@ -137,11 +164,7 @@ async def test_a_thousand_clients_get_byte_identical_frames(server: Server) -> N
     r = room()
     host = f"Host: 127.0.0.1:{server.port}\r\nAuthorization: Bearer {token}\r\n"
     sse = f"GET /events/1.0.0/t/{r} HTTP/1.1\r\n{host}Accept: text/event-stream\r\n\r\n"
-    ws = (
-        f"GET /feed/1.0.0/watch/{r} HTTP/1.1\r\n{host}Upgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n"
-    )
+    ws = _ws_upgrade(server.port, token, f"/feed/1.0.0/watch/{r}")
     gate = asyncio.Semaphore(100)
 
     async def one(request: str, head_end: bytes) -> tuple[socket.socket, bytes]:
@@ -180,10 +203,53 @@ async def test_a_thousand_clients_get_byte_identical_frames(server: Server) -> N
         stream = dechunk(body.partition(b"\r\n\r\n")[2])
         blocks = [b for b in stream.split(b"\n\n") if b.startswith(b"id:")]  # pings differ
         sse_frames.add(tuple(blocks))
-    ws_frames = {body.partition(b"\r\n\r\n")[2] for body in bodies[THOUSAND:]}
+    ws_frames = {_data_frames(body.partition(b"\r\n\r\n")[2]) for body in bodies[THOUSAND:]}
     assert len(sse_frames) == 1 and len(next(iter(sse_frames))) == 3
     assert len(ws_frames) == 1, "every WebSocket client got the very same frame bytes"
-    assert next(iter(ws_frames)).startswith(b"\x81")  # FIN + text, unmasked
+    frames = next(iter(ws_frames))
+    assert len(frames) == 3 and all(f.startswith(b"\x81") for f in frames)  # FIN + text, unmasked
+
+
+async def test_a_held_websocket_pings_publishes_fragments_and_closes_cleanly(
+    server: Server,
+) -> None:
+    """An accepted WebSocket is held without a task (gateway/websocket_holder.py): it
+    gets heartbeat pings (gateway.heartbeat: 1s), a message sent in fragments is published
+    whole, and a client's close frame is echoed before the connection ends."""
+    token = await fetch_token(server.base_url, "main", MAIN_SECRET)
+    r = room()
+    request = _ws_upgrade(server.port, token, f"/feed/1.0.0/chat/{r}")
+    sock, received = await _raw_subscriber(server.port, request.encode(), b"\r\n\r\n")
+    loop = asyncio.get_running_loop()
+
+    async def until(wanted: bytes) -> bytes:
+        nonlocal received
+        async with asyncio.timeout(TIMEOUT):
+            while wanted not in received:
+                chunk = await loop.sock_recv(sock, 65536)
+                assert chunk, "closed early"
+                received += chunk
+        return received
+
+    try:
+        await until(b"\x89\x00")  # an RFC 6455 ping, no payload
+        parts = [b'{"part": ', b'"one", ', b'"whole": true}']
+        fragments = [
+            Frame(Opcode.TEXT if i == 0 else Opcode.CONT, part, fin=i == len(parts) - 1)
+            for i, part in enumerate(parts)
+        ]
+        await loop.sock_sendall(sock, b"".join(f.serialize(mask=True) for f in fragments))
+        await until(b'"whole":true}')  # a both topic: the publisher gets it too
+        close = Frame(Opcode.CLOSE, Close(1000, "bye").serialize())
+        await loop.sock_sendall(sock, close.serialize(mask=True))
+        async with asyncio.timeout(TIMEOUT):
+            while chunk := await loop.sock_recv(sock, 65536):
+                received += chunk
+    finally:
+        sock.close()
+    assert received.endswith(close.serialize(mask=False)), "the close frame echoed, then EOF"
+    text = b"".join(_data_frames(received.partition(b"\r\n\r\n")[2]))
+    assert text.count(b'"whole":true}') == 1
 
 
 async def test_a_held_stream_ends_with_its_last_words_and_its_connection_serves_on(
@@ -216,19 +282,23 @@ async def test_a_held_stream_ends_with_its_last_words_and_its_connection_serves_
 
 async def test_held_streams_end_cleanly_when_the_gateway_stops(tmp_path: Path) -> None:
     """SIGTERM: every held stream gets the end of its response (the final chunk; an
-    EventSource reconnects elsewhere), and the process exits without waiting them out."""
+    EventSource reconnects elsewhere), a held WebSocket its close frame (1001), and the
+    process exits without waiting them out."""
     with running_server(tmp_path, main_config(tmp_path)) as server:
         token = await fetch_token(server.base_url, "main", MAIN_SECRET)
         path = f"/events/1.0.0/t/{room()}"
         streams = [await RawStream.open(server, path, token) for _ in range(3)]
         try:
-            for stream in streams:
-                await stream.read_until(b": ping")
-            stopped = time.monotonic()
-            server.process.send_signal(signal.SIGTERM)
-            for stream in streams:
-                await stream.read_to_end()
-                assert stream.received.endswith(b"\r\n0\r\n\r\n"), stream.received[-40:]
+            async with ws_connect(server.ws_url, f"/feed/1.0.0/watch/{room()}", token) as ws:
+                for stream in streams:
+                    await stream.read_until(b": ping")
+                stopped = time.monotonic()
+                server.process.send_signal(signal.SIGTERM)
+                for stream in streams:
+                    await stream.read_to_end()
+                    assert stream.received.endswith(b"\r\n0\r\n\r\n"), stream.received[-40:]
+                _, close = await frames_until_closed(ws)
+                assert close.code == 1001
             await asyncio.to_thread(server.process.wait, 10)
             assert time.monotonic() - stopped < 5, "the graceful shutdown was waited out"
         finally:
