@@ -4,6 +4,7 @@ constant time."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -53,6 +54,10 @@ def verify_secret(secret: str, encoded: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-# A hash of a random secret: verifying against it costs what a real check costs, so an
-# unknown client id takes as long to refuse as a wrong secret.
-DUMMY_HASH = hash_secret(secrets.token_urlsafe(32))
+@functools.cache
+def dummy_hash() -> str:
+    """A hash of a random secret: verifying against it costs what a real check costs, so an
+    unknown client id takes as long to refuse as a wrong secret. Made on first use, not at
+    import: every process importing this module (each gateway, worker and CLI) paid a
+    scrypt for it."""
+    return hash_secret(secrets.token_urlsafe(32))
