@@ -30,7 +30,16 @@ def new_generation(previous: int | None = None) -> int:
 
 def hash_secret(secret: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(secret.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
+    return encoded_hash(salt, salted_digest(secret, salt))
+
+
+def salted_digest(secret: str, salt: bytes) -> bytes:
+    """The slow part: scrypt of ``secret`` with ``salt``. CPU-bound, run it off the loop."""
+    return hashlib.scrypt(secret.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
+
+
+def encoded_hash(salt: bytes, digest: bytes) -> str:
+    """A :func:`salted_digest` as :func:`verify_secret` reads it."""
     encode = base64.urlsafe_b64encode
     return f"{_PREFIX}${_N}${_R}${_P}${encode(salt).decode()}${encode(digest).decode()}"
 
