@@ -13,7 +13,7 @@ from bridge.config import Api, Tier, Topic
 from bridge.lifecycle import VISIBLE_STATES
 from bridge.paths import PathTemplate, fill
 from bridge.policy import SubscriptionState
-from bridge.secrets import DUMMY_HASH, verify_secret
+from bridge.secrets import dummy_hash, verify_secret
 from bridge.store.records import ApplicationRecord, Snapshot
 
 
@@ -94,7 +94,7 @@ class Catalog:
     def authenticate_client(self, client_id: str, secret: str) -> ApplicationRecord | None:
         """Slow-hash check (run it in a thread); unknown clients cost the same as known ones."""
         app = self.applications.get(client_id)
-        matches = verify_secret(secret, app.secret_hash if app else DUMMY_HASH)
+        matches = verify_secret(secret, app.secret_hash if app else dummy_hash())
         return app if app is not None and matches else None
 
     def subscription(self, client_id: str, api: Api) -> SubscriptionState | None:

@@ -4,6 +4,7 @@ constant time."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -29,7 +30,16 @@ def new_generation(previous: int | None = None) -> int:
 
 def hash_secret(secret: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(secret.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
+    return encoded_hash(salt, salted_digest(secret, salt))
+
+
+def salted_digest(secret: str, salt: bytes) -> bytes:
+    """The slow part: scrypt of ``secret`` with ``salt``. CPU-bound, run it off the loop."""
+    return hashlib.scrypt(secret.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
+
+
+def encoded_hash(salt: bytes, digest: bytes) -> str:
+    """A :func:`salted_digest` as :func:`verify_secret` reads it."""
     encode = base64.urlsafe_b64encode
     return f"{_PREFIX}${_N}${_R}${_P}${encode(salt).decode()}${encode(digest).decode()}"
 
@@ -53,6 +63,10 @@ def verify_secret(secret: str, encoded: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-# A hash of a random secret: verifying against it costs what a real check costs, so an
-# unknown client id takes as long to refuse as a wrong secret.
-DUMMY_HASH = hash_secret(secrets.token_urlsafe(32))
+@functools.cache
+def dummy_hash() -> str:
+    """A hash of a random secret: verifying against it costs what a real check costs, so an
+    unknown client id takes as long to refuse as a wrong secret. Made on first use, not at
+    import: every process importing this module (each gateway, worker and CLI) paid a
+    scrypt for it."""
+    return hash_secret(secrets.token_urlsafe(32))

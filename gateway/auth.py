@@ -42,7 +42,8 @@ class TokenAuthority:
         }
         self._external = {t.issuer: t for t in auth.trusted_issuers}
         self._fetched_at: dict[str, float] = {}
-        self._http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
+        # Only with trusted issuers, at their first fetch: a client loads the CA bundle.
+        self._http: httpx.AsyncClient | None = None
         # Reconnect storms: a known token costs a lookup (cleared on catalogue changes).
         self.verified = VerifiedTokens()
 
@@ -62,7 +63,8 @@ class TokenAuthority:
         return authority
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [self.issuer.key.public_jwk()]}
@@ -71,6 +73,8 @@ class TokenAuthority:
         settings = self._external[issuer]
         self._fetched_at[issuer] = time.monotonic()
         try:
+            if self._http is None:
+                self._http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
             response = await self._http.get(settings.jwks_url)
             response.raise_for_status()
             keys = {k["kid"]: k for k in response.json().get("keys", []) if "kid" in k}

@@ -28,11 +28,6 @@ import secrets
 import socket
 from typing import Final, Self
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-
 from bridge.config import ClusterSettings
 from bridge.errors import BridgeError, LimitsUnavailable, TooManyConnections
 from bridge.policy import RollingWindow
@@ -41,7 +36,6 @@ from gateway.metrics import Metrics
 from gateway.shared_limits import SharedLimits, Taken, key_of
 
 log = logging.getLogger("streambridge.cluster")
-REDIS_ERRORS: Final = (RedisError, OSError)  # TimeoutError is an OSError
 CONNECTION_RETRY_AFTER: Final = 5
 RATE_WINDOW: Final = 60.0
 
@@ -63,18 +57,11 @@ class ClusterNode:
         self.live_nodes = 1
         self.degraded = False  # Redis unreachable: on_redis_down applies
         self._metrics = metrics
-        self._client: Redis | None = None
         self.shared: SharedLimits | None = None
+        self._errors: tuple[type[Exception], ...] = (OSError,)  # of a Redis call
         if settings.redis is not None:  # connects on first use
-            self._client = Redis.from_url(
-                settings.redis,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 0),
-                retry_on_timeout=False,
-                health_check_interval=0,
-            )
-            self.shared = SharedLimits(self._client, self.node)
+            self.shared = SharedLimits.connect(settings.redis, self.node, self.timeout)
+            self._errors = self.shared.errors
         self._leases: dict[str, str] = {}  # member -> the Redis key of its subscription
         metrics.cluster_nodes.labels().value = 1.0
         metrics.cluster_degraded.labels().value = 0.0
@@ -86,16 +73,16 @@ class ClusterNode:
         return min(1.0, self.settings.node_ttl / 4)
 
     async def __aenter__(self) -> Self:
-        if self._client is not None:
+        if self.shared is not None:
             try:
-                await self._client.ping()
-            except REDIS_ERRORS as exc:
+                await self.shared.client.ping()
+            except self._errors as exc:
                 self._lost(exc)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        if self.shared is not None:
+            await self.shared.client.aclose()
 
     # --- health ------------------------------------------------------------------------
     def _lost(self, error: BaseException) -> None:
@@ -147,7 +134,7 @@ class ClusterNode:
                 await self.shared.renew(leases, self.settings.node_ttl)
             else:  # nothing to renew: still find out whether Redis answers
                 await self.shared.client.ping()
-        except REDIS_ERRORS as exc:
+        except self._errors as exc:
             self._lost(exc)
             return
         self._found()
@@ -166,7 +153,7 @@ class ClusterNode:
         if not self.degraded:
             try:
                 admitted = await self.shared.admit(redis_key, member, limit, self.settings.node_ttl)
-            except REDIS_ERRORS as exc:
+            except self._errors as exc:
                 self._lost(exc)
             else:
                 if not admitted:
@@ -190,7 +177,7 @@ class ClusterNode:
             return  # a lease Redis still holds lapses within node_ttl
         try:
             await self.shared.release(redis_key, member)
-        except REDIS_ERRORS as exc:
+        except self._errors as exc:
             self._lost(exc)
 
     async def window(self, key: str, wanted: int, limit: int) -> Taken | None:
@@ -200,7 +187,7 @@ class ClusterNode:
             return None
         try:
             return await self.shared.take(key, wanted, limit, RATE_WINDOW)
-        except REDIS_ERRORS as exc:
+        except self._errors as exc:
             self._lost(exc)
             return None
 

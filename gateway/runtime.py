@@ -24,7 +24,6 @@ from bridge.cursor import new_epoch
 from bridge.errors import BridgeError, PipelineError, Revoked, ShuttingDown
 from bridge.event import Event
 from bridge.lifecycle import VISIBLE_STATES
-from bridge.secrets import hash_secret
 from bridge.store import Snapshot, Store
 from bridge.supervision import Supervisor
 from bridge.window_topics import WindowJob, window_job
@@ -100,7 +99,7 @@ class Runtime:
                     expressions=self.config.gateway.limits.expressions,
                 )
             )
-            await self.store.seed(self.config, hash_secret)
+            await self.store.seed(self.config)
             self.catalog = Catalog(await self.store.snapshot())
             self.authority = await TokenAuthority.open(self.config.auth, self.store)
             stack.push_async_callback(self.authority.aclose)

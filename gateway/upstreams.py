@@ -41,19 +41,29 @@ class Upstreams:
         self._breakers: dict[tuple[str, Target], tuple[str, Breaker]] = {}
         self._sse: dict[tuple[str, Target], tuple[str, SseEndpointConnector]] = {}
         self._client: httpx.AsyncClient | None = None
+        self._open = False
         self._stack = AsyncExitStack()
         metrics.before_collect.append(self._collect)
 
     async def __aenter__(self) -> Self:
-        # Upstream endpoints are the admin's own servers: no proxy from the environment.
-        self._client = await self._stack.enter_async_context(
-            httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_connections=None))
-        )
+        self._open = True
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._client = None
+        self._open, self._client = False, None
         await self._stack.aclose()
+
+    def _http(self) -> httpx.AsyncClient:
+        """The client of the SSE endpoints, made when the first one is read: making it
+        loads the CA bundle, CPU every gateway start paid even without endpoint APIs."""
+        assert self._open, "enter Upstreams (async with) first"
+        if self._client is None:
+            # Upstream endpoints are the admin's own servers: no proxy from the environment.
+            self._client = httpx.AsyncClient(
+                trust_env=False, limits=httpx.Limits(max_connections=None)
+            )
+            self._stack.push_async_callback(self._client.aclose)
+        return self._client
 
     # --- which endpoint, and whether it may be tried -------------------------------------
     def url(self, api: Api, target: Target) -> str:
@@ -90,7 +100,7 @@ class Upstreams:
 
     # --- SSE endpoints read through hubs --------------------------------------------------
     def sse(self, api: Api, target: Target) -> SseEndpointConnector:
-        assert api.endpoint is not None and self._client is not None
+        assert api.endpoint is not None
         url = self.url(api, target)
         settings = api.endpoint.model_dump_json()
         known = self._sse.get((api_label(api), target))
@@ -99,7 +109,7 @@ class Upstreams:
         connector = SseEndpointConnector(
             source_name(api, target),
             url,
-            client=self._client,
+            client=self._http(),
             connect_timeout=api.endpoint.connect_timeout,
             gate=self.breaker(api, target),
             connections=self._metrics.upstream_connections.labels(api_label(api)),

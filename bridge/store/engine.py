@@ -1,6 +1,7 @@
 """The state store's database (issue 3): which driver a ``gateway.state`` URL gets, how
-SQLite connections are set up, the Alembic upgrade that runs when a store opens, and the
-one :class:`Database` whose transactions every part of the store shares.
+SQLite connections are set up, the Alembic upgrade that runs when a store opens (only when
+the schema is not at :data:`HEAD`), and the one :class:`Database` whose transactions every
+part of the store shares.
 
 SQLite runs in WAL mode (readers never wait for the writer) with a 30 s busy timeout, and
 write transactions begin with ``BEGIN IMMEDIATE`` so two writers queue on the lock
@@ -16,17 +17,30 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
 
-import alembic.command
-import alembic.config
-from sqlalchemy import Connection, Engine, Table, event, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    Table,
+    column,
+    event,
+    inspect,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bridge.errors import Conflict, StoreError
+from bridge.store.schema import VERSION_TABLE
 
 MIGRATIONS: Final = Path(__file__).with_name("migrations")
+# The newest migration's revision (tests/store/test_store_schema.py checks it is Alembic's
+# head): a store already there opens without loading Alembic at all.
+HEAD: Final = "0007"
 WRITE: Final = "streambridge_write"  # execution option: this transaction will write
 # pg_advisory_xact_lock key: processes starting together on one database migrate in turn.
 MIGRATE_LOCK: Final = 0x7362_0001
@@ -113,13 +127,30 @@ def migration_lock() -> asyncio.Lock:
 def upgrade_to_head(connection: Connection) -> None:
     """``alembic upgrade head`` on a store connection (run it with ``run_sync``, inside a
     write transaction, holding :func:`migration_lock`). It runs once at start, before the
-    gateway serves; Alembic reads its few small scripts from the package directory."""
+    gateway serves; Alembic reads its few small scripts from the package directory.
+
+    A store whose version table already says :data:`HEAD` is left as it is without
+    importing Alembic: its import and script loading were a tenth of a gateway's start,
+    and most starts (restarts, gateways sharing a store) have nothing to migrate."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK})
+    if stored_revisions(connection) == [HEAD]:
+        return
+    import alembic.command
+    import alembic.config
+
     config = alembic.config.Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     alembic.command.upgrade(config, "head")
+
+
+def stored_revisions(connection: Connection) -> list[str]:
+    """The revisions in the store's version table; none in a new database."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return []
+    versions = select(column("version_num", String)).select_from(table(VERSION_TABLE))
+    return [str(revision) for revision in connection.execute(versions).scalars()]
 
 
 class Database:

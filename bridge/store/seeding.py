@@ -10,6 +10,9 @@ An application's hash input carries a fingerprint of its secret instead of the s
 deterministic scrypt (salted with the client id) as slow as ``hash_secret``, so the
 stored hash is no cheaper to brute-force than the stored secret hash. The fingerprint is
 also kept on its own (``seed_secret``) to tell whether the config changed the secret.
+A seeded application's secret hash is that same scrypt, encoded as ``hash_secret``
+encodes: the row holds it in ``seed_secret`` anyway, so a second scrypt with a random
+salt protected nothing more and cost every gateway start one scrypt per application.
 """
 
 from __future__ import annotations
@@ -17,17 +20,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table, and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.config import Application, Config, SubscriptionSeed, stored_document
-from bridge.secrets import new_generation
+from bridge.secrets import encoded_hash, new_generation, salted_digest
 from bridge.store.schema import apis, applications, new_subscription_id, subscriptions, tiers
-
-_N, _R, _P = 2**14, 8, 1  # as bridge.secrets
 
 
 def canonical_hash(document: Any) -> str:
@@ -35,10 +35,19 @@ def canonical_hash(document: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _seed_salt(client_id: str) -> bytes:
+    return b"streambridge seed\x00" + client_id.encode()
+
+
 def secret_fingerprint(client_id: str, secret: str) -> str:
     """Same secret and client id, same fingerprint; CPU-bound, run it off the loop."""
-    salt = b"streambridge seed\x00" + client_id.encode()
-    return hashlib.scrypt(secret.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32).hex()
+    return salted_digest(secret, _seed_salt(client_id)).hex()
+
+
+def seeded_secret_hash(client_id: str, fingerprint: str) -> str:
+    """The secret hash of a seeded application: its fingerprint, as ``verify_secret``
+    reads it (the module docstring says why that is enough)."""
+    return encoded_hash(_seed_salt(client_id), bytes.fromhex(fingerprint))
 
 
 def application_seed_hash(app: Application, fingerprint: str) -> str:
@@ -65,12 +74,7 @@ async def fingerprints(config: Config) -> dict[str, str]:
     return {app.client_id: fingerprint for app, fingerprint in zip(apps, found, strict=True)}
 
 
-async def seed(
-    conn: AsyncConnection,
-    config: Config,
-    hash_secret: Callable[[str], str],
-    secret_fingerprints: dict[str, str],
-) -> bool:
+async def seed(conn: AsyncConnection, config: Config, secret_fingerprints: dict[str, str]) -> bool:
     """Apply the seeding rule inside the caller's write transaction; True if it changed
     anything (the caller then bumps the revision once). Tiers and APIs go first: the
     applications' subscriptions refer to them."""
@@ -83,7 +87,7 @@ async def seed(
         changed |= await _seed_document(conn, apis, key, stored_document(api))
     for app in config.applications:
         fingerprint = secret_fingerprints[app.client_id]
-        changed |= await _seed_application(conn, app, fingerprint, hash_secret)
+        changed |= await _seed_application(conn, app, fingerprint)
     return changed
 
 
@@ -107,14 +111,8 @@ async def _seed_document(
     return True
 
 
-async def _seed_application(
-    conn: AsyncConnection,
-    app: Application,
-    fingerprint: str,
-    hash_secret: Callable[[str], str],
-) -> bool:
+async def _seed_application(conn: AsyncConnection, app: Application, fingerprint: str) -> bool:
     seed_hash = application_seed_hash(app, fingerprint)
-    secret = app.client_secret.get_secret_value()
     where = applications.c.client_id == app.client_id
     stored = (await conn.execute(select(applications).where(where))).first()
     if stored is None:
@@ -122,7 +120,7 @@ async def _seed_application(
             insert(applications).values(
                 client_id=app.client_id,
                 name=app.name,
-                secret_hash=await asyncio.to_thread(hash_secret, secret),
+                secret_hash=seeded_secret_hash(app.client_id, fingerprint),
                 generation=new_generation(),
                 seed_hash=seed_hash,
                 seed_secret=fingerprint,
@@ -135,7 +133,7 @@ async def _seed_application(
         if stored.seed_secret != fingerprint:
             # A new secret in the config: like a regeneration, it ends the old tokens.
             values |= {
-                "secret_hash": await asyncio.to_thread(hash_secret, secret),
+                "secret_hash": seeded_secret_hash(app.client_id, fingerprint),
                 "generation": new_generation(stored.generation),
                 "seed_secret": fingerprint,
             }

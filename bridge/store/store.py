@@ -150,14 +150,14 @@ class Store(ApiStore, ApplicationStore, SubscriptionStore, TierStore, DeveloperS
     def _api(self, document: Any) -> Api:
         return api_from(document, self._expressions)
 
-    async def seed(self, config: Config, hash_secret: Callable[[str], str]) -> None:
+    async def seed(self, config: Config) -> None:
         """Store the config file's objects by the seeding rule of :mod:`bridge.store.seeding`;
         the revision goes up once if anything changed."""
         fingerprints = await seeding.fingerprints(config)
         async with self._db.transaction(write=True) as conn:
             if self._db.postgres:
                 await conn.execute(select(func.pg_advisory_xact_lock(_SEED_LOCK)))
-            if await seeding.seed(conn, config, hash_secret, fingerprints):
+            if await seeding.seed(conn, config, fingerprints):
                 await bump(conn)
 
 

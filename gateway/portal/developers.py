@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridge.asyncapi import export_document
 from bridge.config import Api
 from bridge.policy import grant_scopes
-from bridge.secrets import DUMMY_HASH, hash_secret, verify_secret
+from bridge.secrets import dummy_hash, hash_secret, verify_secret
 from gateway.portal.sessions import Sessions, SignInLimiter
 from gateway.registration import (
     SubscriptionIn,
@@ -133,7 +133,7 @@ def router(runtime: Runtime, sessions: Sessions, limiter: SignInLimiter) -> APIR
         keys = (f"user:{body.username}",) if stored else (f"address:{address}",)
         await limiter.check(*keys)
         # scrypt either way: an unknown user costs what a wrong password costs.
-        matches = await asyncio.to_thread(verify_secret, body.password, stored or DUMMY_HASH)
+        matches = await asyncio.to_thread(verify_secret, body.password, stored or dummy_hash())
         if stored is None or not matches:
             await limiter.failed(*keys)
             raise HTTPException(401, WRONG)

@@ -149,11 +149,16 @@ class CallbackClient:
         self, *, user_agent: str = "Streambridge-WebSub/0.1", tls: ssl.SSLContext | None = None
     ) -> None:
         self._idle: dict[Origin, deque[_Connection]] = {}
-        self._tls = tls or ssl.create_default_context()
+        self._tls = tls  # made at the first https callback: loading the CAs costs CPU
         self._user_agent = user_agent
 
     async def __aenter__(self) -> CallbackClient:
         return self
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
@@ -229,7 +234,7 @@ class CallbackClient:
                 _Connection,
                 host=origin.address,
                 port=origin.port,
-                ssl=self._tls if origin.tls else None,
+                ssl=self._tls_context() if origin.tls else None,
                 server_hostname=origin.host if origin.tls else None,
             )
         except (OSError, ssl.SSLError) as exc:

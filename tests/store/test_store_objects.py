@@ -222,7 +222,7 @@ async def test_everything_survives_a_restart(store_url: str) -> None:
 
 async def test_secrets_are_stored_only_as_hashes(store_url: str) -> None:
     async with Store.from_url(store_url) as store:
-        await store.seed(make_config(secret="seeded-plaintext"), hash_secret)
+        await store.seed(make_config(secret="seeded-plaintext"))
         await store.create_application(app())
     rows = await table_rows(store_url, applications)
     assert len(rows) == 2

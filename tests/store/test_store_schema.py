@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge.config import Tier
 from bridge.store import Store
-from bridge.store.engine import MIGRATIONS, engine_url
+from bridge.store.engine import HEAD, MIGRATIONS, engine_url
 from bridge.store.schema import VERSION_TABLE, metadata
 from tests.store.helpers import opened_together
 
@@ -54,6 +54,11 @@ def schema_differences(conn: Connection) -> list[Any]:
 
 def journal_mode(conn: Connection) -> str:
     return str(conn.exec_driver_sql("PRAGMA journal_mode").scalar())
+
+
+def test_head_names_the_newest_migration() -> None:
+    """A store at HEAD opens without Alembic: HEAD must be what Alembic calls its head."""
+    assert head() == HEAD
 
 
 async def test_open_migrates_an_empty_database_to_head(empty_store_url: str) -> None:
@@ -93,6 +98,20 @@ async def main() -> None:
 
 asyncio.run(main())
 """
+
+
+async def test_a_store_at_head_opens_without_alembic(empty_store_url: str) -> None:
+    """The next open of a migrated store has nothing to migrate and loads no Alembic."""
+    async with Store.from_url(empty_store_url):
+        pass
+    check = OPEN_AND_REPORT + "print('alembic' in sys.modules)\n"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", check, empty_store_url, stdout=asyncio.subprocess.PIPE
+    )
+    stdout, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0
+    assert stdout.decode().split() == ["0", "False"]
+    assert await on_connection(empty_store_url, stored_versions) == [head()]
 
 
 async def test_two_processes_opening_a_new_database_at_once(empty_store_url: str) -> None:

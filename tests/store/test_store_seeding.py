@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from bridge.config import Config, Tier
-from bridge.secrets import hash_secret, verify_secret
+from bridge.secrets import verify_secret
 from bridge.store import ApplicationRecord, Snapshot, Store, StoreError
 from tests.store.helpers import SECRET, make_config, quick_hash
 
@@ -20,7 +20,7 @@ STOCK_SUB = {"api": "Stock", "version": "2", "tier": "Free"}
 
 async def test_seeding_inserts_everything_and_bumps_once(store: Store) -> None:
     config = make_config()
-    await store.seed(config, hash_secret)
+    await store.seed(config)
     snapshot = await store.snapshot()
     assert snapshot.revision == 1
     assert snapshot.apis == config.apis
@@ -39,7 +39,7 @@ async def test_seeding_inserts_everything_and_bumps_once(store: Store) -> None:
 
 async def test_an_unchanged_config_keeps_what_the_api_changed(store_url: str) -> None:
     async with Store.from_url(store_url) as store:
-        await store.seed(make_config(), quick_hash)
+        await store.seed(make_config())
         orders = make_config().apis[0]
         await store.update_api(orders.model_copy(update={"state": "DEPRECATED"}))
         await store.put_tier("Gold", Tier(events_per_minute=1))
@@ -48,7 +48,7 @@ async def test_an_unchanged_config_keeps_what_the_api_changed(store_url: str) ->
         regenerated = await store.set_application_secret("dashboard", quick_hash("new-one-1"))
         before = await store.snapshot()
     async with Store.from_url(store_url) as store:  # a restart with the same file
-        await store.seed(make_config(), quick_hash)
+        await store.seed(make_config())
         after = await store.snapshot()
     assert after == before
     assert after.apis[0].state == "DEPRECATED"
@@ -58,7 +58,7 @@ async def test_an_unchanged_config_keeps_what_the_api_changed(store_url: str) ->
 
 
 async def test_a_changed_config_overwrites_its_objects(store: Store) -> None:
-    await store.seed(make_config(), quick_hash)
+    await store.seed(make_config())
     orders = make_config().apis[0]
     await store.update_api(orders.model_copy(update={"state": "BLOCKED"}))
     [subscription] = (await store.snapshot()).subscriptions
@@ -71,7 +71,7 @@ async def test_a_changed_config_overwrites_its_objects(store: Store) -> None:
         app_name="dashboard v2",
         subscriptions=[{**ORDERS_SUB, "tier": "Free"}, STOCK_SUB],
     )
-    await store.seed(changed, quick_hash)
+    await store.seed(changed)
     after = await store.snapshot()
 
     assert after.revision == before.revision + 1
@@ -95,9 +95,9 @@ async def test_a_changed_config_overwrites_its_objects(store: Store) -> None:
 
 
 async def test_a_changed_secret_replaces_the_hash_and_ends_old_tokens(store: Store) -> None:
-    await store.seed(make_config(), hash_secret)
+    await store.seed(make_config())
     [before] = (await store.snapshot()).applications
-    await store.seed(make_config(secret="rotated-secret"), hash_secret)
+    await store.seed(make_config(secret="rotated-secret"))
     [application] = (await store.snapshot()).applications
     assert application.generation != before.generation
     assert verify_secret("rotated-secret", application.secret_hash)
@@ -114,8 +114,8 @@ async def test_objects_made_through_the_api_are_never_touched(store: Store) -> N
     await store.put_tier("Own", Tier())
     before = await store.snapshot()
 
-    await store.seed(make_config(), quick_hash)
-    await store.seed(make_config(gold_rate=5, app_name="other", secret="other-secret"), quick_hash)
+    await store.seed(make_config())
+    await store.seed(make_config(gold_rate=5, app_name="other", secret="other-secret"))
     after = await store.snapshot()
 
     assert after.tiers["Gold"] == Tier(max_connections=1)
@@ -132,7 +132,7 @@ async def test_objects_made_through_the_api_are_never_touched(store: Store) -> N
 async def test_two_gateways_seeding_at_once_agree(store_url: str) -> None:
     async with Store.from_url(store_url) as first, Store.from_url(store_url) as second:
         config = make_config()
-        await asyncio.gather(first.seed(config, quick_hash), second.seed(config, quick_hash))
+        await asyncio.gather(first.seed(config), second.seed(config))
         snapshot = await first.snapshot()
         assert snapshot == await second.snapshot()
     assert snapshot.revision == 1
@@ -148,5 +148,5 @@ async def test_a_failing_seed_changes_nothing(store: Store) -> None:
         {"api": "Missing", "version": "1", "tier": "Gold"}
     )
     with pytest.raises(StoreError):
-        await store.seed(Config.model_validate(raw), quick_hash)
+        await store.seed(Config.model_validate(raw))
     assert await store.snapshot() == Snapshot(revision=0)
