@@ -63,6 +63,9 @@ def test_fragments_join_into_one_message_with_control_frames_between() -> None:
         (masked(Opcode.TEXT, b"x" * 600, fin=False) + masked(Opcode.CONT, b"x" * 600), 1009),
         (bytes([0xC1, 0x80]) + b"\0" * 4, PROTOCOL_ERROR),  # a reserved bit
     ],
+    # Named, not shown: masks are random, and pytest-xdist's workers must collect the
+    # same test ids.
+    ids=["unmasked", "no-continuation", "long-ping", "too-big", "too-big-fragments", "rsv"],
 )
 def test_broken_framing_names_its_close_code(data: bytes, code: int) -> None:
     with pytest.raises(FrameError) as info:
