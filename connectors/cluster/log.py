@@ -69,6 +69,7 @@ class ClusterLog(AsyncResource):
         self._supervisor_: Supervisor | None = None
         self._held: set[str] = set()  # log topics whose lease this node may hold
         self._kept: frozenset[str] = frozenset()  # copied without subscribers (workers')
+        self._read: set[str] = set()  # channels a hub here reads (until it releases them)
 
     @property
     def reconnects(self) -> int:
@@ -126,10 +127,21 @@ class ClusterLog(AsyncResource):
 
     def keep_copying(self, channels: Collection[str]) -> None:
         """Copy ``channels`` with or without subscribers here: window workers read their
-        log (CONTRACT §11). One dropped from the set stops once a hub here releases it."""
-        self._kept = frozenset(channels)
+        log (CONTRACT §11). One dropped from the set stops now, or, while a hub here reads
+        it, once that hub releases it."""
+        kept = frozenset(channels)
+        dropped, self._kept = self._kept - kept - self._read, kept
         for channel in self._kept:
             self._use(channel)
+        supervisor = self._supervisor_
+        for channel in dropped:  # nobody here reads it: the copier stops
+            name = f"uncopy:{self.name} {channel}"
+            if supervisor is not None and not supervisor.running(name):
+                supervisor.spawn(name, partial(self._uncopy, channel), restart=False)
+
+    async def _uncopy(self, channel: str) -> None:
+        if channel not in self._read and channel not in self._kept:  # not taken up again
+            await self.release(channel)
 
     async def _copy(self, channel: str) -> None:
         assert self._source is not None
@@ -182,6 +194,7 @@ class ClusterLog(AsyncResource):
     async def release(self, channel: str) -> None:
         """Stop copying ``channel`` here (its last hub on this node closed), unless the
         window workers need it copied."""
+        self._read.discard(channel)
         if channel in self._kept:
             return
         supervisor = self._supervisor_
@@ -212,12 +225,14 @@ class ClusterLog(AsyncResource):
         await self.log.append(log_topic(self.name, channel), stamped)
 
     async def position(self, channel: str) -> str | None:
+        self._read.add(channel)
         self._use(channel)
         return await self.log.position(log_topic(self.name, channel))
 
     async def subscribe(
         self, channel: str, from_cursor: str | None = None
     ) -> AsyncIterator[Event | Gap]:
+        self._read.add(channel)
         self._use(channel)
         topic = log_topic(self.name, channel)
         fence = await fence_at(self.log, topic, from_cursor)

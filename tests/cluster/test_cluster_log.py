@@ -175,6 +175,37 @@ async def test_an_mqtt_copier_lease_moves_when_its_node_goes(
         assert b.copying == {channel}
 
 
+async def test_a_channel_dropped_from_the_kept_set_stops_being_copied(
+    kafka: KafkaConnector, store: Store
+) -> None:
+    """The workers no longer window a channel (its API changed): this node stops copying
+    it and frees its lease at once, unless a hub here still reads it; then when that hub
+    releases it."""
+    idle, read = (f"clog/{uuid.uuid4().hex[:8]}" for _ in range(2))
+    a = ClusterLog(  # a long lease: only a release frees it within the test
+        "mqtt", MQTT, log=kafka, leases=store.copiers, node="a", lease_ttl=60.0
+    )
+    async with a:
+        a.keep_copying({idle, read})
+        await _until(lambda: a.copying == {idle, read})
+        await a.position(read)  # a hub here reads this one
+        a.keep_copying(set())
+        async with asyncio.timeout(DEADLINE):  # until another node may take it over
+            while await store.copiers.claim(log_topic("mqtt", idle), "b", TTL) is None:
+                await asyncio.sleep(0.02)
+        assert a.copying == {read}
+        assert await store.copiers.claim(log_topic("mqtt", read), "b", TTL) is None
+        await a.release(read)  # its hub closed
+        assert a.copying == set()
+        assert await store.copiers.claim(log_topic("mqtt", read), "b", TTL) is not None
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    async with asyncio.timeout(DEADLINE):
+        while not check():
+            await asyncio.sleep(0.02)
+
+
 async def test_an_amqp_copier_failover_mid_append_doubles_nothing(
     kafka: KafkaConnector, store: Store
 ) -> None:
