@@ -28,6 +28,11 @@ class Completions:
         """Delivered but not written yet: the worker must not deliver it again."""
         return seq in self._done
 
+    def unwritten(self) -> frozenset[int]:
+        """What is delivered but not written now. Taken before reading the queue: a row
+        written (and so no longer here) while that read ran may still be in its answer."""
+        return frozenset(self._done)
+
     async def run(self) -> None:
         """Write completions until cancelled; a store error is retried (other failures
         go to the supervisor)."""

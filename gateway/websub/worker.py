@@ -109,8 +109,9 @@ class Worker:
             if feed.reset:
                 cursor, feed.reset = 0, False
             feed.wake.clear()
+            done = completions.unwritten()
             rows = await store.pending(feed.id, cursor, BATCH)
-            rows = [row for row in rows if row.seq not in completions]
+            rows = [row for row in rows if row.seq not in done and row.seq not in completions]
             if not rows:
                 try:
                     async with asyncio.timeout(IDLE_RECHECK):

@@ -221,3 +221,44 @@ async def test_a_failed_websub_worker_is_restarted_and_deliveries_go_on(
             assert [json.loads(p.body) for p in posts] == [{"n": 1}, {"n": 2}]
         finally:
             await hub.aclose()
+
+
+async def test_a_delivery_written_while_its_queue_is_read_is_not_sent_again(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """A restarted worker reads the queue from its start while the completer writes a
+    delivered row out of it: the read may still hold that row, which must not be
+    delivered twice (a full run did)."""
+    line = room()
+    path = f"/written/{line}"
+    async with in_process(tmp_path) as gateway:
+        websub = gateway.runtime.websub
+        assert websub is not None
+        websub.supervisor.cancel("websub-completer")  # completions are written below only
+        token = await fetch_token(gateway.base_url, "hooks", HOOKS_SECRET)
+        hub = Hub(gateway.base_url, token, receiver)
+        try:
+            await hub.subscribe(f"/t/{line}", path)
+            await hub.verified(path)
+            await hub.publish(line, {"n": 1})
+            await hub.posts(path, 1)  # delivered, not written out of the queue yet
+
+            webhooks = websub.store
+            pending: Callable[..., Any] = webhooks.pending
+            calls = 0
+
+            async def fail_then_read_while_written(*args: Any) -> Any:
+                nonlocal calls
+                calls += 1
+                if calls == 1:  # the worker restarts and reads from the queue's start
+                    raise RuntimeError("injected worker failure")
+                rows = await pending(*args)
+                await websub.completions.flush()  # written while the answer is in hand
+                return rows
+
+            webhooks.pending = fail_then_read_while_written  # type: ignore[method-assign]
+            await hub.publish(line, {"n": 2})
+            posts = await hub.posts(path, 2, timeout=10)
+            assert [json.loads(p.body) for p in posts] == [{"n": 1}, {"n": 2}]
+        finally:
+            await hub.aclose()
