@@ -241,6 +241,10 @@ class HeldWebSocket(asyncio.Protocol):
                 raw: Any = inbox.pop(0)[1]
                 if not await publish(self.session, raw, self.enveloped):
                     break
+                # One publish at a time, as the task path reads one message at a time: the
+                # subscribers' writers run between them. A burst taken without a turn of
+                # the loop filled every subscriber's queue at once, and cut fast readers.
+                await asyncio.sleep(0)
         finally:
             self.inbox = None
             if not self.closing and not self.transport.is_closing():
