@@ -191,36 +191,28 @@ async def test_a_failed_websub_worker_is_restarted_and_deliveries_go_on(
 ) -> None:
     line = room()
     path = f"/supervised/{line}"
-    async with in_process(tmp_path) as gateway:
-        token = await fetch_token(gateway.base_url, "hooks", HOOKS_SECRET)
-        hub = Hub(gateway.base_url, token, receiver)
-        try:
-            await hub.subscribe(f"/t/{line}", path)
-            await hub.verified(path)
-            await hub.publish(line, {"n": 1})
-            (first,) = await hub.posts(path, 1)
-            assert json.loads(first.body) == {"n": 1}
+    async with (
+        in_process(tmp_path) as gateway,
+        delivered_once(gateway, receiver, line, path) as hub,
+    ):
+        websub = gateway.runtime.websub
+        assert websub is not None
+        webhooks = websub.store  # the one its workers read
+        pending: Callable[..., Any] = webhooks.pending
+        broke = asyncio.Event()
 
-            websub = gateway.runtime.websub
-            assert websub is not None
-            webhooks = websub.store  # the one its workers read
-            pending: Callable[..., Any] = webhooks.pending
-            broke = asyncio.Event()
+        async def broken_pending(*args: Any, **kwargs: Any) -> Any:
+            if not broke.is_set():
+                broke.set()
+                raise RuntimeError("injected worker failure")
+            return await pending(*args, **kwargs)
 
-            async def broken_pending(*args: Any, **kwargs: Any) -> Any:
-                if not broke.is_set():
-                    broke.set()
-                    raise RuntimeError("injected worker failure")
-                return await pending(*args, **kwargs)
-
-            webhooks.pending = broken_pending  # type: ignore[method-assign]
-            await hub.publish(line, {"n": 2})
-            await asyncio.wait_for(broke.wait(), 10)
-            assert await counted(gateway.base_url, "websub-worker") >= 1
-            posts = await hub.posts(path, 2, timeout=10)
-            assert [json.loads(p.body) for p in posts] == [{"n": 1}, {"n": 2}]
-        finally:
-            await hub.aclose()
+        webhooks.pending = broken_pending  # type: ignore[method-assign]
+        await hub.publish(line, {"n": 2})
+        await asyncio.wait_for(broke.wait(), 10)
+        assert await counted(gateway.base_url, "websub-worker") >= 1
+        posts = await hub.posts(path, 2, timeout=10)
+        assert [json.loads(p.body) for p in posts] == [{"n": 1}, {"n": 2}]
 
 
 async def test_a_delivery_written_while_its_queue_is_read_is_not_sent_again(
@@ -235,24 +227,18 @@ async def test_a_delivery_written_while_its_queue_is_read_is_not_sent_again(
         websub = gateway.runtime.websub
         assert websub is not None
         websub.supervisor.cancel("websub-completer")  # completions are written below only
-        token = await fetch_token(gateway.base_url, "hooks", HOOKS_SECRET)
-        hub = Hub(gateway.base_url, token, receiver)
-        try:
-            await hub.subscribe(f"/t/{line}", path)
-            await hub.verified(path)
-            await hub.publish(line, {"n": 1})
-            await hub.posts(path, 1)  # delivered, not written out of the queue yet
-
+        async with delivered_once(gateway, receiver, line, path) as hub:
+            # n=1 is delivered and not written out of the queue yet.
             webhooks = websub.store
             pending: Callable[..., Any] = webhooks.pending
             calls = 0
 
-            async def fail_then_read_while_written(*args: Any) -> Any:
+            async def fail_then_read_while_written(*args: Any, **kwargs: Any) -> Any:
                 nonlocal calls
                 calls += 1
                 if calls == 1:  # the worker restarts and reads from the queue's start
                     raise RuntimeError("injected worker failure")
-                rows = await pending(*args)
+                rows = await pending(*args, **kwargs)
                 await websub.completions.flush()  # written while the answer is in hand
                 return rows
 
@@ -260,5 +246,21 @@ async def test_a_delivery_written_while_its_queue_is_read_is_not_sent_again(
             await hub.publish(line, {"n": 2})
             posts = await hub.posts(path, 2, timeout=10)
             assert [json.loads(p.body) for p in posts] == [{"n": 1}, {"n": 2}]
-        finally:
-            await hub.aclose()
+
+
+@asynccontextmanager
+async def delivered_once(
+    gateway: Gateway, receiver: Receiver, line: str, path: str
+) -> AsyncIterator[Hub]:
+    """A WebSub subscription of ``path`` to ``/t/<line>`` that got ``{"n": 1}``."""
+    token = await fetch_token(gateway.base_url, "hooks", HOOKS_SECRET)
+    hub = Hub(gateway.base_url, token, receiver)
+    try:
+        await hub.subscribe(f"/t/{line}", path)
+        await hub.verified(path)
+        await hub.publish(line, {"n": 1})
+        (first,) = await hub.posts(path, 1)
+        assert json.loads(first.body) == {"n": 1}
+        yield hub
+    finally:
+        await hub.aclose()
