@@ -32,6 +32,7 @@ from bridge.config import KafkaBroker
 from bridge.errors import ConnectorError
 from bridge.event import Event, decode_payload, payload_text
 from connectors.base import EARLIEST, AsyncResource, Gap
+from connectors.kafka_consumer import started_consumer
 
 LINK_CHECK_SECONDS = 2.0
 TOPIC_WAIT_SECONDS = 0.5  # how often a reader of a missing topic looks for it again
@@ -225,7 +226,7 @@ class KafkaConnector(AsyncResource):
         block (fetching included) come out as ConnectorError."""
         with self._errors(f"read {channel}"):
             partitions = await self._partitions(channel)
-            async with AIOKafkaConsumer(
+            async with started_consumer(
                 bootstrap_servers=self.settings.bootstrap,
                 group_id=None,
                 enable_auto_commit=False,

@@ -18,12 +18,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, for_code
 
 from bridge.errors import ConnectorError
 from connectors.base import AsyncResource
+from connectors.kafka_consumer import started_consumer
 
 _TOPIC_EXISTS = 36
 CREATE_ATTEMPTS = 100  # 10 s
@@ -126,7 +127,7 @@ class KafkaTopics(AsyncResource):
         if not tps:
             return tails
         with self._errors(f"read the end of {topic}"):
-            async with AIOKafkaConsumer(
+            async with started_consumer(
                 bootstrap_servers=self.bootstrap,
                 group_id=None,
                 enable_auto_commit=False,
@@ -157,7 +158,7 @@ class KafkaTopics(AsyncResource):
         records: list[Record] = []
         with self._errors(f"read {topic}[{partition}] {start}..{end - 1}"):
             async with (
-                AIOKafkaConsumer(
+                started_consumer(
                     bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False
                 ) as consumer,
                 asyncio.timeout(READ_SECONDS),

@@ -17,6 +17,7 @@ import pytest
 
 from bridge.event import Event
 from connectors.base import EARLIEST, Connector, Gap
+from connectors.kafka_consumer import started_consumer
 from connectors.memory import MemoryConnector
 
 RETAIN = 5
@@ -64,9 +65,9 @@ async def evict(connector: Connector, channel: str) -> None:
 
 
 async def _end_offsets(channel: str) -> dict[Any, int]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    async with AIOKafkaConsumer(bootstrap_servers=KAFKA) as consumer:
+    async with started_consumer(bootstrap_servers=KAFKA) as consumer:
         return dict(await consumer.end_offsets([TopicPartition(channel, 0)]))
 
 

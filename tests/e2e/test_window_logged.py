@@ -22,9 +22,10 @@ from typing import Any
 import aio_pika
 import aiomqtt
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from bridge.window_topics import cluster_log_topic
+from connectors.kafka_consumer import started_consumer
 from tests.e2e.helpers import KAFKA, eventually, fetch_token, sse_stream
 from tests.e2e.servers import running_server, write_config
 from tests.e2e.test_window_workers import SECRET, cluster_config
@@ -85,15 +86,12 @@ async def delete_copier_queue(channel: str) -> None:
 
 async def log_end(topic: str) -> int:
     """The end offset of the cluster log topic (0 while it does not exist)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
+    settings = {"bootstrap_servers": KAFKA, "group_id": None, "enable_auto_commit": False}
+    async with started_consumer(**settings) as consumer:
         if topic not in await consumer.topics():
             return 0
         partition = TopicPartition(topic, 0)
         return int((await consumer.end_offsets([partition]))[partition])
-    finally:
-        await consumer.stop()
 
 
 @pytest.mark.parametrize("broker", sorted(SOURCES))

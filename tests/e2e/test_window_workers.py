@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
+from connectors.kafka_consumer import started_consumer
 from tests.e2e.helpers import KAFKA, eventually, fetch_token, kafka_producer, sse_stream
 from tests.e2e.servers import ROOT, running_server, state_url, write_config
 from tests.e2e.workers import BYTECODE_CACHE, EXPIRES, running_workers
@@ -113,9 +114,8 @@ async def produce(source: str, stop: asyncio.Event) -> dict[tuple[str, str], lis
 
 async def output_records(topic: str) -> list[dict[str, Any]]:
     """Everything in the worker's output topic now."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
+    settings = {"bootstrap_servers": KAFKA, "group_id": None, "enable_auto_commit": False}
+    async with started_consumer(**settings) as consumer:
         tps = [TopicPartition(topic, p) for p in (0, 1)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
@@ -125,8 +125,6 @@ async def output_records(topic: str) -> list[dict[str, Any]]:
             batch = await consumer.getmany(*tps, timeout_ms=200)
             records += [json.loads(r.value) for rs in batch.values() for r in rs]
         return records
-    finally:
-        await consumer.stop()
 
 
 def windows(records: list[dict[str, Any]]) -> Counter[tuple[str, str, int, int]]:
