@@ -68,8 +68,8 @@ def build_server(
         http=bounded_protocol(config.gateway.limits),
         ws=OutletWebSocketProtocol,  # uvicorn's websockets-sansio, with the outlet
         ws_max_size=config.gateway.max_message_bytes,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
+        ws_ping_interval=config.gateway.heartbeat,
+        ws_ping_timeout=config.gateway.ping_timeout,
         ws_per_message_deflate=False,
         lifespan="on",
         access_log=access_log_enabled(),  # redacted like every log (gateway/logs.py)

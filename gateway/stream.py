@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Self
@@ -81,6 +82,7 @@ class StreamSession:
         self._policy: Policy | None = None
         self.outlet: Outlet | None = None  # the direct way to the socket, once claimed
         self._ping_bytes: bytes | None = None  # a heartbeat as the outlet writes it
+        self.keepalive: Callable[[], None] | None = None  # pings instead of write_ping
         if isinstance(self.subscriber, GatedSubscriber):
             self._policy = policy_for(
                 self.subscriber,
@@ -246,6 +248,11 @@ class StreamSession:
         self._timers[1:] = [loop.call_later(self.runtime.config.gateway.heartbeat, self._ping)]
 
     def _ping(self) -> None:
+        (self.keepalive or self.write_ping)()  # a held WebSocket checks the last answer first
+        self._schedule_ping()
+
+    def write_ping(self) -> bool:
+        """A heartbeat: True when it went straight to the socket, else the writer sends it."""
         outlet, ping = self.outlet, self._ping_bytes  # written there while it is armed
         if (
             outlet is None
@@ -253,9 +260,10 @@ class StreamSession:
             or ping is None
             or (ping and not outlet.write(ping))
         ):
-            self.ping_due = True  # the writer sends it
+            self.ping_due = True
             self.subscriber.wake.set()
-        self._schedule_ping()
+            return False
+        return True
 
     def _behind(self, batch: Batch) -> None:
         """Observe the queue the writer takes; signal lag past half of it (CONTRACT §10)."""

@@ -47,6 +47,7 @@ from gateway.websocket_publish import publish, refusal
 
 CLOSE_TIMEOUT = 10.0  # seconds the client has to answer our close frame (as uvicorn's)
 INBOX_LIMIT = 16  # messages waiting for their publish before reading pauses
+KEEPALIVE_FAILED = 1011  # RFC 6455 internal error, as websockets' ping timeout closes
 
 
 def frame_text(item: object, topic: str, enveloped: bool) -> str | None:
@@ -100,6 +101,7 @@ class HeldWebSocket(asyncio.Protocol):
         "frames",
         "inbox",
         "outlet",
+        "pinged_at",
         "running",
         "server",
         "session",
@@ -121,6 +123,7 @@ class HeldWebSocket(asyncio.Protocol):
         self.running = False  # a writer task is on its way or running
         self.closing = False  # our close frame is out
         self.timer: asyncio.TimerHandle | None = None
+        self.pinged_at: float | None = None  # when an unanswered ping went out
 
     @classmethod
     def hold(
@@ -137,6 +140,7 @@ class HeldWebSocket(asyncio.Protocol):
         hand_over(held)
         server.connections.add(held)
         session.claim(outlet, held.encode, PING_FRAME)
+        session.keepalive = held.keepalive
         if held.transport.is_closing():  # gone before it was held
             session.subscriber.close(ClientGone("client disconnected"))
         outlet.park(held.woken)
@@ -144,8 +148,23 @@ class HeldWebSocket(asyncio.Protocol):
     def encode(self, entry: Entry, name: str | None) -> bytes:
         return entry.ws_frame(name, self.session.admitted.topics[0].name, self.enveloped)
 
+    def keepalive(self) -> None:
+        """The session's heartbeat. A ping that went straight out to an empty buffer and
+        has had no answer (any frame) for ``gateway.ping_timeout`` means the peer is gone:
+        1011, as websockets' keepalive. A client with writes still buffered is behind, not
+        gone: the slow-client cut is its rule (CONTRACT §5)."""
+        now = asyncio.get_running_loop().time()
+        idle = self.transport.get_write_buffer_size() == 0
+        timeout = self.session.runtime.config.gateway.ping_timeout
+        if self.pinged_at is not None and idle and now - self.pinged_at >= timeout:
+            self._fail(KEEPALIVE_FAILED, "keepalive ping timeout")
+            return
+        if self.session.write_ping() and self.pinged_at is None and idle:
+            self.pinged_at = now
+
     # --- the transport's callbacks ------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        self.pinged_at = None  # the peer is there
         try:
             received = self.frames.feed(data)
         except FrameError as exc:

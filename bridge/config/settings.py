@@ -84,6 +84,10 @@ class GatewaySettings(Strict):
     admin_token: SecretStr | None = None
     max_message_bytes: PositiveInt = 1_048_576
     heartbeat: Duration = 15.0
+    # A WebSocket whose ping has had no answer for this long is closed with 1011, as
+    # websockets' ping_timeout (a peer gone without a FIN); one with writes still buffered
+    # is the slow-client rule's (CONTRACT §5), not this one's.
+    ping_timeout: Duration = 20.0
     client_queue: PositiveInt = 1024
     # Gather each client's writes for this long and write them together (issue 14): fewer
     # system calls under load, up to this much more latency. Off (None) by default.

@@ -5,12 +5,15 @@ queue, which still cuts a client that stopped reading (CONTRACT §5)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import resource
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from websockets.frames import Close, Frame, Opcode
 
 from tests.e2e.helpers import (
@@ -252,32 +255,70 @@ async def test_a_held_websocket_pings_publishes_fragments_and_closes_cleanly(
     assert text.count(b'"whole":true}') == 1
 
 
+@pytest.fixture(scope="module")
+def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A gateway of this module's own: fresh tier windows, a 2 s WebSocket ping timeout."""
+    directory = tmp_path_factory.mktemp("own")
+    config = main_config(directory)
+    config["gateway"]["ping_timeout"] = "2s"
+    with running_server(directory, config) as server:
+        yield server
+
+
+async def test_a_held_websocket_whose_peer_is_gone_is_closed_and_live_ones_stay(
+    own_server: Server,
+) -> None:
+    """A held WebSocket whose pings have had no answer for ``gateway.ping_timeout`` (2 s
+    here, heartbeats every 1 s) is closed with 1011, as websockets' keepalive closes a
+    task-held one; a client that answers its pings (websockets does) keeps its stream."""
+    server = own_server
+    token = await fetch_token(server.base_url, "main", MAIN_SECRET)
+    r = room()
+    request = _ws_upgrade(server.port, token, f"/feed/1.0.0/watch/{r}")
+    loop = asyncio.get_running_loop()
+    async with ws_connect(server.ws_url, f"/feed/1.0.0/watch/{r}", token) as live:
+        sock, received = await _raw_subscriber(server.port, request.encode(), b"\r\n\r\n")
+        try:
+            async with asyncio.timeout(TIMEOUT + 2):  # answers nothing: closed after ~2-3 s
+                while chunk := await loop.sock_recv(sock, 65536):
+                    received += chunk
+        finally:
+            sock.close()
+        frames = _data_frames(received.partition(b"\r\n\r\n")[2])
+        closing = Frame(Opcode.CLOSE, Close(1011, "keepalive ping timeout").serialize())
+        assert frames[-1:] == (closing.serialize(mask=False),)
+        async with publisher(server.ws_url, f"/feed/1.0.0/in/e2e/{r}", token) as pub:
+            await pub.send_all([{"n": 1}])
+        async with asyncio.timeout(TIMEOUT):
+            assert json.loads(await live.recv()) == {"n": 1}
+
+
 async def test_a_held_stream_ends_with_its_last_words_and_its_connection_serves_on(
-    tmp_path: Path,
+    own_server: Server,
 ) -> None:
     """An idle SSE stream is held without a task of its own (gateway/sse_holder.py):
     its writer starts when the window is spent, writes the last words and the final
     chunk, and the keep-alive connection then answers the next request."""
-    with running_server(tmp_path, main_config(tmp_path)) as server:
-        trickle = await fetch_token(server.base_url, "trickle-sse", SECRETS["trickle-sse"])
-        main = await fetch_token(server.base_url, "main", MAIN_SECRET)
-        r = room()
-        stream = await RawStream.open(server, f"/events/1.0.0/t/{r}", trickle)
-        try:
-            await stream.read_until(b": ping")
-            async with publisher(server.ws_url, f"/feed/1.0.0/in/e2e/{r}", main) as pub:
-                await pub.send_all([{"n": n} for n in range(4)])  # Trickle: 3 a minute
-            await stream.read_until(b"\r\n0\r\n\r\n")  # the final chunk, not a hang-up
-            events = stream.events()
-            assert [e.event for e in events] == [None, None, None, "throttled"]
-            assert [payloads([e])[0]["n"] for e in events[:3]] == [0, 1, 2]
-            loop = asyncio.get_running_loop()
-            stream.received = b""
-            await loop.sock_sendall(stream.sock, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            await stream.read_until(b'"ok"')
-            assert stream.received.startswith(b"HTTP/1.1 200")
-        finally:
-            stream.sock.close()
+    server = own_server
+    trickle = await fetch_token(server.base_url, "trickle-sse", SECRETS["trickle-sse"])
+    main = await fetch_token(server.base_url, "main", MAIN_SECRET)
+    r = room()
+    stream = await RawStream.open(server, f"/events/1.0.0/t/{r}", trickle)
+    try:
+        await stream.read_until(b": ping")
+        async with publisher(server.ws_url, f"/feed/1.0.0/in/e2e/{r}", main) as pub:
+            await pub.send_all([{"n": n} for n in range(4)])  # Trickle: 3 a minute
+        await stream.read_until(b"\r\n0\r\n\r\n")  # the final chunk, not a hang-up
+        events = stream.events()
+        assert [e.event for e in events] == [None, None, None, "throttled"]
+        assert [payloads([e])[0]["n"] for e in events[:3]] == [0, 1, 2]
+        loop = asyncio.get_running_loop()
+        stream.received = b""
+        await loop.sock_sendall(stream.sock, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        await stream.read_until(b'"ok"')
+        assert stream.received.startswith(b"HTTP/1.1 200")
+    finally:
+        stream.sock.close()
 
 
 async def test_held_streams_end_cleanly_when_the_gateway_stops(tmp_path: Path) -> None:

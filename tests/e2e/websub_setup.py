@@ -109,7 +109,11 @@ class Hub:
         self.base_url = base_url
         self.token = token
         self.receiver = receiver
-        self.client = httpx.AsyncClient(base_url=base_url, timeout=HTTP_TIMEOUT)
+        # Idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them:
+        # a request sent as the server closed its connection failed with ReadError.
+        self.client = httpx.AsyncClient(
+            base_url=base_url, timeout=HTTP_TIMEOUT, limits=httpx.Limits(keepalive_expiry=2.0)
+        )
 
     async def aclose(self) -> None:
         await self.client.aclose()
