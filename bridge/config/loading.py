@@ -121,6 +121,11 @@ def parse_config(raw: Any, env: dict[str, str] | None = None) -> Config:
     return config
 
 
+# libyaml's safe loader when PyYAML was built with it: the same documents, errors at the same place,
+# about ten times faster (a 500-line config took 0.1 s of every gateway start).
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     """Read, expand and validate a YAML config file; raises ConfigError naming every problem."""
     try:
@@ -128,7 +133,7 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     except OSError as exc:
         raise ConfigError([Problem("", f"cannot read {path}: {exc.strerror}")]) from exc
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=SAFE_LOADER)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as exc:
         raise ConfigError([Problem("", f"{path} is not valid YAML: {_yaml_reason(exc)}")]) from exc
     return parse_config(raw, env)

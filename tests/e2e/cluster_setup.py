@@ -28,10 +28,10 @@ from redis.exceptions import RedisError
 
 from tests.e2e.helpers import KAFKA, kafka_producer
 from tests.e2e.servers import (
-    ROOT,
     STARTED,
     Server,
     free_port,
+    start_process,
     stop_server,
     write_config,
 )
@@ -146,14 +146,9 @@ def start_node(
     log_path = directory / f"server-{port}.stderr"
     args = [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)]
     with log_path.open("wb") as log, log_path.with_suffix(".stdout").open("wb") as out:
-        process = subprocess.Popen(
-            [*args, "--config", str(path), *extra],
-            cwd=directory,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=log,
-        )
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        args += ["--config", str(path), *extra]
+        process = start_process(args, directory, environment, out, log, forkable=not extra)
     server = Server(port, process, log_path, directory, config)
     STARTED.append(server)
     return server

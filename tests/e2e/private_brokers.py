@@ -200,13 +200,19 @@ def private_kafka(directory: Path) -> Iterator[PrivateBroker]:
 
     def start() -> None:
         wait_bindable(port, controller)
-        subprocess.run(
+        done = subprocess.run(
             ["bash", str(ROOT / "scripts" / "service-kafka.sh")],
             env={**os.environ, **env},
-            check=True,
             timeout=START_SECONDS + 60,
             capture_output=True,
+            text=True,
         )
+        if done.returncode != 0:
+            log = Path(f"{data}.log")
+            raise RuntimeError(
+                f"service-kafka.sh exited with {done.returncode}:\n{done.stdout}{done.stderr}"
+                + (log.read_text(errors="replace")[-4000:] if log.exists() else "")
+            )
 
     def stop() -> None:
         pid = int(pid_file.read_text())

@@ -19,12 +19,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import yaml
 
 from bridge.store import Store
+from tests.e2e import zygote
+from tests.e2e.zygote import ForkedProcess, Zygote
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 60.0  # a loaded 2-core machine, parallel workers: a deadline, not a target
@@ -78,7 +80,7 @@ class Server:
     """A running gateway process and where to reach it."""
 
     port: int
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | ForkedProcess
     log_path: Path
     directory: Path
     config: dict[str, Any] = field(default_factory=dict)
@@ -112,6 +114,25 @@ class Server:
 
 
 STARTED: list[Server] = []
+
+
+def start_process(
+    args: list[str],
+    directory: Path,
+    environment: dict[str, str],
+    out: IO[bytes],
+    log: IO[bytes],
+    forkable: bool,
+) -> subprocess.Popen[bytes] | ForkedProcess:
+    """``args`` as a process in ``directory``; a plain ``gateway.cli serve`` (``forkable``)
+    forked from the worker's zygote (tests/e2e/zygote.py) where that is on."""
+    environment = {**environment, "PYTHONPATH": str(ROOT)}
+    if forkable and zygote.usable():
+        assert args[:3] == [sys.executable, "-m", "gateway.cli"], args
+        return Zygote.spawn(args[3:], directory, environment, out.fileno(), log.fileno())
+    return subprocess.Popen(
+        args, cwd=directory, env=environment, stdin=subprocess.DEVNULL, stdout=out, stderr=log
+    )
 
 
 def _wait_healthy(server: Server, startup: float = STARTUP_SECONDS) -> None:
@@ -170,14 +191,7 @@ def running_server(
         environment.pop("STREAMBRIDGE_CONFIG", None)
     log_path = directory / f"server-{port}.stderr"
     with log_path.open("wb") as log, log_path.with_suffix(".stdout").open("wb") as out:
-        process = subprocess.Popen(
-            args,
-            cwd=directory,
-            env={**environment, "PYTHONPATH": str(ROOT)},
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=log,
-        )
+        process = start_process(args, directory, environment, out, log, command is None)
     server = Server(port, process, log_path, directory, config or {})
     STARTED.append(server)
     try:
