@@ -48,7 +48,7 @@ def usable() -> bool:
     """Whether gateways may be forked here (not under coverage, not turned off)."""
     return (
         os.environ.get("STREAMBRIDGE_TEST_FORK", "1") != "0"
-        and "COVERAGE_PROCESS_START" not in os.environ
+        and not any(name.startswith("COVERAGE_PROCESS") for name in os.environ)
         and sys.platform == "linux"
     )
 
