@@ -16,6 +16,7 @@ is stored or fails, so concurrent requests cannot pass the tier's limit.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -40,6 +41,7 @@ from bridge.wire.websub import (
     request_target,
     verification_url,
 )
+from gateway.hub import HUB_START_SECONDS
 from gateway.websub.client import CallbackClient
 from gateway.websub.feed import Topics, topic_urls
 from gateway.websub.guard import CallbackGuard, Target
@@ -272,6 +274,13 @@ class Verifier:
                 self._unsubscribed(found.id)
                 await self._store.delete_subscription(found.id)
             return
+        # The topic's hub knows where the channel stands before the subscription is stored
+        # (and listed): an event published once the subscriber sees it listed comes after
+        # that position, so its feed, attached next, gets it. A hub started later began
+        # past such an event.
+        hub = self._topics.hub(match, masked=match.topic.mask is not None)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hub.started.wait(), HUB_START_SECONDS)
         now = time.time()
         record = WebSubRecord(
             id=uuid.uuid4().hex,
