@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bridge.asyncapi import export_document, to_yaml
 from bridge.config import Api, Tier, parse_config
@@ -141,16 +142,16 @@ HAND_WRITTEN = {"import-fixture-2.6.yaml": V2_YAML, "import-fixture-3.0.yaml": V
 
 @pytest.fixture(scope="session")
 def verdicts(node: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Any]]:
-    """One parser run over every export (JSON and YAML) and the import fixtures: the
-    parser's errors by file name. One run, because each Node start takes a second or two."""
+    """One parser run over every export and the import fixtures: the parser's errors by
+    file name. One run, because each Node start takes a second or two. The parser takes
+    about a CPU second a document, so each export goes to it once, as JSON; its YAML form
+    counts as accepted when it reads back as the very same document (below)."""
     folder = tmp_path_factory.mktemp("asyncapi")
     files: list[Path] = []
     for case, (the_api, public_url) in EXPORTS.items():
         document = export_document(the_api, public_url=public_url, tiers=TIERS)
         files.append(folder / f"{case}.json")
         files[-1].write_text(json.dumps(document, indent=2))
-        files.append(folder / f"{case}.yaml")
-        files[-1].write_text(to_yaml(document))
     for name, text in HAND_WRITTEN.items():
         files.append(folder / name)
         files[-1].write_text(text)
@@ -166,10 +167,14 @@ def verdicts(node: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, l
 def test_the_official_parser_accepts_the_export(
     verdicts: dict[str, list[Any]], case: str, form: str
 ) -> None:
-    errors = verdicts[f"{case}.{form}"]
+    errors = verdicts[f"{case}.json"]
     assert not errors, f"@asyncapi/parser rejects the {case} export:\n" + json.dumps(
         errors, indent=2
     )
+    if form == "yaml":  # the document the parser accepted, written as YAML
+        the_api, public_url = EXPORTS[case]
+        document = export_document(the_api, public_url=public_url, tiers=TIERS)
+        assert yaml.safe_load(to_yaml(document)) == json.loads(json.dumps(document))
 
 
 @pytest.mark.parametrize("name", sorted(HAND_WRITTEN))
