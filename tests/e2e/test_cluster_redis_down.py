@@ -80,13 +80,14 @@ async def test_local_and_closed_while_redis_is_down_then_recovery(cluster: Redis
     path = f"/limited/1.0.0/t/{room()}"
 
     cluster.redis.stop()
-    stopped = time.monotonic()
 
     async def degraded(node: Server = a) -> bool:
         return await redis_check(node) == (200, False)
 
+    # Short timeouts, no retries: redis-py's default retries took 4.5 s to notice. (The
+    # deadline holds for the last /readyz asked before it; on a loaded machine its answer
+    # came 0.4 s later, so the elapsed time itself is not asserted.)
     await eventually(degraded, timeout=NODE_TTL, what="A reports redis down")
-    assert time.monotonic() - stopped < NODE_TTL  # short timeouts, no retries
     body = (await readyz(a)).json()
     assert body["status"] == "degraded" and "redis" in body["detail"]
     assert metric(await metrics_text(a.base_url), "streambridge_cluster_degraded") == 1

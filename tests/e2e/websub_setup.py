@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.helpers import HTTP_TIMEOUT, bearer, eventually, fetch_token
 from tests.e2e.receiver import Delivery, Receiver
@@ -186,15 +187,20 @@ async def hub_for(server: Server, receiver: Receiver) -> AsyncIterator[Hub]:
 
 
 async def wait_posts(
-    receiver: Receiver, path: str, count: int, timeout: float = 5.0
+    receiver: Receiver, path: str, count: int, timeout: float = 10.0
 ) -> list[Delivery]:
-    """The first ``count`` POSTs to ``path``, once that many arrived."""
+    """The first ``count`` POSTs to ``path``, once that many arrived (a deadline, not a
+    target: twenty signed deliveries through the store took over 5 s on a loaded machine)."""
 
     async def enough() -> list[Delivery] | None:
         posts = receiver.posts_to(path)
         return posts if len(posts) >= count else None
 
-    return await eventually(enough, timeout, what=f"{count} deliveries to {path}")
+    try:
+        return await eventually(enough, timeout, what=f"{count} deliveries to {path}")
+    except pytest.fail.Exception:
+        bodies = [post.body[:40] for post in receiver.posts_to(path)]
+        pytest.fail(f"{len(bodies)} of {count} deliveries to {path} in {timeout}s: {bodies}")
 
 
 async def quiet(seconds: float = 0.3) -> None:
