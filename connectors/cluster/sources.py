@@ -16,6 +16,7 @@ supervisor starts the next one.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -23,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiomqtt
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPException, ChannelInvalidStateError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -122,30 +124,37 @@ class AmqpSource:
     async def copy(self, channel: str, begin: Begin) -> None:
         try:
             async with await aio_pika.connect(self.settings.url) as connection:
-                consuming = await connection.channel()
-                await consuming.set_qos(prefetch_count=self.window)
-                # Subscribing never creates an exchange (CONTRACT §4c).
-                exchange = await consuming.get_exchange(self.settings.exchange, ensure=True)
-                queue = await consuming.declare_queue(
-                    log_topic(self.broker, channel),
-                    durable=True,
-                    arguments={"x-single-active-consumer": True},
-                )
-                await queue.bind(exchange, routing_key=channel)
-                appender: Appender | None = None
-                # Not ``async with``: its exit would cancel the consumer first, and RabbitMQ
-                # would make the next one active while the unacknowledged messages are
-                # still held here, to come back to it out of order. Closing the connection
-                # gives them back and ends the consumer together.
-                async for message in queue.iterator():
-                    # The first delivery: RabbitMQ made this consumer the active one.
-                    appender = appender or await begin()
-                    await appender.append(
-                        amqp_event(message), redelivered=bool(message.redelivered)
-                    )
-                    await message.ack()
+                await self._copy(connection, channel, begin)
         except (AMQPException, ChannelInvalidStateError, OSError) as exc:
             raise ConnectorError(
                 f"broker {self.broker}: copier of {channel}: {exc}", retriable=True
             ) from exc
         raise ConnectorError(f"broker {self.broker}: copier of {channel}: disconnected")
+
+    async def _copy(self, connection: AbstractConnection, channel: str, begin: Begin) -> None:
+        consuming = await connection.channel()
+        await consuming.set_qos(prefetch_count=self.window)
+        # Subscribing never creates an exchange (CONTRACT §4c).
+        exchange = await consuming.get_exchange(self.settings.exchange, ensure=True)
+        queue = await consuming.declare_queue(
+            log_topic(self.broker, channel),
+            durable=True,
+            arguments={"x-single-active-consumer": True},
+        )
+        await queue.bind(exchange, routing_key=channel)
+        # A consumer callback into a queue of our own (at most ``window`` deliveries are
+        # unacknowledged), not aio-pika's queue iterator: a cancelled iterator sends
+        # basic.cancel and waits for its answer without a deadline, which hung a stopping
+        # node for minutes (aio-pika#546); and RabbitMQ would make the next consumer active
+        # while the unacknowledged messages are still held here, to come back to it out of
+        # order. Closing the connection (aiormq bounds its handshake) gives them back and
+        # ends the consumer together.
+        inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        queue.close_callbacks.add(lambda _queue, _exc: inbox.put_nowait(None))  # gone
+        await queue.consume(inbox.put)
+        appender: Appender | None = None
+        while (message := await inbox.get()) is not None:
+            # The first delivery: RabbitMQ made this consumer the active one.
+            appender = appender or await begin()
+            await appender.append(amqp_event(message), redelivered=bool(message.redelivered))
+            await message.ack()
