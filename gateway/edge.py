@@ -27,17 +27,24 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, cast
+from urllib.parse import unquote
 
+import httptools
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bridge.config import Limits
 from gateway.errors import problem, problem_details
-from gateway.holding import HoldingProtocol
+from gateway.holding import BegunCycle, HoldingProtocol
 from gateway.outlet import OUTLET, Outlet, OutletHooks
+
+# Serves a GET in the protocol's callback (gateway/sse_express.py): the connection's
+# outlet, the path (unquoted), the raw query, the headers; False: the ASGI path serves it.
+Express = Callable[[Outlet, str, bytes, list[tuple[bytes, bytes]]], bool]
 
 
 def _raw_problem(status: int, detail: str) -> bytes:
@@ -52,8 +59,9 @@ def _raw_problem(status: int, detail: str) -> bytes:
     return head.encode("latin-1") + body
 
 
-def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with a header timeout and a header size limit."""
+def bounded_protocol(limits: Limits, express: Express | None = None) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with a header timeout and a header size limit; with
+    ``express``, a GET it can serve is served there, without an ASGI task."""
     timeout = limits.header_timeout
     max_bytes = limits.max_header_bytes
     send_buffer = limits.send_buffer_bytes
@@ -123,10 +131,45 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
             if size > max_bytes:  # complete, but in one read with what follows them
                 self._refuse()
                 return
+            if express is not None and self._express():
+                return
             super().on_headers_complete()
             if self.outlet is not None:
                 extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))
                 extensions[OUTLET] = self.outlet
+
+        def _express(self) -> bool:
+            """Whether ``express`` served the request (a GET, alone on the connection)."""
+            assert express is not None
+            parser, previous = self.parser, self.cycle
+            if (
+                self.outlet is None
+                or (previous is not None and not previous.response_complete)
+                or self.limit_concurrency is not None
+                or parser.get_method() != b"GET"
+                or parser.get_http_version() != "1.1"
+                or parser.should_upgrade()
+            ):
+                return False
+            try:
+                parsed = httptools.parse_url(self.url)
+            except httptools.HttpParserInvalidURLError:
+                return False  # uvicorn's answer
+            path = parsed.path.decode("latin-1")
+            if not path.isascii():
+                return False
+            if "%" in path:
+                path = unquote(path)
+            path = self.root_path + path
+            query = parsed.query or b""
+            if self.access_log:  # the head's access line (HoldingProtocol._write_head)
+                scope = self.scope
+                scope["method"], scope["path"], scope["query_string"] = "GET", path, query
+            self.cycle = BegunCycle(parser.should_keep_alive())  # type: ignore[assignment]
+            if express(self.outlet, path, query, self.headers):
+                return True
+            self.cycle = previous
+            return False
 
         def handle_websocket_upgrade(self) -> None:
             super().handle_websocket_upgrade()

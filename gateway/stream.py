@@ -14,10 +14,8 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Self
 
-from starlette.types import Receive
-
 from bridge.cursor import parse_event_id
-from bridge.errors import ClientGone, Revoked, SlowConsumer, Throttled
+from bridge.errors import Revoked, SlowConsumer, Throttled
 from bridge.sandbox import keys_record_id
 from connectors.base import EARLIEST
 from gateway.access import Admitted
@@ -116,6 +114,24 @@ class StreamSession:
             await self.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         return self
+
+    @property
+    def immediate(self) -> bool:
+        """Whether ``__aenter__`` never suspends: a new live stream (no catch-up) whose
+        connection is counted by this process alone (no lease in Redis)."""
+        return not self._catch_up.possible(
+            self.admitted.topics
+        ) and not self.runtime.connections.leased(self.admitted.tier)
+
+    def enter_now(self) -> None:
+        """``__aenter__`` to its end now (``immediate``): from a protocol's callback."""
+        entering = self.__aenter__()
+        try:
+            entering.send(None)
+        except StopIteration:
+            return
+        entering.close()  # not reached while ``immediate`` holds: nothing it awaits waits
+        raise RuntimeError("an immediate stream's entry waited")
 
     async def _attach(self) -> None:
         if self.subscribe:
@@ -382,13 +398,3 @@ class StreamSession:
     def take_ping(self) -> bool:
         due, self.ping_due = self.ping_due, False
         return due
-
-
-async def watch_disconnect(receive: Receive, subscriber: Subscriber) -> None:
-    """Close the subscriber when the client hangs up (uvicorn ignores sends after that).
-    A transport runs it in the request's task group, beside its writer."""
-    while True:
-        message = await receive()
-        if message["type"] in ("http.disconnect", "websocket.disconnect"):
-            subscriber.close(ClientGone("client disconnected"))
-            return
