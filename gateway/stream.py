@@ -1,8 +1,7 @@
 """What every transport does with an admitted stream: attach to hubs, wait, drain, stop.
 
-A :class:`StreamSession` owns the subscriber, the heartbeat and expiry timers, the
-connection count and the rate window; a transport (SSE, WebSocket) supplies how a batch
-of entries and the final words are written.
+A :class:`StreamSession` owns the subscriber, the heartbeat/expiry timer, the connection
+count and the rate window; a transport (SSE, WebSocket) writes batches and last words.
 """
 
 from __future__ import annotations
@@ -59,7 +58,7 @@ class StreamSession:
         self.subscribe = subscribe
         self.ping_due = False
         self._hubs: list[Hub] = []
-        self._timers: list[asyncio.TimerHandle] = []
+        self._timer: asyncio.TimerHandle | None = None  # the heartbeat's or the expiry's
         self._window = runtime.connections.window(admitted.key, admitted.tier)
         api = admitted.api
         metrics = runtime.metrics
@@ -160,15 +159,7 @@ class StreamSession:
                     topic=name,
                     from_start=self.start == EARLIEST,
                 )
-        loop = asyncio.get_running_loop()
-        self._timers.append(
-            loop.call_at(
-                loop.time() + max(0.0, self.admitted.grant.expires_at - time.time()),
-                self.subscriber.close,
-                Revoked("the token has expired"),
-            )
-        )
-        self._schedule_ping()
+        self._schedule()
         # DEBUG: at INFO this line was 13% of the time to admit a stream (BENCHMARKS.md);
         # streambridge_streams_opened_total counts them, "stream ended" tells each story.
         log.debug("stream opened", extra={"protocol": self.protocol, "event_id": self.resume_from})
@@ -179,8 +170,8 @@ class StreamSession:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for timer in self._timers:
-            timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         self.settle()
         if self.outlet is not None:
             self.outlet.release()
@@ -255,11 +246,20 @@ class StreamSession:
             self.last_id = outlet.last_id
             outlet.sent = 0
 
-    def _schedule_ping(self) -> None:
-        # A method, not a closure that names itself: that would be a cycle holding this
-        # session after the stream ends (cancelling a timer drops its callback).
+    def _schedule(self) -> None:
+        """One timer: the next heartbeat, or the token's expiry when that comes first."""
+        # Methods, not a closure naming itself: a cycle holding the ended session.
         loop = asyncio.get_running_loop()
-        self._timers[1:] = [loop.call_later(self.runtime.config.gateway.heartbeat, self._ping)]
+        heartbeat = self.runtime.config.gateway.heartbeat
+        left = self.admitted.grant.expires_at - time.time()
+        if left <= heartbeat:
+            self._timer = loop.call_later(max(0.0, left), self._expire)
+        else:
+            self._timer = loop.call_later(heartbeat, self._ping)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self.subscriber.close(Revoked("the token has expired"))
 
     def _ping(self) -> None:
         outlet, ping = self.outlet, self._ping_bytes  # written there while it is armed
@@ -271,7 +271,7 @@ class StreamSession:
         ):
             self.ping_due = True  # the writer sends it
             self.subscriber.wake.set()
-        self._schedule_ping()
+        self._schedule()
 
     def _behind(self, batch: Batch) -> None:
         """Observe the queue the writer takes; signal lag past half of it (CONTRACT §10)."""
