@@ -35,7 +35,9 @@ from urllib.parse import unquote
 import httptools
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 
 from bridge.config import Limits
 from gateway.errors import problem, problem_details
@@ -80,7 +82,12 @@ def bounded_protocol(limits: Limits, express: Express | None = None) -> type[Htt
             self.outlet: Outlet | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            # uvicorn's, but for the addresses (two system calls) and its TRACE line: they
+            # are read when a request goes to ASGI (``_asgi_scope``), never for ``express``.
+            self.connections.add(self)
+            self.transport = transport
+            self.flow = FlowControl(transport)
+            self.scheme = "https" if is_ssl(transport) else "http"
             sock = transport.get_extra_info("socket")
             if send_buffer and sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
@@ -90,6 +97,22 @@ def bounded_protocol(limits: Limits, express: Express | None = None) -> type[Htt
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_timer()
             super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            # uvicorn builds the request's scope here: ``_asgi_scope`` does, when needed.
+            self.url = b""
+            self.expect_100_continue = False
+            self.headers = []
+            self.scope = None  # type: ignore[assignment]
+
+        def _asgi_scope(self) -> None:
+            if self.server is None and self.client is None:
+                self.server = get_local_addr(self.transport)
+                self.client = get_remote_addr(self.transport)
+            url, headers, expect = self.url, self.headers, self.expect_100_continue
+            HttpToolsProtocol.on_message_begin(self)
+            self.url, self.expect_100_continue = url, expect
+            self.headers = self.scope["headers"] = headers
 
         def _await_headers(self) -> None:
             self._header_bytes = 0
@@ -125,6 +148,8 @@ def bounded_protocol(limits: Limits, express: Express | None = None) -> type[Htt
                 self._refuse()
 
         def on_headers_complete(self) -> None:
+            if self._detached:
+                return  # pipelined behind a stream held in this same read: dropped
             self._awaiting_headers = False
             self._stop_timer()
             size = len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers)
@@ -133,6 +158,8 @@ def bounded_protocol(limits: Limits, express: Express | None = None) -> type[Htt
                 return
             if express is not None and self._express():
                 return
+            if self.scope is None:
+                self._asgi_scope()
             super().on_headers_complete()
             if self.outlet is not None:
                 extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))
@@ -163,6 +190,7 @@ def bounded_protocol(limits: Limits, express: Express | None = None) -> type[Htt
             path = self.root_path + path
             query = parsed.query or b""
             if self.access_log:  # the head's access line (HoldingProtocol._write_head)
+                self._asgi_scope()
                 scope = self.scope
                 scope["method"], scope["path"], scope["query_string"] = "GET", path, query
             self.cycle = BegunCycle(parser.should_keep_alive())  # type: ignore[assignment]

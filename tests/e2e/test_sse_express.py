@@ -145,3 +145,23 @@ async def test_a_connection_over_the_tier_limit_gets_the_asgi_paths_429(server: 
         first.close()
     assert express.startswith(b"HTTP/1.1 429 ")
     assert undated(express) == undated(asgi)
+
+
+async def test_a_request_pipelined_behind_a_stream_is_dropped_on_both_paths(
+    server: Server,
+) -> None:
+    """A stream holds its connection: what was sent behind its GET in the same packet is
+    not answered, whichever path admitted the stream."""
+    token = await fetch_token(server.base_url, "main", MAIN_SECRET)
+    path = f"/events/1.0.0/t/{room()}"
+    headers = f"Authorization: Bearer {token}\r\n"
+    behind = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n"
+    begun = []
+    for extra in ("", ASGI):
+        sock = await connect_raw(server, path, headers + extra + "\r\n" + behind[:-2])
+        try:
+            begun.append(await read_until(sock, b"", b": ping\n\n"))
+        finally:
+            sock.close()
+    assert undated(begun[0]) == undated(begun[1])
+    assert begun[0].count(b"HTTP/1.1 ") == 1
