@@ -208,13 +208,8 @@ def bounded_protocol(limits: Limits, express: Express | None = None) -> type[Htt
             self.parser = None  # type: ignore[assignment]
             self.scope = self.headers = None  # type: ignore[assignment]
 
-        def on_body(self, body: bytes) -> None:
-            if not self._refused:
-                super().on_body(body)
-
-        def on_message_complete(self) -> None:
-            if not self._refused:
-                super().on_message_complete()
+        def _ignored(self) -> bool:
+            return self._refused or super()._ignored()  # answered 431: nothing more
 
         def on_response_complete(self) -> None:
             super().on_response_complete()

@@ -95,16 +95,20 @@ class HoldingProtocol(HttpToolsProtocol):
 
     # A request parsed in the same read as the one whose stream is now held (pipelined):
     # dropped, as the pipeline is (nothing is read while a response is held).
+    def _ignored(self) -> bool:
+        """Whether the parser's callbacks are ignored (a held stream owns the connection)."""
+        return self._detached
+
     def on_headers_complete(self) -> None:
-        if not self._detached:
+        if not self._ignored():
             super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        if not self._detached:
+        if not self._ignored():
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if not self._detached:
+        if not self._ignored():
             super().on_message_complete()
 
     def detach(self, head: tuple[list[tuple[bytes, bytes]], bytes] | None) -> bool:
