@@ -28,7 +28,14 @@ from pathlib import Path
 
 from fanout import configure
 from harness.gateway import ROOT, SSE_PATH, WS_SUB_PATH, Gateway
-from harness.machine import describe, event_loop, pick_cores, raise_nofile, rss_kb
+from harness.machine import (
+    describe,
+    event_loop,
+    pick_cores,
+    raise_nofile,
+    rss_kb,
+    thread_cpu_seconds,
+)
 from harness.machine import server_cpu_seconds as cpu
 from harness.sse import Receiver, SSEClient, Tally, close_all, open_clients, sse_request
 from harness.websocket import WSClient, ws_request
@@ -69,7 +76,9 @@ async def measure(server: Gateway, args: argparse.Namespace, prefix: str | None)
         )
         await asyncio.sleep(0.5)
         before = await asyncio.to_thread(snapshot, server, prefix, 0) if prefix else None
-        rss0, server0, client0 = rss_kb(server.pid), sum(cpu(server.pid)), time.process_time()
+        rss0, client0 = rss_kb(server.pid), time.process_time()
+        split0, threads0 = cpu(server.pid), thread_cpu_seconds(server.pid)
+        server0 = sum(split0)
         wall0 = time.perf_counter()
         await open_clients(
             server.port,
@@ -82,14 +91,17 @@ async def measure(server: Gateway, args: argparse.Namespace, prefix: str | None)
             ready_on_headers=on_headers,
         )
         wall = time.perf_counter() - wall0
-        server_cpu, client_cpu = sum(cpu(server.pid)) - server0, time.process_time() - client0
+        split, threads = cpu(server.pid), thread_cpu_seconds(server.pid)
+        server_cpu, client_cpu = sum(split) - server0, time.process_time() - client0
         await asyncio.sleep(1.0)
         per = (rss_kb(server.pid) - rss0) / (args.clients - 1)
         print(
             f"{args.protocol} N={args.clients}: connected in {wall:.2f} s, server CPU "
             f"{server_cpu:.2f} s ({1000 * server_cpu / (args.clients - 1):.2f} ms per "
             f"connection), clients' CPU {client_cpu:.2f} s; server RSS {per:.2f} KiB per idle "
-            f"connection; {sum(c.lost or c.ended for c in clients)} cut"
+            f"connection; {sum(c.lost or c.ended for c in clients)} cut; server user "
+            f"{split[0] - split0[0]:.2f} s, sys {split[1] - split0[1]:.2f} s, event loop "
+            f"{threads['event loop'] - threads0['event loop']:.2f} s"
         )
         if prefix and before is not None:
             after = await asyncio.to_thread(snapshot, server, prefix, 1)

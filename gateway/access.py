@@ -17,6 +17,7 @@ from bridge.client_filter import compile_client_filter
 from bridge.config import Api, Target, Tier
 from bridge.errors import (
     AccessDenied,
+    BridgeError,
     InvalidFilter,
     NoSandbox,
     TooManyTopics,
@@ -123,6 +124,10 @@ async def _verify_token(
         grant = await runtime.authority.verify(token)
     except Unauthenticated as exc:
         return None, exc.detail
+    return _valid(runtime, grant)
+
+
+def _valid(runtime: Runtime, grant: Grant) -> tuple[Grant | None, str | None]:
     # The verification leeway is for clock skew at the edges of validity; a
     # stream opened on a token already past exp would only be revoked at once.
     if grant.expires_at <= time.time():
@@ -130,6 +135,29 @@ async def _verify_token(
     if not _current_keys(runtime, grant):
         return None, "the token was revoked"
     return grant, None
+
+
+def admit_now(
+    runtime: Runtime, *, path: str, headers: Mapping[str, str], query: list[tuple[str, str]]
+) -> Admitted | None:
+    """``admit`` for an SSE GET when it needs no await (a token verified at once, no key
+    set to fetch): the admitted stream, or None when the answer is anything else (a
+    refusal, a token to look at further); the caller then takes the full path, which
+    decides and answers alike. Binds log fields as ``admit`` does."""
+    assert runtime.authority is not None
+    token = bearer_token(headers, query)
+    if token is None:
+        return None
+    try:
+        grant = runtime.authority.verify_now(token)
+    except Unauthenticated:
+        return None
+    if _valid(runtime, grant)[0] is None:
+        return None
+    try:
+        return decide(runtime, grant, None, path=path, query=query, protocol="sse")
+    except BridgeError:
+        return None
 
 
 async def authenticate(
@@ -155,6 +183,19 @@ async def admit(
     Binds what it learns (client, API, topics) to the request's log lines, refused or not.
     """
     grant, token_error = await _verify_token(runtime, headers, query)
+    return decide(runtime, grant, token_error, path=path, query=query, protocol=protocol)
+
+
+def decide(
+    runtime: Runtime,
+    grant: Grant | None,
+    token_error: str | None,
+    *,
+    path: str,
+    query: list[tuple[str, str]],
+    protocol: str,
+) -> Admitted:
+    """The rows of CONTRACT §4 after the token's: ``admit`` once the token is verified."""
     resolved = runtime.catalog.resolve(path)
     topics: list[TopicMatch] = []
     multi = False

@@ -44,10 +44,10 @@ class Gateway:
         self.runtime = runtime
         self.control = control
         bounded = BodyLimit(self._dispatch, runtime.config.gateway.limits.max_body_bytes)
-        self._cors = Cors(bounded, runtime)
+        self.cors = Cors(bounded, runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._cors(scope, receive, send)
+        await self.cors(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and not scope["path"].startswith(

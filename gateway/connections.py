@@ -65,14 +65,19 @@ class Connections:
         subscriber: Subscriber,
         keys: Keys | None = None,
     ) -> None:
-        """Count the stream in, or raise TooManyConnections."""
+        """Count the stream in, or raise TooManyConnections; awaits only ``leased`` ones."""
         limit = tier.max_connections
-        if self._cluster is not None and limit is not None:
+        if self.leased(tier):
+            assert self._cluster is not None and limit is not None
             member = await self._cluster.admit(key, limit, self._counter.count(key))
             self._members[subscriber] = member
             limit = None  # counted in Redis; this node's count is what local falls back on
         self._counter.open(key, limit)
         self._live.setdefault(key, {})[subscriber] = keys
+
+    def leased(self, tier: Tier) -> bool:
+        """Whether a stream of this tier takes a lease in Redis (the cluster counts it)."""
+        return self._cluster is not None and tier.max_connections is not None
 
     async def close(self, key: SubscriptionKey, subscriber: Subscriber) -> None:
         self._counter.close(key)

@@ -15,7 +15,7 @@ server to check it, so a present ``Origin`` outside a non-empty list is refused 
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -77,6 +77,26 @@ class Cors:
         if resolved is not None and resolved[0].api.cors is not None:
             return tuple(resolved[0].api.cors.allow_origins)
         return gateway
+
+    def simple_headers(
+        self, path: str, origin: str, headers: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """``headers`` of a 200 on ``path`` to a GET from ``origin`` with what the middleware
+        adds (Starlette's ``CORSMiddleware.send``), for an answer written past it
+        (gateway/sse_express.py)."""
+        origins = self.origins(path)
+        if origins is None:
+            return headers
+        policy = self._policy(origins)
+        out = MutableHeaders(raw=list(headers))
+        out.update(policy.simple_headers)
+        if (policy.allow_all_origins and policy.allow_credentials) or (
+            not policy.allow_all_origins and policy.is_allowed_origin(origin)
+        ):
+            policy.allow_explicit_origin(out, origin)
+        else:
+            out["Vary"] = ", ".join([*out.getlist("Vary"), "Origin"])
+        return out.raw
 
     def _policy(self, origins: tuple[str, ...]) -> _Policy:
         policy = self._policies.get(origins)

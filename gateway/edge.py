@@ -27,17 +27,26 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, cast
+from urllib.parse import unquote
 
+import httptools
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 
 from bridge.config import Limits
 from gateway.errors import problem, problem_details
-from gateway.holding import HoldingProtocol
+from gateway.holding import BegunCycle, HoldingProtocol
 from gateway.outlet import OUTLET, Outlet, OutletHooks
+
+# Serves a GET in the protocol's callback (gateway/sse_express.py): the connection's
+# outlet, the path (unquoted), the raw query, the headers; False: the ASGI path serves it.
+Express = Callable[[Outlet, str, bytes, list[tuple[bytes, bytes]]], bool]
 
 
 def _raw_problem(status: int, detail: str) -> bytes:
@@ -52,8 +61,9 @@ def _raw_problem(status: int, detail: str) -> bytes:
     return head.encode("latin-1") + body
 
 
-def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with a header timeout and a header size limit."""
+def bounded_protocol(limits: Limits, express: Express | None = None) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with a header timeout and a header size limit; with
+    ``express``, a GET it can serve is served there, without an ASGI task."""
     timeout = limits.header_timeout
     max_bytes = limits.max_header_bytes
     send_buffer = limits.send_buffer_bytes
@@ -72,7 +82,12 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
             self.outlet: Outlet | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            # uvicorn's, but for the addresses (two system calls) and its TRACE line: they
+            # are read when a request goes to ASGI (``_asgi_scope``), never for ``express``.
+            self.connections.add(self)
+            self.transport = transport
+            self.flow = FlowControl(transport)
+            self.scheme = "https" if is_ssl(transport) else "http"
             sock = transport.get_extra_info("socket")
             if send_buffer and sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
@@ -82,6 +97,22 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_timer()
             super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            # uvicorn builds the request's scope here: ``_asgi_scope`` does, when needed.
+            self.url = b""
+            self.expect_100_continue = False
+            self.headers = []
+            self.scope = None  # type: ignore[assignment]
+
+        def _asgi_scope(self) -> None:
+            if self.server is None and self.client is None:
+                self.server = get_local_addr(self.transport)
+                self.client = get_remote_addr(self.transport)
+            url, headers, expect = self.url, self.headers, self.expect_100_continue
+            HttpToolsProtocol.on_message_begin(self)
+            self.url, self.expect_100_continue = url, expect
+            self.headers = self.scope["headers"] = headers
 
         def _await_headers(self) -> None:
             self._header_bytes = 0
@@ -117,16 +148,56 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                 self._refuse()
 
         def on_headers_complete(self) -> None:
+            if self._detached:
+                return  # pipelined behind a stream held in this same read: dropped
             self._awaiting_headers = False
             self._stop_timer()
             size = len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers)
             if size > max_bytes:  # complete, but in one read with what follows them
                 self._refuse()
                 return
+            if express is not None and self._express():
+                return
+            if self.scope is None:
+                self._asgi_scope()
             super().on_headers_complete()
             if self.outlet is not None:
                 extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))
                 extensions[OUTLET] = self.outlet
+
+        def _express(self) -> bool:
+            """Whether ``express`` served the request (a GET, alone on the connection)."""
+            assert express is not None
+            parser, previous = self.parser, self.cycle
+            if (
+                self.outlet is None
+                or (previous is not None and not previous.response_complete)
+                or self.limit_concurrency is not None
+                or parser.get_method() != b"GET"
+                or parser.get_http_version() != "1.1"
+                or parser.should_upgrade()
+            ):
+                return False
+            try:
+                parsed = httptools.parse_url(self.url)
+            except httptools.HttpParserInvalidURLError:
+                return False  # uvicorn's answer
+            path = parsed.path.decode("latin-1")
+            if not path.isascii():
+                return False
+            if "%" in path:
+                path = unquote(path)
+            path = self.root_path + path
+            query = parsed.query or b""
+            if self.access_log:  # the head's access line (HoldingProtocol._write_head)
+                self._asgi_scope()
+                scope = self.scope
+                scope["method"], scope["path"], scope["query_string"] = "GET", path, query
+            self.cycle = BegunCycle(parser.should_keep_alive())  # type: ignore[assignment]
+            if express(self.outlet, path, query, self.headers):
+                return True
+            self.cycle = previous
+            return False
 
         def handle_websocket_upgrade(self) -> None:
             super().handle_websocket_upgrade()
@@ -137,13 +208,8 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
             self.parser = None  # type: ignore[assignment]
             self.scope = self.headers = None  # type: ignore[assignment]
 
-        def on_body(self, body: bytes) -> None:
-            if not self._refused:
-                super().on_body(body)
-
-        def on_message_complete(self) -> None:
-            if not self._refused:
-                super().on_message_complete()
+        def _ignored(self) -> bool:
+            return self._refused or super()._ignored()  # answered 431: nothing more
 
         def on_response_complete(self) -> None:
             super().on_response_complete()

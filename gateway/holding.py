@@ -66,6 +66,17 @@ class _HeldFlow:
         self.write_paused = False
 
 
+class BegunCycle:
+    """The cycle of a request served in the protocol's own callback (gateway/sse_express.py):
+    no ASGI task runs it; ``detach`` reads whether the connection may be kept alive."""
+
+    __slots__ = ("keep_alive", "response_complete", "response_started")
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.response_started = self.response_complete = True
+
+
 _HELD_CYCLE = _HeldCycle()
 _NO_PIPELINE: deque[Any] = deque(maxlen=0)  # nothing is parsed while a response is held
 
@@ -81,6 +92,24 @@ class HoldingProtocol(HttpToolsProtocol):
         if self._detached:
             return  # a held response is open: nothing is read meanwhile
         super().data_received(data)
+
+    # A request parsed in the same read as the one whose stream is now held (pipelined):
+    # dropped, as the pipeline is (nothing is read while a response is held).
+    def _ignored(self) -> bool:
+        """Whether the parser's callbacks are ignored (a held stream owns the connection)."""
+        return self._detached
+
+    def on_headers_complete(self) -> None:
+        if not self._ignored():
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._ignored():
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._ignored():
+            super().on_message_complete()
 
     def detach(self, head: tuple[list[tuple[bytes, bytes]], bytes] | None) -> bool:
         cycle = self.cycle

@@ -44,6 +44,7 @@ SECRET_PARAMETERS = frozenset({"access_token", "client_secret", "hub.secret"})
 _PAIR = re.compile(r"(?P<name>[^\s?&=\"';]+)=(?P<value>[^&\s\"']+)")
 # A JWT wherever it appears (a header echoed, a parameter of another name).
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_QUOTED = re.compile(r"[\s\"'=]")  # a plain field value with one of these is quoted
 _NOTHING: Mapping[str, object] = MappingProxyType({})
 _BOUND: ContextVar[Mapping[str, object]] = ContextVar("streambridge_log_fields", default=_NOTHING)
 # What a LogRecord holds of its own: everything else on it came as a field (except
@@ -90,11 +91,12 @@ def unbound(function: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) 
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:
     """The fields of a record, bound or passed with ``extra`` (None means absent); the
     common ones first, in the order of :data:`FIELDS`."""
-    found = [
-        (k, v) for k, v in record.__dict__.items() if k not in _RECORD_ATTRIBUTES and v is not None
-    ]
-    found.sort(key=lambda item: _ORDER.get(item[0], len(FIELDS)))
-    return dict(found)
+    attributes = record.__dict__
+    names = attributes.keys() - _RECORD_ATTRIBUTES  # a set operation: every stream's end logs
+    ordered = [name for name in FIELDS if name in names]
+    if len(ordered) < len(names):
+        ordered += [name for name in attributes if name in names and name not in _ORDER]
+    return {name: value for name in ordered if (value := attributes[name]) is not None}
 
 
 class ContextFields(logging.Filter):
@@ -203,7 +205,7 @@ class PlainFormatter(logging.Formatter):
 
 def _plain(value: object) -> str:
     text = str(value)
-    if not text or any(c.isspace() or c in "\"'=" for c in text):
+    if not text or _QUOTED.search(text):
         return json.dumps(text, ensure_ascii=False)
     return text
 

@@ -142,6 +142,10 @@ class Metrics(Collector):
         self.streams_opened = counter(
             "streambridge_streams_opened", "Client streams opened", ["protocol"]
         )
+        # Of those, new live SSE streams admitted by the server protocol (sse_express.py).
+        self.streams_express = counter(
+            "streambridge_streams_express", "SSE streams admitted without an ASGI task", []
+        )
         self.throttled = counter(
             "streambridge_throttled", "Streams closed by events_per_minute", ["api", "version"]
         )

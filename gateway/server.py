@@ -17,6 +17,7 @@ from gateway.edge import bounded_protocol
 from gateway.heap import return_large_blocks
 from gateway.logs import access_log_enabled
 from gateway.runtime import Runtime
+from gateway.sse_express import SseExpress
 from gateway.websocket_protocol import OutletWebSocketProtocol
 
 
@@ -65,7 +66,7 @@ def build_server(
         app,
         host=host,
         port=port,
-        http=bounded_protocol(config.gateway.limits),
+        http=bounded_protocol(config.gateway.limits, SseExpress(runtime, app.cors)),
         ws=OutletWebSocketProtocol,  # uvicorn's websockets-sansio, with the outlet
         ws_max_size=config.gateway.max_message_bytes,
         ws_ping_interval=config.gateway.heartbeat,

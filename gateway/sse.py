@@ -18,13 +18,13 @@ from bridge.wire.sse import PING, encode_retry
 from connectors.base import EARLIEST
 from gateway.access import Admitted
 from gateway.errors import ending
-from gateway.hub import Entry
+from gateway.hub import Entry, Subscriber
 from gateway.logs import CUT_ON_PURPOSE
 from gateway.outlet import Outlet
 from gateway.overflow_cut import CutOnOverflow
 from gateway.runtime import Runtime
 from gateway.sse_holder import HeldStream, sse_body
-from gateway.stream import StreamSession, watch_disconnect
+from gateway.stream import StreamSession
 
 RETRY_MS = 3000
 HEADERS = [
@@ -33,6 +33,7 @@ HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 PING_CHUNK = b"%x\r\n%b\r\n" % (len(PING), PING)  # as the outlet writes it (HTTP/1.1 chunk)
+FIRST = encode_retry(RETRY_MS) + PING  # a stream's first bytes
 
 
 def resume_id(headers: dict[str, str], query: list[tuple[str, str]]) -> str | None:
@@ -91,7 +92,7 @@ async def _begin(
     direct_head: bool,
 ) -> bool:
     """Write the stream here, or hand it over to be held (True)."""
-    first = encode_retry(RETRY_MS) + PING
+    first = FIRST
     holdable = HeldStream.possible(session, outlet)
     if holdable and direct_head:
         assert outlet is not None
@@ -157,3 +158,13 @@ async def _pump(session: StreamSession, send: Send, cut: CutOnOverflow) -> bytes
         finally:
             cut.writing = False
         session.delivered(delivered)
+
+
+async def watch_disconnect(receive: Receive, subscriber: Subscriber) -> None:
+    """Close the subscriber when the client hangs up (uvicorn ignores sends after that).
+    A transport runs it in the request's task group, beside its writer."""
+    while True:
+        message = await receive()
+        if message["type"] in ("http.disconnect", "websocket.disconnect"):
+            subscriber.close(ClientGone("client disconnected"))
+            return

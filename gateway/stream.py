@@ -1,8 +1,7 @@
 """What every transport does with an admitted stream: attach to hubs, wait, drain, stop.
 
-A :class:`StreamSession` owns the subscriber, the heartbeat and expiry timers, the
-connection count and the rate window; a transport (SSE, WebSocket) supplies how a batch
-of entries and the final words are written.
+A :class:`StreamSession` owns the subscriber, the heartbeat/expiry timer, the connection
+count and the rate window; a transport (SSE, WebSocket) writes batches and last words.
 """
 
 from __future__ import annotations
@@ -15,10 +14,8 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Self
 
-from starlette.types import Receive
-
 from bridge.cursor import parse_event_id
-from bridge.errors import ClientGone, Revoked, SlowConsumer, Throttled
+from bridge.errors import Revoked, SlowConsumer, Throttled
 from bridge.sandbox import keys_record_id
 from connectors.base import EARLIEST
 from gateway.access import Admitted
@@ -62,7 +59,7 @@ class StreamSession:
         self.subscribe = subscribe
         self.ping_due = False
         self._hubs: list[Hub] = []
-        self._timers: list[asyncio.TimerHandle] = []
+        self._timer: asyncio.TimerHandle | None = None  # the heartbeat's or the expiry's
         self._window = runtime.connections.window(admitted.key, admitted.tier)
         api = admitted.api
         metrics = runtime.metrics
@@ -99,11 +96,8 @@ class StreamSession:
         grant = self.admitted.grant
         # Regenerated keys end the streams of tokens issued before; sandbox keys have a
         # record and a generation of their own (§13).
-        keys = (
-            None
-            if grant.generation is None
-            else (keys_record_id(grant.client_id, grant.key_type), grant.generation)
-        )
+        gen = grant.generation
+        keys = None if gen is None else (keys_record_id(grant.client_id, grant.key_type), gen)
         await self.runtime.connections.open(
             self.admitted.key, self.admitted.tier, self.subscriber, keys
         )
@@ -118,6 +112,24 @@ class StreamSession:
             await self.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         return self
+
+    @property
+    def immediate(self) -> bool:
+        """Whether ``__aenter__`` never suspends: a new live stream (no catch-up) whose
+        connection is counted by this process alone (no lease in Redis)."""
+        admitted = self.admitted
+        leased = self.runtime.connections.leased(admitted.tier)
+        return not leased and not self._catch_up.possible(admitted.topics)
+
+    def enter_now(self) -> None:
+        """``__aenter__`` to its end now (``immediate``): from a protocol's callback."""
+        entering = self.__aenter__()
+        try:
+            entering.send(None)
+        except StopIteration:
+            return
+        entering.close()  # not reached while ``immediate`` holds: nothing it awaits waits
+        raise RuntimeError("an immediate stream's entry waited")
 
     async def _attach(self) -> None:
         if self.subscribe:
@@ -146,15 +158,7 @@ class StreamSession:
                     topic=name,
                     from_start=self.start == EARLIEST,
                 )
-        loop = asyncio.get_running_loop()
-        self._timers.append(
-            loop.call_at(
-                loop.time() + max(0.0, self.admitted.grant.expires_at - time.time()),
-                self.subscriber.close,
-                Revoked("the token has expired"),
-            )
-        )
-        self._schedule_ping()
+        self._schedule()
         # DEBUG: at INFO this line was 13% of the time to admit a stream (BENCHMARKS.md);
         # streambridge_streams_opened_total counts them, "stream ended" tells each story.
         log.debug("stream opened", extra={"protocol": self.protocol, "event_id": self.resume_from})
@@ -165,8 +169,8 @@ class StreamSession:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for timer in self._timers:
-            timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         self.settle()
         if self.outlet is not None:
             self.outlet.release()
@@ -241,15 +245,24 @@ class StreamSession:
             self.last_id = outlet.last_id
             outlet.sent = 0
 
-    def _schedule_ping(self) -> None:
-        # A method, not a closure that names itself: that would be a cycle holding this
-        # session after the stream ends (cancelling a timer drops its callback).
+    def _schedule(self) -> None:
+        """One timer: the next heartbeat, or the token's expiry when that comes first."""
+        # Methods, not a closure naming itself: a cycle holding the ended session.
         loop = asyncio.get_running_loop()
-        self._timers[1:] = [loop.call_later(self.runtime.config.gateway.heartbeat, self._ping)]
+        heartbeat = self.runtime.config.gateway.heartbeat
+        left = self.admitted.grant.expires_at - time.time()
+        if left <= heartbeat:
+            self._timer = loop.call_later(max(0.0, left), self._expire)
+        else:
+            self._timer = loop.call_later(heartbeat, self._ping)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self.subscriber.close(Revoked("the token has expired"))
 
     def _ping(self) -> None:
         (self.keepalive or self.write_ping)()  # a held WebSocket checks the last answer first
-        self._schedule_ping()
+        self._schedule()
 
     def write_ping(self) -> bool:
         """A heartbeat: True when it went straight to the socket, else the writer sends it."""
@@ -390,13 +403,3 @@ class StreamSession:
     def take_ping(self) -> bool:
         due, self.ping_due = self.ping_due, False
         return due
-
-
-async def watch_disconnect(receive: Receive, subscriber: Subscriber) -> None:
-    """Close the subscriber when the client hangs up (uvicorn ignores sends after that).
-    A transport runs it in the request's task group, beside its writer."""
-    while True:
-        message = await receive()
-        if message["type"] in ("http.disconnect", "websocket.disconnect"):
-            subscriber.close(ClientGone("client disconnected"))
-            return

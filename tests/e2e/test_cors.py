@@ -16,6 +16,7 @@ from websockets.exceptions import InvalidStatus
 
 from tests.e2e.helpers import HTTP_TIMEOUT, assert_problem, fetch_token, get, room, ws_connect
 from tests.e2e.servers import Server, application_to_all, running_server, state_url
+from tests.e2e.test_sse_express import ASGI, connect_raw, read_until, undated
 
 APP = "http://app.example:5173"
 OTHER = "http://other.example"
@@ -194,3 +195,26 @@ async def test_websocket_handshake_checks_the_origin(cors_server: Server) -> Non
         await ws.send('{"n": 1}')
     async with ws_connect(cors_server.ws_url, path, token) as ws:  # no Origin: not a browser
         await ws.send('{"n": 2}')
+
+
+async def test_a_streams_cors_headers_are_the_same_on_the_express_and_asgi_paths(
+    cors_server: Server,
+) -> None:
+    """gateway/sse_express.py writes the head past the middleware: for allowed, refused
+    and ``*`` origins it carries what the middleware adds on the ASGI path."""
+    token = await fetch_token(cors_server.base_url, "web", SECRET)
+    for api, origin in [("shared", APP), ("shared", EVIL), ("own", OTHER), ("open", EVIL)]:
+        path = f"/{api}/1.0.0/t/{room()}"
+        headers = f"Authorization: Bearer {token}\r\nOrigin: {origin}\r\n"
+        heads = []
+        for extra in ("", ASGI):
+            sock = await connect_raw(cors_server, path, headers + extra)
+            try:
+                heads.append(undated(await read_until(sock, b"", b": ping\n\n")))
+            finally:
+                sock.close()
+        assert heads[0].startswith(b"HTTP/1.1 200 OK\r\n"), heads[0]
+        assert heads[0] == heads[1], (api, origin)
+        assert (b"access-control-allow-origin" in heads[0].lower()) == (
+            origin != EVIL or api == "open"
+        )
