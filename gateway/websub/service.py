@@ -16,6 +16,7 @@ backoff; leaving the service cancels them all. The service uses of the gateway o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -40,6 +41,8 @@ from gateway.websub.intake import Intake
 from gateway.websub.upkeep import Upkeep
 from gateway.websub.verify import Pending, Verifier
 from gateway.websub.worker import Workers
+
+RELEASE_SECONDS = 2.0  # at shutdown, for the webhook delivery lease's release
 
 
 class WebSubService:
@@ -127,8 +130,12 @@ class WebSubService:
         self.feeds.detach_all()
 
     async def _release(self) -> None:
-        with contextlib.suppress(BridgeError):  # the next gateway need not wait
-            await self.upkeep.release()
+        """The next gateway need not wait for the lease to run out. Best effort: a store
+        that does not answer within RELEASE_SECONDS (an SQLite write lock still held by a
+        write cut short) must not hold the shutdown; the lease then runs out by itself."""
+        with contextlib.suppress(BridgeError, TimeoutError):
+            async with asyncio.timeout(RELEASE_SECONDS):
+                await self.upkeep.release()
 
     def failing(self) -> dict[str, str]:
         """Tasks that keep failing (for /readyz)."""
