@@ -111,6 +111,12 @@ class HoldingProtocol(HttpToolsProtocol):
         if not self._ignored():
             super().on_message_complete()
 
+    @property
+    def pipelined(self) -> bool:
+        # uvicorn parsed the next request already and holds its cycle: ``self.cycle`` is
+        # that request's, not the stream's, so the stream keeps its task.
+        return bool(self.pipeline)
+
     def detach(self, head: tuple[list[tuple[bytes, bytes]], bytes] | None) -> bool:
         cycle = self.cycle
         keep_alive = cycle.keep_alive

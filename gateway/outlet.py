@@ -43,6 +43,11 @@ class Owner(Protocol):
     """The server protocol of an outlet's connection, when it can hold a stream without
     the request's task (gateway/edge.py, gateway/sse_holder.py)."""
 
+    @property
+    def pipelined(self) -> bool:
+        """A request parsed behind the current one waits for it (HTTP pipelining)."""
+        ...
+
     def detach(self, head: tuple[list[tuple[bytes, bytes]], bytes] | None) -> bool:
         """The request's task may end with the response still open (``head``: begin it
         first, a chunked 200 with these headers and this first chunk; None: it has begun);

@@ -72,8 +72,9 @@ class HeldStream:
     @staticmethod
     def possible(session: StreamSession, outlet: Outlet | None) -> bool:
         """Whether the connection's protocol can hold the stream, and the stream has no
-        task of its own (a catch-up)."""
-        return outlet is not None and outlet.owner is not None and session.holdable
+        task of its own (a catch-up), and no request was sent behind it."""
+        owner = None if outlet is None else outlet.owner
+        return owner is not None and not owner.pipelined and session.holdable
 
     @classmethod
     def hold(
