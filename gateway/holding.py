@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from contextvars import Context
 from typing import Any
 
@@ -86,7 +86,8 @@ class HoldingProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._detached = False  # a held SSE stream owns the connection
+        # A held SSE stream owns the connection: how it ends at a graceful shutdown.
+        self._detached: Callable[[], None] | None = None
 
     def data_received(self, data: bytes) -> None:
         if self._detached:
@@ -97,7 +98,7 @@ class HoldingProtocol(HttpToolsProtocol):
     # dropped, as the pipeline is (nothing is read while a response is held).
     def _ignored(self) -> bool:
         """Whether the parser's callbacks are ignored (a held stream owns the connection)."""
-        return self._detached
+        return self._detached is not None
 
     def on_headers_complete(self) -> None:
         if not self._ignored():
@@ -117,13 +118,15 @@ class HoldingProtocol(HttpToolsProtocol):
         # that request's, not the stream's, so the stream keeps its task.
         return bool(self.pipeline)
 
-    def detach(self, head: tuple[list[tuple[bytes, bytes]], bytes] | None) -> bool:
+    def detach(
+        self, head: tuple[list[tuple[bytes, bytes]], bytes] | None, shutdown: Callable[[], None]
+    ) -> bool:
         cycle = self.cycle
         keep_alive = cycle.keep_alive
         if head is not None:
             self._write_head(*head, keep_alive)
         cycle.response_started = cycle.response_complete = True  # the ASGI task may return
-        self._detached = True
+        self._detached = shutdown
         self.cycle = _HELD_CYCLE  # type: ignore[assignment]
         self.scope = self.headers = None  # type: ignore[assignment]
         self.url = b""
@@ -156,8 +159,18 @@ class HoldingProtocol(HttpToolsProtocol):
             )
         self.transport.write(b"".join(content))
 
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown. A held stream is ended (its final chunk, then the
+        connection closes: not kept alive while stopping), not cut: uvicorn closed a
+        held connection at once, and a final chunk its writer had not written yet was
+        lost (an EventSource then sees an error, not an end). uvicorn waits for it."""
+        if self._detached is not None:
+            self._detached()
+            return
+        super().shutdown()
+
     def reattach(self, keep_alive: bool) -> None:
-        self._detached = False
+        self._detached = None
         if not keep_alive or self.transport.is_closing():
             self.transport.close()
             return

@@ -48,11 +48,13 @@ class Owner(Protocol):
         """A request parsed behind the current one waits for it (HTTP pipelining)."""
         ...
 
-    def detach(self, head: tuple[list[tuple[bytes, bytes]], bytes] | None) -> bool:
+    def detach(
+        self, head: tuple[list[tuple[bytes, bytes]], bytes] | None, shutdown: Callable[[], None]
+    ) -> bool:
         """The request's task may end with the response still open (``head``: begin it
         first, a chunked 200 with these headers and this first chunk; None: it has begun);
-        the connection reads nothing more meanwhile. Returns whether it may be kept alive
-        afterwards."""
+        the connection reads nothing more meanwhile; a graceful shutdown calls
+        ``shutdown``. Returns whether it may be kept alive afterwards."""
         ...
 
     def reattach(self, keep_alive: bool) -> None:

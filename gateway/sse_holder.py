@@ -18,7 +18,7 @@ import contextvars
 import json
 from typing import Any
 
-from bridge.errors import BridgeError, ClientGone, SlowConsumer
+from bridge.errors import BridgeError, ClientGone, ShuttingDown, SlowConsumer
 from bridge.wire.sse import PING, encode_event
 from gateway.errors import ending
 from gateway.hub import GapNotice
@@ -89,11 +89,18 @@ class HeldStream:
         heartbeat as the outlet writes it."""
         owner = outlet.owner
         assert owner is not None
-        held = cls(session, outlet, owner.detach(head))
+        held = cls(session, outlet, False)
+        held.keep_alive = owner.detach(head, held.shutdown)
         session.claim(outlet, Entry.sse_chunk, ping)
         if outlet.transport.is_closing():  # gone before the outlet was claimed
             session.subscriber.close(ClientGone("client disconnected"))
         outlet.park(held.woken)
+
+    def shutdown(self) -> None:
+        """The gateway stops: the stream ends (the runtime has asked already, unless the
+        server was stopped without it), and its connection closes after it."""
+        self.keep_alive = False
+        self.session.subscriber.close(ShuttingDown("the gateway is shutting down"))
 
     def woken(self) -> None:
         if not self.running:
