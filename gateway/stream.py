@@ -200,8 +200,7 @@ class StreamSession:
         await self.runtime.connections.close(self.admitted.key, self.subscriber)  # last: awaits
 
     def _end(self, reason: BaseException) -> BaseException:
-        """Count why the stream ends, before its last words are written (no race with
-        a client that reads them and looks at /metrics)."""
+        """Count why it ends before its last words go out (a client reads /metrics next)."""
         self.ended = reason
         metrics, api = self.runtime.metrics, self.admitted.api
         if isinstance(reason, Revoked):
@@ -305,14 +304,11 @@ class StreamSession:
         return await self._batch(park=False)
 
     async def _batch(self, park: bool) -> Batch | None:
-        """Wait for work (unless not ``park``); raise the reason the stream must end, else
-        return queued items.
-
-        Items are GapNotice, LagNotice, Reply or (entry, event name). The events-per-minute
-        window is asked for as many permits as events are queued (in a cluster, one Redis
-        call); what is granted is written, and the first event that does not fit ends the
-        stream with Throttled and is not consumed, so the client resumes right before it.
-        """
+        """Wait for work (unless not ``park``); raise why the stream must end, else return
+        queued items (GapNotice, LagNotice, Reply or (entry, event name)). The rate window
+        is asked for as many permits as events are queued (in a cluster, one Redis call);
+        the first event not granted ends the stream with Throttled, unconsumed: the client
+        resumes right before it."""
         subscriber = self.subscriber
         wake = subscriber.wake
         queue = subscriber.queue
@@ -374,8 +370,7 @@ class StreamSession:
                 return batch
 
     async def spend(self) -> None:
-        """Count one frame a proxy relays against the tier's events_per_minute; raise
-        Throttled (counted) once they are spent (CONTRACT §13)."""
+        """Count a frame a proxy relays against events_per_minute (CONTRACT §13)."""
         if self._window is not None:
             granted, retry_after = await self._window.take(1)
             if not granted:
