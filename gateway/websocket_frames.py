@@ -19,7 +19,7 @@ except ImportError:  # websockets built without its C speedups
 
 PING_FRAME = Frame(Opcode.PING, b"").serialize(mask=False)  # a heartbeat (RFC 6455 §5.5.2)
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-PROTOCOL_ERROR, INVALID_DATA, MESSAGE_TOO_BIG = 1002, 1007, 1009
+PROTOCOL_ERROR, INVALID_DATA, MESSAGE_TOO_BIG, INTERNAL_ERROR = 1002, 1007, 1009, 1011
 
 
 class FrameError(Exception):

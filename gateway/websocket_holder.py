@@ -32,6 +32,7 @@ from gateway.stream import Batch, StreamSession
 from gateway.websocket_frames import (
     BINARY,
     CLOSE,
+    INTERNAL_ERROR,
     INVALID_DATA,
     PING,
     PING_FRAME,
@@ -47,7 +48,6 @@ from gateway.websocket_publish import publish, refusal
 
 CLOSE_TIMEOUT = 10.0  # seconds the client has to answer our close frame (as uvicorn's)
 INBOX_LIMIT = 16  # messages waiting for their publish before reading pauses
-KEEPALIVE_FAILED = 1011  # RFC 6455 internal error, as websockets' ping timeout closes
 
 
 def frame_text(item: object, topic: str, enveloped: bool) -> str | None:
@@ -157,7 +157,7 @@ class HeldWebSocket(asyncio.Protocol):
         idle = self.transport.get_write_buffer_size() == 0
         timeout = self.session.runtime.config.gateway.ping_timeout
         if self.pinged_at is not None and idle and now - self.pinged_at >= timeout:
-            self._fail(KEEPALIVE_FAILED, "keepalive ping timeout")
+            self._fail(INTERNAL_ERROR, "keepalive ping timeout")  # as websockets'
             return
         if self.session.write_ping() and self.pinged_at is None and idle:
             self.pinged_at = now

@@ -26,6 +26,12 @@ class Topics(Protocol):
     def hub(self, match: TopicMatch, *, masked: bool = False) -> Hub: ...
 
 
+def feed_hub(topics: Topics, match: TopicMatch) -> Hub:
+    """The hub a topic's webhooks read. A subscription does not keep its token's scopes:
+    webhooks of a topic with a column mask are always masked (CONTRACT §7b)."""
+    return topics.hub(match, masked=match.topic.mask is not None)
+
+
 def topic_urls(public_url: str, match: TopicMatch) -> tuple[str, str]:
     """(hub URL, topic URL) as subscribers see them (``gateway.public_url``)."""
     base = public_url + match.api.base_path

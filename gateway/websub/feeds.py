@@ -21,7 +21,7 @@ from bridge.wire.websub import link_header
 from gateway.catchup import CatchUp
 from gateway.hub import Subscriber, Wake
 from gateway.metrics import Metrics
-from gateway.websub.feed import Feed, Topics, topic_urls
+from gateway.websub.feed import Feed, Topics, feed_hub, topic_urls
 from gateway.websub.worker import Workers
 
 log = logging.getLogger("streambridge.websub")
@@ -80,9 +80,7 @@ class Feeds:
             return
         parts = urlsplit(record.callback)
         host = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
-        # A subscription does not keep its token's scopes: webhooks of a topic with a
-        # column mask are always masked (CONTRACT §7b, masked is the default).
-        hub = self.topics.hub(match, masked=match.topic.mask is not None)
+        hub = feed_hub(self.topics, match)
         link = link_header(*topic_urls(self._public_url, match))
         feed = Feed(record, match, link, host, self._subscriber(), hub)
         feed.last_id = record.last_event_id

@@ -43,7 +43,7 @@ from bridge.wire.websub import (
 )
 from gateway.hub import HUB_START_SECONDS
 from gateway.websub.client import CallbackClient
-from gateway.websub.feed import Topics, topic_urls
+from gateway.websub.feed import Topics, feed_hub, topic_urls
 from gateway.websub.guard import CallbackGuard, Target
 
 log = logging.getLogger("streambridge.websub")
@@ -278,7 +278,7 @@ class Verifier:
         # (and listed): an event published once the subscriber sees it listed comes after
         # that position, so its feed, attached next, gets it. A hub started later began
         # past such an event.
-        hub = self._topics.hub(match, masked=match.topic.mask is not None)
+        hub = feed_hub(self._topics, match)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(hub.started.wait(), HUB_START_SECONDS)
         now = time.time()
