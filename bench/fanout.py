@@ -53,7 +53,11 @@ DEFAULT_DELIVERY_RATES = [20_000.0, 50_000.0, 100_000.0]
 
 
 def configure(
-    server: Gateway, queue: int, client_filters: bool = False, coalesce: str | None = None
+    server: Gateway,
+    queue: int,
+    client_filters: bool = False,
+    coalesce: str | None = None,
+    tcp_nodelay: bool = True,
 ) -> None:
     """Memory broker; an SSE API, a WebSocket subscribe API and a WebSocket publish API
     on one channel."""
@@ -62,7 +66,7 @@ def configure(
     if client_filters:  # CONTRACT §10: clients may send ?filter=
         sse["topics"][0]["client_filters"] = True
     apis = [sse, ws_subscribe_api(channel), publish_api(channel)]
-    server.configure({"type": "memory"}, apis, queue, coalesce=coalesce)
+    server.configure({"type": "memory"}, apis, queue, coalesce=coalesce, tcp_nodelay=tcp_nodelay)
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -165,6 +169,12 @@ def main() -> int:
         "--coalesce", help="gateway.coalesce for the gateway (e.g. 5ms; default off)"
     )
     parser.add_argument(
+        "--nagle",
+        action="store_true",
+        help="gateway.tcp_nodelay: false for the gateway (Nagle's algorithm on its event "
+        "streams, as nginx runs nchan's subscribers; default: TCP_NODELAY)",
+    )
+    parser.add_argument(
         "--server-root",
         type=Path,
         default=ROOT,
@@ -192,7 +202,7 @@ def main() -> int:
 
         def gateway() -> Gateway:
             server = Gateway(Path(tmp), server_core, args.server_root.resolve())
-            configure(server, args.queue, args.filter is not None, args.coalesce)
+            configure(server, args.queue, args.filter is not None, args.coalesce, not args.nagle)
             return server
 
         if args.against:

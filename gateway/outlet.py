@@ -17,6 +17,8 @@ loop's turn (or ``gateway.coalesce`` long) and written together (:class:`Coalesc
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from contextvars import Context
@@ -119,10 +121,22 @@ class Outlet:
         self.coalescer = coalescer
         self.sent = 0
         self.last_id = None
+        if coalescer is not None and not coalescer.nodelay:
+            self._nodelay(False)
+
+    def _nodelay(self, on: bool) -> None:
+        """TCP_NODELAY on the socket (set again, it also sends what Nagle's held)."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None and not self.transport.is_closing():
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, on)
 
     def release(self) -> None:
         """The stream ended: the hub no longer writes here (keep-alive may reuse it)."""
         self.flush()
+        coalescer = self.coalescer
+        if coalescer is not None and not coalescer.nodelay:
+            self._nodelay(True)  # the end of the response, and any next one, go at once
         subscriber, self.subscriber = self.subscriber, None
         if subscriber is not None and subscriber.outlet is self:
             subscriber.outlet = None
@@ -240,8 +254,9 @@ class Coalescer:
     as when the server was busy, goes out in one write per client, as the queue path
     does; one event alone goes out at once), or ``gateway.coalesce`` later."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, nodelay: bool = True) -> None:
         self.delay = delay
+        self.nodelay = nodelay  # False: streams' sockets run Nagle's (gateway.tcp_nodelay)
         self._due: list[Outlet] = []
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
 

@@ -60,7 +60,7 @@ class Runtime:
         self.cluster = None if config.cluster is None else ClusterNode(config.cluster, self.metrics)
         self.connections = Connections(self.cluster)
         # Each client's writes of one loop turn go out together (or gateway.coalesce).
-        self.coalescer = Coalescer(config.gateway.coalesce or 0.0)
+        self.coalescer = Coalescer(config.gateway.coalesce or 0.0, config.gateway.tcp_nodelay)
         self.hub_keys = HubKeys()
         # Failed POST /oauth2/token per client id or address (CONTRACT §4c).
         limits = config.gateway.limits

@@ -106,6 +106,7 @@ class Gateway(ServerProcess):
         apis: list[dict[str, Any]],
         client_queue: int = 4096,
         coalesce: str | None = None,
+        tcp_nodelay: bool = True,
         **sections: Any,
     ) -> None:
         """Write the config: the broker ``bench``, ``apis`` and one application
@@ -116,6 +117,7 @@ class Gateway(ServerProcess):
                 "state": f"sqlite:///{self.workdir / f'state-{self.port}.db'}",
                 "client_queue": client_queue,
                 **({"coalesce": coalesce} if coalesce else {}),
+                **({} if tcp_nodelay else {"tcp_nodelay": False}),
             },
             **sections,
             "brokers": {"bench": broker},

@@ -62,6 +62,12 @@ def _split(result: Result) -> str:
     return f"{user:.1f}+{1e6 * (result.server_cpu - result.server_user) / result.deliveries:.1f}"
 
 
+def _clients(result: Result) -> str:
+    """µs of the clients' CPU per delivery: on loopback the kernel charges part of a
+    send to the receiving side's process (with Nagle's algorithm, the send an ACK lets go)."""
+    return f"{1e6 * result.bench_cpu / result.deliveries:.1f}" if result.deliveries else "n/a"
+
+
 def _rows(workload: Workload, load: str, gw: Result, nc: Result) -> list[str]:
     return [
         workload.label,
@@ -72,6 +78,7 @@ def _rows(workload: Workload, load: str, gw: Result, nc: Result) -> list[str]:
         f"{gw.latency.p99_ms:.1f} / {nc.latency.p99_ms:.1f}",
         f"**{_ratio(gw.latency.p99_ms, nc.latency.p99_ms)}**",
         f"{_split(gw)} / {_split(nc)}",
+        f"{_clients(gw)} / {_clients(nc)}",
         f"{gw.kb_per_conn:.1f} / {nc.kb_per_conn:.1f}",
         f"{gw.setup_seconds:.2f} / {nc.setup_seconds:.2f}",
         f"{gw.setup_server_cpu:.2f} / {nc.setup_server_cpu:.2f}",
@@ -89,6 +96,7 @@ COLUMNS = (
     "p99 ms",
     "p99 ratio",
     "µs CPU / delivery, user+sys",
+    "clients' µs CPU / delivery",
     "idle KiB / conn",
     "N connected in s",
     "server CPU-s meanwhile",

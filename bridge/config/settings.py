@@ -92,6 +92,12 @@ class GatewaySettings(Strict):
     # Gather each client's writes for this long and write them together (issue 14): fewer
     # system calls under load, up to this much more latency. Off (None) by default.
     coalesce: Duration | None = None
+    # TCP_NODELAY on event streams (SSE, WebSocket subscribers), as asyncio and Go servers
+    # set it. false: Nagle's algorithm, as nginx leaves nchan's subscribers: while the client
+    # has not acknowledged the last packet, the kernel gathers the next events into one
+    # (fewer packets under load: about half the system time per delivery at N=1000 on
+    # loopback, BENCHMARKS.md), at the cost of up to the client's delayed-ACK time per event.
+    tcp_nodelay: bool = True
     cors: CorsSettings = CorsSettings()
     # Local files of this gateway: the durable replay logs of MQTT, AMQP and CDC channels.
     # Relative paths are relative to the working directory; unset, see data_path.

@@ -4,6 +4,7 @@ gateway.coalesce gathers into one write (issue 14)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from bridge.errors import ClientGone
 from gateway.connections import Rate
@@ -101,3 +102,43 @@ async def test_by_default_events_of_one_loop_turn_go_out_in_one_write() -> None:
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert transport.writes[1:] == [entry(3).sse_chunk(None)]
+
+
+async def test_tcp_nodelay_false_runs_the_stream_with_nagle_and_restores_it_after() -> None:
+    """gateway.tcp_nodelay: false: the socket of a claimed stream runs Nagle's algorithm
+    (as nginx runs nchan's subscribers); when the stream ends, TCP_NODELAY is back on, so
+    the response's end and any next response on the connection are not held."""
+    accepted: asyncio.Future[asyncio.Transport] = asyncio.get_running_loop().create_future()
+
+    class Accept(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted.set_result(transport)  # type: ignore[arg-type]
+
+    listener = await asyncio.get_running_loop().create_server(Accept, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    transport = await accepted
+    sock = transport.get_extra_info("socket")
+
+    def nodelay() -> int:
+        return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    try:
+        assert nodelay() == 1  # asyncio's default for TCP
+        for setting, during in ((True, 1), (False, 0)):
+            outlet = Outlet(transport)
+            outlet.claim(
+                Subscriber(8),
+                Entry.sse_chunk,
+                window=None,
+                counters={None: Value()},
+                latency=Histogram("h", "h", [1.0]),
+                coalescer=Coalescer(nodelay=setting),
+            )
+            assert nodelay() == during
+            outlet.release()
+            assert nodelay() == 1
+    finally:
+        writer.close()
+        transport.close()
+        listener.close()
