@@ -255,12 +255,17 @@ async def test_a_held_websocket_pings_publishes_fragments_and_closes_cleanly(
     assert text.count(b'"whole":true}') == 1
 
 
-@pytest.fixture(scope="module")
-def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A gateway of this module's own: fresh tier windows, a 2 s WebSocket ping timeout."""
+@pytest.fixture(scope="module", params=[True, False], ids=["tcp_nodelay", "nagle"])
+def own_server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    """A gateway of this module's own: fresh tier windows, a 2 s WebSocket ping timeout;
+    once as by default, once with ``gateway.tcp_nodelay: false`` (Nagle's algorithm on the
+    streams' sockets while they stream, TCP_NODELAY again once they end)."""
     directory = tmp_path_factory.mktemp("own")
     config = main_config(directory)
     config["gateway"]["ping_timeout"] = "2s"
+    config["gateway"]["tcp_nodelay"] = request.param
     with running_server(directory, config) as server:
         yield server
 
