@@ -106,6 +106,7 @@ class HeldWebSocket(asyncio.Protocol):
         "server",
         "session",
         "timer",
+        "topic",
         "transport",
     )
 
@@ -116,6 +117,7 @@ class HeldWebSocket(asyncio.Protocol):
         self.outlet = outlet
         self.transport = outlet.transport
         self.enveloped = enveloped
+        self.topic = session.admitted.topics[0].name  # named in every envelope
         self.server = server
         self.frames = ClientFrames(max_size)
         self.inbox: list[tuple[int, bytes]] | None = None  # messages to publish, in order
@@ -146,7 +148,7 @@ class HeldWebSocket(asyncio.Protocol):
         outlet.park(held.woken)
 
     def encode(self, entry: Entry, name: str | None) -> bytes:
-        return entry.ws_frame(name, self.session.admitted.topics[0].name, self.enveloped)
+        return entry.ws_frame(name, self.topic, self.enveloped)
 
     def keepalive(self) -> None:
         """The session's heartbeat. A ping that went straight out to an empty buffer and
