@@ -10,8 +10,9 @@ armed client's transport in its one fan-out loop, with no task woken per client.
 An outlet refuses (and the event goes to the client's bounded queue, its writer woken) when
 the transport is paused (its write buffer is over the high-water mark), closing, or the
 tier's events-per-minute window is spent: the queue path then applies the slow-client cut
-and the throttling exactly as before. An outlet's writes are gathered until the end of the
-loop's turn (or ``gateway.coalesce`` long) and written together (:class:`Coalescer`).
+and the throttling exactly as before. A client's first event of a loop turn is written at
+once; the rest of a burst in that turn are gathered until the turn ends (or, with
+``gateway.coalesce``, every event for that long) and written together (:class:`Coalescer`).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class Outlet:
         "sent",
         "subscriber",
         "transport",
+        "turn",
         "window",
     )
 
@@ -99,6 +101,7 @@ class Outlet:
         self.latency: Histogram | None = None
         self.coalescer: Coalescer | None = None
         self.pending: list[bytes] = []
+        self.turn = -1  # the coalescer's turn this outlet last wrote in at once
         self.sent = 0  # events written through the outlet, and the id of the last
         self.last_id: str | None = None
 
@@ -154,12 +157,20 @@ class Outlet:
         assert encode is not None
         data = encode(entry, name)
         coalescer = self.coalescer
+        pending = self.pending
         if coalescer is None:
             transport.write(data)
+        elif pending:
+            pending.append(data)  # behind what waits for the end of the turn
+        elif coalescer.turn != self.turn and not coalescer.delay:
+            # The client's first event of this loop turn goes out at once; a burst's next
+            # ones are gathered until the turn ends (one pass over the clients per event).
+            self.turn = coalescer.turn
+            coalescer.begun()
+            transport.write(data)
         else:
-            if not self.pending:
-                coalescer.add(self)
-            self.pending.append(data)
+            pending.append(data)
+            coalescer.add(self)
         self.sent += 1
         self.last_id = entry.id
         self.counters[name].value += 1
@@ -205,9 +216,10 @@ class Outlet:
     def flush(self) -> None:
         pending = self.pending
         if pending:
-            self.pending = []
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            pending.clear()
             if not self.transport.is_closing():
-                self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+                self.transport.write(data)
 
     # --- called by the protocol ---------------------------------------------------------
     def pause(self) -> None:
@@ -249,16 +261,24 @@ def outlet_of(scope: Mapping[str, Any]) -> Outlet | None:
 
 
 class Coalescer:
-    """The outlets written to are flushed together, one write per client: by default at
-    the end of the event loop's current turn (what a burst of events brings in one turn,
-    as when the server was busy, goes out in one write per client, as the queue path
-    does; one event alone goes out at once), or ``gateway.coalesce`` later."""
+    """The outlets written to are flushed together, one write per client: by default, a
+    client's first event of a loop turn goes out at once (one pass over the clients per
+    event) and what a burst brings after it in that turn, as when the server was busy,
+    goes out in one write at the turn's end; with ``gateway.coalesce``, every event waits
+    that long."""
 
     def __init__(self, delay: float = 0.0, nodelay: bool = True) -> None:
         self.delay = delay
         self.nodelay = nodelay  # False: streams' sockets run Nagle's (gateway.tcp_nodelay)
         self._due: list[Outlet] = []
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self.turn = 0  # counts the flushes: an outlet wrote at once in this turn, or not
+
+    def begun(self) -> None:
+        """An outlet wrote at once: the turn ends (its next events are gathered) at the
+        end of the loop's current turn."""
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_soon(self._flush)
 
     def add(self, outlet: Outlet) -> None:
         self._due.append(outlet)
@@ -271,6 +291,7 @@ class Coalescer:
 
     def _flush(self) -> None:
         self._timer = None
+        self.turn += 1
         due, self._due = self._due, []
         for outlet in due:
             outlet.flush()

@@ -91,17 +91,18 @@ async def test_coalesced_events_go_out_in_one_write_after_the_delay() -> None:
     assert transport.writes == [b"".join(entry(n).sse_chunk(None) for n in range(3))]
 
 
-async def test_by_default_events_of_one_loop_turn_go_out_in_one_write() -> None:
+async def test_by_default_a_turns_first_event_goes_at_once_and_the_rest_together() -> None:
+    """One pass over the clients per event: a client's first event of a loop turn is
+    written at once; the rest of a burst in that turn go out in one write at its end."""
     subscriber, _, transport = armed(coalescer=Coalescer())
-    subscriber.offer((entry(1), None))
-    subscriber.offer((entry(2), None))
+    for n in (1, 2, 3):
+        subscriber.offer((entry(n), None))
+    assert transport.writes == [entry(1).sse_chunk(None)]
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    assert transport.writes == [entry(1).sse_chunk(None) + entry(2).sse_chunk(None)]
-    subscriber.offer((entry(3), None))  # alone in its turn: written by itself
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    assert transport.writes[1:] == [entry(3).sse_chunk(None)]
+    assert transport.writes[1:] == [entry(2).sse_chunk(None) + entry(3).sse_chunk(None)]
+    subscriber.offer((entry(4), None))  # a new turn: at once again
+    assert transport.writes[2:] == [entry(4).sse_chunk(None)]
 
 
 async def test_tcp_nodelay_false_runs_the_stream_with_nagle_and_restores_it_after() -> None:
