@@ -15,6 +15,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bridge.config import Replay
 from bridge.cursor import EventId, event_id
@@ -22,9 +23,14 @@ from bridge.errors import ConnectorError
 from bridge.event import Event, payload_text
 from bridge.supervision import Supervisor
 from connectors.base import EARLIEST, Connector, Gap, Releasing, Replaying, Snapshotting
+from gateway.broadcast import Broadcast
 from gateway.clock import SYSTEM_CLOCK, Clock
+from gateway.outlet import Outlet
 from gateway.queueing import Entry, GapNotice, Item, Subscriber, Wake
 from pipelines import Pipeline
+
+if TYPE_CHECKING:
+    from gateway.queueing import Outlet as QueueOutlet
 
 __all__ = [
     "Entry",
@@ -108,6 +114,8 @@ class Hub:
         # continues from there, so nothing the broker still holds is lost or repeated.
         self.cursor: str | None = None
         self.subscribers: dict[Subscriber, str | None] = {}
+        # Armed clients written the same bytes and counted alike (gateway/broadcast.py).
+        self.broadcasts: dict[tuple[object, object], Broadcast] = {}
         self.idle_since = clock.monotonic()
         self.on_idle: Callable[[], None] = lambda: None  # its last subscriber just left
         # Set once the hub knows its position in the channel (``cursor``), so a client
@@ -185,11 +193,40 @@ class Hub:
         self.log_chars += len(entry.payload)
         self._trim(now)
         items: dict[str | None, tuple[Entry, str | None]] = {}  # one tuple per event name
+        joining = []
         for subscriber, name in self.subscribers.items():
+            if subscriber.member is not None:
+                continue  # written by its broadcast, below
             item = items.get(name)
             if item is None:
                 item = items[name] = (entry, name)
             subscriber.offer(item)
+            outlet = subscriber.outlet
+            if outlet is not None and outlet.shareable and name is None:
+                joining.append(subscriber)
+        # After the loop above: a member a write pauses leaves its broadcast with this event
+        # written, and is not offered it again; a newcomer is not written it twice.
+        for broadcast in self.broadcasts.values():
+            if broadcast.transports:
+                broadcast.send(entry)
+        for subscriber in joining:
+            outlet = subscriber.outlet
+            if outlet is not None:  # still armed
+                self._broadcast(subscriber, outlet)
+
+    def _broadcast(self, subscriber: Subscriber, outlet: QueueOutlet) -> None:
+        """An armed client joins the broadcast of its bytes and counter from now on."""
+        if type(subscriber) is not Subscriber or not isinstance(outlet, Outlet):
+            return  # a gated client's events go through its gate
+        if outlet.encode is None:
+            return
+        counter = outlet.counters[None]
+        broadcast = self.broadcasts.get((outlet.encode, counter))
+        if broadcast is None:
+            assert outlet.latency is not None and outlet.coalescer is not None  # shareable
+            broadcast = Broadcast(outlet.encode, counter, outlet.latency, outlet.coalescer)
+            self.broadcasts[(outlet.encode, counter)] = broadcast
+        broadcast.join(subscriber, outlet)
 
     def _trim(self, now: float) -> None:
         log_ = self.log
@@ -295,6 +332,8 @@ class Hub:
 
     def detach(self, subscriber: Subscriber) -> None:
         self.subscribers.pop(subscriber, None)
+        if subscriber.member is not None:
+            subscriber.member.leave(subscriber)
         if not self.subscribers:
             self.idle_since = self._clock.monotonic()
             self.on_idle()

@@ -76,6 +76,11 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
+    def observe_many(self, value: float, times: int) -> None:
+        """``times`` observations of ``value`` (one event written to many clients)."""
+        self.counts[bisect_left(self.bounds, value)] += times
+        self.sum += value * times
+
     def cumulative(self) -> tuple[list[tuple[str, float]], float]:
         cumulative, buckets = 0.0, []
         for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):

@@ -34,6 +34,16 @@ if TYPE_CHECKING:
 OUTLET = "streambridge.outlet"  # the ASGI scope extension holding the connection's Outlet
 
 Encode = Callable[[Entry, "str | None"], bytes]
+# What a client's own stream does not change: its outlet may share a broadcast.
+SHAREABLE: frozenset[object] = frozenset({Entry.sse_chunk, Entry.ws_plain})
+
+
+class Group(Protocol):
+    """The hub's broadcast an outlet is a member of (gateway/broadcast.py)."""
+
+    def flush(self) -> None: ...
+
+    def settle(self, outlet: Outlet) -> None: ...
 
 
 class Permits(Protocol):
@@ -74,15 +84,18 @@ class Outlet:
 
     __slots__ = (
         "_drain",
+        "base",
         "coalescer",
         "counters",
         "encode",
+        "group",
         "last_id",
         "latency",
         "owner",
         "paused",
         "pending",
         "sent",
+        "shareable",
         "subscriber",
         "transport",
         "turn",
@@ -102,6 +115,9 @@ class Outlet:
         self.coalescer: Coalescer | None = None
         self.pending: list[bytes] = []
         self.turn = -1  # the coalescer's turn this outlet last wrote in at once
+        self.group: Group | None = None  # the hub's broadcast it is a member of
+        self.base = 0  # the broadcast's count when this outlet's sent was last settled
+        self.shareable = False  # may join a broadcast (gateway/broadcast.py)
         self.sent = 0  # events written through the outlet, and the id of the last
         self.last_id: str | None = None
 
@@ -122,6 +138,14 @@ class Outlet:
         self.counters = counters
         self.latency = latency
         self.coalescer = coalescer
+        # Bytes alike for many clients, counted alike, not throttled, written at once.
+        self.shareable = (
+            window is None
+            and encode in SHAREABLE
+            and list(counters) == [None]
+            and coalescer is not None
+            and not coalescer.delay
+        )
         self.sent = 0
         self.last_id = None
         if coalescer is not None and not coalescer.nodelay:
@@ -137,13 +161,20 @@ class Outlet:
     def release(self) -> None:
         """The stream ended: the hub no longer writes here (keep-alive may reuse it)."""
         self.flush()
+        self.shareable = False
+        subscriber, self.subscriber = self.subscriber, None
+        if subscriber is not None and subscriber.outlet is self:
+            subscriber.disarm()  # and leaves its broadcast
         coalescer = self.coalescer
         if coalescer is not None and not coalescer.nodelay:
             self._nodelay(True)  # the end of the response, and any next one, go at once
-        subscriber, self.subscriber = self.subscriber, None
-        if subscriber is not None and subscriber.outlet is self:
-            subscriber.outlet = None
         self.encode = None
+
+    def tally(self) -> int:
+        """Events written through the outlet since the stream last took the count."""
+        if self.group is not None:
+            self.group.settle(self)
+        return self.sent
 
     def deliver(self, entry: Entry, name: str | None) -> bool:
         """Write one event now; False when it must take the queue path instead."""
@@ -214,6 +245,8 @@ class Outlet:
         return True
 
     def flush(self) -> None:
+        if self.group is not None:
+            self.group.flush()  # before anything else is written to the client
         pending = self.pending
         if pending:
             data = pending[0] if len(pending) == 1 else b"".join(pending)
@@ -270,7 +303,7 @@ class Coalescer:
     def __init__(self, delay: float = 0.0, nodelay: bool = True) -> None:
         self.delay = delay
         self.nodelay = nodelay  # False: streams' sockets run Nagle's (gateway.tcp_nodelay)
-        self._due: list[Outlet] = []
+        self._due: list[Outlet | Group] = []
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self.turn = 0  # counts the flushes: an outlet wrote at once in this turn, or not
 
@@ -280,7 +313,7 @@ class Coalescer:
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_soon(self._flush)
 
-    def add(self, outlet: Outlet) -> None:
+    def add(self, outlet: Outlet | Group) -> None:
         self._due.append(outlet)
         if self._timer is None:
             loop = asyncio.get_running_loop()

@@ -85,6 +85,10 @@ class Entry:
             chunk = wire[(0, event_name)] = b"%x\r\n%b\r\n" % (len(frame), frame)
         return chunk
 
+    def ws_plain(self, event_name: str | None) -> bytes:
+        """The WebSocket frame of the payload alone (a stream without envelopes)."""
+        return self.ws_frame(event_name, "", False)
+
     def ws_frame(self, event_name: str | None, topic: str, enveloped: bool) -> bytes:
         """The unmasked WebSocket text frame (RFC 6455 §5.2), header and payload, built once
         for every client: the payload, or its ``streambridge.v1`` envelope."""
@@ -175,26 +179,27 @@ class Gate(Protocol):
 class Outlet(Protocol):
     """The direct way to a client's socket (gateway/outlet.py) as the queue sees it."""
 
+    shareable: bool  # may join a hub's broadcast
+
     def deliver(self, entry: Entry, name: str | None) -> bool: ...
 
 
-class Wake:
-    """``asyncio.Event`` for a single waiter (the client's writer), without its overhead.
+class Member(Protocol):  # a hub's broadcast (gateway/broadcast.py), as members see it
+    def leave(self, subscriber: Subscriber) -> None: ...
 
-    ``set`` is called once per event per client on the fan-out path; it only resolves the
-    writer's future when one is armed. ``waiter()`` arms one without a coroutine frame.
-    """
+
+class Wake:
+    """``asyncio.Event`` for a single waiter (the client's writer), without its overhead:
+    ``set`` only resolves the writer's future when ``waiter()`` armed one (no coroutine)."""
 
     __slots__ = ("_flag", "_loop", "_waiter", "callback")
 
     def __init__(self) -> None:
         self._flag = False
-        # Called by ``set`` when no writer waits: a stream held without a task of its own
-        # (gateway/sse_holder.py) starts its writer then.
+        # Called by ``set`` when no writer waits: a held stream starts its writer then.
         self.callback: Callable[[], None] | None = None
         self._waiter: asyncio.Future[None] | None = None
-        # Bound at the first wait, like asyncio.Event; looking the running loop up on
-        # every wait costs a getpid() system call on Python 3.11.
+        # Bound at the first wait: looking the loop up costs a getpid() on Python 3.11.
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def is_set(self) -> bool:
@@ -245,6 +250,7 @@ class Subscriber:
         "gate",
         "held",
         "limit",
+        "member",
         "on_overflow",
         "outlet",
         "overflowed",
@@ -272,6 +278,7 @@ class Subscriber:
         # Armed by the parked writer when nothing is queued: live events are then written
         # straight to the client's socket by the hub (gateway/outlet.py).
         self.outlet: Outlet | None = None
+        self.member: Member | None = None  # the hub's broadcast writing to it (armed)
 
     def arm(self, outlet: Outlet) -> None:
         """The writer parks with nothing queued: the hub may write past the queue."""
@@ -279,7 +286,11 @@ class Subscriber:
             self.outlet = outlet
 
     def disarm(self) -> None:
+        """Events take the queue from now on (the hub's broadcast, if any, is left)."""
         self.outlet = None
+        member = self.member
+        if member is not None:
+            member.leave(self)
 
     def backfill(self, items: list[Item]) -> None:
         """A resumed client's backlog, before any live output; through the gate, if any."""
@@ -299,7 +310,7 @@ class Subscriber:
         if outlet is not None:
             if type(item) is tuple and outlet.deliver(item[0], item[1]):
                 return
-            self.outlet = None  # from now on in order through the queue, writer woken
+            self.disarm()  # from now on in order through the queue, writer woken
         if self.overflowed:
             return
         held = self.held
@@ -343,12 +354,12 @@ class Subscriber:
 
     def push(self, item: Item) -> None:
         """An answer of the stream's own (a WebSocket reply): after what is queued."""
-        self.outlet = None
+        self.disarm()
         self.queue.append(item)
         self.wake.set()
 
     def hold(self, *, spill: bool = False) -> None:
-        self.outlet = None
+        self.disarm()
         self.held = deque()
         self.spill = spill
         self.spilled = False
@@ -369,7 +380,7 @@ class Subscriber:
         """End the stream from outside (revocation, API blocked, shutdown)."""
         if self.closed is None:
             self.closed = reason
-        self.outlet = None
+        self.disarm()
         self.wake.set()
 
 

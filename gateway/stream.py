@@ -239,7 +239,7 @@ class StreamSession:
     def settle(self) -> None:
         """Fold what the outlet wrote into the stream's counts (before newer writes)."""
         outlet = self.outlet
-        if outlet is not None and outlet.sent:
+        if outlet is not None and outlet.tally():
             self.sent += outlet.sent
             self.last_id = outlet.last_id
             outlet.sent = 0

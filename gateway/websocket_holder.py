@@ -141,7 +141,7 @@ class HeldWebSocket(asyncio.Protocol):
         held = cls(session, outlet, enveloped, max_size, server)
         hand_over(held)
         server.connections.add(held)
-        session.claim(outlet, held.encode, PING_FRAME)
+        session.claim(outlet, held.encode if enveloped else Entry.ws_plain, PING_FRAME)
         session.keepalive = held.keepalive
         if held.transport.is_closing():  # gone before it was held
             session.subscriber.close(ClientGone("client disconnected"))
