@@ -128,7 +128,9 @@ async def test_two_mqtt_copiers_that_both_claim_never_both_append(
     the stale one, and readers get each message once, in order."""
     channel = f"clog/{uuid.uuid4().hex[:8]}"
     leases = Unfenced()
-    async with AsyncExitStack() as stack:
+    # Within pytest-timeout's 120 s, so a hang (seen once in about a dozen full runs, in
+    # ci24) fails with the line it waited on instead of a dump of idle threads.
+    async with asyncio.timeout(90), AsyncExitStack() as stack:
         a = await stack.enter_async_context(node("mqtt", MQTT, kafka, leases))
         b = await stack.enter_async_context(node("mqtt", MQTT, kafka, leases))
         a._use(channel)

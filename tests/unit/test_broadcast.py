@@ -107,9 +107,7 @@ async def test_a_member_its_write_pauses_leaves_and_its_next_events_queue_in_ord
     assert fast.received() == [1, 2, 3, 4] and not fast.subscriber.queue
 
 
-async def test_a_burst_goes_first_event_then_one_write_and_a_leaver_gets_its_part() -> (
-    None
-):
+async def test_a_burst_goes_first_event_then_one_write_and_a_leaver_gets_its_part() -> None:
     hub, coalescer, counter = make_hub(Clock()), Coalescer(), Value()
     a, b = Client(hub, coalescer, counter), Client(hub, coalescer, counter)
     emit(hub, 1)
