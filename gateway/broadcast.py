@@ -56,7 +56,7 @@ class Broadcast:
         self.count = 0  # events sent to the members, and the id of the last
         self.last_id: str | None = None
         self.pending: list[bytes] = []  # a burst's events after the first, this turn
-        self.turn = -1  # the coalescer's turn the last event went out at once in
+        self.turn = -1  # the coalescer's turn the last event went out at once in (at_once)
 
     def join(self, subscriber: Subscriber, outlet: Outlet) -> None:
         outlet.flush()  # the client's own gathered writes go first
@@ -97,9 +97,7 @@ class Broadcast:
         pending = self.pending
         if pending:
             pending.append(data)
-        elif self.turn != coalescer.turn:
-            self.turn = coalescer.turn
-            coalescer.begun()
+        elif coalescer.at_once(self):
             for transport in transports:
                 if not transport.is_closing():
                     transport.write(data)  # may pause it: it then leaves (a new list)

@@ -46,6 +46,14 @@ class Group(Protocol):
     def settle(self, outlet: Outlet) -> None: ...
 
 
+class Gathered(Protocol):
+    """What a :class:`Coalescer` gathers writes for: an outlet, or a hub's broadcast."""
+
+    turn: int  # the coalescer's turn it last wrote in at once
+
+    def flush(self) -> None: ...
+
+
 class Permits(Protocol):
     """The tier's events-per-minute window, as a direct write asks it (connections.Rate)."""
 
@@ -193,11 +201,7 @@ class Outlet:
             transport.write(data)
         elif pending:
             pending.append(data)  # behind what waits for the end of the turn
-        elif coalescer.turn != self.turn and not coalescer.delay:
-            # The client's first event of this loop turn goes out at once; a burst's next
-            # ones are gathered until the turn ends (one pass over the clients per event).
-            self.turn = coalescer.turn
-            coalescer.begun()
+        elif coalescer.at_once(self):
             transport.write(data)
         else:
             pending.append(data)
@@ -303,17 +307,21 @@ class Coalescer:
     def __init__(self, delay: float = 0.0, nodelay: bool = True) -> None:
         self.delay = delay
         self.nodelay = nodelay  # False: streams' sockets run Nagle's (gateway.tcp_nodelay)
-        self._due: list[Outlet | Group] = []
+        self._due: list[Gathered] = []
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self.turn = 0  # counts the flushes: an outlet wrote at once in this turn, or not
 
-    def begun(self) -> None:
-        """An outlet wrote at once: the turn ends (its next events are gathered) at the
-        end of the loop's current turn."""
-        if self._timer is None:
+    def at_once(self, writer: Gathered) -> bool:
+        """Whether the writer's event goes out now: its first of this loop turn (without
+        ``gateway.coalesce``); a burst's next ones are gathered until the turn ends."""
+        if self.delay or writer.turn == self.turn:
+            return False
+        writer.turn = self.turn
+        if self._timer is None:  # the turn ends at the end of the loop's current turn
             self._timer = asyncio.get_running_loop().call_soon(self._flush)
+        return True
 
-    def add(self, outlet: Outlet | Group) -> None:
+    def add(self, outlet: Gathered) -> None:
         self._due.append(outlet)
         if self._timer is None:
             loop = asyncio.get_running_loop()
