@@ -8,6 +8,12 @@ strategy. A task that returns is done. Cancellation is never caught: leaving the
 ``async with`` block cancels and awaits every task, so nothing outlives its owner and no
 failure is swallowed by ``gather(return_exceptions=True)``.
 
+Cancellation is level-triggered, as in Trio and AnyIO: a task told to stop is never
+restarted, and one still running ``recancel_after`` seconds later is warned about and
+cancelled again, until it ends. Code that loses a cancellation (Python 3.11's
+``asyncio.wait_for`` does when the awaited result arrives in the same loop turn) then
+cannot keep its owner from stopping.
+
 ``failing()`` names the tasks that failed ``failing_after`` times in a row without a
 healthy run between, so ``/readyz`` can say which part of the gateway keeps failing; a
 task whose current run has lasted ``HEALTHY_AFTER``, or that said so (``healthy``), is
@@ -31,6 +37,7 @@ FIRST_DELAY = 0.1
 MAX_DELAY = 30.0
 FAILING_AFTER = 3
 HEALTHY_AFTER = 30.0  # seconds a run must last before its failure streak is forgotten
+RECANCEL_AFTER = 5.0  # seconds a cancelled task has to end before it is cancelled again
 
 
 @dataclass(slots=True)
@@ -43,6 +50,7 @@ class _Child:
     restarts: int = 0
     last_error: str = ""
     started: float | None = None  # when the current run began; None between runs
+    stopping: bool = False  # cancelled by the supervisor: never restarted
 
 
 class Supervisor:
@@ -61,8 +69,10 @@ class Supervisor:
         max_delay: float = MAX_DELAY,
         failing_after: int = FAILING_AFTER,
         clock: Callable[[], float] = time.monotonic,
+        recancel_after: float = RECANCEL_AFTER,
     ) -> None:
         self.owner = owner
+        self._recancel_after = recancel_after
         self._on_failure = on_failure
         self._first_delay = first_delay
         self._max_delay = max_delay
@@ -85,8 +95,7 @@ class Supervisor:
         group, self._group = self._group, None
         assert group is not None
         for child in self._children.values():
-            if child.task is not None:
-                child.task.cancel()
+            self._stop(child)
         # The children never raise (failures are handled in _keep), so the group only
         # waits for their cancellation here.
         await group.__aexit__(exc_type, exc, tb)
@@ -111,8 +120,29 @@ class Supervisor:
         child = self._children.pop(name, None)
         if child is None or child.task is None:
             return None
-        child.task.cancel()
+        self._stop(child)
         return child.task
+
+    def _stop(self, child: _Child) -> None:
+        """Cancel ``child``, and again every ``recancel_after`` seconds until it ends."""
+        task = child.task
+        if task is None or task.done():
+            return
+        child.stopping = True
+        loop = task.get_loop()
+
+        def again() -> None:
+            if task.done():
+                return
+            log.warning(
+                "task still running after its cancellation; cancelling it again",
+                extra={"task": task.get_name(), "owner": self.owner},
+            )
+            task.cancel()
+            loop.call_later(self._recancel_after, again)
+
+        task.cancel()
+        loop.call_later(self._recancel_after, again)
 
     def running(self, name: str) -> bool:
         child = self._children.get(name)
@@ -149,6 +179,8 @@ class Supervisor:
                     child.streak = 0
                     return
                 except Exception as exc:  # the supervisor's job: log, count, restart
+                    if child.stopping:  # told to stop: what it raised on the way is moot
+                        raise asyncio.CancelledError from exc
                     child.started = None
                     if self._clock() - started >= HEALTHY_AFTER:
                         child.streak, delay = 0, self._first_delay

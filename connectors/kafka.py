@@ -138,7 +138,8 @@ class KafkaConnector(AsyncResource):
     async def ready(self) -> bool:
         _, admin = self._clients()
         try:
-            await asyncio.wait_for(admin.describe_cluster(), 1.5)
+            async with asyncio.timeout(1.5):
+                await admin.describe_cluster()
         except (KafkaError, OSError, TimeoutError):
             up = False
         else:
@@ -215,7 +216,8 @@ class KafkaConnector(AsyncResource):
             )
             # Shielded: the producer's own future is not ours to cancel. TimeoutError is
             # an OSError, so _errors maps it.
-            metadata = await asyncio.wait_for(asyncio.shield(sent), confirm_within)
+            async with asyncio.timeout(confirm_within):
+                metadata = await asyncio.shield(sent)
         return int(metadata.offset)
 
     @asynccontextmanager

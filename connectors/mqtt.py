@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRY = 3600  # seconds the broker keeps a QoS >= 1 session while disconnected
 FIRST_CONNECT = 5.0  # seconds __aenter__ waits for the first connection (it never fails)
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 10.0
+T = TypeVar("T")
 _JITTER = secrets.SystemRandom()  # spreads reconnects of many gateways
 
 
@@ -84,6 +87,24 @@ def message_event(message: aiomqtt.Message) -> Event:
         key=_key(properties),
         headers=headers,
     )
+
+
+class Client(aiomqtt.Client):
+    """aiomqtt's client, waiting for the broker's answers with ``asyncio.timeout``.
+
+    aiomqtt waits with ``asyncio.wait_for``, which on Python 3.11 returns the answer when a
+    cancellation arrives in the same loop turn as the answer, and so swallows the
+    cancellation (CPython gh-86296, fixed in 3.12 by this same rewrite). A task cancelled
+    that way went on subscribing and reading, and the supervisor stopping it waited for ever.
+    """
+
+    async def _wait_for(self, fut: Awaitable[T], timeout: float | None) -> T:  # noqa: ASYNC109 (aiomqtt's signature)
+        seconds = self.timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(None if seconds == math.inf else seconds):
+                return await fut
+        except TimeoutError:
+            raise aiomqtt.MqttError("Operation timed out") from None
 
 
 def _properties(packet_type: int) -> Properties:
@@ -137,7 +158,7 @@ class MqttConnector(AsyncResource):
         persistent = self.settings.qos >= 1
         properties = _properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = SESSION_EXPIRY if persistent else 0
-        return aiomqtt.Client(
+        return Client(
             url.hostname or "127.0.0.1",
             url.port or 1883,
             username=unquote(url.username) if url.username else None,
@@ -194,7 +215,8 @@ class MqttConnector(AsyncResource):
         stack.callback(self._close)  # first of all on the way out
         supervisor.spawn(f"mqtt-{self.name}", self._run)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), FIRST_CONNECT)
+            async with asyncio.timeout(FIRST_CONNECT):
+                await self._connected.wait()
 
     def _close(self) -> None:
         self._closed = True

@@ -313,7 +313,8 @@ class Hub:
         ):
             return None
         try:
-            await asyncio.wait_for(self.started.wait(), HUB_START_SECONDS)
+            async with asyncio.timeout(HUB_START_SECONDS):
+                await self.started.wait()
         except TimeoutError:
             return None
         subscriber.hold(spill=not snapshot)

@@ -43,7 +43,8 @@ class IdleHubs:
     async def released_within(self, seconds: float) -> None:
         """Wait until a hub is released or ``seconds`` pass."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._release_now.wait(), max(0.0, seconds))
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self._release_now.wait()
         self._release_now.clear()
 
     async def close(self) -> None:

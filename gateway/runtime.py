@@ -375,7 +375,8 @@ class Runtime:
         checks: dict[str, bool] = {"state": self.store is not None and await self.store.ping()}
         for name, connector in self.connectors.items():
             try:
-                checks[f"broker:{name}"] = await asyncio.wait_for(connector.ready(), 2.0)
+                async with asyncio.timeout(2.0):
+                    checks[f"broker:{name}"] = await connector.ready()
             except (TimeoutError, BridgeError, OSError):
                 checks[f"broker:{name}"] = False
         for name in self.failing_tasks():

@@ -35,6 +35,7 @@ from bridge.errors import ConnectorError
 from connectors.amqp import message_event as amqp_event
 from connectors.cluster.appender import Appender
 from connectors.cluster.fence import log_topic
+from connectors.mqtt import Client as MqttClient
 from connectors.mqtt import message_event as mqtt_event
 
 RECEIVE_MAXIMUM = 16  # MQTT messages a copier may hold unacknowledged
@@ -79,7 +80,7 @@ class MqttSource:
         properties = _properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = SESSION_EXPIRY
         properties.ReceiveMaximum = RECEIVE_MAXIMUM
-        client = aiomqtt.Client(
+        client = MqttClient(
             url.hostname or "127.0.0.1",
             url.port or 1883,
             username=unquote(url.username) if url.username else None,

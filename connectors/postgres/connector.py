@@ -78,7 +78,8 @@ class PostgresCdcConnector(AsyncResource):
         stack.callback(self._poller.close)  # first of all on the way out
         supervisor.spawn(f"postgres-cdc-{self.name}", self._poller.run)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._poller.first_round(), FIRST_CONNECT)
+            async with asyncio.timeout(FIRST_CONNECT):
+                await self._poller.first_round()
 
     async def ready(self) -> bool:
         return self._poller.ready()

@@ -247,7 +247,8 @@ class Poller:
                 await self._check_tables(slot)
             if drained:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._poke.wait(), POLL_INTERVAL)
+                    async with asyncio.timeout(POLL_INTERVAL):
+                        await self._poke.wait()
 
     async def _poll(self, slot: Slot) -> bool:
         """One round: store what the slot holds, then advance it; whether it was read to

@@ -280,7 +280,8 @@ class Verifier:
         # past such an event.
         hub = feed_hub(self._topics, match)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(hub.started.wait(), HUB_START_SECONDS)
+            async with asyncio.timeout(HUB_START_SECONDS):
+                await hub.started.wait()
         now = time.time()
         record = WebSubRecord(
             id=uuid.uuid4().hex,

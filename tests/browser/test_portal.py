@@ -7,13 +7,14 @@ by ``STREAMBRIDGE_SCREENSHOTS`` (``make screenshots`` sets docs/img), else to a 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
 from pathlib import Path
 
 import httpx
-from playwright.async_api import FilePayload, Page, expect
+from playwright.async_api import FilePayload, Page, Route, expect
 
 from tests.browser.portal_setup import (
     WAIT_MS,
@@ -54,6 +55,36 @@ async def test_sign_up_then_the_catalogue_and_an_api_page(
     download = await info.value
     assert download.suggested_filename == "Ticker-1.0.0-asyncapi.json"
     assert json.loads(Path(await download.path()).read_text())["asyncapi"] == "3.0.0"
+
+
+async def test_a_late_catalogue_does_not_replace_the_sign_up_form(page: Page, demo: Demo) -> None:
+    """A developer who opens Sign up before the start page's catalogue has come keeps the
+    form: the catalogue, answered late, is not shown over it (CI once saw the form vanish
+    under the test's typing)."""
+    held: asyncio.Future[Route] = asyncio.get_running_loop().create_future()
+
+    async def hold(route: Route) -> None:
+        if not held.done():
+            held.set_result(route)
+        else:
+            await route.continue_()
+
+    await page.route("**/portal/api/apis", hold)
+    await page.goto(demo.portal)
+    async with asyncio.timeout(WAIT_MS / 1000):
+        first = await held  # the start page asked for the catalogue
+    await page.get_by_role("link", name="Sign up").click()
+    await expect(page.get_by_role("heading", name="Sign up", level=1)).to_be_visible()
+    async with page.expect_response("**/portal/api/apis") as answered:
+        await first.continue_()
+    await (await answered.value).finished()
+    await expect(page.get_by_role("heading", name="Sign up", level=1)).to_be_visible()
+    await expect(page.get_by_role("list", name="APIs")).to_have_count(0)
+    name = username()
+    await page.get_by_label("Username").fill(name)
+    await page.get_by_label("Password").fill("correct-horse")
+    await page.get_by_role("button", name="Sign up").click()
+    await expect(page.get_by_text(f"Signed in as {name}")).to_be_visible()
 
 
 async def test_a_newcomer_subscribes_and_watches_live_prices(

@@ -4,6 +4,7 @@ every task when its block ends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -155,3 +156,55 @@ async def test_a_task_that_says_it_is_healthy_is_no_longer_failing_at_once() -> 
         sup.healthy("copier:mqtt a/b")  # its session began
         assert sup.failing() == {}
         sup.healthy("unknown")  # a task that is gone: nothing to forget
+
+
+async def _loses_its_first_cancellation(started: asyncio.Event) -> None:
+    """As code under Python 3.11's ``asyncio.wait_for`` can: the cancellation arrives as the
+    awaited answer does, and the answer wins."""
+    started.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()
+
+
+async def test_a_task_that_loses_its_cancellation_and_fails_is_not_restarted() -> None:
+    runs = 0
+    started = asyncio.Event()
+
+    async def session() -> None:
+        nonlocal runs
+        runs += 1
+        await _loses_its_first_cancellation(started)
+        raise ConnectionError("broker mq: disconnected")  # as a session that was cut
+
+    async with asyncio.timeout(5):
+        async with Supervisor("test", first_delay=0.001) as sup:
+            sup.spawn("copier", session)
+            await started.wait()
+    assert runs == 1
+
+
+async def test_a_task_that_loses_its_cancellation_and_goes_on_is_cancelled_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started, ended = asyncio.Event(), asyncio.Event()
+
+    async def session() -> None:
+        await _loses_its_first_cancellation(started)
+        try:
+            await asyncio.Event().wait()  # reading on, as if never told to stop
+        finally:
+            ended.set()
+
+    async with asyncio.timeout(5):
+        async with Supervisor("test", recancel_after=0.01) as sup:
+            sup.spawn("one", session)
+            await started.wait()
+            task = sup.cancel("one")
+            assert task is not None
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert ended.is_set()
+            started.clear()
+            sup.spawn("two", session)
+            await started.wait()
+    assert "cancelling it again" in caplog.text

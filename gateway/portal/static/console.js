@@ -6,11 +6,13 @@
 const ACTIONS = [["publish", "Publish"], ["deprecate", "Deprecate"], ["retire", "Retire"], ["block", "Block"], ["unblock", "Unblock"]];
 
 async function consoleView() {
+  const shown = current();
   const [apis, subscriptions, deadLetters] = await Promise.all([
     call("GET", "/manage/apis"),
     call("GET", "/manage/subscriptions"),
     call("GET", "/manage/webhooks/deadletters"),
   ]);
+  if (!shown()) return;
   const apiRows = apis.map((api) => {
     const path = `/manage/apis/${encodeURIComponent(api.name)}/${encodeURIComponent(api.version)}/lifecycle`;
     return h("tr", { "aria-label": `${api.name} ${api.version}` },
@@ -53,6 +55,7 @@ async function consoleView() {
       : h("p", {}, "No dead letters."),
   );
   await poll();
+  if (!shown()) return;
   state.timer = setInterval(poll, 1000);
 }
 

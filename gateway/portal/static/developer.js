@@ -3,7 +3,9 @@
 
 // --- the catalogue and an API's page -------------------------------------------------------
 async function catalogueView() {
+  const shown = current();
   const apis = await call("GET", "/apis");
+  if (!shown()) return;
   show(
     h("h1", {}, "APIs"),
     h(
@@ -52,9 +54,11 @@ function asyncApiSummary(doc) {
 }
 
 async function apiView(name, version) {
+  const shown = current();
   const api = await call("GET", `/apis/${encodeURIComponent(name)}/${encodeURIComponent(version)}`);
   const developer = state.session && state.session.role === "developer";
   const apps = developer ? await call("GET", "/applications") : [];
+  if (!shown()) return;
   const rows = api.topics.map((topic) =>
     h(
       "tr",
@@ -241,7 +245,9 @@ function tryIt(api, topic) {
 
 // --- a developer's applications ----------------------------------------------------------------
 async function applicationsView() {
+  const shown = current();
   const apps = await call("GET", "/applications");
+  if (!shown()) return;
   const create = h("form", { "aria-label": "Create application" },
     field("Application name", { name: "name", required: true }),
     h("button", { type: "submit" }, "Create application"));

@@ -4,7 +4,7 @@
 // developer.js and console.js add the views; the last of them starts the page.
 "use strict";
 
-const state = { session: null, token: "", live: null, timer: null, chart: {} };
+const state = { session: null, token: "", live: null, timer: null, chart: {}, view: 0 };
 
 // --- DOM helpers ---------------------------------------------------------------------------
 function h(tag, attrs, ...children) {
@@ -137,7 +137,15 @@ const signOut = guard(async () => {
   location.hash = "#/";
 });
 
+// A view that waits for the server shows itself only if no navigation came meanwhile: the
+// catalogue the page starts with, answered late, must not replace the sign-up form.
+function current() {
+  const view = state.view;
+  return () => view === state.view;
+}
+
 async function route() {
+  state.view++;
   stopLive();
   clearInterval(state.timer);
   notice("");
