@@ -27,21 +27,37 @@ class TopicMatch:
     channel: str  # backend channel, e.g. orders.eu
 
 
+MATCHES_KEPT = 4096  # topic names an API entry remembers the match of (then it forgets)
+
+
 @dataclass(slots=True)
 class ApiEntry:
     api: Api
     templates: list[tuple[PathTemplate, Topic]] = field(default_factory=list)
+    # Matches by name: a reconnect storm names the same few topics thousands of times. An
+    # entry lives as long as its catalogue, so a changed API starts with none.
+    _matches: dict[str, TopicMatch | None] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, api: Api) -> ApiEntry:
         return cls(api, [(PathTemplate.compile(t.name), t) for t in api.topics])
 
     def topic(self, name: str) -> TopicMatch | None:
+        matches = self._matches
+        try:
+            return matches[name]
+        except KeyError:
+            pass
+        found = None
         for template, topic in self.templates:
             values = template.match(name)
             if values is not None:
-                return TopicMatch(self.api, topic, name, fill(topic.channel, values))
-        return None
+                found = TopicMatch(self.api, topic, name, fill(topic.channel, values))
+                break
+        if len(matches) >= MATCHES_KEPT:  # names a client chose: never more than this many
+            matches.clear()
+        matches[name] = found
+        return found
 
 
 class Catalog:

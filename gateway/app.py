@@ -8,7 +8,6 @@ client and the API.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,7 +23,7 @@ from gateway.access import admit, query_params, refused
 from gateway.cors import Cors
 from gateway.edge import BodyLimit
 from gateway.errors import answer, problem
-from gateway.logs import fields_scope
+from gateway.logs import connection_id, fields_scope
 from gateway.management import document_api_body
 from gateway.management import router as management_router
 from gateway.oauth import router as oauth_router
@@ -53,7 +52,7 @@ class Gateway:
         if scope["type"] in ("http", "websocket") and not scope["path"].startswith(
             RESERVED_PREFIXES
         ):
-            with fields_scope(connection=secrets.token_hex(6)):
+            with fields_scope(connection=connection_id()):
                 if scope["type"] == "websocket":
                     await serve_websocket(self.runtime, scope, receive, send, _headers(scope))
                 else:

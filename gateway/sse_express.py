@@ -15,14 +15,13 @@ request as it always did, answers included.
 from __future__ import annotations
 
 import contextvars
-import secrets
 from urllib.parse import parse_qsl
 
 from bridge.config import RESERVED_PREFIXES
 from bridge.errors import AccessDenied
 from gateway.access import admit_now
 from gateway.cors import Cors
-from gateway.logs import bind
+from gateway.logs import bind, connection_id
 from gateway.outlet import Outlet
 from gateway.runtime import Runtime
 from gateway.sse import FIRST, HEADERS, PING_CHUNK
@@ -66,7 +65,7 @@ class SseExpress:
         query = parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)
         if any(name in _FULL_PATH_QUERY for name, _ in query):
             return False
-        bind(connection=secrets.token_hex(6))  # as Gateway._dispatch
+        bind(connection=connection_id())  # as Gateway._dispatch
         admitted = admit_now(self.runtime, path=path, headers=headers, query=query)
         if admitted is None:
             return False
