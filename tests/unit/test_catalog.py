@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bridge.catalog import Catalog
+from bridge.catalog import MATCHES_KEPT, Catalog
 from bridge.config import Api, Config, parse_config
 from tests.unit.catalogs import catalog_of
 
@@ -204,6 +204,27 @@ def test_path_parameters_fill_the_channel(catalog: Catalog, name: str, channel: 
 )
 def test_unsafe_or_unknown_topic_names_do_not_match(catalog: Catalog, name: str) -> None:
     assert _entry(catalog).topic(name) is None
+
+
+def test_a_changed_api_matches_its_topics_anew(catalog: Catalog) -> None:
+    """Matches are remembered per API entry (a reconnect storm names the same topics):
+    one put again with another channel is matched against its new topics."""
+    before = _entry(catalog).topic("/by-region/eu")
+    assert before is not None and _entry(catalog).topic("/by-region/eu") is before
+    changed = api("Orders", "/{version}/orders")
+    changed["topics"][1] = {"name": "/by-region/{region}", "channel": "regions.{region}"}
+    catalog.put_api(Api.model_validate(changed))
+    after = _entry(catalog).topic("/by-region/eu")
+    assert after is not None and after.channel == "regions.eu"
+
+
+def test_remembered_matches_are_bounded(catalog: Catalog) -> None:
+    entry = _entry(catalog)
+    for n in range(MATCHES_KEPT + 10):  # room names a client chose
+        match = entry.topic(f"/by-region/r{n}")
+        assert match is not None and match.channel == f"orders.r{n}"
+    assert len(entry._matches) <= MATCHES_KEPT
+    assert entry.topic("/by-region/r0") is not None  # forgotten, and matched again
 
 
 # --- scopes and clients ----------------------------------------------------------------------
