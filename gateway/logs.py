@@ -74,7 +74,11 @@ def connection_id() -> str:
 def bind(**fields: object) -> None:
     """Add fields to every line logged from now on by this task and the tasks it starts
     (until the enclosing :func:`fields_scope` ends). None values are left out."""
-    _BOUND.set({**_BOUND.get(), **{k: v for k, v in fields.items() if v is not None}})
+    merged = dict(_BOUND.get())
+    for name, value in fields.items():
+        if value is not None:
+            merged[name] = value
+    _BOUND.set(merged)
 
 
 @contextlib.contextmanager
