@@ -37,7 +37,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
+from uvicorn.protocols.utils import get_local_addr, get_remote_addr
 
 from bridge.config import Limits
 from gateway.errors import problem, problem_details
@@ -87,7 +87,6 @@ def bounded_protocol(limits: Limits, express: Express | None = None) -> type[Htt
             self.connections.add(self)
             self.transport = transport
             self.flow = FlowControl(transport)
-            self.scheme = "https" if is_ssl(transport) else "http"
             sock = transport.get_extra_info("socket")
             if send_buffer and sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)

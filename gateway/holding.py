@@ -13,15 +13,18 @@ gets all of it back afterwards.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
 from contextvars import Context
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import httptools
+from uvicorn.config import Config
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+from uvicorn.server import ServerState
 
 
 class _HeldCycle:
@@ -81,11 +84,90 @@ _HELD_CYCLE = _HeldCycle()
 _NO_PIPELINE: deque[Any] = deque(maxlen=0)  # nothing is parsed while a response is held
 
 
+class _Shared(NamedTuple):
+    """What uvicorn's protocol looks up per connection that is one server's for good."""
+
+    config: Config
+    app: Any
+    logger: logging.Logger
+    access_logger: logging.Logger
+    access_log: bool
+    ws_protocol_class: Any
+    root_path: str
+    asgi_version: Literal["2.0", "3.0"]
+    limit_concurrency: int | None
+    timeout_keep_alive: int
+    scheme: Literal["http", "https"]
+
+
+_SHARED: dict[int, _Shared] = {}  # by id(config): one entry per server built
+
+
+def _shared(config: Config) -> _Shared:
+    shared = _SHARED.get(id(config))
+    if shared is None or shared.config is not config:
+        if not config.loaded:
+            config.load()
+        access = logging.getLogger("uvicorn.access")
+        shared = _SHARED[id(config)] = _Shared(
+            config,
+            config.loaded_app,
+            logging.getLogger("uvicorn.error"),
+            access,
+            access.hasHandlers(),
+            config.ws_protocol_class,
+            config.root_path,
+            config.asgi_version,
+            config.limit_concurrency,
+            config.timeout_keep_alive,
+            "https" if config.is_ssl else "http",
+        )
+    return shared
+
+
 class HoldingProtocol(HttpToolsProtocol):
     __slots__ = ("_detached",)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        # uvicorn's __init__ (0.54), but for what is the same for every connection of a
+        # server: that is looked up once (two getLogger calls, each under logging's lock,
+        # were a quarter of it). tests/unit/test_holding.py checks it sets what uvicorn's does.
+        (
+            _,
+            self.app,
+            self.logger,
+            self.access_logger,
+            self.access_log,
+            self.ws_protocol_class,
+            self.root_path,
+            self.asgi_version,
+            self.limit_concurrency,
+            self.timeout_keep_alive,
+            self.scheme,  # uvicorn's connection_made asks the transport: the same answer
+        ) = _shared(config)
+        self.config = config
+        self.loop = _loop or asyncio.get_event_loop()
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.app_state = app_state
+        self.timeout_keep_alive_task = None
+        self.server_state = server_state
+        self.connections = server_state.connections
+        self.tasks = server_state.tasks
+        self.transport = None  # type: ignore[assignment]
+        self.flow = None  # type: ignore[assignment]
+        self.server = self.client = None
+        self.pipeline = deque()
+        self.scope = None  # type: ignore[assignment]
+        self.headers = None  # type: ignore[assignment]
+        self.expect_100_continue = False
+        self.cycle = None  # type: ignore[assignment]
         # A held SSE stream owns the connection: how it ends at a graceful shutdown.
         self._detached: Callable[[], None] | None = None
 
