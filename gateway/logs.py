@@ -65,6 +65,15 @@ _CONNECTION_PREFIX = secrets.token_hex(3)  # this process's, as several workers 
 _CONNECTIONS = itertools.count()
 
 
+def _new_connection_prefix() -> None:
+    """A forked process (a zygote's child) numbers its connections under a prefix of its own."""
+    global _CONNECTION_PREFIX, _CONNECTIONS
+    _CONNECTION_PREFIX, _CONNECTIONS = secrets.token_hex(3), itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_connection_prefix)
+
+
 def connection_id() -> str:
     """A new connection's id for its log lines: unique within the process and, by its
     random prefix, across processes; no system call per connection (token_hex made one)."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from gateway.logs import bind, fields_scope, handler, unbound
+from gateway.logs import bind, connection_id, fields_scope, handler, unbound
 
 
 @pytest.fixture
@@ -89,3 +90,16 @@ def test_secrets_never_reach_a_line(
     first, second = json_lines(streams["json"])
     assert first["message"].endswith('?access_token=[redacted]"')
     assert second["url"] == "https://cb.example/?hub.secret=[redacted]&x=1"
+
+
+def test_connection_ids_are_unique_and_a_forked_process_has_its_own() -> None:
+    ids = {connection_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # a zygote's child, as the e2e tests fork gateways
+        os.write(write, connection_id().encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    theirs = os.read(read, 64).decode()
+    assert theirs[:6] != next(iter(ids))[:6]
