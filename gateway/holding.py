@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from contextvars import Context
 from typing import Any, Literal, NamedTuple
+from weakref import WeakKeyDictionary
 
 import httptools
 from uvicorn.config import Config
@@ -87,7 +88,6 @@ _NO_PIPELINE: deque[Any] = deque(maxlen=0)  # nothing is parsed while a response
 class _Shared(NamedTuple):
     """What uvicorn's protocol looks up per connection that is one server's for good."""
 
-    config: Config
     app: Any
     logger: logging.Logger
     access_logger: logging.Logger
@@ -100,17 +100,16 @@ class _Shared(NamedTuple):
     scheme: Literal["http", "https"]
 
 
-_SHARED: dict[int, _Shared] = {}  # by id(config): one entry per server built
+_SHARED: WeakKeyDictionary[Config, _Shared] = WeakKeyDictionary()  # gone with its server
 
 
 def _shared(config: Config) -> _Shared:
-    shared = _SHARED.get(id(config))
-    if shared is None or shared.config is not config:
+    shared = _SHARED.get(config)
+    if shared is None:
         if not config.loaded:
             config.load()
         access = logging.getLogger("uvicorn.access")
-        shared = _SHARED[id(config)] = _Shared(
-            config,
+        shared = _SHARED[config] = _Shared(
             config.loaded_app,
             logging.getLogger("uvicorn.error"),
             access,
@@ -139,7 +138,6 @@ class HoldingProtocol(HttpToolsProtocol):
         # server: that is looked up once (two getLogger calls, each under logging's lock,
         # were a quarter of it). tests/unit/test_holding.py checks it sets what uvicorn's does.
         (
-            _,
             self.app,
             self.logger,
             self.access_logger,
