@@ -18,6 +18,7 @@ from gateway.heap import return_large_blocks
 from gateway.logs import access_log_enabled
 from gateway.runtime import Runtime
 from gateway.sse_express import SseExpress
+from gateway.stall import watch_loop
 from gateway.websocket_protocol import OutletWebSocketProtocol
 
 
@@ -61,7 +62,7 @@ def build_server(
 ) -> uvicorn.Server:
     app = create_app(config)
     runtime = app.runtime
-    runtime.background.extend(background or [])
+    runtime.background.extend([watch_loop, *(background or [])])
     uv_config = uvicorn.Config(
         app,
         host=host,

@@ -11,6 +11,8 @@ instead of failing when a read transaction tries to become a write one.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -44,6 +46,8 @@ HEAD: Final = "0007"
 WRITE: Final = "streambridge_write"  # execution option: this transaction will write
 # pg_advisory_xact_lock key: processes starting together on one database migrate in turn.
 MIGRATE_LOCK: Final = 0x7362_0001
+SLOW_TRANSACTION_SECONDS = 1.0  # a transaction at least this long is logged
+log = logging.getLogger("streambridge.store")
 
 
 def engine_url(url: str) -> URL:
@@ -204,6 +208,7 @@ class Database:
         (REPEATABLE READ on PostgreSQL); a write locks first on SQLite (module docstring)."""
         if self._engine is None:
             raise StoreError(f"state store {self.name!r} is not open (enter it with async with)")
+        started = time.monotonic()
         try:
             async with self._engine.connect() as conn:
                 if write:
@@ -218,3 +223,12 @@ class Database:
             raise StoreError(f"state store {self.name!r} failed: {exc.orig}") from exc
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"state store {self.name!r} failed: {exc}") from exc
+        finally:
+            # Waiting for a connection or SQLite's write lock, a slow disk's commit: every
+            # webhook delivery and admin write waits behind it, so it is said.
+            elapsed = time.monotonic() - started
+            if elapsed >= SLOW_TRANSACTION_SECONDS:
+                log.warning(
+                    "state store transaction slow",
+                    extra={"seconds": round(elapsed, 3), "write": write},
+                )
