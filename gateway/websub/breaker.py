@@ -40,6 +40,11 @@ class Breaker:
         self.probing = True
         return 0.0
 
+    def not_sent(self) -> None:
+        """The request never went (cancelled, or the SSRF guard refused the callback): it
+        says nothing of the host, and a probe it was lets the next request probe."""
+        self.probing = False
+
     def succeeded(self) -> None:
         self.state, self.failures, self.probing = "closed", 0, False
 

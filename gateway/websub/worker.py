@@ -161,12 +161,14 @@ class Worker:
                     webhook_id=row.webhook_id,
                 )
             except BaseException:
-                breaker.probing = False  # cancelled mid-probe: let the next one probe
+                breaker.not_sent()  # cancelled mid-probe: let the next one probe
                 raise
             if outcome.delivered or outcome.gone:
                 breaker.succeeded()  # the host answered; 410 is an answer too
             elif outcome.host:
                 breaker.failed(time.monotonic())
+            else:  # refused before a request: a probe left "probing" held the host for good
+                breaker.not_sent()
             if outcome.delivered:
                 workers.completions.add(row.seq)
                 self._delivered.inc()

@@ -47,3 +47,14 @@ def test_one_breaker_per_host() -> None:
     assert breakers["a:443"] is breakers["a:443"]
     assert open_hosts(breakers, ["a:443", "b:443"]) == ["a:443"]
     assert breakers["b:443"].state == "closed"
+
+
+def test_a_probe_never_sent_lets_the_next_request_probe() -> None:
+    """A refused callback (SSRF guard) as the probe: the host was not asked, and without
+    ``not_sent`` every later delivery to it waited for a probe that never ends."""
+    breaker = Breaker(threshold=1, cooldown=5.0)
+    breaker.failed(0.0)
+    assert breaker.wait(6.0) == 0  # the probe...
+    breaker.not_sent()  # ...was refused before any request
+    assert breaker.state == "half-open"
+    assert breaker.wait(6.5) == 0  # the next one probes
