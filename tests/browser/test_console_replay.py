@@ -54,7 +54,7 @@ async def test_replay_in_the_console_delivers_a_dead_letter_again(
     await hub.subscribe(f"/t/{room}", path)
     await hub.verified(path)
     await hub.publish(room, {"n": "replay me"})
-    await wait_posts(receiver, path, 3)  # every attempt failed
+    await wait_posts(receiver, path, 3, gateway=hub.base_url)  # every attempt failed
 
     async def dead() -> bool:
         letters = (await hub.admin("GET", "/deadletters")).json()
@@ -73,7 +73,7 @@ async def test_replay_in_the_console_delivers_a_dead_letter_again(
     callback.default = 204  # the receiver is fixed
     await letter.get_by_role("button", name="Replay").click()
     await expect(page.get_by_role("status")).to_contain_text("Replayed.")
-    replayed = (await wait_posts(receiver, path, 4))[3]
+    replayed = (await wait_posts(receiver, path, 4, gateway=hub.base_url))[3]
     assert json.loads(replayed.body) == {"n": "replay me"}, "the replayed delivery arrived"
     await expect(letter).to_have_count(0)  # no longer a dead letter
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.helpers import HTTP_TIMEOUT, bearer, eventually, fetch_token
+from tests.e2e.helpers import HTTP_TIMEOUT, bearer, eventually, fetch_token, metrics_text
 from tests.e2e.receiver import Delivery, Receiver
 from tests.e2e.servers import Server, state_url
 
@@ -163,7 +163,7 @@ class Hub:
         assert response.status_code == 202, response.text
 
     async def posts(self, path: str, count: int, timeout: float = 5.0) -> list[Delivery]:
-        return await wait_posts(self.receiver, path, count, timeout)
+        return await wait_posts(self.receiver, path, count, timeout, self.base_url)
 
     async def admin(self, method: str, path: str, **kw: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {ADMIN}"}
@@ -187,7 +187,7 @@ async def hub_for(server: Server, receiver: Receiver) -> AsyncIterator[Hub]:
 
 
 async def wait_posts(
-    receiver: Receiver, path: str, count: int, timeout: float = 10.0
+    receiver: Receiver, path: str, count: int, timeout: float = 10.0, gateway: str | None = None
 ) -> list[Delivery]:
     """The first ``count`` POSTs to ``path``, once that many arrived (a deadline, not a
     target: twenty signed deliveries through the store took over 5 s on a loaded machine)."""
@@ -200,7 +200,24 @@ async def wait_posts(
         return await eventually(enough, timeout, what=f"{count} deliveries to {path}")
     except pytest.fail.Exception:
         bodies = [post.body[:40] for post in receiver.posts_to(path)]
-        pytest.fail(f"{len(bodies)} of {count} deliveries to {path} in {timeout}s: {bodies}")
+        state = await webhook_state(gateway, path.rsplit("/", 1)[-1]) if gateway else ""
+        pytest.fail(f"{len(bodies)} of {count} deliveries to {path} in {timeout}s: {bodies}{state}")
+
+
+async def webhook_state(gateway: str, room: str) -> str:
+    """What the gateway says of a room's topic and of its webhooks, for a failure's
+    message: which stage (read, queued, attempted) an event that did not come reached."""
+    try:
+        text = await metrics_text(gateway)
+    except (httpx.HTTPError, AssertionError) as exc:
+        return f"\n(no metrics: {exc!r})"
+    wanted = ("streambridge_webhook", 'protocol="websub"', room)
+    lines = [
+        line
+        for line in text.splitlines()
+        if not line.startswith("#") and any(w in line for w in wanted)
+    ]
+    return "\ngateway metrics:\n" + "\n".join(lines)
 
 
 async def quiet(seconds: float = 0.3) -> None:
