@@ -86,9 +86,13 @@ class Upkeep:
         """The store's subscriptions as feeds: new ones (verified on any gateway) start,
         renewed ones update, removed ones stop."""
         now = time.time()
+        # Only feeds older than the read are judged by it: a subscription verified on this
+        # gateway while the read ran is stored after its snapshot. Stopped here, its feed
+        # came back a second later without the events published meanwhile (they were lost).
+        known = self._feeds.ids()
         stored = {record.id: record for record in await self._store.subscriptions()}
         self._feeds.stored(stored)
-        for id in [id for id in self._feeds.ids() if id not in stored]:
+        for id in [id for id in known if id not in stored]:
             self._feeds.deactivate(id)
         for record in stored.values():
             if record.expires_at <= now:
