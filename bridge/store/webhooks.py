@@ -190,16 +190,26 @@ class WebhookStore(Aggregate):
         async with self._db.transaction(write=False) as conn:
             return [from_row(WebSubRecord, row._mapping) for row in await conn.execute(query)]
 
-    async def delete_subscription(self, id: str) -> bool:
-        """Ends a subscription: its pending deliveries go too (dead letters stay listed)."""
+    async def delete_subscription(self, id: str, *, expired_by: float | None = None) -> bool:
+        """Ends a subscription: its pending deliveries go too (dead letters stay listed).
+        ``expired_by``: only if its lease had run out by then (a renewal keeps it)."""
+        which = subs.c.id == id
+        if expired_by is not None:
+            which &= subs.c.expires_at <= expired_by
         async with self._db.transaction(write=True) as conn:
+            # Locked first (PostgreSQL; SQLite's write transaction holds the whole store):
+            # a renewal cannot come between the check and the deletes.
+            if (
+                await conn.execute(select(subs.c.id).where(which).with_for_update())
+            ).first() is None:
+                return False
             await conn.execute(
                 delete(deliveries).where(
                     (deliveries.c.subscription_id == id) & (deliveries.c.state == PENDING)
                 )
             )
-            result = await conn.execute(delete(subs).where(subs.c.id == id))
-        return bool(result.rowcount)
+            await conn.execute(delete(subs).where(subs.c.id == id))
+        return True
 
     # --- the delivery queue -----------------------------------------------------------
     async def enqueue(

@@ -18,6 +18,7 @@ import uuid
 
 from bridge.errors import BridgeError
 from bridge.lifecycle import VISIBLE_STATES
+from bridge.store.records import WebSubRecord
 from bridge.store.webhooks import WebhookStore
 from gateway.websub.feeds import Feeds
 from gateway.websub.verify import Verifier
@@ -86,20 +87,28 @@ class Upkeep:
         """The store's subscriptions as feeds: new ones (verified on any gateway) start,
         renewed ones update, removed ones stop."""
         now = time.time()
-        # Only feeds older than the read are judged by it: a subscription verified on this
-        # gateway while the read ran is stored after its snapshot. Stopped here, its feed
-        # came back a second later without the events published meanwhile (they were lost).
-        known = self._feeds.ids()
+        # The read is a snapshot: a feed this gateway started or renewed while it ran is
+        # newer than what it says, and is left as it is. (A new subscription's feed stopped
+        # for missing from it came back a second later without the events published
+        # meanwhile; a renewal was undone, and deleted when the old lease had run out.)
+        before = {feed.id: feed.record for feed in self._feeds}
         stored = {record.id: record for record in await self._store.subscriptions()}
         self._feeds.stored(stored)
-        for id in [id for id in known if id not in stored]:
-            self._feeds.deactivate(id)
+        for id, record in before.items():
+            if id not in stored and self._unchanged(id, record):
+                self._feeds.deactivate(id)
         for record in stored.values():
-            if record.expires_at <= now:
-                await self._store.delete_subscription(record.id)
-                self._feeds.deactivate(record.id)
-            else:
+            if not self._unchanged(record.id, before.get(record.id)):
+                continue
+            if record.expires_at > now:
                 self._feeds.activate(record)
+            elif await self._store.delete_subscription(record.id, expired_by=now):
+                self._feeds.deactivate(record.id)
+
+    def _unchanged(self, id: str, before: WebSubRecord | None) -> bool:
+        """Whether feed ``id`` holds the record it held before the read (or none)."""
+        feed = self._feeds.get(id)
+        return (None if feed is None else feed.record) is before
 
     async def end_stale(self) -> None:
         """Expired leases; subscriptions whose API or application subscription is gone."""
@@ -117,6 +126,10 @@ class Upkeep:
             elif access is None or access.blocked:
                 reason = "the application's subscription was removed or blocked"
             if reason is not None:
+                if record.expires_at <= now and not await self._store.delete_subscription(
+                    record.id, expired_by=now
+                ):
+                    continue  # renewed through another gateway: the next sync brings it
                 await self._feeds.end(feed, reason)
                 if record.expires_at > now:  # revoked, not expired: tell the subscriber
                     self._verifier.tell_denied(record.callback, feed.match, reason)

@@ -122,6 +122,19 @@ class ManualClock:
         self.now += seconds
 
 
+async def test_an_expired_subscription_is_ended_only_if_no_renewal_came(store: Store) -> None:
+    """The leader ends a lease it read as run out only if it still is in the store: a
+    renewal stored meanwhile keeps the subscription, and its queue."""
+    hooks = store.webhooks
+    sub = (await hooks.upsert_subscription(record("c" * 32, lease=60))).id
+    await hooks.enqueue([row(sub, "kept")])
+    now = time.time()
+    assert not await hooks.delete_subscription(sub, expired_by=now)  # 60 s left
+    assert [p.payload for p in await hooks.pending(sub, 0, 10)] == ["kept"]
+    assert await hooks.delete_subscription(sub, expired_by=now + 61)
+    assert await hooks.subscriptions() == []
+
+
 async def test_one_gateway_holds_the_delivery_lease(store_url: str) -> None:
     clock = ManualClock()
     async with Store.from_url(store_url, clock=clock) as store:
