@@ -129,7 +129,7 @@ class Upkeep:
                 if record.expires_at <= now and not await self._store.delete_subscription(
                     record.id, expired_by=now
                 ):
-                    continue  # renewed through another gateway: the next sync brings it
+                    continue  # renewed or ended through another gateway: the next sync says
                 await self._feeds.end(feed, reason)
                 if record.expires_at > now:  # revoked, not expired: tell the subscriber
                     self._verifier.tell_denied(record.callback, feed.match, reason)
