@@ -103,7 +103,8 @@ async def test_a_newcomer_subscribes_and_watches_live_prices(
     await subscribe_and_get_token(page, name)
     await page.get_by_role("button", name="Try it /prices", exact=True).click()
     events = page.get_by_role("list", name="Events")
-    await expect(events.get_by_role("listitem")).to_have_count(3, timeout=WAIT_MS)
+    # At least three: the ticker goes on, and a count of exactly 3 raced it (ci39 saw 0, 4).
+    await expect(events.get_by_role("listitem").nth(2)).to_be_visible(timeout=WAIT_MS)
     first = events.get_by_role("listitem").first
     await expect(first).to_contain_text('"symbol"')
     await expect(first.locator("code")).to_have_text(re.compile(r"\S+"))
