@@ -177,8 +177,13 @@ if [ -d "$DATA/logs" ]; then
 fi
 
 if [ ! -f "$DATA/logs/meta.properties" ]; then
-  # A KRaft cluster id is 16 random bytes, base64url without padding.
-  cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  # A KRaft cluster id is 16 random bytes, base64url without padding; one beginning with
+  # "-" is drawn again, as Kafka's own Uuid.randomUuid does: the storage tool's parser
+  # took it for an option (1 start in 64 failed, "--cluster-id: expected one argument").
+  cluster_id=-
+  while [ "${cluster_id:0:1}" = "-" ]; do
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  done
   java "${JAVA_OPTS[@]}" -cp "$CP" kafka.tools.StorageTool format \
     -t "$cluster_id" -c "$DATA/server.properties" >/dev/null
 fi
